@@ -1,0 +1,148 @@
+"""Callbacks: everything around the training loop that is not training.
+
+A callback overrides any of the hooks below; the trainer calls them in order. Records
+passed to hooks have the shapes documented in docs/ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from .checkpoint import save_checkpoint
+
+__all__ = [
+    "Callback",
+    "CallbackList",
+    "CheckpointCallback",
+    "ProgressBarCallback",
+    "StoreCallback",
+]
+
+
+class Callback:
+    """Base class: every hook is a no-op."""
+
+    def on_run_start(self, trainer) -> None: ...
+
+    def on_stage_start(self, trainer, stage) -> None: ...
+
+    def on_step_end(self, trainer, step: dict) -> None: ...
+
+    def on_epoch_end(self, trainer, record: dict, layers: list[dict] | None) -> None: ...
+
+    def on_requantize(self, trainer, events: list[dict]) -> None: ...
+
+    def on_stage_end(self, trainer, stage) -> None: ...
+
+    def on_finish(self, trainer, summary: dict) -> None: ...
+
+
+class CallbackList(Callback):
+    """Fans every hook out to a list of callbacks, in order."""
+
+    def __init__(self, callbacks: list[Callback]):
+        self.callbacks = callbacks
+
+    def __getattribute__(self, name):
+        if name.startswith("on_"):
+            return lambda *args: [getattr(c, name)(*args) for c in self.callbacks] and None
+        return super().__getattribute__(name)
+
+
+class ProgressBarCallback(Callback):
+    """A tqdm bar over all planned epochs: stage, epoch, loss, accuracy, average bits."""
+
+    def __init__(self, file=None, disable: bool = False):
+        self.file, self.disable, self.bar = file or sys.stderr, disable, None
+
+    def on_run_start(self, trainer) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(
+            total=trainer.config.total_epochs, initial=trainer.global_epoch, unit="epoch",
+            file=self.file, disable=self.disable, dynamic_ncols=True,
+        )  # fmt: skip
+
+    def on_epoch_end(self, trainer, record, layers) -> None:
+        bits = record.get("avg_bits")
+        self.bar.set_description(f"{record['stage']} {record['epoch']}")
+        postfix = {"loss": f"{record['train_loss']:.3f}", "acc": f"{record['test_acc']:.3f}"}
+        if bits is not None:
+            postfix["bits"] = f"{bits:.2f}"
+        self.bar.set_postfix(postfix, refresh=False)
+        self.bar.n = record["global_epoch"]
+        self.bar.refresh()
+
+    def on_requantize(self, trainer, events) -> None:
+        for event in events:
+            self.bar.write(f"  {event['message']}", file=self.file)
+
+    def on_finish(self, trainer, summary) -> None:
+        self.bar.close()
+
+
+class CheckpointCallback(Callback):
+    """Atomic checkpoints at every re-quantization, every stage end, and every few minutes.
+
+    Written at epoch ends only, so a checkpoint always marks a clean resume position.
+    """
+
+    def __init__(self, path: str | Path, every_seconds: float = 180.0):
+        self.path, self.every_seconds = Path(path), every_seconds
+        self._last, self._requantized = time.monotonic(), False
+
+    def on_requantize(self, trainer, events) -> None:
+        self._requantized = True
+
+    def on_epoch_end(self, trainer, record, layers) -> None:
+        if record.get("reused"):
+            return
+        stage_done = record["epoch"] == trainer.config.epochs_of(trainer.stage)
+        overdue = time.monotonic() - self._last >= self.every_seconds
+        if self._requantized or stage_done or overdue:
+            self.save(trainer)
+
+    def save(self, trainer) -> None:
+        save_checkpoint(self.path, *trainer.checkpoint_state())
+        self._last, self._requantized = time.monotonic(), False
+
+
+class StoreCallback(Callback):
+    """Persists a run into a ``RunStore``: every epoch, layer snapshot and event, sampled
+    steps in batches, and a heartbeat so a dead process is recognised."""
+
+    def __init__(self, store, run_id: str, step_every: int = 5, flush_seconds: float = 2.0):
+        self.store, self.run_id = store, run_id
+        self.step_every, self.flush_seconds = step_every, flush_seconds
+        self._steps: list[dict] = []
+        self._last_flush = time.monotonic()
+
+    def on_step_end(self, trainer, step) -> None:
+        if step["step"] % self.step_every == 0:
+            self._steps.append(step)
+        if time.monotonic() - self._last_flush >= self.flush_seconds:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._steps:
+            self.store.add_steps(self.run_id, self._steps)
+            self._steps = []
+        self.store.heartbeat(self.run_id)
+        self._last_flush = time.monotonic()
+
+    def on_epoch_end(self, trainer, record, layers) -> None:
+        self._flush()
+        self.store.add_epochs(self.run_id, [record])
+        if layers is not None:
+            self.store.add_layers(
+                self.run_id, record["stage"], record["epoch"], record["global_epoch"], layers
+            )
+
+    def on_requantize(self, trainer, events) -> None:
+        if events:
+            self.store.add_events(self.run_id, events)
+
+    def on_finish(self, trainer, summary) -> None:
+        self._flush()

@@ -1,0 +1,194 @@
+"""Run configuration: one frozen, validated, JSON-serializable dataclass, plus presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from dataclasses import dataclass, field
+
+from .quantize import BSQConfig
+
+__all__ = ["CONFIG_VERSION", "METHODS", "RunConfig", "Stage", "stages_for"]
+
+CONFIG_VERSION = 1
+METHODS = ("bsq", "uniform")
+
+
+class Stage(enum.StrEnum):
+    """Where a run is in its pipeline; ``QAT`` is the uniform baseline's BSQ-stage twin."""
+
+    PRETRAIN = "pretrain"
+    BSQ = "bsq"
+    QAT = "qat"
+    FINETUNE = "finetune"
+    DONE = "done"
+
+
+def stages_for(method: str) -> list[Stage]:
+    """The training stages of a method, in order (``DONE`` excluded)."""
+    middle = Stage.BSQ if method == "bsq" else Stage.QAT
+    return [Stage.PRETRAIN, middle, Stage.FINETUNE]
+
+
+def _positive(name: str, value, kind=int, allow_zero=False) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (value < 0 or (value == 0 and not allow_zero)):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a number {bound}, got {value!r}.")
+    if kind is int and int(value) != value:
+        raise ValueError(f"{name} must be a whole number, got {value!r}.")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines one run. ``bsq_epochs`` is the CLI's ``--epochs``.
+
+    Defaults equal the default preset (MLP on digits); use ``presets.make_config`` for others.
+
+    Learning-rate schedules are step decays (x0.1) at fractions of each stage, as in the
+    paper's recipe (350 BSQ epochs with a decay at 250 -> ``(0.7,)``).
+    """
+
+    model: str = "mlp"
+    dataset: str = "digits"
+    method: str = "bsq"
+    alpha: float = 0.25
+    uniform_bits: int = 4
+    n_bits: int = 8
+    max_bits: int = 8
+    act_bits: int | None = None
+    float_shortcuts: bool = False
+    pretrain_epochs: int = 20
+    bsq_epochs: int = 60
+    finetune_epochs: int = 20
+    requant_interval: int = 10
+    pretrain_lr: float = 0.05
+    lr: float = 0.05
+    finetune_lr: float = 0.005
+    lr_milestones: tuple[float, ...] = (0.7,)
+    finetune_milestones: tuple[float, ...] = (0.5, 0.83)
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    batch_size: int = 64
+    seed: int = 0
+    device: str = "auto"
+    max_train: int | None = None
+    max_test: int | None = None
+    data_root: str | None = None
+    reuse_pretrained: bool = True
+    name: str | None = None
+    version: int = field(default=CONFIG_VERSION)
+
+    def __post_init__(self):
+        object.__setattr__(self, "lr_milestones", tuple(self.lr_milestones))
+        object.__setattr__(self, "finetune_milestones", tuple(self.finetune_milestones))
+        self._check_names()
+        self._check_numbers()
+        self.bsq_config()  # validates n_bits / max_bits / act_bits with its own messages
+
+    def _check_names(self) -> None:
+        from .data import list_datasets
+        from .models import list_models
+
+        if self.model not in list_models():
+            raise ValueError(
+                f"Unknown model {self.model!r}. Choose one of: {', '.join(list_models())}."
+            )
+        if self.dataset not in list_datasets():
+            choices = ", ".join(list_datasets())
+            raise ValueError(f"Unknown dataset {self.dataset!r}. Choose one of: {choices}.")
+        if self.method not in METHODS:
+            raise ValueError(f"Unknown method {self.method!r}. Choose 'bsq' or 'uniform'.")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}.")
+
+    def _check_numbers(self) -> None:
+        if (
+            not (isinstance(self.alpha, int | float) and math.isfinite(self.alpha))
+            or self.alpha < 0
+        ):
+            raise ValueError(
+                f"alpha must be >= 0, got {self.alpha!r}. Larger alpha = fewer bits; "
+                "try 1e-3 .. 1e-2 (0 turns the regularizer off)."
+            )
+        for name in ("pretrain_epochs", "finetune_epochs"):
+            _positive(name, getattr(self, name), allow_zero=True)
+        for name in ("bsq_epochs", "requant_interval", "batch_size"):
+            _positive(name, getattr(self, name))
+        for name in ("lr", "finetune_lr", "pretrain_lr"):
+            _positive(name, getattr(self, name), kind=float)
+        _positive("momentum", self.momentum, kind=float, allow_zero=True)
+        _positive("weight_decay", self.weight_decay, kind=float, allow_zero=True)
+        if not 1 <= self.uniform_bits <= self.max_bits:
+            raise ValueError(f"uniform_bits must be 1..{self.max_bits}, got {self.uniform_bits}.")
+        for milestones in (self.lr_milestones, self.finetune_milestones):
+            if any(not 0 < m < 1 for m in milestones):
+                raise ValueError(
+                    f"LR milestones are fractions of a stage in (0, 1), got {milestones}."
+                )
+        for name in ("max_train", "max_test"):
+            if getattr(self, name) is not None:
+                _positive(name, getattr(self, name))
+
+    def bsq_config(self) -> BSQConfig:
+        return BSQConfig(
+            n_bits=self.n_bits,
+            max_bits=self.max_bits,
+            act_bits=self.act_bits,
+            float_shortcuts=self.float_shortcuts,
+        )
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["lr_milestones"] = list(self.lr_milestones)
+        data["finetune_milestones"] = list(self.finetune_milestones)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunConfig:
+        """Build from JSON; unknown keys are an error so typos never pass silently."""
+        data = dict(data)
+        version = data.pop("version", CONFIG_VERSION)
+        if version > CONFIG_VERSION:
+            raise ValueError(
+                f"This config was written by a newer BSQ Explorer (version {version}); "
+                "upgrade the package to read it."
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"Unknown config keys {unknown}. Valid keys: {sorted(known)}.")
+        return cls(**data)
+
+    def replace(self, **changes) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def stages(self) -> list[Stage]:
+        return stages_for(self.method)
+
+    def epochs_of(self, stage: Stage) -> int:
+        return {
+            Stage.PRETRAIN: self.pretrain_epochs,
+            Stage.BSQ: self.bsq_epochs,
+            Stage.QAT: self.bsq_epochs,
+            Stage.FINETUNE: self.finetune_epochs,
+        }[Stage(stage)]
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(self.epochs_of(s) for s in self.stages)
+
+    def lr_at(self, stage: Stage, epoch: int) -> float:
+        """Learning rate of 1-based ``epoch`` of ``stage``: a function of the epoch only."""
+        stage = Stage(stage)
+        base, milestones = {
+            Stage.PRETRAIN: (self.pretrain_lr, self.lr_milestones),
+            Stage.BSQ: (self.lr, self.lr_milestones),
+            Stage.QAT: (self.lr, self.lr_milestones),
+            Stage.FINETUNE: (self.finetune_lr, self.finetune_milestones),
+        }[stage]
+        total = self.epochs_of(stage)
+        decays = sum(1 for m in milestones if epoch > round(m * total))
+        return base * 0.1**decays

@@ -1,0 +1,196 @@
+"""Pure numerics of BSQ's bit representation.
+
+Plane layout (used everywhere in this package): a layer whose float weight has shape ``S``
+keeps two tensors of shape ``(*S, n_bits)``, ``pos`` and ``neg``. The last dimension is the
+bit position, **MSB first**: plane ``b`` has place value ``2**(n_bits - 1 - b) / (2**n_bits - 1)``.
+
+Everything here is a small pure function; the straight-through estimator is one tiny
+``autograd.Function``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = [
+    "RoundSTE",
+    "from_bit_planes",
+    "int_to_planes",
+    "place_values",
+    "plane_density",
+    "plane_group_norm",
+    "planes_to_int",
+    "planes_to_value",
+    "quantize_unit",
+    "requantized_ints",
+    "round_ste",
+    "to_bit_planes",
+]
+
+
+class RoundSTE(torch.autograd.Function):
+    """``sign(x) * round(|clamp(x, -1, 1)| * levels) / levels`` with an identity backward.
+
+    Both the clamp and the round are straight-through (BSQ_METHOD.md section 1), so the
+    gradient reaches the continuous bit planes unchanged.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, levels: float) -> torch.Tensor:
+        x = x.clamp(-1.0, 1.0)
+        return torch.sign(x) * torch.round(x.abs() * levels) / levels
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
+
+
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    """Round with a straight-through gradient.
+
+    >>> x = torch.tensor([0.4, 1.6], requires_grad=True)
+    >>> round_ste(x).sum().backward(); x.grad.tolist()
+    [1.0, 1.0]
+    """
+    return x + (torch.round(x) - x).detach()
+
+
+def quantize_unit(x: torch.Tensor, n_bits: int) -> torch.Tensor:
+    """``Q_n(clamp(x, -1, 1))``: sign-magnitude quantization of ``x`` to ``n_bits`` bits.
+
+    >>> quantize_unit(torch.tensor([0.5, -0.3, 2.0]), 2).tolist()
+    [0.6666666865348816, -0.3333333432674408, 1.0]
+    """
+    if n_bits <= 0:
+        return torch.zeros_like(x)
+    return RoundSTE.apply(x, float(2**n_bits - 1))
+
+
+def place_values(n_bits: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Place value of each plane, MSB first: ``2**(n-1-b) / (2**n - 1)``.
+
+    >>> place_values(2).tolist()
+    [0.6666666865348816, 0.3333333432674408]
+    """
+    powers = 2.0 ** torch.arange(n_bits - 1, -1, -1, device=device, dtype=torch.float64)
+    return (powers / (2**n_bits - 1)).to(dtype)
+
+
+def planes_to_value(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """Value ``v`` encoded by (continuous) planes; shapes ``(*S, n) -> S``.
+
+    >>> pos = torch.tensor([[1.0, 0.0]]); neg = torch.tensor([[0.0, 1.0]])
+    >>> planes_to_value(pos, neg).tolist()
+    [0.3333333432674408]
+    """
+    n_bits = pos.shape[-1]
+    place = place_values(n_bits, pos.device, pos.dtype)  # (n,)
+    return (pos - neg) @ place  # (*S,)
+
+
+def int_to_planes(q: torch.Tensor, n_bits: int) -> torch.Tensor:
+    """Non-negative integers -> 0/1 planes ``(*q.shape, n_bits)``, MSB first.
+
+    >>> int_to_planes(torch.tensor([5]), 3).tolist()
+    [[1.0, 0.0, 1.0]]
+    """
+    shifts = torch.arange(n_bits - 1, -1, -1, device=q.device)  # (n,)
+    bits = (q.long().unsqueeze(-1) >> shifts) & 1  # (*S, n)
+    return bits.float()
+
+
+def planes_to_int(planes: torch.Tensor) -> torch.Tensor:
+    """0/1 planes ``(*S, n)`` (MSB first) -> integers ``S``; inverse of :func:`int_to_planes`.
+
+    >>> planes_to_int(torch.tensor([[1.0, 0.0, 1.0]])).tolist()
+    [5]
+    """
+    n_bits = planes.shape[-1]
+    powers = 2 ** torch.arange(n_bits - 1, -1, -1, device=planes.device)  # (n,)
+    return (planes.round().long() * powers).sum(-1)
+
+
+def to_bit_planes(w: torch.Tensor, n_bits: int):
+    """Convert a float weight to ``(pos, neg, scale)`` with ``n_bits`` planes.
+
+    ``s = max|w|``, ``q = round(|w| / s * (2^n - 1))`` written in binary; the bits go to
+    ``pos`` where ``w > 0`` and to ``neg`` where ``w <= 0``.
+
+    >>> pos, neg, s = to_bit_planes(torch.tensor([0.3, -1.0]), 2)  # 0.3 * 3 rounds to 1 = 0b01
+    >>> pos.tolist(), neg.tolist(), float(s)
+    ([[0.0, 1.0], [0.0, 0.0]], [[0.0, 0.0], [1.0, 1.0]], 1.0)
+    """
+    if n_bits < 1:
+        raise ValueError(f"n_bits must be >= 1, got {n_bits}")
+    w = w.detach()
+    scale = w.abs().max()
+    # An all-zero weight has no meaningful scale; any positive value encodes zeros exactly.
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.round(w.abs() / scale * (2**n_bits - 1))  # S
+    planes = int_to_planes(q, n_bits).to(w.dtype)  # (*S, n)
+    positive = (w > 0).unsqueeze(-1)  # (*S, 1)
+    pos = torch.where(positive, planes, torch.zeros_like(planes))
+    neg = torch.where(positive, torch.zeros_like(planes), planes)
+    return pos, neg, scale.clone()
+
+
+def from_bit_planes(pos: torch.Tensor, neg: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The weight the forward pass uses: ``W = s * Q_n(clamp(v, -1, 1))`` (STE backward).
+
+    >>> pos, neg, s = to_bit_planes(torch.tensor([0.3, -1.0]), 2)
+    >>> from_bit_planes(pos, neg, s).tolist()
+    [0.3333333432674408, -1.0]
+    """
+    n_bits = pos.shape[-1]
+    return scale * quantize_unit(planes_to_value(pos, neg), n_bits)
+
+
+def requantized_ints(pos: torch.Tensor, neg: torch.Tensor):
+    """Steps 1 of re-quantization: integer magnitudes ``(Rp, Rn)`` of the current planes.
+
+    ``Rp = round(max(v, 0) * (2^n - 1))``, ``Rn = round(max(-v, 0) * (2^n - 1))``; they can
+    exceed ``2^n - 1`` (overflow) since continuous planes live in ``[0, 2]``.
+
+    >>> requantized_ints(torch.tensor([[2.0, 2.0]]), torch.zeros(1, 2))
+    (tensor([6]), tensor([0]))
+    """
+    levels = 2 ** pos.shape[-1] - 1
+    v = planes_to_value(pos.detach().double(), neg.detach().double())  # S
+    rp = torch.round(v.clamp(min=0) * levels).long()
+    rn = torch.round((-v).clamp(min=0) * levels).long()
+    return rp, rn
+
+
+def plane_density(pos: torch.Tensor, neg: torch.Tensor, max_bits: int | None = None):
+    """Fraction of weights whose bit is 1, per plane (MSB first), in the re-quantized view.
+
+    The view is steps 1-3 of re-quantization computed without touching the planes: with
+    overflow below ``max_bits`` the view has one more (MSB) plane; at ``max_bits`` the
+    integers are clipped.
+
+    >>> plane_density(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.zeros(2, 2)).tolist()
+    [0.5, 0.5]
+    """
+    n_bits = pos.shape[-1]
+    rp, rn = requantized_ints(pos, neg)
+    r = torch.maximum(rp, rn)  # S; at most one of rp, rn is non-zero
+    levels = 2**n_bits - 1
+    view_bits = n_bits
+    if int(r.max()) > levels:
+        if max_bits is not None and n_bits >= max_bits:
+            r = r.clamp(max=levels)
+        else:
+            view_bits = n_bits + 1
+    planes = int_to_planes(r, view_bits)  # (*S, view_bits)
+    return planes.reshape(-1, view_bits).mean(0)
+
+
+def plane_group_norm(pos: torch.Tensor, neg: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Group norm of each plane (what the regularizer sees): ``sqrt(eps + sum pos^2 + neg^2)``.
+
+    >>> plane_group_norm(torch.ones(4, 2), torch.zeros(4, 2), eps=0.0).tolist()
+    [2.0, 2.0]
+    """
+    n_bits = pos.shape[-1]
+    sq = pos.reshape(-1, n_bits).square().sum(0) + neg.reshape(-1, n_bits).square().sum(0)
+    return torch.sqrt(eps + sq)  # (n,)

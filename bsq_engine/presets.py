@@ -1,0 +1,63 @@
+"""Presets: sensible epochs, learning rates and a default alpha per (model, dataset).
+
+Values were chosen by measurement on a 2-core CPU (see README, "Presets"). Alpha's useful
+range depends on how many optimizer steps a run takes (the paper's 350 CIFAR epochs are
+~137k steps; a digits run is ~2k), so small, short runs need a larger alpha.
+"""
+
+from __future__ import annotations
+
+from .config import RunConfig
+
+__all__ = ["PRESETS", "list_presets", "make_config", "preset_for"]
+
+_SMALL_DIGITS = dict(
+    pretrain_epochs=20, bsq_epochs=60, finetune_epochs=20, requant_interval=10,
+    pretrain_lr=0.05, lr=0.05, finetune_lr=0.005, batch_size=64, alpha=0.25,
+)  # fmt: skip
+_MNIST_LIKE = dict(
+    pretrain_epochs=4, bsq_epochs=8, finetune_epochs=3, requant_interval=2,
+    pretrain_lr=0.05, lr=0.05, finetune_lr=0.005, batch_size=128, alpha=0.05,
+)  # fmt: skip
+_CIFAR_PAPER = dict(
+    pretrain_epochs=200, bsq_epochs=350, finetune_epochs=300, requant_interval=100,
+    pretrain_lr=0.1, lr=0.1, finetune_lr=0.01, lr_milestones=(0.714,),
+    finetune_milestones=(0.5, 0.833), batch_size=128, alpha=5e-3, act_bits=4,
+    float_shortcuts=True,
+)  # fmt: skip
+
+PRESETS: dict[tuple[str, str], dict] = {
+    ("mlp", "digits"): _SMALL_DIGITS,
+    ("lenet5", "digits"): dict(_SMALL_DIGITS, alpha=0.1),
+    ("mlp", "fashion_mnist"): _MNIST_LIKE,
+    ("lenet5", "fashion_mnist"): _MNIST_LIKE,
+    ("mlp", "mnist"): _MNIST_LIKE,
+    ("lenet5", "mnist"): _MNIST_LIKE,
+    **{(m, "cifar10"): _CIFAR_PAPER for m in ("resnet20", "resnet32", "resnet56")},
+}
+
+_BY_DATASET = {
+    "digits": _SMALL_DIGITS,
+    "fashion_mnist": _MNIST_LIKE,
+    "mnist": _MNIST_LIKE,
+    "cifar10": _CIFAR_PAPER,
+    "cifar100": _CIFAR_PAPER,
+    "imagefolder": dict(_MNIST_LIKE, alpha=0.02),
+}
+
+
+def preset_for(model: str, dataset: str) -> dict:
+    """The preset settings of a pair (falling back to the dataset's family)."""
+    return dict(PRESETS.get((model, dataset)) or _BY_DATASET.get(dataset, {}))
+
+
+def make_config(model: str = "mlp", dataset: str = "digits", **overrides) -> RunConfig:
+    """A validated ``RunConfig``: the preset of ``(model, dataset)``, then ``overrides``."""
+    settings = preset_for(model, dataset)
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    return RunConfig(model=model, dataset=dataset, **settings)
+
+
+def list_presets() -> list[dict]:
+    """Every explicit preset as ``{"model", "dataset", **settings}`` (for ``list``)."""
+    return [{"model": m, "dataset": d, **s} for (m, d), s in PRESETS.items()]

@@ -1,0 +1,437 @@
+"""Persistent run store: one SQLite file (WAL) plus one folder per run.
+
+Layout under ``BSQ_HOME`` (default ``~/.bsq_explorer``)::
+
+    runs.db             runs, epochs, steps, layers, events, sweeps (see ``_schema.py``)
+    runs/<run_id>/      checkpoints and exports of one run
+
+Every connection belongs to one thread, so the training thread and the pages each hold their
+own; WAL lets them read and write at the same time. Metric writes are upserts keyed by
+(run, stage, epoch|step), so a resumed run that re-writes an epoch never duplicates it.
+Record shapes are documented in ``docs/ARCHITECTURE.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Self
+
+from ._schema import (
+    ENDED,
+    SCHEMA_VERSION,
+    RunNotFound,
+    RunStatus,
+    StoreError,
+    SweepNotFound,
+    check_id,
+    check_transition,
+    connect,
+    decode_layer,
+    decode_sweep,
+    default_name,
+    downsample,
+    dumps,
+    enable_wal,
+    migrate,
+    new_id,
+    orphan_reason,
+    parse_status,
+    run_dict,
+    stage_rank,
+    table_rows,
+    upsert_sql,
+)
+
+__all__ = [
+    "ORPHAN_AFTER_S",
+    "SCHEMA_VERSION",
+    "RunNotFound",
+    "RunStatus",
+    "RunStore",
+    "StoreError",
+    "SweepNotFound",
+    "default_home",
+]
+
+ORPHAN_AFTER_S = 120.0  # a running run silent this long (another host) is presumed dead
+_METRIC_TABLES = ("epochs", "steps", "layers", "events")
+# Runs this process moved to `running`: the pid alone cannot tell us from a dead process whose
+# pid we inherited (containers restart with the same small pids).
+_OWNED: set[tuple[str, str]] = set()
+_OWNED_LOCK = threading.Lock()
+
+
+def default_home() -> Path:
+    """``$BSQ_HOME`` if set, else ``~/.bsq_explorer``; tests and the app isolate stores with it."""
+    return Path(os.environ.get("BSQ_HOME") or "~/.bsq_explorer").expanduser()
+
+
+class RunStore:
+    """Runs, their metrics and their folders. Safe to share between threads."""
+
+    def __init__(self, home: Path | str | None = None, *, orphan_after: float = ORPHAN_AFTER_S):
+        self.home = Path(home).expanduser() if home is not None else default_home()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.home / "runs.db"
+        self._key = str(self.db_path.resolve())  # one store, however its path was spelled
+        self.orphan_after = orphan_after
+        self._local = threading.local()
+        conn = connect(self.db_path, wal=False)
+        try:
+            migrate(conn, self.db_path)
+            enable_wal(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._local.conn = conn
+        # Opening the store is when readers look, so runs left `running` by a dead process
+        # show up as `interrupted` instead of running forever.
+        self.mark_orphans()
+
+    # -- connections --------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = connect(self.db_path)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One transaction; IMMEDIATE takes the write lock up front (waits busy_timeout)."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close this thread's connection (other threads keep theirs)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- runs ---------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        config: dict,
+        *,
+        name: str | None = None,
+        status: str = "queued",
+        sweep_id: str | None = None,
+        run_id: str | None = None,
+    ) -> str:
+        """Insert a run from its config dict (needs model, dataset, method, alpha)."""
+        new = parse_status(status)
+        name = name or default_name(config)  # also checks the config has the required keys
+        if run_id is not None:
+            check_id(run_id)
+        for _ in range(5):  # a generated id collides only within one second and 1/65536
+            rid = run_id or new_id()
+            try:
+                self._insert_run(rid, config, name, new, sweep_id)
+                return rid
+            except sqlite3.IntegrityError:
+                if run_id is not None:
+                    raise ValueError(f"Run {run_id!r} already exists in {self.home}.") from None
+        raise StoreError("Could not generate a unique run id; try again.")
+
+    def _insert_run(
+        self, rid: str, config: dict, name: str, status: RunStatus, sweep_id: str | None
+    ) -> None:
+        now = time.time()
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO runs (run_id, name, status, method, model, dataset, alpha,"
+                " config_json, created_at, sweep_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (rid, name, status.value, config["method"], config["model"], config["dataset"],
+                 float(config["alpha"]), dumps(config), now, sweep_id),
+            )  # fmt: skip
+            if status is RunStatus.RUNNING:
+                self._start(conn, rid, now)
+
+    def get_run(self, run_id: str) -> dict:
+        """The run as a plain dict, JSON decoded, with accuracy/avg_bits/... convenience keys."""
+        sql = "SELECT * FROM runs WHERE run_id = ?"
+        row = self._conn().execute(sql, (run_id,)).fetchone()
+        if row is None:
+            raise self._not_found(run_id)
+        if row["status"] == RunStatus.RUNNING and self.mark_orphans():  # a page polling it
+            row = self._conn().execute(sql, (run_id,)).fetchone()
+        return run_dict(self._conn(), row)
+
+    def list_runs(
+        self,
+        *,
+        status: str | Iterable[str] | None = None,
+        model: str | None = None,
+        dataset: str | None = None,
+        sweep_id: str | None = None,
+    ) -> list[dict]:
+        """Runs matching every given filter, newest first; ``status`` may be several."""
+        # Cheap (no running rows: one indexed query) and catches owners that died after open,
+        # e.g. a container restarted under a new hostname once its heartbeat went stale.
+        self.mark_orphans()
+        where, args = [], []
+        if status is not None:
+            wanted = [status] if isinstance(status, str) else list(status)
+            where.append(f"status IN ({','.join('?' * len(wanted))})")
+            args += [parse_status(s).value for s in wanted]
+        for col, value in (("model", model), ("dataset", dataset), ("sweep_id", sweep_id)):
+            if value is not None:
+                where.append(f"{col} = ?")
+                args.append(value)
+        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
+        conn = self._conn()
+        rows = conn.execute(sql + " ORDER BY created_at DESC, run_id DESC", args).fetchall()
+        return [run_dict(conn, row) for row in rows]
+
+    def set_status(self, run_id: str, status: str, *, error: str | None = None) -> None:
+        """Move a run along its life cycle; an illegal step raises ValueError."""
+        new = parse_status(status)
+        now = time.time()
+        with self._write() as conn:
+            check_transition(run_id, self._status(conn, run_id), new)
+            if new is RunStatus.RUNNING:
+                self._start(conn, run_id, now)
+            elif new in ENDED:
+                conn.execute(
+                    "UPDATE runs SET status = ?, finished_at = ?, error = ? WHERE run_id = ?",
+                    (new.value, now, error, run_id),
+                )
+            else:  # queued again, to be resumed
+                conn.execute(
+                    "UPDATE runs SET status = ?, finished_at = NULL, error = ? WHERE run_id = ?",
+                    (new.value, error, run_id),
+                )
+        if new is not RunStatus.RUNNING:
+            self._disown(run_id)
+
+    def _start(self, conn: sqlite3.Connection, run_id: str, now: float) -> None:
+        conn.execute(
+            "UPDATE runs SET status = 'running', started_at = ?, finished_at = NULL, error = NULL,"
+            " pid = ?, hostname = ?, heartbeat = ? WHERE run_id = ?",
+            (now, os.getpid(), socket.gethostname(), now, run_id),
+        )
+        with _OWNED_LOCK:
+            _OWNED.add((self._key, run_id))
+
+    def _disown(self, run_id: str) -> None:
+        with _OWNED_LOCK:
+            _OWNED.discard((self._key, run_id))
+
+    def heartbeat(self, run_id: str) -> None:
+        """Prove the owner is alive; call at least every few seconds while training."""
+        cur = self._conn().execute(
+            "UPDATE runs SET heartbeat = ? WHERE run_id = ?", (time.time(), run_id)
+        )
+        if cur.rowcount == 0:
+            raise self._not_found(run_id)
+
+    def finish(self, run_id: str, summary: dict) -> None:
+        """Mark a running run finished and keep its summary, atomically."""
+        with self._write() as conn:
+            check_transition(run_id, self._status(conn, run_id), RunStatus.FINISHED)
+            conn.execute(
+                "UPDATE runs SET status = 'finished', finished_at = ?, error = NULL,"
+                " summary_json = ? WHERE run_id = ?",
+                (time.time(), dumps(summary), run_id),
+            )
+        self._disown(run_id)
+
+    def set_summary(self, run_id: str, summary: dict | None) -> None:
+        """Replace the summary without touching the status (e.g. partial results of a stop)."""
+        with self._write() as conn:
+            self._status(conn, run_id)
+            conn.execute(
+                "UPDATE runs SET summary_json = ? WHERE run_id = ?",
+                (None if summary is None else dumps(summary), run_id),
+            )
+
+    def delete_run(self, run_id: str) -> None:
+        """Delete the run's rows and its folder (checkpoints, exports)."""
+        with self._write() as conn:
+            self._status(conn, run_id)
+            for table in ("runs", *_METRIC_TABLES):
+                conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+        self._disown(run_id)
+        shutil.rmtree(self.home / "runs" / run_id, ignore_errors=True)
+
+    def run_dir(self, run_id: str) -> Path:
+        """``<home>/runs/<run_id>/``, created on demand."""
+        check_id(run_id)
+        path = self.home / "runs" / run_id
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # -- orphans ------------------------------------------------------------------------
+
+    def mark_orphans(self, *, stale_after: float | None = None) -> list[str]:
+        """Mark `running` runs whose process is gone as `interrupted`; returns their ids."""
+        stale_after = self.orphan_after if stale_after is None else stale_after
+        rows = self._conn().execute("SELECT * FROM runs WHERE status = 'running'").fetchall()
+        marked = []
+        for row in rows:
+            with _OWNED_LOCK:
+                owned = (self._key, row["run_id"]) in _OWNED
+            reason = orphan_reason(row, owned=owned, now=time.time(), stale_after=stale_after)
+            if reason and self._interrupt(row["run_id"], row["heartbeat"], reason):
+                marked.append(row["run_id"])
+        return marked
+
+    def _interrupt(self, run_id: str, beat: float | None, reason: str) -> bool:
+        """Conditional update: a heartbeat or finish that raced us wins."""
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE runs SET status = 'interrupted', finished_at = ?, error = ?"
+                " WHERE run_id = ? AND status = 'running' AND heartbeat IS ?",
+                (time.time(), f"Interrupted: {reason}. Resume it to continue.", run_id, beat),
+            )
+        return cur.rowcount == 1
+
+    # -- metrics ------------------------------------------------------------------------
+
+    def add_epochs(self, run_id: str, records: list[dict]) -> None:
+        """Upsert epoch records (one transaction); unknown keys are ignored."""
+        self._upsert(run_id, "epochs", records)
+
+    def add_steps(self, run_id: str, records: list[dict]) -> None:
+        """Upsert sampled per-step records (one transaction)."""
+        self._upsert(run_id, "steps", records)
+
+    def add_layers(
+        self, run_id: str, stage: str, epoch: int, global_epoch: int, layers: list[dict]
+    ) -> None:
+        """Upsert one layer snapshot; ``layer_index`` is the position in ``layers``."""
+        records = [
+            {
+                **layer,
+                "stage": stage,
+                "epoch": epoch,
+                "global_epoch": global_epoch,
+                "layer_index": i,
+                "density_json": dumps(layer.get("density")),
+                "group_norm_json": dumps(layer.get("group_norm")),
+            }
+            for i, layer in enumerate(layers)
+        ]
+        self._upsert(run_id, "layers", records)
+
+    def add_events(self, run_id: str, events: list[dict]) -> None:
+        """Upsert precision-change events, unique per (stage, epoch, layer)."""
+        self._upsert(run_id, "events", events)
+
+    def _upsert(self, run_id: str, table: str, records: list[dict]) -> None:
+        sql, rows = upsert_sql(table), table_rows(run_id, records, table)
+        with self._write() as conn:
+            self._status(conn, run_id)
+            conn.executemany(sql, rows)
+            # Any write by the owner proves it alive, even if it forgot to heartbeat.
+            conn.execute(
+                "UPDATE runs SET heartbeat = ? WHERE run_id = ? AND status = 'running'",
+                (time.time(), run_id),
+            )
+
+    def epochs(self, run_id: str) -> list[dict]:
+        """Epoch rows of every stage, ordered by global epoch."""
+        return self._rows("SELECT * FROM epochs WHERE run_id = ? ORDER BY global_epoch", run_id)
+
+    def steps(self, run_id: str, *, max_points: int | None = None) -> list[dict]:
+        """Sampled step rows in training order; ``max_points`` thins them evenly for charts."""
+        rows = self._rows("SELECT * FROM steps WHERE run_id = ?", run_id)
+        rows.sort(key=lambda r: (stage_rank(r["stage"]), r["step"]))
+        return rows if max_points is None else downsample(rows, max_points)
+
+    def layer_snapshots(self, run_id: str) -> list[dict]:
+        """Every layer row of every snapshot, density/group_norm decoded."""
+        sql = "SELECT * FROM layers WHERE run_id = ? ORDER BY global_epoch, layer_index"
+        return [decode_layer(r) for r in self._rows(sql, run_id)]
+
+    def latest_layers(self, run_id: str) -> list[dict]:
+        """The last snapshot only (the current or final precision of each layer)."""
+        sql = (
+            "SELECT * FROM layers WHERE run_id = ?1 AND global_epoch ="
+            " (SELECT MAX(global_epoch) FROM layers WHERE run_id = ?1) ORDER BY layer_index"
+        )
+        return [decode_layer(r) for r in self._rows(sql, run_id)]
+
+    def events(self, run_id: str) -> list[dict]:
+        """Precision-change events in training order."""
+        rows = self._rows("SELECT * FROM events WHERE run_id = ? ORDER BY id", run_id)
+        rows.sort(key=lambda r: (stage_rank(r["stage"]), r["epoch"]))  # stable: keeps id order
+        for row in rows:
+            del row["id"]
+        return rows
+
+    def truncate_after(self, run_id: str, stage_order: list[str], stage: str, epoch: int) -> None:
+        """Delete metric rows after (stage, epoch), so a resumed run re-writes them cleanly."""
+        if stage not in stage_order:
+            raise ValueError(f"Stage {stage!r} is not in stage_order {stage_order}.")
+        later = list(stage_order[stage_order.index(stage) + 1 :])
+        cond = f"stage = ? AND epoch > ? OR stage IN ({','.join('?' * len(later))})"
+        with self._write() as conn:
+            self._status(conn, run_id)
+            for table in _METRIC_TABLES:
+                conn.execute(
+                    f"DELETE FROM {table} WHERE run_id = ? AND ({cond})",
+                    (run_id, stage, epoch, *later),
+                )
+
+    # -- sweeps -------------------------------------------------------------------------
+
+    def create_sweep(self, name: str, model: str, dataset: str, config: dict) -> str:
+        """Register a sweep; its runs point back to it through ``sweep_id``."""
+        sweep_id = new_id()
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO sweeps (sweep_id, name, model, dataset, created_at, config_json)"
+                " VALUES (?,?,?,?,?,?)",
+                (sweep_id, name, model, dataset, time.time(), dumps(config)),
+            )
+        return sweep_id
+
+    def get_sweep(self, sweep_id: str) -> dict:
+        rows = self._rows("SELECT * FROM sweeps WHERE sweep_id = ?", sweep_id)
+        if not rows:
+            raise SweepNotFound(f"No sweep {sweep_id!r} in {self.home}.")
+        return decode_sweep(rows[0])
+
+    def list_sweeps(self) -> list[dict]:
+        """All sweeps, newest first."""
+        rows = self._conn().execute("SELECT * FROM sweeps ORDER BY created_at DESC").fetchall()
+        return [decode_sweep(dict(r)) for r in rows]
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _rows(self, sql: str, run_id: str) -> list[dict]:
+        return [dict(r) for r in self._conn().execute(sql, (run_id,)).fetchall()]
+
+    def _status(self, conn: sqlite3.Connection, run_id: str) -> str:
+        row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise self._not_found(run_id)
+        return row["status"]
+
+    def _not_found(self, run_id: str) -> RunNotFound:
+        return RunNotFound(
+            f"No run {run_id!r} in {self.home}. List runs with `python -m bsq_engine runs`."
+        )

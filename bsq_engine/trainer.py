@@ -1,0 +1,326 @@
+"""The pipeline of one run (BSQ_METHOD.md section 5) as a small trainer with callbacks.
+
+pretrain (or load) -> convert -> BSQ epochs, re-quantizing every ``requant_interval`` ->
+final re-quantization -> finetune with the scheme fixed -> evaluate. Persistence, progress
+bars, live buffers and checkpoints are callbacks, never branches in this loop.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .callbacks import Callback, CallbackList
+from .checkpoint import optimizer_tensors
+from .config import RunConfig, Stage
+from .data import load_dataset
+from .float_cache import FloatCache
+from .models import create_model
+from .quantize import (
+    apply_layer_meta_,
+    bit_report,
+    layer_meta,
+    prepare_bsq,
+    prepare_uniform,
+    requantize_,
+    scheme_summary,
+    to_fixed_,
+)
+from .regularizer import bit_group_lasso, clip_planes_
+
+__all__ = ["DivergenceError", "RunStopped", "Trainer", "resolve_device"]
+
+
+class RunStopped(Exception):
+    """The user asked the run to stop; raised between two training steps."""
+
+
+class DivergenceError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is visible; use 'cpu'.")
+    return torch.device(name)
+
+
+class Trainer:
+    """Runs one configured pipeline; ``run()`` returns the final summary dict."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        callbacks: list[Callback] = (),
+        *,
+        run_id: str = "",
+        stop_event: threading.Event | None = None,
+        cache_dir: str | Path | None = None,
+    ):
+        self.config, self.run_id = config, run_id
+        self.callbacks = CallbackList(list(callbacks))
+        self.stop_event = stop_event or threading.Event()
+        self.float_cache = FloatCache(cache_dir) if cache_dir else None
+        self.device = resolve_device(config.device)
+        self.stage, self.epoch, self.global_epoch, self.global_step = Stage.PRETRAIN, 0, 0, 0
+        self.float_accuracy: float | None = None
+        self.model: nn.Module | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.started = time.time()
+        self.elapsed_before = 0.0  # seconds spent by earlier attempts of a resumed run
+        self.pretrain_records: list[dict] = []  # kept with a cached float model
+
+    # ----------------------------------------------------------------- set-up
+    def _load_data(self):
+        cfg = self.config
+        self.data = load_dataset(cfg.dataset, cfg.data_root, False, cfg.max_train, cfg.max_test)
+        self.steps_per_epoch = math.ceil(len(self.data.train_y) / cfg.batch_size)
+
+    def _new_model(self) -> nn.Module:
+        info = self.data.info
+        torch.manual_seed(self.config.seed)
+        return create_model(
+            self.config.model,
+            in_channels=info.in_channels,
+            num_classes=info.num_classes,
+            image_size=info.image_size,
+        ).to(self.device)
+
+    def _build_optimizer(self) -> None:
+        cfg = self.config
+        lr = cfg.lr_at(self.stage, max(self.epoch, 1))
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+
+    # -------------------------------------------------------------- the loop
+    def run(self, resume: tuple[dict, dict] | None = None) -> dict:
+        """Run (or, given a loaded checkpoint ``(tensors, meta)``, continue) the pipeline."""
+        self._load_data()
+        position = self._restore(resume) if resume else None
+        self.callbacks.on_run_start(self)
+        for stage in self.config.stages:
+            if position and self._stage_index(stage) < self._stage_index(position[0]):
+                continue
+            resumed_mid_stage = position is not None and position[0] == stage
+            start_epoch = position[1] + 1 if resumed_mid_stage else 1
+            if not resumed_mid_stage:
+                self._enter_stage(stage)
+            self._run_stage(stage, start_epoch)
+            position = None
+        return self._finish()
+
+    def _stage_index(self, stage: Stage) -> int:
+        return self.config.stages.index(Stage(stage))
+
+    def _enter_stage(self, stage: Stage) -> None:
+        cfg, self.stage, self.epoch = self.config, stage, 0
+        if stage is Stage.PRETRAIN:
+            self.model = self._new_model()
+        elif stage is Stage.BSQ:
+            self.model = prepare_bsq(self.model, cfg.bsq_config())
+        elif stage is Stage.QAT:
+            self.model = prepare_uniform(self.model, cfg.uniform_bits, cfg.bsq_config())
+        elif stage is Stage.FINETUNE and cfg.method == "bsq":
+            self.model = to_fixed_(self.model)
+        self.model.to(self.device)
+        self._build_optimizer()
+        self.callbacks.on_stage_start(self, stage)
+
+    def _run_stage(self, stage: Stage, start_epoch: int) -> None:
+        if stage is Stage.PRETRAIN and start_epoch == 1 and self._load_pretrained():
+            self.callbacks.on_stage_end(self, stage)
+            return
+        for epoch in range(start_epoch, self.config.epochs_of(stage) + 1):
+            self._run_epoch(stage, epoch)
+        if stage is Stage.PRETRAIN:
+            self.float_accuracy = self.evaluate()[1]
+            self._save_pretrained()
+        self.callbacks.on_stage_end(self, stage)
+
+    def _run_epoch(self, stage: Stage, epoch: int) -> None:
+        self.epoch, self.global_epoch = epoch, self.global_epoch + 1
+        lr = self.config.lr_at(stage, epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        started = time.perf_counter()
+        train = self._train_epoch(stage, lr)
+        if stage is Stage.BSQ and self._requant_due(epoch):
+            events = requantize_(self.model, self.config.max_bits, stage=stage.value, epoch=epoch)
+            self._build_optimizer()  # resized tensors: momentum starts fresh (the reference)
+            self.callbacks.on_requantize(self, [e.to_dict() for e in events])
+        test_loss, test_acc = self.evaluate()
+        record = {
+            "stage": stage.value, "epoch": epoch, "global_epoch": self.global_epoch,
+            **train, "test_loss": test_loss, "test_acc": test_acc, "lr": lr,
+            "seconds": time.perf_counter() - started,
+        }  # fmt: skip
+        layers = None
+        if stage is Stage.PRETRAIN:
+            self.pretrain_records.append(record)
+        else:
+            summary = scheme_summary(self.model)
+            record.update(avg_bits=summary["avg_bits"], compression=summary["compression"])
+            layers = bit_report(self.model, self.config.max_bits)
+        self.callbacks.on_epoch_end(self, record, layers)
+
+    def _requant_due(self, epoch: int) -> bool:
+        last = self.config.epochs_of(Stage.BSQ)
+        return epoch % self.config.requant_interval == 0 or epoch == last
+
+    def _train_epoch(self, stage: Stage, lr: float) -> dict:
+        cfg, model = self.config, self.model
+        model.train()
+        use_reg = stage is Stage.BSQ and cfg.alpha > 0
+        seed = cfg.seed * 100_003 + self.global_epoch  # per-epoch: resume replays the same order
+        totals, step_ms = {"loss": 0.0, "correct": 0, "n": 0, "reg": 0.0}, []
+        for xb, yb in self.data.train_loader(cfg.batch_size, seed=seed, device=self.device):
+            if self.stop_event.is_set():
+                raise RunStopped(f"stopped by the user at {stage.value} epoch {self.epoch}")
+            t0 = time.perf_counter()
+            logits = model(xb)
+            ce = F.cross_entropy(logits, yb)
+            reg = bit_group_lasso(model) if use_reg else None
+            loss = ce + cfg.alpha * reg if use_reg else ce
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            clip_planes_(model)
+            loss_value = float(loss.detach())
+            self._check_finite(loss_value)
+            step_ms.append((time.perf_counter() - t0) * 1000)
+            reg_value = float(reg.detach()) if reg is not None else 0.0
+            correct = int((logits.detach().argmax(1) == yb).sum())
+            self.global_step += 1
+            totals["loss"] += float(ce.detach()) * len(yb)
+            totals["correct"] += correct
+            totals["n"] += len(yb)
+            totals["reg"] += reg_value * len(yb)
+            self.callbacks.on_step_end(self, {
+                "stage": stage.value, "epoch": self.epoch, "step": self.global_step,
+                "loss": loss_value, "reg": reg_value, "lr": lr,
+                "batch_acc": correct / len(yb), "step_ms": step_ms[-1],
+            })  # fmt: skip
+        n = max(totals["n"], 1)
+        reg_mean = totals["reg"] / n
+        return {
+            "train_loss": totals["loss"] / n, "train_acc": totals["correct"] / n,
+            "reg": reg_mean, "alpha_reg": cfg.alpha * reg_mean if use_reg else 0.0,
+            "step_ms": statistics.median(step_ms) if step_ms else None,
+        }  # fmt: skip
+
+    def _check_finite(self, loss_value: float) -> None:
+        if math.isfinite(loss_value):
+            return
+        cfg = self.config
+        lr = cfg.lr_at(self.stage, max(self.epoch, 1))
+        raise DivergenceError(
+            f"Training diverged: the loss became {loss_value} at {self.stage.value} epoch "
+            f"{self.epoch} (alpha={cfg.alpha:g}, lr={lr:g}). "
+            "Try a smaller alpha or a smaller learning rate."
+        )
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float]:
+        """Test loss and accuracy (0-1) of the current model."""
+        self.model.eval()
+        loss, correct = 0.0, 0
+        for xb, yb in self.data.test_loader(1024, device=self.device):
+            logits = self.model(xb)
+            loss += float(F.cross_entropy(logits, yb, reduction="sum"))
+            correct += int((logits.argmax(1) == yb).sum())
+        n = max(len(self.data.test_y), 1)
+        return loss / n, correct / n
+
+    def _finish(self) -> dict:
+        self.stage = Stage.DONE
+        _, accuracy = self.evaluate()
+        summary = scheme_summary(self.model)
+        cfg = self.config
+        result = {
+            "run_id": self.run_id, "status": "finished", "model": cfg.model,
+            "dataset": cfg.dataset, "method": cfg.method,
+            "alpha": cfg.alpha if cfg.method == "bsq" else None,
+            "uniform_bits": cfg.uniform_bits if cfg.method == "uniform" else None,
+            "float_accuracy": self.float_accuracy, "accuracy": accuracy,
+            "avg_bits": summary["avg_bits"], "compression": summary["compression"],
+            "seconds": self.elapsed_before + time.time() - self.started,
+            "device": str(self.device), "layers": summary["layers"],
+        }  # fmt: skip
+        self.callbacks.on_finish(self, result)
+        return result
+
+    # ------------------------------------------------- float model reuse
+    def _load_pretrained(self) -> bool:
+        """Skip pretraining when an identical float model is cached (sweeps share one)."""
+        if not (self.float_cache and self.config.reuse_pretrained):
+            return False
+        hit = self.float_cache.load(self.config, self.model)
+        if hit is None:
+            return False
+        self.float_accuracy, records = hit
+        for record in records:
+            self.global_epoch = record["global_epoch"]
+            self.epoch = record["epoch"]
+            self.callbacks.on_epoch_end(self, dict(record, reused=True), None)
+        self.float_accuracy = self.evaluate()[1]
+        return True
+
+    def _save_pretrained(self) -> None:
+        if self.float_cache and self.config.pretrain_epochs > 0:
+            records = self.pretrain_records
+            self.float_cache.save(self.config, self.model, self.float_accuracy, records)
+
+    # ------------------------------------------------- checkpoints
+    def checkpoint_state(self) -> tuple[dict, dict]:
+        """``(tensors, meta)`` for :func:`checkpoint.save_checkpoint`, at an epoch end."""
+        names = {p: n for n, p in self.model.named_parameters()}
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors.update(optimizer_tensors(self.optimizer, names))
+        meta = {
+            "stage": self.stage.value, "epoch": self.epoch, "global_epoch": self.global_epoch,
+            "global_step": self.global_step, "float_accuracy": self.float_accuracy,
+            "layers": layer_meta(self.model), "config": self.config.to_dict(),
+            "elapsed": self.elapsed_before + time.time() - self.started, "format": 1,
+        }  # fmt: skip
+        return tensors, meta
+
+    def _restore(self, checkpoint: tuple[dict, dict]) -> tuple[Stage, int]:
+        tensors, meta = checkpoint
+        stage, cfg = Stage(meta["stage"]), self.config
+        self.model = self._new_model()
+        if stage is not Stage.PRETRAIN:
+            if cfg.method == "bsq":
+                self.model = prepare_bsq(self.model, cfg.bsq_config())
+                if stage is Stage.FINETUNE:
+                    self.model = to_fixed_(self.model)
+            else:
+                self.model = prepare_uniform(self.model, cfg.uniform_bits, cfg.bsq_config())
+            apply_layer_meta_(self.model, meta["layers"])
+        state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        self.model.load_state_dict(state)
+        self.model.to(self.device)
+        self.stage, self.epoch = stage, meta["epoch"]
+        self.global_epoch, self.global_step = meta["global_epoch"], meta["global_step"]
+        self.float_accuracy, self.elapsed_before = meta["float_accuracy"], meta["elapsed"]
+        self._build_optimizer()
+        for name, param in self.model.named_parameters():
+            buf = tensors.get(f"optim.{name}")
+            if buf is not None and buf.shape == param.shape:
+                self.optimizer.state[param]["momentum_buffer"] = buf.to(self.device).clone()
+        return stage, self.epoch
+
+    @property
+    def progress(self) -> float:
+        """Fraction of planned epochs done (0-1)."""
+        done = self.global_epoch
+        return min(done / max(self.config.total_epochs, 1), 1.0)

@@ -1,0 +1,1 @@
+"""Dashboard helpers: pure chart builders and frame helpers used by the Streamlit pages."""

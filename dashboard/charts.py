@@ -1,0 +1,258 @@
+"""Live-run charts: bits per layer, bit-plane density, training curves, event log.
+
+DataFrames (from dashboard.frames) in, figures out; no Streamlit, no store, so every chart
+is unit-testable and the pages stay thin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from dashboard.frames import STAGES, bit_labels, density_matrix, downsample, plane_matrix
+
+TEMPLATE = "plotly_white"
+BAR_COLOR = "#4C78A8"
+PRUNED_COLOR = "#D62728"
+GAP_COLOR = "#E5E5E5"  # plot background shows through NaN cells: dropped planes look grey
+DENSITY_SCALE = "Blues"
+
+METRIC_LABELS = {
+    "train_loss": "train loss",
+    "test_loss": "test loss",
+    "train_acc": "train accuracy",
+    "test_acc": "test accuracy",
+    "reg": "regularizer R",
+    "alpha_reg": "alpha * R",
+    "lr": "learning rate",
+    "avg_bits": "average bits",
+    "compression": "compression (x)",
+    "seconds": "seconds per epoch",
+    "step_ms": "ms per step",
+}
+PERCENT_METRICS = {"train_acc", "test_acc"}
+
+
+def style_figure(fig: go.Figure, title: str, x_title: str, y_title: str) -> go.Figure:
+    """One look for every Plotly figure: white theme, title, axis titles, compact margins."""
+    fig.update_layout(
+        template=TEMPLATE,
+        title={"text": title, "x": 0.0, "xanchor": "left"},
+        xaxis_title=x_title,
+        yaxis_title=y_title,
+        margin={"l": 60, "r": 30, "t": 60, "b": 60},
+        hoverlabel={"bgcolor": "white"},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 1, "xanchor": "right"},
+    )
+    return fig
+
+
+def _empty(fig: go.Figure, message: str) -> go.Figure:
+    """Say why a chart is empty instead of drawing bare axes."""
+    fig.add_annotation(text=message, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+    return fig
+
+
+def bit_text(n_bits: int) -> str:
+    """Bar label: the bit count, with pruned layers spelled out."""
+    return "0 (pruned)" if int(n_bits) == 0 else str(int(n_bits))
+
+
+def bits_per_layer_chart(snapshot_df: pd.DataFrame, start_bits: int | None = None) -> go.Figure:
+    """One bar per layer (model order); pruned layers get a red marker (a 0 bar is invisible)."""
+    fig = style_figure(go.Figure(), "Bits per layer", "Layer", "Bits")
+    if snapshot_df.empty:
+        return _empty(fig, "No layer snapshot yet (pretraining)")
+    names = [str(n) for n in snapshot_df["name"]]
+    bits = [int(b) for b in snapshot_df["n_bits"]]
+    pruned = [b == 0 for b in bits]
+    fig.add_bar(
+        x=names, y=bits, name="bits", text=[bit_text(b) for b in bits], textposition="outside",
+        marker_color=[PRUNED_COLOR if p else BAR_COLOR for p in pruned],
+        customdata=list(snapshot_df["n_weights"]),
+        hovertemplate="%{x}<br>%{text} bits<br>%{customdata:,} weights<extra></extra>",
+    )  # fmt: skip
+    if any(pruned):
+        fig.add_scatter(
+            x=[n for n, p in zip(names, pruned) if p], y=[0] * sum(pruned), mode="markers",
+            name="pruned", marker={"symbol": "x", "size": 12, "color": PRUNED_COLOR},
+            hovertemplate="%{x}<br>0 bits (pruned)<extra></extra>",
+        )  # fmt: skip
+    if start_bits is not None:
+        fig.add_hline(
+            y=start_bits, line_dash="dash", line_color="grey",
+            annotation_text=f"start: {start_bits} bits", annotation_position="top left",
+        )  # fmt: skip
+    top = max([*bits, start_bits or 0]) + 1
+    fig.update_yaxes(range=[0, top], dtick=1)
+    fig.update_layout(showlegend=False, xaxis={"type": "category", "tickangle": -45})
+    return fig
+
+
+def _hover_matrix(names: list[str], labels: list[str], dens: np.ndarray, norms: np.ndarray):
+    """Per-cell hover text; dropped planes say so rather than showing NaN."""
+    text = []
+    for i, name in enumerate(names):
+        row = []
+        for j, label in enumerate(labels):
+            if np.isnan(dens[i, j]):
+                row.append(f"{name}<br>{label}<br>plane dropped")
+            else:
+                row.append(
+                    f"{name}<br>{label}<br>density: {dens[i, j]:.3f}"
+                    f"<br>group norm: {norms[i, j]:.4g}"
+                )
+        text.append(row)
+    return text
+
+
+def density_trace(snapshot_df: pd.DataFrame, max_bits: int, **kwargs: Any) -> go.Heatmap:
+    """Heatmap trace of one snapshot; shared by the live view and the comparison subplots."""
+    dens, names, labels = density_matrix(snapshot_df, max_bits)
+    norms = plane_matrix(snapshot_df, max_bits, "group_norm")
+    return go.Heatmap(
+        z=dens, x=labels, y=names, zmin=0.0, zmax=1.0, colorscale=DENSITY_SCALE,
+        hoverongaps=False, text=_hover_matrix(names, labels, dens, norms),
+        hovertemplate="%{text}<extra></extra>", xgap=1, ygap=1, **kwargs,
+    )  # fmt: skip
+
+
+def density_heatmap(snapshot_df: pd.DataFrame, max_bits: int) -> go.Figure:
+    """Layers x bit positions (MSB left); colour = fraction of ones, blank = dropped plane."""
+    fig = style_figure(go.Figure(), "Bit-plane density", "Bit position", "Layer")
+    if snapshot_df.empty:
+        fig.update_xaxes(categoryorder="array", categoryarray=bit_labels(max_bits))
+        return _empty(fig, "No layer snapshot yet (pretraining)")
+    fig.add_trace(density_trace(snapshot_df, max_bits, colorbar={"title": "density"}))
+    fig.update_layout(plot_bgcolor=GAP_COLOR)
+    fig.update_yaxes(autorange="reversed", showgrid=False)
+    fig.update_xaxes(showgrid=False, side="bottom")
+    return fig
+
+
+def _long(epochs_df: pd.DataFrame, metrics: list[str], max_points: int) -> pd.DataFrame:
+    """Tidy (global_epoch, stage, metric, value) rows; missing values dropped."""
+    cols = ["global_epoch", "stage", *metrics]
+    df = downsample(epochs_df[cols], max_points)
+    long = df.melt(["global_epoch", "stage"], var_name="metric", value_name="value")
+    long = long.dropna(subset=["value"])
+    long["metric"] = long["metric"].map(lambda m: METRIC_LABELS.get(m, m))
+    return long
+
+
+def _stage_starts(epochs_df: pd.DataFrame) -> pd.DataFrame:
+    """Where each stage after the first begins (between two epochs), for vertical rules."""
+    firsts = epochs_df.groupby("stage", sort=False)["global_epoch"].min().reset_index()
+    firsts = firsts.sort_values("global_epoch").iloc[1:]
+    return pd.DataFrame({"x": firsts["global_epoch"] - 0.5, "stage": firsts["stage"]})
+
+
+def _stage_layers(epochs_df: pd.DataFrame) -> list[alt.Chart]:
+    """Dashed rules at stage boundaries, labelled with the stage that starts there."""
+    starts = _stage_starts(epochs_df)
+    if starts.empty:
+        return []
+    base = alt.Chart(starts)
+    rule = base.mark_rule(strokeDash=[4, 4], color="grey").encode(x="x:Q")
+    label = base.mark_text(align="left", dx=4, dy=6, baseline="top", color="grey").encode(
+        x="x:Q", y=alt.value(0), text="stage:N"
+    )
+    return [rule, label]
+
+
+def curves_chart(
+    epochs_df: pd.DataFrame,
+    metrics: list[str],
+    title: str = "Training curves",
+    y_title: str = "value",
+    max_points: int = 500,
+) -> alt.LayerChart:
+    """Metrics over global_epoch, one colour per metric, stage boundaries as rules."""
+    percent = set(metrics) <= PERCENT_METRICS
+    long = _long(epochs_df, metrics, max_points)
+    fmt = ".1%" if percent else ".4g"
+    line = (
+        alt.Chart(long)
+        .mark_line(point=len(long) < 60)
+        .encode(
+            x=alt.X("global_epoch:Q", title="epoch (all stages)"),
+            y=alt.Y("value:Q", title=y_title, axis=alt.Axis(format=".0%" if percent else "~g")),
+            color=alt.Color("metric:N", title=None, legend=alt.Legend(orient="top")),
+            tooltip=[
+                alt.Tooltip("global_epoch:Q", title="epoch"),
+                alt.Tooltip("stage:N"),
+                alt.Tooltip("metric:N"),
+                alt.Tooltip("value:Q", format=fmt),
+            ],
+        )
+    )
+    chart = alt.layer(line, *_stage_layers(epochs_df)).properties(title=title)
+    return chart.configure_view(strokeWidth=0).configure(background="white")
+
+
+def loss_chart(epochs_df: pd.DataFrame) -> alt.LayerChart:
+    """Train and test loss."""
+    return curves_chart(epochs_df, ["train_loss", "test_loss"], "Loss", "cross-entropy loss")
+
+
+def accuracy_chart(epochs_df: pd.DataFrame) -> alt.LayerChart:
+    """Train and test accuracy, axis and tooltips in %."""
+    return curves_chart(epochs_df, ["train_acc", "test_acc"], "Accuracy", "top-1 accuracy")
+
+
+def bits_chart(epochs_df: pd.DataFrame, max_points: int = 500) -> alt.LayerChart:
+    """Average bits (left axis) and compression (right axis): the same fact on two scales."""
+    long = _long(epochs_df, ["avg_bits", "compression"], max_points)
+    color = alt.Color("metric:N", title=None, legend=alt.Legend(orient="top"))
+    x = alt.X("global_epoch:Q", title="epoch (all stages)")
+    tooltip = [alt.Tooltip("global_epoch:Q", title="epoch"), "stage:N", "metric:N",
+               alt.Tooltip("value:Q", format=".3g")]  # fmt: skip
+    lines = []
+    for metric, orient in (("average bits", "left"), ("compression (x)", "right")):
+        lines.append(
+            alt.Chart(long[long["metric"] == metric])
+            .mark_line()
+            .encode(x=x, color=color, tooltip=tooltip,
+                    y=alt.Y("value:Q", title=metric, axis=alt.Axis(orient=orient)))
+        )  # fmt: skip
+    twin = alt.layer(*lines).resolve_scale(y="independent")
+    chart = alt.layer(twin, *_stage_layers(epochs_df)).properties(title="Bits and compression")
+    return chart.configure_view(strokeWidth=0).configure(background="white")
+
+
+def describe_event(event: Mapping[str, Any]) -> str:
+    """'conv2: 8 -> 5 bits, dropped 2 MSB and 1 LSB, bsq epoch 12'."""
+    old, new = int(event.get("old_bits", 0)), int(event.get("new_bits", 0))
+    parts = []
+    msb, lsb = int(event.get("msb_dropped", 0) or 0), int(event.get("lsb_dropped", 0) or 0)
+    dropped = [f"{n} {end}" for n, end in ((msb, "MSB"), (lsb, "LSB")) if n]
+    if dropped:
+        parts.append("dropped " + " and ".join(dropped))
+    grown = event.get("grown")
+    if grown:
+        n = "" if isinstance(grown, bool) else f" {int(grown)} bit(s)"
+        parts.append(f"grew{n} on overflow")
+    if new == 0:
+        parts.append("pruned")
+    stage = event.get("stage") or ""
+    parts.append(f"{stage} epoch {event.get('epoch')}".strip())
+    return f"{event.get('layer')}: {old} -> {new} bits, " + ", ".join(parts)
+
+
+def events_table(events: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Readable precision-change log in training order (stage, epoch, layer, change)."""
+    rows = [
+        {"stage": e.get("stage"), "epoch": e.get("epoch"), "layer": e.get("layer"),
+         "old_bits": e.get("old_bits"), "new_bits": e.get("new_bits"),
+         "change": describe_event(e)}
+        for e in events
+    ]  # fmt: skip
+    df = pd.DataFrame(rows, columns=["stage", "epoch", "layer", "old_bits", "new_bits", "change"])
+    order = df["stage"].map({s: i for i, s in enumerate(STAGES)}).fillna(len(STAGES))
+    df = df.assign(_order=order).sort_values(["_order", "epoch"], kind="stable")
+    return df.drop(columns="_order").reset_index(drop=True)

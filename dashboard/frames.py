@@ -1,0 +1,185 @@
+"""Turn store records (plain dicts) into tidy DataFrames for the chart builders.
+
+Every function is pure: records in, DataFrame (or arrays) out. Charts never see raw dicts,
+so the shapes documented in docs/ARCHITECTURE.md are interpreted in exactly one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+STAGES = ("pretrain", "bsq", "finetune")
+
+EPOCH_COLUMNS = [
+    "stage", "epoch", "global_epoch", "train_loss", "train_acc", "test_loss", "test_acc",
+    "reg", "alpha_reg", "lr", "avg_bits", "compression", "seconds", "step_ms",
+]  # fmt: skip
+
+LAYER_COLUMNS = [
+    "stage", "epoch", "global_epoch", "layer_index", "name", "n_bits", "n_weights",
+    "density", "group_norm", "msb_offset",
+]  # fmt: skip
+
+RUN_COLUMNS = [
+    "run_id", "name", "status", "method", "model", "dataset", "alpha", "accuracy_pct",
+    "float_accuracy_pct", "avg_bits", "compression", "bits", "duration_s", "created",
+]  # fmt: skip
+
+
+def epochs_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per epoch, sorted by global_epoch, None turned into NaN.
+
+    Pretrain epochs carry avg_bits=None; NaN lets charts drop them instead of failing.
+    """
+    df = pd.DataFrame(list(records)).reindex(columns=EPOCH_COLUMNS)
+    numeric = [c for c in EPOCH_COLUMNS if c != "stage"]
+    df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")
+    df["stage"] = df["stage"].astype(object)
+    return df.sort_values("global_epoch", kind="stable").reset_index(drop=True)
+
+
+def layers_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per (snapshot, layer); density/group_norm stay as lists (MSB first).
+
+    Rows without a layer_index get their order of appearance inside their snapshot, so
+    layer order (the model's order) survives even if the store did not record it.
+    """
+    df = pd.DataFrame(list(rows)).reindex(columns=LAYER_COLUMNS)
+    if df.empty:
+        return df
+    if df["layer_index"].isna().any():
+        df["layer_index"] = df.groupby("global_epoch", dropna=False).cumcount()
+    for col in ("epoch", "global_epoch", "layer_index", "n_bits", "n_weights", "msb_offset"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").fillna(0).astype(int)
+    for col in ("density", "group_norm"):
+        df[col] = [list(v) if isinstance(v, (list, tuple)) else [] for v in df[col]]
+    df = df.sort_values(["global_epoch", "layer_index"], kind="stable")
+    return df.reset_index(drop=True)
+
+
+def latest_snapshot(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the last snapshot (highest global_epoch), in layer order."""
+    if df.empty:
+        return df.copy()
+    last = df["global_epoch"].max()
+    out = df[df["global_epoch"] == last].sort_values("layer_index", kind="stable")
+    return out.reset_index(drop=True)
+
+
+def bit_labels(max_bits: int) -> list[str]:
+    """Column labels of the bit grid, MSB on the left: 'b7 (MSB)', ..., 'b0 (LSB)'."""
+    labels = [f"b{max_bits - 1 - j}" for j in range(max_bits)]
+    labels[0] += " (MSB)"
+    if max_bits > 1:
+        labels[-1] += " (LSB)"
+    return labels
+
+
+def plane_matrix(snapshot_df: pd.DataFrame, max_bits: int, field: str = "density") -> np.ndarray:
+    """Place each layer's per-plane values in a (layers, max_bits) grid at its msb_offset.
+
+    Dropped MSB planes become NaN columns on the left and dropped LSB planes NaN columns on
+    the right, so layers with different widths line up by bit significance.
+    """
+    matrix = np.full((len(snapshot_df), max_bits), np.nan)
+    for i, (name, offset, values) in enumerate(
+        zip(snapshot_df["name"], snapshot_df["msb_offset"], snapshot_df[field])
+    ):
+        values = list(values or [])
+        start = int(offset)
+        if start < 0 or start + len(values) > max_bits:
+            raise ValueError(
+                f"layer {name!r} has {len(values)} planes at msb_offset {start}, which does not "
+                f"fit a {max_bits}-bit grid; pass the run's config max_bits (or larger)."
+            )
+        matrix[i, start : start + len(values)] = values
+    return matrix
+
+
+def density_matrix(
+    snapshot_df: pd.DataFrame, max_bits: int
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """(matrix layers x max_bits with NaN for absent planes, layer names, column labels)."""
+    matrix = plane_matrix(snapshot_df, max_bits, "density")
+    return matrix, [str(n) for n in snapshot_df["name"]], bit_labels(max_bits)
+
+
+def downsample(df: pd.DataFrame, max_points: int) -> pd.DataFrame:
+    """Evenly thin a long series to at most max_points rows, always keeping first and last.
+
+    Live charts are redrawn every tick; thousands of points make the browser stutter.
+    """
+    if max_points < 2:
+        raise ValueError(f"max_points must be at least 2, got {max_points}")
+    if len(df) <= max_points:
+        return df
+    keep = np.unique(np.linspace(0, len(df) - 1, max_points).round().astype(int))
+    return df.iloc[keep]
+
+
+def compact_bits(layers: Iterable[Mapping[str, Any]] | None) -> str:
+    """'8/5/3/0' from summary layers: a scheme readable in one hover line."""
+    return "/".join(str(int(layer.get("n_bits", 0))) for layer in layers or [])
+
+
+def _pct(value: Any) -> float:
+    """Accuracy fraction (0-1) to percent; None stays NaN."""
+    return float(value) * 100.0 if value is not None else np.nan
+
+
+def _timestamp(value: Any) -> pd.Timestamp | None:
+    """Store timestamps may be epoch seconds or ISO strings; show them the same way."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        return pd.Timestamp(datetime.fromtimestamp(value, tz=UTC)).tz_localize(None)
+    return pd.Timestamp(value)
+
+
+def _duration(run: Mapping[str, Any]) -> float:
+    """Run duration in seconds from the summary, or from start/finish timestamps."""
+    summary = run.get("summary") or {}
+    for value in (run.get("seconds"), summary.get("seconds")):
+        if value is not None:
+            return float(value)
+    start = _timestamp(run.get("started_at") or run.get("created_at"))
+    end = _timestamp(run.get("finished_at") or run.get("updated_at"))
+    if start is None or end is None:
+        return np.nan
+    return (end - start).total_seconds()
+
+
+def run_row(run: Mapping[str, Any]) -> dict[str, Any]:
+    """Flatten one run dict into a table row (accuracy in %, scheme as '8/5/3')."""
+    summary = run.get("summary") or {}
+    return {
+        "run_id": run.get("run_id"),
+        "name": run.get("name") or run.get("run_id"),
+        "status": run.get("status"),
+        "method": run.get("method"),
+        "model": run.get("model"),
+        "dataset": run.get("dataset"),
+        "alpha": run.get("alpha"),
+        "accuracy_pct": _pct(run.get("accuracy")),
+        "float_accuracy_pct": _pct(run.get("float_accuracy")),
+        "avg_bits": run.get("avg_bits"),
+        "compression": run.get("compression"),
+        "bits": compact_bits(summary.get("layers")),
+        "duration_s": _duration(run),
+        "created": _timestamp(run.get("created_at") or run.get("created")),
+    }
+
+
+def runs_frame(runs: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Runs flattened for tables and the Pareto chart; numbers as floats (NaN if missing)."""
+    df = pd.DataFrame([run_row(r) for r in runs]).reindex(columns=RUN_COLUMNS)
+    for col in ("alpha", "accuracy_pct", "float_accuracy_pct", "avg_bits", "compression"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    df["duration_s"] = pd.to_numeric(df["duration_s"], errors="coerce").astype(float)
+    df["created"] = pd.to_datetime(df["created"])
+    return df

@@ -1,0 +1,244 @@
+"""Frame helpers, live-run charts and comparison charts built from hand-made store records."""
+
+from __future__ import annotations
+
+import re
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import pytest
+
+from dashboard.charts import (
+    accuracy_chart,
+    bits_chart,
+    bits_per_layer_chart,
+    curves_chart,
+    density_heatmap,
+    describe_event,
+    events_table,
+    loss_chart,
+)
+from dashboard.compare_charts import (
+    density_heatmaps,
+    differing_rows,
+    grouped_bits_chart,
+    highlight_differences,
+    overlay_curves,
+    summary_table,
+)
+from dashboard.frames import (
+    density_matrix,
+    downsample,
+    epochs_frame,
+    latest_snapshot,
+    layers_frame,
+    runs_frame,
+)
+
+
+def _epoch(stage, epoch, g, acc):
+    bits = None if stage == "pretrain" else 8.0 - g * 0.5
+    return {
+        "stage": stage, "epoch": epoch, "global_epoch": g, "train_loss": 2.0 / g,
+        "train_acc": acc, "test_loss": 2.5 / g, "test_acc": acc - 0.02, "reg": 0.0,
+        "alpha_reg": 0.0, "lr": 0.1, "avg_bits": bits,
+        "compression": None if bits is None else 32.0 / bits, "seconds": 1.0, "step_ms": 3.0,
+    }  # fmt: skip
+
+
+@pytest.fixture
+def records():
+    stages = ["pretrain"] * 2 + ["bsq"] * 3 + ["finetune"] * 2
+    out, counts = [], {}
+    for g, stage in enumerate(stages, start=1):
+        counts[stage] = counts.get(stage, 0) + 1
+        out.append(_epoch(stage, counts[stage], g, 0.5 + g * 0.05))
+    return out[::-1]  # store order must not matter
+
+
+def _layer(g, idx, name, n_bits, offset, stage="bsq"):
+    density = [0.1 * (k + 1) for k in range(n_bits)]
+    return {
+        "stage": stage, "epoch": g, "global_epoch": g, "layer_index": idx, "name": name,
+        "n_bits": n_bits, "n_weights": 100 * (idx + 1), "density": density,
+        "group_norm": [d * 10 for d in density], "msb_offset": offset,
+    }  # fmt: skip
+
+
+@pytest.fixture
+def snapshot():
+    rows = [_layer(3, i, n, 8, 0) for i, n in enumerate(["conv1", "conv2", "fc"])]
+    rows += [_layer(5, 0, "conv1", 8, 0), _layer(5, 1, "conv2", 5, 2), _layer(5, 2, "fc", 0, 0)]
+    return latest_snapshot(layers_frame(rows[::-1]))
+
+
+def test_epochs_frame_sorts_and_turns_none_into_nan(records):
+    df = epochs_frame(records)
+    assert df["global_epoch"].tolist() == list(range(1, 8))
+    assert df.loc[0, "stage"] == "pretrain"
+    assert np.isnan(df.loc[0, "avg_bits"]) and df.loc[2, "avg_bits"] == pytest.approx(6.5)
+    assert epochs_frame([]).empty
+
+
+def test_latest_snapshot_keeps_last_epoch_in_layer_order(snapshot):
+    assert snapshot["name"].tolist() == ["conv1", "conv2", "fc"]
+    assert snapshot["n_bits"].tolist() == [8, 5, 0]
+    assert set(snapshot["global_epoch"]) == {5}
+
+
+def test_density_matrix_places_planes_at_msb_offset(snapshot):
+    matrix, names, labels = density_matrix(snapshot, 8)
+    assert matrix.shape == (3, 8) and names == ["conv1", "conv2", "fc"]
+    assert labels[0] == "b7 (MSB)" and labels[-1] == "b0 (LSB)"
+    np.testing.assert_allclose(matrix[1, 2:7], [0.1, 0.2, 0.3, 0.4, 0.5])
+    assert np.isnan(matrix[1, [0, 1, 7]]).all()
+    assert np.isnan(matrix[2]).all()  # pruned layer: no planes at all
+    with pytest.raises(ValueError, match="max_bits"):
+        density_matrix(snapshot, 6)
+
+
+def test_downsample_keeps_ends_and_limit():
+    df = pd.DataFrame({"v": range(1000)})
+    out = downsample(df, 50)
+    assert len(out) <= 50 and out["v"].iloc[0] == 0 and out["v"].iloc[-1] == 999
+    assert downsample(df.head(10), 50) is not None and len(downsample(df.head(10), 50)) == 10
+
+
+def test_runs_frame_converts_units_and_flattens_scheme():
+    run = {
+        "run_id": "r1", "name": "bsq a=5e-3", "status": "finished", "method": "bsq",
+        "model": "resnet20", "dataset": "cifar10", "alpha": 5e-3, "accuracy": 0.9123,
+        "float_accuracy": 0.925, "avg_bits": 2.25, "compression": 14.22, "config": {},
+        "created_at": 1_700_000_000.0, "started_at": 1_700_000_010.0,
+        "finished_at": 1_700_000_130.0,
+        "summary": {"layers": [{"name": "a", "n_bits": 8, "n_weights": 1},
+                               {"name": "b", "n_bits": 0, "n_weights": 1}]},
+    }  # fmt: skip
+    pending = {"run_id": "r2", "status": "queued", "accuracy": None, "summary": None}
+    df = runs_frame([run, pending])
+    row = df.iloc[0]
+    assert row["accuracy_pct"] == pytest.approx(91.23)
+    assert row["float_accuracy_pct"] == pytest.approx(92.5)
+    assert row["bits"] == "8/0" and row["duration_s"] == pytest.approx(120.0)
+    assert row["created"] == pd.Timestamp("2023-11-14 22:13:20")
+    assert df.iloc[1]["name"] == "r2" and np.isnan(df.iloc[1]["accuracy_pct"])
+
+
+def test_bits_chart_bars_equal_input_and_mark_pruned(snapshot):
+    fig = bits_per_layer_chart(snapshot, start_bits=8)
+    assert fig.layout.title.text == "Bits per layer"
+    bar = fig.data[0]
+    assert list(bar.x) == ["conv1", "conv2", "fc"] and list(bar.y) == [8, 5, 0]
+    assert list(bar.text) == ["8", "5", "0 (pruned)"]
+    pruned = [t for t in fig.data if t.name == "pruned"]
+    assert len(pruned) == 1 and list(pruned[0].x) == ["fc"]
+    line = fig.layout.shapes[0]
+    assert line.y0 == 8 and line.line.dash == "dash"
+    assert fig.layout.annotations[0].text == "start: 8 bits"
+    assert fig.layout.xaxis.title.text and fig.layout.yaxis.title.text
+    assert not bits_per_layer_chart(snapshot.iloc[:2]).layout.shapes
+
+
+def test_heatmap_z_equals_matrix_with_blank_dropped_planes(snapshot):
+    fig = density_heatmap(snapshot, 8)
+    assert fig.layout.title.text == "Bit-plane density"
+    heat = fig.data[0]
+    z = np.array(heat.z, dtype=float)
+    np.testing.assert_array_equal(z, density_matrix(snapshot, 8)[0])
+    assert (heat.zmin, heat.zmax) == (0.0, 1.0)
+    assert "density: 0.300" in heat.text[1][4] and "group norm: 3" in heat.text[1][4]
+    assert "dropped" in heat.text[1][0]
+
+
+def test_curves_chart_spans_all_stages_with_boundaries(records):
+    df = epochs_frame(records)
+    spec = curves_chart(df, ["test_acc", "train_acc"], "Accuracy").to_dict()
+    datasets = list(spec["datasets"].values())
+    long = next(d for d in datasets if d and "metric" in d[0])
+    assert {r["stage"] for r in long} == {"pretrain", "bsq", "finetune"}
+    assert len(long) == 14
+    rules = next(d for d in datasets if d and "x" in d[0])
+    assert [(r["x"], r["stage"]) for r in rules] == [(2.5, "bsq"), (5.5, "finetune")]
+    for chart in (loss_chart(df), accuracy_chart(df), bits_chart(df)):
+        assert isinstance(chart, alt.TopLevelMixin) and chart.to_dict()["title"]
+
+
+def test_bits_chart_skips_pretrain_gaps(records):
+    spec = bits_chart(epochs_frame(records)).to_dict()
+    rows = [r for d in spec["datasets"].values() for r in d if "metric" in r]
+    assert {r["stage"] for r in rows} == {"bsq", "finetune"}
+
+
+def test_events_table_is_readable_and_ordered():
+    events = [
+        {"layer": "fc", "old_bits": 3, "new_bits": 0, "msb_dropped": 3, "lsb_dropped": 0,
+         "grown": 0, "stage": "finetune", "epoch": 1, "message": ""},
+        {"layer": "conv2", "old_bits": 8, "new_bits": 5, "msb_dropped": 2, "lsb_dropped": 1,
+         "grown": 0, "stage": "bsq", "epoch": 12, "message": ""},
+    ]  # fmt: skip
+    df = events_table(events)
+    assert df["layer"].tolist() == ["conv2", "fc"]
+    assert df.loc[0, "change"] == "conv2: 8 -> 5 bits, dropped 2 MSB and 1 LSB, bsq epoch 12"
+    assert "pruned" in df.loc[1, "change"]
+    grown = {**events[1], "new_bits": 6, "msb_dropped": 0, "lsb_dropped": 0, "grown": 1}
+    assert "grew 1 bit(s)" in describe_event(grown)
+    assert events_table([]).empty
+
+
+def _cmp_run(run_id, name, alpha, acc, layers):
+    return {
+        "run_id": run_id, "name": name, "method": "bsq", "alpha": alpha, "accuracy": acc,
+        "float_accuracy": 0.925, "avg_bits": 3.0, "compression": 32 / 3,
+        "config": {"pretrain_epochs": 0, "bsq_epochs": 350, "finetune_epochs": 300},
+        "summary": {"layers": [{"name": n, "n_bits": b, "n_weights": 10} for n, b in layers]},
+    }  # fmt: skip
+
+
+def test_summary_table_and_highlight_of_differing_rows():
+    runs = [
+        _cmp_run("r1", "small", 5e-3, 0.91, [("conv1", 8), ("fc", 4)]),
+        _cmp_run("r2", "big", 2e-3, 0.91, [("conv1", 8), ("fc", 0)]),
+    ]
+    df = summary_table(runs)
+    assert list(df.columns) == ["small", "big"]
+    assert df.loc["alpha"].tolist() == ["0.005", "0.002"]
+    assert df.loc["accuracy", "small"] == "91.00%"
+    assert df.loc["epochs per stage", "big"] == "pretrain 0 / bsq 350 / finetune 300"
+    assert df.loc["bits: fc"].tolist() == ["4", "0 (pruned)"]
+    diff = differing_rows(df)
+    assert diff[diff].index.tolist() == ["alpha", "bits: fc"]
+    html = highlight_differences(df).to_html()
+    css = html.split("</style>")[0]
+    blocks = re.findall(r"([^{}]+)\{([^}]*)\}", css)
+    selectors = " ".join(sel for sel, body in blocks if "background-color" in body)
+    styled = set(re.findall(r"_row(\d+)_col\d+", selectors))
+    assert styled == {str(df.index.get_loc("alpha")), str(df.index.get_loc("bits: fc"))}
+    same_names = summary_table([runs[0], {**runs[1], "name": "small"}])
+    assert list(same_names.columns) == ["small (r1)", "small (r2)"]
+
+
+def test_grouped_bits_aligns_layers_by_name():
+    fig = grouped_bits_chart(
+        {"A": [{"name": "c1", "n_bits": 8, "n_weights": 1}, {"name": "fc", "n_bits": 2}],
+         "B": [{"name": "fc", "n_bits": 0}, {"name": "c1", "n_bits": 4, "n_weights": 1}]}
+    )  # fmt: skip
+    a, b = fig.data
+    assert list(a.x) == list(b.x) == ["c1", "fc"]
+    assert list(a.y) == [8, 2] and list(b.y) == [4, 0]
+    assert list(b.text) == ["4", "0 (pruned)"] and fig.layout.barmode == "group"
+
+
+def test_density_heatmaps_share_one_colour_scale(snapshot):
+    fig = density_heatmaps({"A": snapshot, "B": snapshot.iloc[:2]}, 8)
+    assert len(fig.data) == 2 and {t.coloraxis for t in fig.data} == {"coloraxis"}
+    assert (fig.layout.coloraxis.cmin, fig.layout.coloraxis.cmax) == (0.0, 1.0)
+    assert [a.text for a in fig.layout.annotations] == ["A", "B"]
+
+
+def test_overlay_curves_in_percent(records):
+    df = epochs_frame(records)
+    fig = overlay_curves({"A": df, "B": df.head(3)}, "test_acc")
+    assert [t.name for t in fig.data] == ["A", "B"]
+    assert fig.data[1].y[0] == pytest.approx((0.55 - 0.02) * 100)
+    assert "%" in fig.layout.yaxis.title.text
