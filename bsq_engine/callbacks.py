@@ -104,6 +104,9 @@ class CheckpointCallback(Callback):
         if self._requantized or stage_done or overdue:
             self.save(trainer)
 
+    def on_finish(self, trainer, summary) -> None:
+        self.save(trainer)  # the final model, in DONE stage: what export reads
+
     def save(self, trainer) -> None:
         save_checkpoint(self.path, *trainer.checkpoint_state())
         self._last, self._requantized = time.monotonic(), False

@@ -54,6 +54,30 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def build_model(config: RunConfig, info, tensors: dict, meta: dict) -> nn.Module:
+    """Rebuild a run's model from a checkpoint ``(tensors, meta)``: right layer classes,
+    right number of planes per layer, then the saved weights. ``info``: the DatasetInfo."""
+    stage = Stage(meta["stage"])
+    torch.manual_seed(config.seed)
+    model = create_model(
+        config.model,
+        in_channels=info.in_channels,
+        num_classes=info.num_classes,
+        image_size=info.image_size,
+    )
+    if stage is not Stage.PRETRAIN:
+        if config.method == "bsq":
+            model = prepare_bsq(model, config.bsq_config())
+            if stage in (Stage.FINETUNE, Stage.DONE):
+                model = to_fixed_(model)
+        else:
+            model = prepare_uniform(model, config.uniform_bits, config.bsq_config())
+        apply_layer_meta_(model, meta["layers"])
+    state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    model.load_state_dict(state)
+    return model
+
+
 class Trainer:
     """Runs one configured pipeline; ``run()`` returns the final summary dict."""
 
@@ -296,20 +320,8 @@ class Trainer:
 
     def _restore(self, checkpoint: tuple[dict, dict]) -> tuple[Stage, int]:
         tensors, meta = checkpoint
-        stage, cfg = Stage(meta["stage"]), self.config
-        self.model = self._new_model()
-        if stage is not Stage.PRETRAIN:
-            if cfg.method == "bsq":
-                self.model = prepare_bsq(self.model, cfg.bsq_config())
-                if stage is Stage.FINETUNE:
-                    self.model = to_fixed_(self.model)
-            else:
-                self.model = prepare_uniform(self.model, cfg.uniform_bits, cfg.bsq_config())
-            apply_layer_meta_(self.model, meta["layers"])
-        state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-        self.model.load_state_dict(state)
-        self.model.to(self.device)
-        self.stage, self.epoch = stage, meta["epoch"]
+        self.model = build_model(self.config, self.data.info, tensors, meta).to(self.device)
+        self.stage, self.epoch = Stage(meta["stage"]), meta["epoch"]
         self.global_epoch, self.global_step = meta["global_epoch"], meta["global_step"]
         self.float_accuracy, self.elapsed_before = meta["float_accuracy"], meta["elapsed"]
         self._build_optimizer()
@@ -317,7 +329,9 @@ class Trainer:
             buf = tensors.get(f"optim.{name}")
             if buf is not None and buf.shape == param.shape:
                 self.optimizer.state[param]["momentum_buffer"] = buf.to(self.device).clone()
-        return stage, self.epoch
+        if self.stage is Stage.DONE:
+            return self.config.stages[-1], self.config.epochs_of(self.config.stages[-1])
+        return self.stage, self.epoch
 
     @property
     def progress(self) -> float:
