@@ -51,6 +51,8 @@ class FloatCache:
             return None
         try:
             tensors, meta = load_checkpoint(path)
+            if len(meta.get("records", [])) != config.pretrain_epochs:
+                return None  # an incomplete entry: pretrain again (and overwrite it)
             model.load_state_dict(tensors)
         except (CheckpointError, RuntimeError, KeyError):
             return None

@@ -190,6 +190,7 @@ class Trainer:
         }  # fmt: skip
         layers = None
         if stage is Stage.PRETRAIN:
+            record.update(avg_bits=None, compression=None)
             self.pretrain_records.append(record)
         else:
             summary = scheme_summary(self.model)
@@ -300,7 +301,10 @@ class Trainer:
         return True
 
     def _save_pretrained(self) -> None:
-        if self.float_cache and self.config.pretrain_epochs > 0:
+        # Only a whole, uninterrupted pretraining is worth sharing: a resumed one lacks the
+        # curve of its first epochs.
+        complete = len(self.pretrain_records) == self.config.pretrain_epochs
+        if self.float_cache and self.config.pretrain_epochs > 0 and complete:
             records = self.pretrain_records
             self.float_cache.save(self.config, self.model, self.float_accuracy, records)
 

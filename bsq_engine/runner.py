@@ -1,0 +1,141 @@
+"""One run, end to end, persisted: the single place that turns a stored config into a result.
+
+Both the job manager (a worker thread) and the CLI (the main thread) call
+:func:`execute_run`, so a run behaves the same however it was started: same callbacks, same
+checkpoint file, same float-model cache, same mapping of exceptions to a final status.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from pathlib import Path
+
+from .callbacks import CheckpointCallback, StoreCallback
+from .checkpoint import CheckpointError, load_checkpoint
+from .config import RunConfig
+from .data import DatasetUnavailable
+from .store import RunStore
+from .trainer import DivergenceError, RunStopped, Trainer
+
+__all__ = ["ResumeError", "cache_dir", "checkpoint_path", "execute_run", "load_resume_point"]
+
+log = logging.getLogger(__name__)
+
+# Errors whose message is already written for the user (what went wrong, what to do).
+_USER_ERRORS = (DivergenceError, DatasetUnavailable, ValueError)
+
+
+class ResumeError(ValueError):
+    """A run cannot be resumed (unreadable checkpoint, bad config); nothing was changed."""
+
+
+def cache_dir(home: str | Path) -> Path:
+    """Folder of the pretrained float models shared by every run of one store."""
+    return Path(home) / "float_cache"
+
+
+def checkpoint_path(store: RunStore, run_id: str) -> Path:
+    """The run's single, atomically replaced checkpoint (export reads the final one)."""
+    return store.run_dir(run_id) / "checkpoint.safetensors"
+
+
+def load_resume_point(store: RunStore, run_id: str) -> tuple[RunConfig, tuple | None]:
+    """``(config, checkpoint)`` to resume from; ``checkpoint`` is None when none exists yet.
+
+    Raises :class:`ResumeError` (run untouched) when the config or the checkpoint cannot be
+    read; the job manager calls this before queueing a resume so the user hears it at once.
+    """
+    try:
+        config = RunConfig.from_dict(store.get_run(run_id)["config"])
+    except ValueError as exc:
+        raise ResumeError(f"cannot resume: the stored config is invalid ({exc})") from exc
+    path = checkpoint_path(store, run_id)
+    if not path.is_file():
+        return config, None
+    try:
+        return config, load_checkpoint(path)
+    except CheckpointError as exc:
+        raise ResumeError(f"cannot resume: {exc}") from exc
+
+
+def _truncate_to(store: RunStore, run_id: str, config: RunConfig, checkpoint) -> None:
+    """Drop metric rows the checkpoint does not cover, so the resumed run re-writes them."""
+    stages = [s.value for s in config.stages]
+    if checkpoint is None:  # nothing saved yet: start over, so forget everything
+        store.truncate_after(run_id, stages, stages[0], 0)
+        return
+    meta = checkpoint[1]
+    if meta["stage"] in stages:
+        store.truncate_after(run_id, stages, meta["stage"], meta["epoch"])
+    else:  # DONE: the whole pipeline is covered
+        store.truncate_after(run_id, stages, stages[-1], config.epochs_of(config.stages[-1]))
+
+
+def execute_run(
+    store: RunStore, run_id: str, *, stop_event=None, callbacks=(), resume: bool = False
+) -> dict:
+    """Train the stored run ``run_id`` to its end and record the outcome; return the run dict.
+
+    ``resume=True`` continues from the run's last checkpoint after dropping the metric rows
+    written after it (no duplicates, no stale rows). A run stopped before its first
+    checkpoint has none: it then starts over from scratch, its old rows all dropped.
+
+    Outcomes: finished (summary kept), ``stopped`` (the stop event was set), ``failed``
+    with a readable message. No training error escapes; only a run that cannot start
+    raises: :class:`ResumeError` for an unreadable checkpoint, ValueError for a run that is
+    finished or already running. In both cases the run is left exactly as it was.
+    """
+    checkpoint = None
+    if resume:
+        config, checkpoint = load_resume_point(store, run_id)
+        store.set_status(run_id, "running")
+        _truncate_to(store, run_id, config, checkpoint)
+    else:
+        store.set_status(run_id, "running")  # records pid, host and a first heartbeat
+    try:
+        config = RunConfig.from_dict(store.get_run(run_id)["config"])
+        trainer = Trainer(
+            config,
+            [
+                StoreCallback(store, run_id),
+                CheckpointCallback(checkpoint_path(store, run_id)),
+                *callbacks,
+            ],
+            run_id=run_id,
+            stop_event=stop_event,
+            cache_dir=cache_dir(store.home),
+        )
+        summary = trainer.run(resume=checkpoint)
+    except RunStopped:
+        _settle(store, run_id, "stopped")
+    except _USER_ERRORS as exc:
+        _settle(store, run_id, "failed", str(exc))
+    except Exception as exc:
+        _settle(store, run_id, "failed", _log_unexpected(store, run_id, exc))
+    else:
+        _settle(store, run_id, "finished", summary=summary)
+    return store.get_run(run_id)
+
+
+def _log_unexpected(store: RunStore, run_id: str, exc: Exception) -> str:
+    """Write the traceback next to the run; return the one-line message users see."""
+    path = store.run_dir(run_id) / "error.log"
+    try:
+        path.write_text("".join(traceback.format_exception(exc)))
+        where = f"Details in {path}"
+    except OSError as write_error:  # a full disk must not hide the original error
+        where = f"(could not write {path}: {write_error})"
+    return f"Unexpected error: {type(exc).__name__}: {exc}. {where}"
+
+
+def _settle(store: RunStore, run_id: str, status: str, error=None, summary=None) -> None:
+    """Record the final status; a run already ended elsewhere (e.g. marked stopped by a
+    shutdown that gave up waiting) keeps that status, and we only log the conflict."""
+    try:
+        if status == "finished":
+            store.finish(run_id, summary)
+        else:
+            store.set_status(run_id, status, error=error)
+    except Exception:
+        log.warning("could not mark run %s %s", run_id, status, exc_info=True)

@@ -1,0 +1,132 @@
+"""Alpha sweeps: several BSQ runs (and uniform baselines) that share one pretrained model.
+
+Every run of a sweep comes from the same preset with the same pretraining settings, so they
+share one float-cache key: the first run pretrains and saves the float model, the runs
+queued behind it load it and go straight to quantization. With ``max_concurrent > 1`` two
+runs may pretrain at the same time; the result is identical, only the time is spent twice.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+
+from .presets import make_config
+
+__all__ = ["log_alphas", "run_sweep_blocking", "start_sweep", "sweep_progress"]
+
+_ACTIVE = ("queued", "running")
+
+
+def log_alphas(lo: float, hi: float, n: int) -> list[float]:
+    """``n`` log-spaced values from ``lo`` to ``hi``, rounded to 3 significant digits.
+
+    Alpha acts multiplicatively (the bit count falls roughly with log alpha), so a sweep
+    spaced evenly in log covers the trade-off curve evenly.
+
+    >>> log_alphas(1e-3, 1e-1, 3)
+    [0.001, 0.01, 0.1]
+    """
+    if not (isinstance(n, int) and n >= 1):
+        raise ValueError(f"n must be a whole number >= 1, got {n!r}.")
+    if not (0 < lo <= hi and math.isfinite(hi)):
+        raise ValueError(f"Need 0 < lo <= hi for a log-spaced sweep, got lo={lo}, hi={hi}.")
+    if n == 1:
+        return [float(f"{lo:.3g}")]
+    step = (math.log10(hi) - math.log10(lo)) / (n - 1)
+    return [float(f"{10 ** (math.log10(lo) + i * step):.3g}") for i in range(n)]
+
+
+def _sweep_configs(model, dataset, alphas, uniform_bits, overrides) -> list[tuple[str, object]]:
+    """``(name, RunConfig)`` per run, all validated before anything is stored."""
+    if not alphas and not uniform_bits:
+        raise ValueError("A sweep needs at least one alpha or one uniform bit-width.")
+    base = {k: v for k, v in (overrides or {}).items() if k not in ("alpha", "method")}
+    runs = []
+    for alpha in alphas:
+        config = make_config(model, dataset, **{**base, "method": "bsq", "alpha": alpha})
+        runs.append((f"α={alpha:g}", config))
+    for bits in uniform_bits:
+        # alpha does nothing in a uniform run; 0 keeps the runs table honest
+        config = make_config(
+            model, dataset, **{**base, "method": "uniform", "uniform_bits": bits, "alpha": 0.0}
+        )
+        runs.append((f"uniform {bits}-bit", config))
+    return runs
+
+
+def start_sweep(
+    manager,
+    *,
+    model: str,
+    dataset: str,
+    alphas: list[float],
+    uniform_bits: list[int] = (),
+    name: str | None = None,
+    overrides: dict | None = None,
+) -> str:
+    """Register a sweep and queue its runs (alphas first, then uniform baselines).
+
+    Every config is validated first (a negative alpha raises ValueError), so a bad value
+    leaves no half-created sweep behind. Returns the sweep id.
+    """
+    alphas, uniform_bits = list(alphas), list(uniform_bits)
+    runs = _sweep_configs(model, dataset, alphas, uniform_bits, overrides)
+    if name is None:
+        span = f"α {min(alphas):g}..{max(alphas):g}" if alphas else "uniform baselines"
+        name = f"{model}-{dataset} sweep, {span}"
+    sweep_config = {"alphas": alphas, "uniform_bits": uniform_bits, "overrides": overrides or {}}
+    sweep_id = manager.store.create_sweep(name, model, dataset, sweep_config)
+    for run_name, config in runs:
+        manager.start(config, name=run_name, sweep_id=sweep_id)
+    return sweep_id
+
+
+def sweep_progress(store, sweep_id: str) -> dict:
+    """Counts per status and a 0-1 fraction that includes the epochs of running runs."""
+    sweep = store.get_sweep(sweep_id)
+    runs = sorted(store.list_runs(sweep_id=sweep_id), key=lambda r: r["created_at"])
+    counts = Counter(run["status"] for run in runs)
+    done_units = 0.0
+    for run in runs:
+        if run["status"] not in _ACTIVE:
+            done_units += 1.0
+        elif run["status"] == "running":
+            done_units += _run_fraction(store, run)
+    total = len(runs)
+    return {
+        "sweep_id": sweep_id, "name": sweep["name"], "model": sweep["model"],
+        "dataset": sweep["dataset"], "total": total, "counts": dict(counts),
+        "finished": counts.get("finished", 0),
+        "done": total > 0 and not any(counts.get(s) for s in _ACTIVE),
+        "run_ids": [run["run_id"] for run in runs],
+        "fraction": done_units / total if total else 0.0,
+    }  # fmt: skip
+
+
+def _run_fraction(store, run: dict) -> float:
+    """Epochs stored so far over planned epochs (the config dict holds the plan)."""
+    cfg = run["config"]
+    planned = cfg.get("pretrain_epochs", 0) + cfg.get("bsq_epochs", 0)
+    planned += cfg.get("finetune_epochs", 0)
+    return min(len(store.epochs(run["run_id"])) / planned, 1.0) if planned else 0.0
+
+
+def run_sweep_blocking(manager, sweep_id: str, *, poll: float = 0.5, on_progress=None) -> dict:
+    """Wait until every run of the sweep has ended (for the CLI); returns the last progress.
+
+    ``on_progress(progress)`` is called whenever the counts or the fraction change. The
+    sweep's runs must be queued in this process (by ``manager``), or this waits for
+    whichever process owns them.
+    """
+    last = None
+    while True:
+        progress = sweep_progress(manager.store, sweep_id)
+        key = (progress["counts"], round(progress["fraction"], 3))
+        if on_progress is not None and key != last:
+            on_progress(progress)
+        last = key
+        if progress["done"]:
+            return progress
+        time.sleep(poll)

@@ -1,0 +1,46 @@
+"""Shared fixtures: every test gets its own store folder and a config that trains in ~1 s."""
+
+from __future__ import annotations
+
+import pytest
+
+from bsq_engine.presets import make_config
+
+
+@pytest.fixture(autouse=True)
+def bsq_home(tmp_path, monkeypatch):
+    """Point ``BSQ_HOME`` at a fresh folder so no test reads or writes ~/.bsq_explorer."""
+    home = tmp_path / "bsq_home"
+    monkeypatch.setenv("BSQ_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def tiny_config():
+    """MLP on 256 digits: 1 pretrain + 2 BSQ (re-quantized each epoch) + 1 finetune epoch."""
+    return make_config(
+        pretrain_epochs=1, bsq_epochs=2, finetune_epochs=1, requant_interval=1,
+        max_train=256, max_test=128,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def single_torch_thread():
+    """Train on one intra-op thread, then restore: tiny models gain nothing from more, and
+    on a shared 2-core machine a second spinning thread makes tests several times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def manager(bsq_home, single_torch_thread):
+    """A job manager of the test's store, one run at a time; shut down (joined) afterwards."""
+    from bsq_engine.jobs import JobManager
+
+    jobs = JobManager(bsq_home, max_concurrent=1, torch_threads=1)
+    yield jobs
+    jobs.shutdown()
