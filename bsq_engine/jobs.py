@@ -223,6 +223,9 @@ class JobManager:
             if job is None:
                 return None
             state, live = ("running" if job.running else "queued"), job.live
+        if live is None:  # queued: no worker has taken it yet
+            return {"run_id": run_id, "status": state, "progress": 0.0, "epochs": [],
+                    "layers": [], "events": [], "step": None, "eta_seconds": None}  # fmt: skip
         snap = live.snapshot()
         snap.update(run_id=run_id, status=state)
         return snap

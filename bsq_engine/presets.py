@@ -52,7 +52,11 @@ def preset_for(model: str, dataset: str) -> dict:
 
 
 def make_config(model: str = "mlp", dataset: str = "digits", **overrides) -> RunConfig:
-    """A validated ``RunConfig``: the preset of ``(model, dataset)``, then ``overrides``."""
+    """A validated ``RunConfig``: the preset of ``(model, dataset)``, then ``overrides``.
+
+    An override of ``None`` means "keep the preset's value" (so CLI flags left unset pass
+    through); to set a field to ``None`` (float activations), use ``config.replace(...)``.
+    """
     settings = preset_for(model, dataset)
     settings.update({k: v for k, v in overrides.items() if v is not None})
     return RunConfig(model=model, dataset=dataset, **settings)

@@ -86,9 +86,10 @@ def bits_per_layer_chart(snapshot_df: pd.DataFrame, start_bits: int | None = Non
     if start_bits is not None:
         fig.add_hline(
             y=start_bits, line_dash="dash", line_color="grey",
-            annotation_text=f"start: {start_bits} bits", annotation_position="top left",
+            annotation_text=f"start: {start_bits} bits", annotation_position="top right",
+            annotation_yshift=12,
         )  # fmt: skip
-    top = max([*bits, start_bits or 0]) + 1
+    top = max([*bits, start_bits or 0]) + 2  # headroom for bar labels and the reference label
     fig.update_yaxes(range=[0, top], dtick=1)
     fig.update_layout(showlegend=False, xaxis={"type": "category", "tickangle": -45})
     return fig
@@ -181,7 +182,12 @@ def curves_chart(
         .mark_line(point=len(long) < 60)
         .encode(
             x=alt.X("global_epoch:Q", title="epoch (all stages)"),
-            y=alt.Y("value:Q", title=y_title, axis=alt.Axis(format=".0%" if percent else "~g")),
+            y=alt.Y(
+                "value:Q",
+                title=y_title,
+                scale=alt.Scale(zero=False),
+                axis=alt.Axis(format=".0%" if percent else "~g"),
+            ),
             color=alt.Color("metric:N", title=None, legend=alt.Legend(orient="top")),
             tooltip=[
                 alt.Tooltip("global_epoch:Q", title="epoch"),

@@ -1,0 +1,6 @@
+"""``python -m bsq_engine``: the command-line interface (see ``bsq_engine.cli``)."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,346 @@
+"""Export a finished run: its scheme, its curves, and its weights as packed integers.
+
+``export_run`` writes, into one folder::
+
+    scheme.json              bits per layer, accuracy, average bits, compression (+ convention)
+    metrics.csv              one row per epoch of every stage
+    layers.csv               final bits, scale and plane densities per quantized layer
+    quantized.safetensors    packed sign-magnitude integers + scales; other tensors in float32
+    float_model.safetensors  the same model's effective weights in float32 (size reference)
+    export.json              the files and their measured sizes
+
+Packed layout of one layer with ``n`` bits: each weight takes ``n + 1`` bits, the sign first
+(1 = negative), then the magnitude MSB first; weights follow each other in row-major order
+and the bit stream fills bytes MSB first (as ``numpy.packbits``); the last byte is padded
+with zeros. A pruned layer (``n = 0``) stores no bytes. ``load_quantized`` rebuilds the model
+from ``quantized.safetensors`` alone, with exactly the run's effective weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import stat
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from .checkpoint import CheckpointError, load_checkpoint
+from .config import RunConfig, Stage
+from .data import get_dataset_info, load_dataset
+from .models import create_model
+from .quantize import (
+    apply_layer_meta_,
+    bit_report,
+    prepare_bsq,
+    prepare_uniform,
+    quantized_layers,
+    scheme_summary,
+    to_fixed_,
+)
+from .runner import checkpoint_path
+from .trainer import build_model
+
+__all__ = [
+    "COUNTING_CONVENTION",
+    "EXPORT_FORMAT",
+    "export_run",
+    "load_quantized",
+    "load_run_model",
+    "pack_bits",
+    "unpack_bits",
+]
+
+EXPORT_FORMAT = 1
+COUNTING_CONVENTION = (
+    "n_l counts magnitude bit planes (the sign is not counted, as in the paper); average bits "
+    "= sum_l N_l n_l / N over quantized layers only (biases, BatchNorm and float-kept layers "
+    "excluded); compression = 32 / average bits."
+)
+_META_KEY = "bsq_export"
+_CHUNK = 1 << 20  # weights per packing chunk: a multiple of 8, so chunks end on a byte
+
+
+# ---------------------------------------------------------------- bit packing
+def pack_bits(q: torch.Tensor, n_bits: int) -> torch.Tensor:
+    """Signed integers (``|q| <= 2^n - 1``) -> uint8 bytes, ``n_bits + 1`` bits per weight.
+
+    >>> pack_bits(torch.tensor([3, -1]), 2).tolist()  # 0 11, 1 01 -> 0111 0100
+    [116]
+    """
+    if n_bits == 0:
+        return torch.zeros(0, dtype=torch.uint8)
+    if not 1 <= n_bits <= 62:
+        raise ValueError(f"n_bits must be 0..62, got {n_bits}.")
+    flat = q.detach().reshape(-1).long().cpu()
+    if flat.numel() and int(flat.abs().max()) > 2**n_bits - 1:
+        raise ValueError(
+            f"|q| must be <= 2^{n_bits} - 1 = {2**n_bits - 1} to pack in {n_bits} bits."
+        )
+    code = flat.abs() | ((flat < 0).long() << n_bits)  # (N,) sign bit above the magnitude
+    shifts = torch.arange(n_bits, -1, -1)  # (n + 1,) sign first, then MSB .. LSB
+    weights = 2 ** torch.arange(7, -1, -1)  # (8,) MSB-first byte filling
+    chunks = []
+    for start in range(0, flat.numel(), _CHUNK):
+        bits = ((code[start : start + _CHUNK, None] >> shifts) & 1).reshape(-1)  # (n_w*(n+1),)
+        pad = (-bits.numel()) % 8
+        bits = torch.cat([bits, bits.new_zeros(pad)]).reshape(-1, 8)  # (bytes, 8)
+        chunks.append((bits * weights).sum(1).to(torch.uint8))
+    return torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor, n_bits: int, numel: int) -> torch.Tensor:
+    """Inverse of :func:`pack_bits`: ``numel`` signed int64 values.
+
+    >>> unpack_bits(torch.tensor([116], dtype=torch.uint8), 2, 2).tolist()
+    [3, -1]
+    """
+    if n_bits == 0:
+        return torch.zeros(numel, dtype=torch.long)
+    width = n_bits + 1
+    needed = math.ceil(numel * width / 8)
+    if packed.numel() < needed:
+        raise ValueError(
+            f"{numel} weights of {n_bits} bits need {needed} bytes, got {packed.numel()}."
+        )
+    packed = packed.reshape(-1).long().cpu()
+    byte_shifts = torch.arange(7, -1, -1)  # (8,)
+    place = 2 ** torch.arange(n_bits - 1, -1, -1)  # (n,) magnitude place values, MSB first
+    out = []
+    chunk_bytes = _CHUNK * width // 8
+    for i, start in enumerate(range(0, needed, chunk_bytes)):
+        count = min(_CHUNK, numel - i * _CHUNK)
+        bits = ((packed[start : start + chunk_bytes, None] >> byte_shifts) & 1).reshape(-1)
+        bits = bits[: count * width].reshape(count, width)  # (count, n + 1)
+        magnitude = (bits[:, 1:] * place).sum(1)
+        out.append(torch.where(bits[:, 0] == 1, -magnitude, magnitude))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+# ---------------------------------------------------------------- loading a run
+def _dataset_info(config: RunConfig):
+    """The run dataset's ``DatasetInfo``, without loading the data when the registry knows
+    its shapes (a user's image folder is only known once loaded)."""
+    if config.dataset == "imagefolder":
+        return load_dataset(config.dataset, config.data_root, False, 1, 1).info
+    return get_dataset_info(config.dataset)
+
+
+def _model_args(info) -> dict:
+    """The shape arguments of ``create_model`` (kept in the export's metadata)."""
+    return {
+        "in_channels": info.in_channels,
+        "num_classes": info.num_classes,
+        "image_size": info.image_size,
+    }
+
+
+def load_run_model(store, run_id: str) -> tuple[nn.Module, RunConfig, dict]:
+    """The model of a run's final checkpoint (stage ``done``), on the CPU, in eval mode.
+
+    Returns ``(model, config, meta)``; raises :class:`CheckpointError` when the run has no
+    final checkpoint (it never finished, or its folder was removed).
+    """
+    run = store.get_run(run_id)  # RunNotFound for an unknown id
+    tensors, meta = load_checkpoint(checkpoint_path(store, run_id))
+    if meta.get("stage") != Stage.DONE.value:
+        raise CheckpointError(
+            f"Run {run_id!r} has not finished (status {run['status']}, checkpoint at "
+            f"{meta.get('stage')} epoch {meta.get('epoch')}); resume it with "
+            f"`python -m bsq_engine resume {run_id}` and export it once finished."
+        )
+    config = RunConfig.from_dict(meta["config"])
+    model = build_model(config, _dataset_info(config), tensors, meta)
+    return model.eval(), config, meta
+
+
+# ---------------------------------------------------------------- writing an export
+def _quantized_tensors(model: nn.Module) -> tuple[dict, dict]:
+    """Packed integers + scales of quantized layers, every other tensor in float32."""
+    tensors, layers = {}, {}
+    owned = set()
+    for name, layer in quantized_layers(model):
+        q = layer.integer_weight()  # S, signed
+        tensors[f"{name}.qweight"] = pack_bits(q, layer.n_bits)
+        tensors[f"{name}.scale"] = layer.scale.detach().float().reshape(1)
+        layers[name] = {
+            "n_bits": int(layer.n_bits),
+            "shape": list(q.shape),
+            "numel": q.numel(),
+            "msb_offset": int(layer.msb_offset),
+            "pruned": bool(layer.pruned),
+            "fixed": True,
+        }
+        owned.update({f"{name}.weight", f"{name}.scale"})
+    for key, value in model.state_dict().items():
+        if key not in owned:
+            tensors[key] = value.detach().float() if value.is_floating_point() else value
+    return tensors, layers
+
+
+def _float_tensors(model: nn.Module) -> dict:
+    """The model as plain float32 tensors: effective weights instead of (w, scale)."""
+    tensors = {}
+    owned = set()
+    for name, layer in quantized_layers(model):
+        tensors[f"{name}.weight"] = layer.effective_weight().detach().float()
+        owned.update({f"{name}.weight", f"{name}.scale"})
+    for key, value in model.state_dict().items():
+        if key not in owned:
+            tensors[key] = value.detach().float() if value.is_floating_point() else value
+    return tensors
+
+
+def _save(path: Path, tensors: dict, metadata: dict | None = None) -> None:
+    cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    save_file(cpu, str(path), metadata=metadata)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns or ["empty"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _layer_rows(model: nn.Module, config: RunConfig) -> list[dict]:
+    """Final per-layer bits, scale and densities; one density column per plane (MSB first)."""
+    rows = []
+    scales = {n: float(m.scale.detach()) for n, m in quantized_layers(model)}
+    for record in bit_report(model, config.max_bits):
+        row = {
+            "name": record["name"],
+            "kind": record["kind"],
+            "shape": "x".join(str(s) for s in record["shape"]),
+            "n_bits": record["n_bits"],
+            "n_weights": record["n_weights"],
+            "scale": scales[record["name"]],
+            "msb_offset": record["msb_offset"],
+        }
+        for b in range(config.max_bits):
+            density = record["density"]
+            row[f"density_b{b}"] = density[b] if b < len(density) else ""
+        rows.append(row)
+    return rows
+
+
+def _finite(value):
+    return value if not isinstance(value, float) or math.isfinite(value) else None
+
+
+def _scheme(run: dict, model: nn.Module, config: RunConfig, meta: dict) -> dict:
+    summary = scheme_summary(model)
+    scales = {n: float(m.scale.detach()) for n, m in quantized_layers(model)}
+    shapes = {r["name"]: r["shape"] for r in bit_report(model)}
+    return {
+        "run_id": run["run_id"],
+        "name": run.get("name"),
+        "model": config.model,
+        "dataset": config.dataset,
+        "method": config.method,
+        "alpha": config.alpha if config.method == "bsq" else None,
+        "uniform_bits": config.uniform_bits if config.method == "uniform" else None,
+        "act_bits": config.act_bits,
+        "accuracy": run.get("accuracy"),
+        "float_accuracy": run.get("float_accuracy") or meta.get("float_accuracy"),
+        "avg_bits": summary["avg_bits"],
+        "compression": _finite(summary["compression"]),
+        "counting_convention": COUNTING_CONVENTION,
+        "layers": [
+            {**layer, "shape": shapes[layer["name"]], "scale": scales[layer["name"]]}
+            for layer in summary["layers"]
+        ],
+        "config": config.to_dict(),
+    }
+
+
+def export_run(store, run_id: str, out_dir: str | Path) -> dict:
+    """Write the export files of a finished run into ``out_dir``; returns what ``export.json``
+    holds: ``{"files": {kind: path}, "quantized_bytes", "float_bytes", "size_ratio"}``."""
+    run = store.get_run(run_id)
+    model, config, meta = load_run_model(store, run_id)
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    files = {
+        "scheme": out / "scheme.json",
+        "metrics": out / "metrics.csv",
+        "layers": out / "layers.csv",
+        "quantized": out / "quantized.safetensors",
+        "float": out / "float_model.safetensors",
+    }
+    files["scheme"].write_text(json.dumps(_scheme(run, model, config, meta), indent=2))
+    epochs = [{k: v for k, v in row.items() if k != "run_id"} for row in store.epochs(run_id)]
+    _write_csv(files["metrics"], epochs)
+    _write_csv(files["layers"], _layer_rows(model, config))
+    tensors, layers = _quantized_tensors(model)
+    header = {"format": EXPORT_FORMAT, "run_id": run_id, "config": config.to_dict(),
+              "model_args": _model_args(_dataset_info(config)), "layers": layers}  # fmt: skip
+    _save(files["quantized"], tensors, {_META_KEY: json.dumps(header)})
+    _save(files["float"], _float_tensors(model), {"run_id": run_id})
+    mode = stat.S_IMODE(files["scheme"].stat().st_mode)  # the umask's choice for new files
+    for kind in ("quantized", "float"):  # safetensors writes 0600; exports are for sharing
+        os.chmod(files[kind], mode)
+    quantized_bytes = files["quantized"].stat().st_size
+    float_bytes = files["float"].stat().st_size
+    result = {
+        "run_id": run_id,
+        "out_dir": str(out),
+        "files": {kind: str(path) for kind, path in files.items()},
+        "quantized_bytes": quantized_bytes,
+        "float_bytes": float_bytes,
+        "size_ratio": float_bytes / quantized_bytes,
+    }
+    (out / "export.json").write_text(json.dumps(result, indent=2))
+    result["files"]["export"] = str(out / "export.json")
+    return result
+
+
+# ---------------------------------------------------------------- reading an export
+def _read_export(path: Path) -> tuple[dict, dict]:
+    if not path.is_file():
+        raise CheckpointError(f"No export at {path}; write one with `python -m bsq_engine export`.")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            raw = (handle.metadata() or {}).get(_META_KEY)
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    except Exception as exc:  # safetensors raises several types for a corrupt file
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc}).") from exc
+    if raw is None:
+        raise CheckpointError(f"{path} is a safetensors file but not a BSQ Explorer export.")
+    header = json.loads(raw)
+    if header.get("format", 0) > EXPORT_FORMAT:
+        raise CheckpointError(f"{path} was written by a newer BSQ Explorer; upgrade to read it.")
+    return tensors, header
+
+
+def load_quantized(path: str | Path) -> nn.Module:
+    """Rebuild the model of ``quantized.safetensors`` (no run store, no dataset needed).
+
+    The quantized layers get their bit-widths, integer weights and scales back, so every
+    effective weight ``scale * q / (2^n - 1)`` equals the exported run's; eval mode, CPU.
+    """
+    tensors, header = _read_export(Path(path).expanduser())
+    config = RunConfig.from_dict(header["config"])
+    model = create_model(config.model, **header["model_args"])
+    if config.method == "bsq":
+        model = to_fixed_(prepare_bsq(model, config.bsq_config()))
+    else:
+        model = prepare_uniform(model, config.uniform_bits, config.bsq_config())
+    apply_layer_meta_(model, header["layers"])
+    state = {}
+    for name, info in header["layers"].items():
+        q = unpack_bits(tensors.pop(f"{name}.qweight"), info["n_bits"], info["numel"])
+        levels = max(2 ** info["n_bits"] - 1, 1)
+        state[f"{name}.weight"] = (q.float() / levels).reshape(info["shape"])  # S, in [-1, 1]
+        state[f"{name}.scale"] = tensors.pop(f"{name}.scale").reshape(())
+    state.update(tensors)
+    model.load_state_dict(state)
+    return model.eval()
