@@ -1,0 +1,180 @@
+"""Read one run (or all runs) as DataFrames, merging the live snapshot with the store.
+
+A run that is live in this process is read from the job manager's snapshot (fresh, no disk)
+on top of what the store already holds; any other run comes from the store alone. Only
+ended runs are cached: a running run must never be served stale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import frames
+from dashboard.state import manager, store
+
+__all__ = [
+    "ACTIVE",
+    "RunView",
+    "export_files",
+    "list_runs_frame",
+    "load_run_view",
+]
+
+ACTIVE = frozenset({"queued", "running"})
+_CACHE_TTL_S = 300
+
+
+@dataclass
+class RunView:
+    """Everything the run panel shows about one run.
+
+    ``run``: the store's run dict (config, summary, error, ...; ``status`` already reflects
+    the live snapshot). ``epochs``: one row per epoch (frames.EPOCH_COLUMNS). ``layers``: the
+    latest layer snapshot (frames.LAYER_COLUMNS). ``snapshots``: every layer snapshot, read
+    from the store on first use (live ticks never need it). ``events``: precision-change
+    events in training order. ``snapshot``: the manager's live snapshot dict when the run is
+    live in this process (``live`` True), else None.
+    """
+
+    run: dict
+    epochs: pd.DataFrame
+    layers: pd.DataFrame
+    events: list[dict] = field(default_factory=list)
+    live: bool = False
+    snapshot: dict | None = None
+    _snapshots: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def snapshots(self) -> pd.DataFrame:
+        if self._snapshots is None:
+            self._snapshots = frames.layers_frame(store().layer_snapshots(self.run_id))
+        return self._snapshots
+
+    @property
+    def run_id(self) -> str:
+        return self.run["run_id"]
+
+    @property
+    def status(self) -> str:
+        return self.run["status"]
+
+    @property
+    def active(self) -> bool:
+        """Queued or running: the panel polls while this is true."""
+        return self.status in ACTIVE
+
+    @property
+    def config(self) -> dict:
+        return self.run.get("config") or {}
+
+    @property
+    def max_bits(self) -> int:
+        """Width of the density grid: the config's max_bits, widened if a layer needs it."""
+        width = int(self.config.get("max_bits") or 8)
+        for offset, density in zip(
+            self.layers.get("msb_offset", []), self.layers.get("density", [])
+        ):
+            width = max(width, int(offset) + len(density))
+        return width
+
+
+def load_run_view(run_id: str) -> RunView:
+    """The run's current view; raises ``RunNotFound`` (a KeyError) for an unknown id."""
+    snap = _live_snapshot(run_id)
+    run = store().get_run(run_id)
+    if snap is not None:
+        return _live_view(run, snap)
+    if run["status"] in ACTIVE:  # queued here, or running in another process (CLI)
+        return _store_view(run)
+    key = (str(store().home), run["status"], run.get("finished_at"))
+    return _ended_view(run_id, key)
+
+
+def _live_snapshot(run_id: str) -> dict | None:
+    try:
+        return manager().snapshot(run_id)
+    except (KeyError, AttributeError):  # AttributeError: a queued job has no buffer yet
+        return None
+
+
+@st.cache_data(ttl=_CACHE_TTL_S, max_entries=64, show_spinner=False)
+def _ended_view(run_id: str, cache_key: tuple) -> RunView:
+    # `cache_key` is hashed with run_id (a leading underscore would exclude it):
+    # it changes when the run is resumed and ends again, or the store is another one.
+    view = _store_view(store().get_run(run_id))
+    view.snapshots  # noqa: B018 - load now, so the cached copy carries it
+    return view
+
+
+def _store_view(run: dict) -> RunView:
+    db, run_id = store(), run["run_id"]
+    return RunView(
+        run=run,
+        epochs=frames.epochs_frame(db.epochs(run_id)),
+        layers=frames.layers_frame(db.latest_layers(run_id)),
+        events=db.events(run_id),
+    )
+
+
+def _live_view(run: dict, snap: dict) -> RunView:
+    """The live snapshot holds every epoch so far (it loads the stored ones on start) and
+    the latest layers, so a tick reads only the run row and the events from SQLite."""
+    db, run_id = store(), run["run_id"]
+    epochs = snap.get("epochs") or db.epochs(run_id)
+    layers = snap.get("layers")
+    if layers:
+        epoch = int(snap.get("global_epoch") or 0)
+        layers = [{"global_epoch": epoch, "layer_index": i, **r} for i, r in enumerate(layers)]
+    else:
+        layers = db.latest_layers(run_id)
+    return RunView(
+        run={**run, "status": snap.get("status") or run["status"]},
+        epochs=frames.epochs_frame(epochs),
+        layers=frames.layers_frame(layers),
+        events=_merge_events(db.events(run_id), snap.get("events") or []),
+        live=True,
+        snapshot=snap,
+    )
+
+
+def _merge_events(stored: list[dict], live: list[dict]) -> list[dict]:
+    seen = {(e.get("stage"), e.get("epoch"), e.get("layer")) for e in stored}
+    extra = [e for e in live if (e.get("stage"), e.get("epoch"), e.get("layer")) not in seen]
+    return [*stored, *extra]
+
+
+def list_runs_frame(**filters: Any) -> pd.DataFrame:
+    """All runs matching ``RunStore.list_runs`` filters, as ``frames.runs_frame`` rows.
+
+    Not cached: it is one indexed query, and running runs must show fresh numbers.
+    """
+    return frames.runs_frame(store().list_runs(**filters))
+
+
+@st.cache_data(ttl=_CACHE_TTL_S, max_entries=64, show_spinner="Preparing exports...")
+def _export(home: str, run_id: str, finished_at: float | None) -> dict[str, str]:
+    from bsq_engine.export import export_run
+
+    out = store().run_dir(run_id) / "export"
+    result = export_run(store(), run_id, out)
+    return {name: str(path) for name, path in result["files"].items()}
+
+
+def export_files(run_id: str) -> dict[str, Path]:
+    """Export a finished run into ``<run folder>/export`` once; {file name: path}.
+
+    Raises what ``export_run`` raises (e.g. a missing checkpoint) with its message.
+    """
+    run = store().get_run(run_id)
+    files = _export(str(store().home), run_id, run.get("finished_at"))
+    paths = {name: Path(p) for name, p in files.items()}
+    if not all(p.exists() for p in paths.values()):  # folder removed behind our back
+        _export.clear()
+        files = _export(str(store().home), run_id, run.get("finished_at"))
+        paths = {name: Path(p) for name, p in files.items()}
+    return paths

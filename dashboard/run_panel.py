@@ -1,0 +1,307 @@
+"""The view of one run, live or finished; used by the Train and Runs pages (and others).
+
+While a run is queued or running, the panel is an ``st.fragment`` that re-renders itself
+every ``POLL_S`` seconds; element keys are stable so charts update in place. When the run
+ends, the fragment calls ``st.rerun()`` once and the page shows the static, finished view
+(summary, downloads), which no longer polls.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import streamlit as st
+
+from bsq_engine.export import COUNTING_CONVENTION
+from bsq_engine.store import RunNotFound
+from dashboard import charts, frames
+from dashboard.accessors import RunView, export_files, load_run_view
+from dashboard.state import manager, store
+
+__all__ = ["POLL_S", "STATUS_COLORS", "format_duration", "render_run_panel"]
+
+POLL_S = 1.0
+STATUS_COLORS = {
+    "queued": "gray", "running": "blue", "finished": "green",
+    "failed": "red", "stopped": "orange", "interrupted": "orange",
+}  # fmt: skip
+EXPORT_NAMES = (
+    "scheme.json", "metrics.csv", "layers.csv", "quantized.safetensors", "float_model.safetensors",
+)  # fmt: skip
+_FIGURES = "run_panel.figures"  # session state: {panel key: (signature, figures, when, cost)}
+_MIN_REBUILD_S, _MAX_REBUILD_S = 2.0, 6.0
+_STAGE_LABELS = {
+    "pretrain": "Pretraining (float)", "bsq": "BSQ training", "qat": "Quantized training",
+    "finetune": "Finetuning", "done": "Final evaluation",
+}  # fmt: skip
+
+
+def render_run_panel(run_id: str, *, key: str = "panel") -> None:
+    """Show run ``run_id``; ``key`` prefixes element keys (one panel per key per page)."""
+    try:
+        view = load_run_view(run_id)
+    except RunNotFound:
+        st.warning(f"There is no run `{run_id}` in this store; it may have been deleted.")
+        st.page_link("pages/runs.py", label="See all runs", icon=":material/list:")
+        return
+    if view.active:
+        _live_panel(run_id, key)
+    else:
+        _render(view, key)
+
+
+@st.fragment(run_every=POLL_S)
+def _live_panel(run_id: str, key: str) -> None:
+    try:
+        view = load_run_view(run_id)
+    except RunNotFound:
+        st.rerun()
+    if not view.active:
+        st.rerun()  # once: the page re-renders the finished view, without polling
+    _render(view, key)
+
+
+def _render(view: RunView, key: str) -> None:
+    _header(view)
+    if view.active:
+        _progress(view, key)
+    else:
+        _outcome(view)
+    _tiles(view)
+    if view.status == "finished":
+        _downloads(view, key)
+    _charts(view, key)
+
+
+def _header(view: RunView) -> None:
+    run, cfg = view.run, view.config
+    title, badge = st.columns([4, 1], vertical_alignment="center")
+    title.subheader(run.get("name") or view.run_id, anchor=False)
+    with badge:
+        st.badge(view.status, color=STATUS_COLORS.get(view.status, "gray"))
+    if run.get("method") == "uniform":
+        method = f"uniform {cfg.get('uniform_bits', '?')}-bit"
+    else:
+        method = f"BSQ, alpha = {run.get('alpha'):.4g}"
+    st.caption(f"{run.get('model')} on {run.get('dataset')} · {method} · run `{view.run_id}`")
+
+
+def _progress(view: RunView, key: str) -> None:
+    snap, cfg = view.snapshot or {}, view.config
+    last = view.epochs.iloc[-1] if not view.epochs.empty else None
+    stage = snap.get("stage") or (last["stage"] if last is not None else "pretrain")
+    epoch = snap["epoch"] if "epoch" in snap else (int(last["epoch"]) if last is not None else 0)
+    per_stage = {"pretrain": cfg.get("pretrain_epochs"), "bsq": cfg.get("bsq_epochs"),
+                 "qat": cfg.get("bsq_epochs"), "finetune": cfg.get("finetune_epochs")}  # fmt: skip
+    progress = snap.get("progress")
+    if progress is None:
+        total = sum(per_stage[s] or 0 for s in ("pretrain", "bsq", "finetune")) or 1
+        progress = (int(last["global_epoch"]) if last is not None else 0) / total
+    if view.status == "queued":
+        text = "Queued: waits for a free worker (runs start one after another)."
+    else:
+        text = f"{_STAGE_LABELS.get(stage, stage)} · epoch {epoch} of {per_stage.get(stage, '?')}"
+        text += f" · {progress:.0%}"
+        eta = snap.get("eta_seconds")
+        if eta is not None and math.isfinite(eta):
+            text += f" · about {format_duration(eta)} left"
+    bar, button = st.columns([6, 1], vertical_alignment="bottom")
+    bar.progress(min(max(float(progress), 0.0), 1.0), text=text)
+    if button.button("Stop", key=f"{key}-stop", icon=":material/stop_circle:", width="stretch"):
+        try:
+            manager().stop(view.run_id)
+            st.toast("Stopping after the current step...")
+        except (KeyError, ValueError) as exc:
+            st.error(f"Could not stop the run: {exc}")
+
+
+def _outcome(view: RunView) -> None:
+    run, status = view.run, view.status
+    if status == "finished":
+        acc, flt = run.get("accuracy"), run.get("float_accuracy")
+        text = f"Finished in {format_duration(run.get('seconds'))}: "
+        text += f"**{_pct(acc)}** test accuracy"
+        if flt is not None and acc is not None:
+            text += f" (float model {_pct(flt)}, {100 * (acc - flt):+.2f} points)"
+        if run.get("avg_bits") is not None:
+            text += f" at **{run['avg_bits']:.2f} average bits**"
+            text += f" = {run['compression']:.1f}x compression."
+        st.success(text)
+    elif status == "failed":
+        st.error(f"This run failed: {_clean_error(run.get('error'))}")
+        st.caption("Change the settings and start a new run, or resume it from the Runs page.")
+    elif status in ("stopped", "interrupted"):
+        reason = _clean_error(run.get("error")) if run.get("error") else "It was stopped."
+        st.warning(f"This run did not finish. {reason} Resume it from the Runs page.")
+
+
+def _tiles(view: RunView) -> None:
+    run, last = view.run, (view.epochs.iloc[-1] if not view.epochs.empty else None)
+    done = view.status == "finished"
+    acc = run.get("accuracy") if done or last is None else last["test_acc"]
+    flt = run.get("float_accuracy") or (view.snapshot or {}).get("float_accuracy")
+    bits = run.get("avg_bits") if done or last is None else last["avg_bits"]
+    comp = run.get("compression") if done or last is None else last["compression"]
+    quantized = done or (last is not None and last["stage"] != "pretrain")
+    compare = quantized and _num(acc) and _num(flt)
+    delta = f"{100 * (acc - flt):+.2f} pts vs float" if compare else None
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Test accuracy", _pct(acc), delta, border=True)
+    c2.metric("Average bits", f"{bits:.2f}" if _num(bits) else "—", border=True,
+              help="Weighted by layer size; measured from the BSQ stage on.")  # fmt: skip
+    c3.metric("Compression", f"{comp:.1f}x" if _num(comp) else "—", border=True,
+              help=COUNTING_CONVENTION)  # fmt: skip
+    if run.get("method") == "uniform":
+        c4.metric("Regularizer", "off", border=True, help="Uniform k-bit runs use no regularizer.")
+        return
+    bsq = view.epochs[view.epochs["stage"] == "bsq"]
+    reg = bsq["alpha_reg"].iloc[-1] if not bsq.empty else None
+    c4.metric("Regularizer (alpha·R)", f"{reg:.4g}" if _num(reg) else "—", border=True,
+              help="Bit-level group Lasso times alpha, last BSQ epoch.")  # fmt: skip
+
+
+def _figures(view: RunView, key: str) -> dict:
+    """The panel's figures, rebuilt only when an epoch, a snapshot or an event arrived.
+
+    Building them costs far more than re-sending them (Plotly templates, Altair schema
+    checks), and it competes with the training thread for the GIL. So while a run is live,
+    a rebuild waits at least ``_MIN_REBUILD_S`` (or 3x the last build's time) and ticks in
+    between re-send the previous figures; the progress bar and tiles still move every tick.
+    """
+    ep, layers = view.epochs, view.layers
+    signature = (
+        view.run_id, view.status, len(ep), int(ep["global_epoch"].max()) if len(ep) else 0,
+        int(layers["global_epoch"].max()) if len(layers) else -1, len(view.events),
+    )  # fmt: skip
+    cache = st.session_state.setdefault(_FIGURES, {})
+    if key in cache:
+        old, figures, built_at, cost = cache[key]
+        wait = min(max(_MIN_REBUILD_S, 3 * cost), _MAX_REBUILD_S)
+        if not view.active or old[0] != view.run_id:
+            wait = 0.0
+        if old == signature or time.monotonic() - built_at < wait:
+            return figures
+    started = time.monotonic()
+    start_bits = int(view.config.get("n_bits") or 8)
+    figures = {
+        "bits": charts.bits_per_layer_chart(layers, start_bits=start_bits),
+        "density": charts.density_heatmap(layers, view.max_bits),
+    }
+    if len(ep):
+        figures["loss"] = _vega_spec(charts.loss_chart(ep))
+        figures["acc"] = _vega_spec(charts.accuracy_chart(ep))
+    if len(ep) and ep["avg_bits"].notna().any():
+        figures["avg"] = _vega_spec(charts.bits_chart(ep))
+    cache[key] = (signature, figures, time.monotonic(), time.monotonic() - started)
+    return figures
+
+
+def _vega_spec(chart) -> dict:
+    """Altair chart -> Vega-Lite dict, once per rebuild (``st.altair_chart`` would convert
+    and validate it again on every tick). Altair's default 300 px view size is dropped, as
+    ``st.altair_chart`` does, so the chart fills its column."""
+    spec = chart.to_dict()
+    view = spec.get("config", {}).get("view", {})
+    for size in ("continuousWidth", "continuousHeight"):
+        view.pop(size, None)
+    return spec
+
+
+def _charts(view: RunView, key: str) -> None:
+    figures = _figures(view, key)
+    left, right = st.columns(2)
+    left.plotly_chart(figures["bits"], key=f"{key}-bits", width="stretch")
+    right.plotly_chart(figures["density"], key=f"{key}-density", width="stretch")
+    if "loss" not in figures:
+        st.info("Curves appear after the first epoch.")
+        return
+    left, right = st.columns(2)
+    left.vega_lite_chart(spec=figures["loss"], key=f"{key}-loss", width="stretch")
+    right.vega_lite_chart(spec=figures["acc"], key=f"{key}-acc", width="stretch")
+    left, right = st.columns(2)
+    if "avg" in figures:
+        left.vega_lite_chart(spec=figures["avg"], key=f"{key}-avg", width="stretch")
+    else:
+        left.info("Average bits and compression are measured from the BSQ stage on.")
+    with right:
+        _events(view, key)
+
+
+def _events(view: RunView, key: str) -> None:
+    st.markdown("**Precision changes**")
+    if not view.events:
+        every = view.config.get("requant_interval")
+        st.caption(
+            f"None yet: layers change precision at re-quantization (every {every} BSQ epochs)."
+        )
+        return
+    table = charts.events_table(view.events)[["stage", "epoch", "change"]]
+    st.dataframe(table, key=f"{key}-events", hide_index=True, width="stretch")
+
+
+def _downloads(view: RunView, key: str) -> None:
+    with st.expander("Download results", icon=":material/download:"):
+        folder = store().run_dir(view.run_id) / "export"
+        paths = {name: folder / name for name in EXPORT_NAMES}
+        if not all(p.exists() for p in paths.values()):
+            if not st.button("Prepare files", key=f"{key}-export"):
+                st.caption("Scheme (JSON), curves and layers (CSV), packed integer weights "
+                           "and the float model (safetensors).")  # fmt: skip
+                return
+            try:
+                files = export_files(view.run_id)
+            except Exception as exc:  # export says what is missing and what to do
+                st.error(f"Could not export this run: {exc}")
+                return
+            paths = {p.name: p for p in files.values() if p.name in EXPORT_NAMES}
+        for col, (name, path) in zip(st.columns(len(paths)), paths.items()):
+            col.download_button(
+                name, data=path.read_bytes, file_name=f"{view.run_id}-{name}",
+                key=f"{key}-dl-{name}", on_click="ignore", width="stretch",
+                help=f"{path.stat().st_size / 1024:,.1f} KiB",
+            )  # fmt: skip
+
+
+def _warm_up() -> None:
+    """Build one figure of each kind, so the first live tick is not the one paying for
+    Plotly's template and Altair's schema loading (seconds on a busy 2-core machine)."""
+    try:
+        epochs = frames.epochs_frame([{"stage": "pretrain", "epoch": 1, "global_epoch": 1}])
+        charts.bits_per_layer_chart(frames.layers_frame([]), start_bits=8).to_json()
+        charts.density_heatmap(frames.layers_frame([]), 8).to_json()
+        _vega_spec(charts.loss_chart(epochs))
+    except Exception:  # only an optimisation: never let it break an import
+        pass
+
+
+threading.Thread(target=_warm_up, name="bsq-chart-warm-up", daemon=True).start()
+
+
+def format_duration(seconds: float | None) -> str:
+    """'12 s', '3 min 05 s', '1 h 02 min'; '—' when unknown."""
+    if not _num(seconds):
+        return "—"
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def _num(value) -> bool:
+    return value is not None and isinstance(value, int | float) and math.isfinite(value)
+
+
+def _pct(value) -> str:
+    return f"{100 * value:.2f} %" if _num(value) else "—"
+
+
+def _clean_error(error: str | None) -> str:
+    """The message, never a traceback (its last line is the message)."""
+    if not error:
+        return "no error message was recorded."
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1] if "Traceback" in error else " ".join(lines)

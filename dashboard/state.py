@@ -1,0 +1,94 @@
+"""App-wide state: the job manager, the run store, URL parameters and session keys.
+
+Pages reach the engine only through ``manager()`` / ``store()``; run ids live in the URL
+(``?run=<id>`` for one run, ``?runs=a,b,c`` for a comparison) so reloads and shared links
+re-attach. Session-state keys are named here once so pages never collide.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from bsq_engine.store import RunStore, default_home
+
+__all__ = [
+    "KEY_DELETE_PENDING",
+    "KEY_FLASH",
+    "KEY_SWEEP_ID",
+    "manager",
+    "pop_flash",
+    "set_flash",
+    "set_url_run",
+    "set_url_runs",
+    "store",
+    "url_run_id",
+    "url_runs",
+]
+
+# Session-state keys shared between pages and helpers.
+KEY_SWEEP_ID = "train.sweep_id"  # the sweep started from the Train page, shown with progress
+KEY_DELETE_PENDING = "runs.delete_pending"  # run ids awaiting the second "confirm" click
+KEY_FLASH = "app.flash"  # (kind, message) shown once on the next run, e.g. after a rerun
+
+
+@st.cache_resource(show_spinner=False)
+def _manager_for(home: str):
+    from bsq_engine.jobs import get_manager
+
+    return get_manager(home)
+
+
+def manager():
+    """The process-wide ``JobManager`` of the current ``BSQ_HOME`` (one per store)."""
+    home = str(default_home())
+    found = _manager_for(home)
+    if getattr(found, "_closed", False):  # shut down (tests, atexit): get a fresh one
+        _manager_for.clear()
+        found = _manager_for(home)
+    return found
+
+
+def store() -> RunStore:
+    """The run store the manager writes to."""
+    return manager().store
+
+
+def url_run_id() -> str | None:
+    """The run named in ``?run=``, or None."""
+    value = st.query_params.get("run")
+    return (value.strip() or None) if value else None
+
+
+def set_url_run(run_id: str | None) -> None:
+    """Put ``run_id`` in the URL (``None`` removes it)."""
+    if run_id:
+        st.query_params["run"] = run_id
+    else:
+        st.query_params.pop("run", None)
+
+
+def url_runs() -> list[str]:
+    """Run ids of ``?runs=a,b,c`` (Compare page), in order, duplicates removed."""
+    raw = st.query_params.get("runs") or ""
+    return list(dict.fromkeys(r.strip() for r in raw.split(",") if r.strip()))
+
+
+def set_url_runs(run_ids: list[str]) -> None:
+    """Put ``run_ids`` in ``?runs=`` (an empty list removes it)."""
+    if run_ids:
+        st.query_params["runs"] = ",".join(run_ids)
+    else:
+        st.query_params.pop("runs", None)
+
+
+def set_flash(kind: str, message: str) -> None:
+    """Remember a message ("success" | "info" | "warning" | "error") for the next run."""
+    st.session_state[KEY_FLASH] = (kind, message)
+
+
+def pop_flash() -> None:
+    """Show (once) the message left by ``set_flash``, if any."""
+    flash = st.session_state.pop(KEY_FLASH, None)
+    if flash:
+        kind, message = flash
+        getattr(st, kind, st.info)(message)

@@ -1,0 +1,135 @@
+"""Runs: every run in the store; open, resume, stop, delete or compare the selected ones."""
+
+import streamlit as st
+
+from bsq_engine import list_datasets, list_models
+from bsq_engine.store import RunStatus
+from dashboard import state
+from dashboard.accessors import ACTIVE, list_runs_frame
+from dashboard.run_panel import render_run_panel
+
+RESUMABLE = {"interrupted", "stopped", "failed"}
+TABLE_VERSION = "runs.table_version"  # bumped to clear the selection after a change
+ALL = "all"
+
+COLUMNS = ["name", "status", "model", "dataset", "method", "alpha", "accuracy_pct", "avg_bits",
+           "compression", "bits", "duration_s", "created", "run_id"]  # fmt: skip
+COLUMN_CONFIG = {
+    "name": st.column_config.TextColumn("Name"),
+    "status": st.column_config.TextColumn("Status"),
+    "model": st.column_config.TextColumn("Model"),
+    "dataset": st.column_config.TextColumn("Dataset"),
+    "method": st.column_config.TextColumn("Method"),
+    "alpha": st.column_config.NumberColumn("alpha", format="%.4g"),
+    "accuracy_pct": st.column_config.NumberColumn("Accuracy %", format="%.2f"),
+    "avg_bits": st.column_config.NumberColumn("Avg bits", format="%.2f"),
+    "compression": st.column_config.NumberColumn("Compression", format="%.1fx",
+                                                  help="32 / average bits (sign not counted)"),
+    "bits": st.column_config.TextColumn("Bits per layer"),
+    "duration_s": st.column_config.NumberColumn("Duration (s)", format="%.0f"),
+    "created": st.column_config.DatetimeColumn("Created (UTC)", format="YYYY-MM-DD HH:mm"),
+    "run_id": st.column_config.TextColumn("Run id"),
+}  # fmt: skip
+
+
+def _reset_selection() -> None:
+    st.session_state[TABLE_VERSION] = st.session_state.get(TABLE_VERSION, 0) + 1
+
+
+def _filters() -> dict:
+    c1, c2, c3 = st.columns([2, 1, 1])
+    statuses = c1.multiselect("Status", [s.value for s in RunStatus], key="runs.f_status",
+                              placeholder="any status", on_change=_reset_selection)  # fmt: skip
+    model = c2.selectbox("Model", [ALL, *list_models()], key="runs.f_model",
+                         on_change=_reset_selection)  # fmt: skip
+    dataset = c3.selectbox("Dataset", [ALL, *list_datasets()], key="runs.f_dataset",
+                           on_change=_reset_selection)  # fmt: skip
+    return {"status": statuses or None, "model": None if model == ALL else model,
+            "dataset": None if dataset == ALL else dataset}  # fmt: skip
+
+
+def _each(action, run_ids: list[str], verb: str, done_text: str) -> None:
+    """Apply ``action`` to every run; say what worked and, per run, what did not."""
+    done, problems = 0, []
+    for run_id in run_ids:
+        try:
+            action(run_id)
+            done += 1
+        except (ValueError, KeyError, RuntimeError) as exc:
+            problems.append(f"`{run_id}`: {exc}")
+    if problems:
+        state.set_flash("error", f"Could not {verb} " + "; ".join(problems))
+    elif done:
+        state.set_flash("success", f"{done} run(s) {done_text}.")
+    _reset_selection()
+    st.rerun()
+
+
+def _actions(selected: list[str], status: dict[str, str]) -> None:
+    if not selected:
+        st.caption("Select rows (the box at the left of each row) to open, resume, stop, "
+                   "delete or compare runs.")  # fmt: skip
+        return
+    mgr, statuses = state.manager(), [status[r] for r in selected]
+    one, some_active = len(selected) == 1, any(s in ACTIVE for s in statuses)
+    row = st.container(horizontal=True)
+    if row.button("Open", icon=":material/visibility:", disabled=not one, help="Show it below"):
+        state.set_url_run(selected[0])
+    resumable = all(s in RESUMABLE for s in statuses)
+    hint = "Continue interrupted, stopped or failed runs from their last checkpoint"
+    if row.button("Resume", icon=":material/replay:", disabled=not resumable, help=hint):
+        _each(mgr.resume, selected, "resume", "queued to resume")
+    if row.button("Stop", icon=":material/stop_circle:", disabled=not some_active):
+        _each(mgr.stop, [r for r in selected if status[r] in ACTIVE], "stop", "asked to stop")
+    hint = "Stop running runs first" if some_active else "Asks for a confirmation"
+    if row.button("Delete", icon=":material/delete:", disabled=some_active, help=hint):
+        st.session_state[state.KEY_DELETE_PENDING] = list(selected)
+    compare_ok = 2 <= len(selected) <= 4
+    if row.button("Compare", icon=":material/compare_arrows:", disabled=not compare_ok,
+                  help="Select 2 to 4 runs"):  # fmt: skip
+        st.switch_page("pages/compare.py", query_params={"runs": ",".join(selected)})
+
+
+def _confirm_delete() -> None:
+    pending = st.session_state.get(state.KEY_DELETE_PENDING)
+    if not pending:
+        return
+    with st.container(border=True):
+        st.warning(f"Delete {len(pending)} run(s) with their checkpoints and exports? "
+                   "This cannot be undone.", icon=":material/warning:")  # fmt: skip
+        row = st.container(horizontal=True)
+        if row.button("Yes, delete", type="primary", key="runs.confirm_delete"):
+            del st.session_state[state.KEY_DELETE_PENDING]
+            if state.url_run_id() in pending:
+                state.set_url_run(None)
+            _each(state.store().delete_run, pending, "delete", "deleted")
+        if row.button("Cancel", key="runs.cancel_delete"):
+            del st.session_state[state.KEY_DELETE_PENDING]
+            st.rerun()
+
+
+st.title("Runs", anchor=False)
+state.pop_flash()
+head, refresh = st.columns([6, 1], vertical_alignment="bottom")
+head.caption("All runs in this store. Click a column header to sort.")
+refresh.button("Refresh", icon=":material/refresh:", width="stretch")
+filters = _filters()
+df = list_runs_frame(**filters)
+if df.empty:
+    st.info("No runs match these filters." if any(filters.values()) else "No runs yet.")
+    st.page_link(
+        "pages/train.py", label="Start one on the Train page", icon=":material/play_arrow:"
+    )
+else:
+    event = st.dataframe(
+        df, key=f"runs.table.{st.session_state.get(TABLE_VERSION, 0)}", on_select="rerun",
+        selection_mode="multi-row", hide_index=True, column_order=COLUMNS,
+        column_config=COLUMN_CONFIG, width="stretch",
+    )  # fmt: skip
+    rows = [r for r in event.selection.rows if r < len(df)]
+    _actions(df.iloc[rows]["run_id"].tolist(), dict(zip(df["run_id"], df["status"])))
+    _confirm_delete()
+
+if run_id := state.url_run_id():
+    st.divider()
+    render_run_panel(run_id, key="runs")

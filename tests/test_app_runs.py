@@ -1,0 +1,130 @@
+"""AppTest of the Runs page: the table, deleting with confirmation, resuming, filters."""
+
+import pytest
+from apptest_helpers import (
+    bsq_home,  # noqa: F401 - pytest fixture
+    button,
+    make_run,
+    open_page,
+    page_text,
+    train_run,
+)
+
+from bsq_engine.jobs import get_manager
+
+pytestmark = pytest.mark.usefixtures("bsq_home")  # an isolated store per test
+
+
+def _select(at, *rows):
+    key = next(d.key for d in at.dataframe if d.key and d.key.startswith("runs.table"))
+    at.session_state[key] = {"selection": {"rows": list(rows), "columns": []}}
+    return at.run()
+
+
+def _row(at, run_id):
+    df = at.dataframe[0].value
+    return df.index[df["run_id"] == run_id][0], df[df["run_id"] == run_id].iloc[0]
+
+
+@pytest.fixture
+def runs(request):
+    request.getfixturevalue("bsq_home")
+    store = get_manager().store
+    return {
+        "finished": make_run(store, name="good", accuracy=0.9125, bits=(4, 3, 5)),
+        "failed": make_run(store, status="failed", error="Training diverged.", alpha=2.0),
+        "stopped": make_run(store, status="stopped", name="halted", model="lenet5"),
+    }
+
+
+def test_table_lists_runs_with_their_numbers(runs):
+    at = open_page("pages/runs.py")
+    assert not at.exception
+    df = at.dataframe[0].value
+    assert set(df["run_id"]) == set(runs.values())
+    _, row = _row(at, runs["finished"])
+    n = [64 * 256, 256 * 128, 128 * 10]
+    avg = (4 * n[0] + 3 * n[1] + 5 * n[2]) / sum(n)
+    assert row["status"] == "finished" and row["name"] == "good"
+    assert row["accuracy_pct"] == pytest.approx(91.25)
+    assert row["avg_bits"] == pytest.approx(avg)
+    assert row["compression"] == pytest.approx(32 / avg)
+    assert row["bits"] == "4/3/5"
+    assert row["duration_s"] == pytest.approx(2.0)
+    _, failed = _row(at, runs["failed"])
+    assert failed["status"] == "failed" and failed["alpha"] == 2.0
+    assert failed["float_accuracy_pct"] == pytest.approx(95.0)
+
+
+def test_filters(runs):
+    at = open_page("pages/runs.py")
+    at.selectbox(key="runs.f_model").set_value("lenet5").run()
+    assert list(at.dataframe[0].value["run_id"]) == [runs["stopped"]]
+    at.selectbox(key="runs.f_model").set_value("all")
+    at.multiselect(key="runs.f_status").set_value(["failed", "finished"]).run()
+    assert set(at.dataframe[0].value["run_id"]) == {runs["failed"], runs["finished"]}
+
+
+def test_delete_needs_a_confirmation(runs):
+    at = open_page("pages/runs.py")
+    index, _ = _row(at, runs["failed"])
+    _select(at, int(index))
+    button(at, "Delete").click().run()
+    assert "cannot be undone" in page_text(at)
+    assert get_manager().store.get_run(runs["failed"])  # nothing deleted yet
+    button(at, "Cancel").click().run()
+    assert "cannot be undone" not in page_text(at)
+    _select(at, int(_row(at, runs["failed"])[0]))
+    button(at, "Delete").click().run()
+    button(at, "Yes, delete").click().run()
+    assert not at.exception
+    ids = {r["run_id"] for r in get_manager().store.list_runs()}
+    assert ids == {runs["finished"], runs["stopped"]}
+    assert runs["failed"] not in set(at.dataframe[0].value["run_id"])
+    assert any("1 run(s) deleted" in s.value for s in at.success)
+
+
+def test_resume_queues_a_stopped_run(runs):
+    at = open_page("pages/runs.py")
+    _select(at, int(_row(at, runs["stopped"])[0]))
+    assert not button(at, "Resume").disabled
+    button(at, "Resume").click().run()
+    assert not at.exception, page_text(at)
+    status = get_manager().store.get_run(runs["stopped"])["status"]
+    assert status in ("queued", "running", "finished")
+    assert any("queued to resume" in s.value for s in at.success)
+    get_manager().wait(runs["stopped"], 120)
+
+
+def test_resume_is_disabled_for_finished_runs(runs):
+    at = open_page("pages/runs.py")
+    _select(at, int(_row(at, runs["finished"])[0]))
+    assert button(at, "Resume").disabled and button(at, "Stop").disabled
+    assert not button(at, "Open").disabled
+
+
+def test_open_shows_the_run_below(runs):
+    at = open_page("pages/runs.py")
+    _select(at, int(_row(at, runs["finished"])[0]))
+    button(at, "Open").click().run()
+    assert at.query_params["run"] == runs["finished"]
+    assert "91.25 %" in page_text(at)
+
+
+def test_empty_store_says_so():
+    at = open_page("pages/runs.py")
+    assert not at.exception
+    assert any("No runs yet" in i.value for i in at.info)
+
+
+def test_finished_run_offers_its_exports():
+    run_id = train_run(get_manager().store.home)
+    at = open_page("pages/runs.py", run=run_id)
+    assert get_manager().store.get_run(run_id)["status"] == "finished"
+    button(at, "Prepare files").click().run()
+    assert not at.exception, page_text(at)
+    labels = [d.label for d in at.get("download_button")]
+    assert labels == ["scheme.json", "metrics.csv", "layers.csv", "quantized.safetensors",
+                      "float_model.safetensors"]  # fmt: skip
+    at = open_page("pages/runs.py", run=run_id)  # files exist now: no second export step
+    assert len(at.get("download_button")) == 5
