@@ -167,8 +167,9 @@ class JobManager:
     def start(self, config, *, name=None, sweep_id=None, callbacks=()) -> str:
         """Queue a new run and return its id at once. ``callbacks`` run in the worker
         thread next to the store's (e.g. a progress bar for the CLI)."""
-        if not isinstance(config, RunConfig):
-            config = RunConfig.from_dict(config)  # validate before anything is stored
+        # Round-trip through a dict: validates before anything is stored, and accepts a
+        # RunConfig whose class was reloaded by Streamlit's file watcher (isinstance fails).
+        config = RunConfig.from_dict(config if isinstance(config, dict) else config.to_dict())
         run_id = self.store.create_run(
             config.to_dict(), name=name or config.name, sweep_id=sweep_id
         )

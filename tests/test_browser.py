@@ -1,0 +1,185 @@
+"""Real-browser tests: `streamlit run app.py` driven by Playwright in Debian's Chromium.
+
+They use the app as a newcomer does: press Start training, watch the Bits per layer chart
+change, reload mid-run, see the finished summary; run a sweep and read the Pareto frontier;
+compare two runs; step through the lesson. Screenshots go to ``test-artifacts/``
+(``BSQ_TEST_ARTIFACTS`` overrides), for people to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = Path(os.environ.get("BSQ_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="Debian's Chromium is not installed (apt-get install chromium); CI installs it",
+    ),
+]
+playwright = pytest.importorskip(
+    "playwright.sync_api", reason="the playwright package is not installed (requirements-dev)"
+)
+
+# The traces of the Plotly figure whose title contains `title` (Streamlit wraps it in <b>).
+_TRACES_JS = """(title) => {
+  const plots = [...document.querySelectorAll('.js-plotly-plot')];
+  const fig = plots.find(p => (((p.layout || {}).title || {}).text || '').includes(title));
+  if (!fig) return null;
+  return fig.data.map(t => ({name: t.name, x: Array.from(t.x || []),
+                             y: Array.from(t.y || []), customdata: t.customdata || null}));
+}"""
+
+
+def traces(page, title: str) -> list[dict] | None:
+    return page.evaluate(_TRACES_JS, title)
+
+
+def bits_shown(page) -> list[int] | None:
+    """Bar heights of the Bits per layer chart; None while pretraining (no bars yet)."""
+    found = traces(page, "Bits per layer")
+    return list(found[0]["y"]) if found else None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited early with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"{url} did not become healthy in {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    """One server per module, on a free port, with its own run store."""
+    home = tmp_path_factory.mktemp("bsq_home")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (home / "streamlit.log").open("w")
+    env = {**os.environ, "BSQ_HOME": str(home), "BSQ_TORCH_THREADS": "1"}
+    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+           "--server.port", str(port), "--browser.gatherUsageStats", "false"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_healthy(url, proc)
+        yield SimpleNamespace(url=url, home=home)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright.sync_playwright() as p:
+        chromium = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--no-first-run"],
+        )  # fmt: skip
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture()
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 2400})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    yield page
+    context.close()
+
+
+def shot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def url_of(page) -> str:
+    """The address bar now: Streamlit edits it with history.replaceState."""
+    return page.evaluate("() => window.location.href")
+
+
+def run_id_of(page) -> str:
+    match = re.search(r"[?&]run=([\w-]+)", url_of(page))
+    assert match, f"no ?run= in {url_of(page)}"
+    return match.group(1)
+
+
+def test_train_live_reload_and_finish(app, page):
+    """Start the default run, see bits drop live, reload mid-run, then see the summary."""
+    from bsq_engine.store import RunStore
+
+    page.goto(app.url)
+    page.get_by_text("Pick a model and dataset").wait_for()  # the first script run is done
+    page.get_by_role("button", name="Start training").click()
+    try:
+        wait_for(lambda: "run=" in url_of(page), 60, what="the run id in the URL")
+    finally:
+        shot(page, "train_started")
+    run_id = run_id_of(page)
+    first = wait_for(lambda: bits_shown(page), 120, what="a Bits per layer chart")
+    assert all(b == 8 for b in first), f"a run starts at 8 bits everywhere, saw {first}"
+    dropped = wait_for(
+        lambda: (b := bits_shown(page)) and min(b) < 8 and b, 120, what="a layer to drop"
+    )
+    status = RunStore(app.home).get_run(run_id)["status"]
+    shot(page, "train_live")
+    assert status == "running", f"bits changed live ({first} -> {dropped}) while {status}"
+
+    page.reload()
+    assert run_id_of(page) == run_id
+    page.get_by_text(RunStore(app.home).get_run(run_id)["name"]).first.wait_for()
+    wait_for(lambda: bits_shown(page), 60, what="the chart after the reload")
+
+    wait_for(lambda: RunStore(app.home).get_run(run_id)["status"] == "finished", 300,
+             what="the run to finish")  # fmt: skip
+    run = RunStore(app.home).get_run(run_id)
+    page.get_by_text("finished").first.wait_for()
+    accuracy = f"{run['accuracy'] * 100:.2f}"
+    wait_for(lambda: accuracy in page.inner_text("body"), 30, what=f"accuracy {accuracy} %")
+    final_bits = [layer["n_bits"] for layer in run["summary"]["layers"]]
+    assert wait_for(lambda: bits_shown(page), 30) == final_bits
+    shot(page, "train_finished")
