@@ -40,7 +40,8 @@ _TRACES_JS = """(title) => {
   const plots = [...document.querySelectorAll('.js-plotly-plot')];
   const fig = plots.find(p => (((p.layout || {}).title || {}).text || '').includes(title));
   if (!fig) return null;
-  return fig.data.map(t => ({name: t.name, x: Array.from(t.x || []),
+  // _fullData holds the decoded arrays (data may keep Plotly's base64 "bdata" encoding).
+  return (fig._fullData || fig.data).map(t => ({name: t.name, x: Array.from(t.x || []),
                              y: Array.from(t.y || []), customdata: t.customdata || null}));
 }"""
 
@@ -183,3 +184,75 @@ def test_train_live_reload_and_finish(app, page):
     final_bits = [layer["n_bits"] for layer in run["summary"]["layers"]]
     assert wait_for(lambda: bits_shown(page), 30) == final_bits
     shot(page, "train_finished")
+
+
+def _set_number(page, label: str, value) -> None:
+    box = page.get_by_label(label, exact=True)
+    box.fill(str(value))
+    box.press("Enter")
+    page.wait_for_timeout(600)  # let the rerun that commits the value finish
+
+
+def test_sweep_pareto_and_compare(app, page):
+    """A 3-point alpha sweep from the Train page, its frontier, then two runs compared."""
+    import pandas as pd
+
+    from bsq_engine.store import RunStore
+    from dashboard.pareto import pareto_front
+
+    page.goto(app.url)
+    page.get_by_text("Pick a model and dataset").wait_for()
+    page.get_by_text("Advanced settings").click()
+    _set_number(page, "BSQ epochs", 20)
+    _set_number(page, "Finetune epochs", 5)
+    _set_number(page, "Re-quantize every (epochs)", 5)
+    page.get_by_text("Sweep alpha: several runs").click()
+    _set_number(page, "Points", 3)
+    page.get_by_role("button", name="Start sweep").click()
+
+    store = RunStore(app.home)
+    sweep = wait_for(lambda: store.list_sweeps(), 30, what="the sweep to be stored")[0]
+    wait_for(
+        lambda: (runs := store.list_runs(sweep_id=sweep["sweep_id"]))
+        and len(runs) == 3 and all(r["status"] == "finished" for r in runs),
+        600, interval=2, what="3 sweep runs to finish",
+    )  # fmt: skip
+    runs = store.list_runs(sweep_id=sweep["sweep_id"])
+    shot(page, "sweep_finished")
+
+    page.get_by_role("link", name="Pareto frontier").first.click()
+    chart = wait_for(lambda: traces(page, "Pareto frontier"), 60, what="the Pareto chart")
+    by_name = {t["name"]: t for t in chart}
+    pair_runs = store.list_runs(model="mlp", dataset="digits", status="finished")
+    assert {r["run_id"] for r in runs} <= set(by_name["BSQ"]["customdata"])
+    assert len(by_name["BSQ"]["customdata"]) == len(pair_runs)  # earlier tests' runs too
+    frame = pd.DataFrame(pair_runs)
+    on_front = frame[pareto_front(frame, "compression", "accuracy", maximize_x=True)]
+    front = by_name["Pareto frontier"]
+    assert len(front["x"]) == len(on_front)
+    assert sorted(front["x"]) == pytest.approx(sorted(on_front["compression"]))
+    shot(page, "pareto")
+
+    pair = [runs[0]["run_id"], runs[-1]["run_id"]]
+    page.goto(f"{app.url}/compare?runs={','.join(pair)}")
+    grouped = wait_for(lambda: traces(page, "Bits per layer by run"), 60, what="grouped bits")
+    assert len(grouped) == 2, [t["name"] for t in grouped]
+    page.get_by_text("Summary").first.wait_for()
+    shot(page, "compare")
+
+
+def test_learn_steps(app, page):
+    """Every lesson step renders for a real converted layer, with its own content."""
+    page.goto(app.url)
+    page.get_by_text("Pick a model and dataset").wait_for()
+    page.get_by_role("link", name="Learn").first.click()
+    expected = {
+        1: "A weight in bits", 2: "A layer's bit planes", 3: "Why whole planes die",
+        4: "Replay", 5: "Try it",
+    }  # fmt: skip
+    for step, title in expected.items():
+        page.get_by_text(f"{step}. {title}", exact=True).first.click()  # segmented control
+        page.get_by_role("heading", name=f"{step}. {title}").wait_for()
+        page.wait_for_timeout(1500)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        shot(page, f"learn_step{step}")
