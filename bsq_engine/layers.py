@@ -21,7 +21,6 @@ from .functional import (
     plane_group_norm,
     planes_to_value,
     quantize_unit,
-    round_ste,
     to_bit_planes,
 )
 
@@ -46,6 +45,8 @@ class _WeightOp(nn.Module):
         if isinstance(module, nn.Conv2d | _ConvMixin):
             self.stride, self.padding = module.stride, module.padding
             self.dilation, self.groups = module.dilation, module.groups
+            self.padding_mode = getattr(module, "padding_mode", "zeros")
+            self._pad = getattr(module, "_pad", None) or module._reversed_padding_repeated_twice
         bias = module.bias
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
 
@@ -60,13 +61,16 @@ class _ConvMixin:
     kind = "conv"
 
     def _op(self, x, weight):
+        if self.padding_mode != "zeros":  # reflect / replicate / circular, as nn.Conv2d does
+            x = F.pad(x, self._pad, mode=self.padding_mode)
+            return F.conv2d(x, weight, self.bias, self.stride, 0, self.dilation, self.groups)
         return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def _float_module(self, weight: torch.Tensor) -> nn.Conv2d:
         out_ch, in_per_group, kh, kw = weight.shape
         conv = nn.Conv2d(
             in_per_group * self.groups, out_ch, (kh, kw), self.stride, self.padding,
-            self.dilation, self.groups, bias=self.bias is not None,
+            self.dilation, self.groups, bias=self.bias is not None, padding_mode=self.padding_mode,
         )  # fmt: skip
         return conv
 
@@ -262,13 +266,14 @@ class ActQuant(nn.Module):
             return F.relu(x)
         levels = 2**self.bits - 1
         if self.use_pact:
-            # clamp(x, 0, a) written so that d/da = 1 where x >= a (PACT).
+            # clamp(x, 0, a) written so that d/da = 1 where x >= a and 0 elsewhere (PACT).
             y = F.relu(x) - F.relu(x - self.clip_level)
-            scale = self.clip_level
+            scale = self.clip_level.detach()
         else:
             y = F.relu6(x)
-            scale = y.detach().amax().clamp(min=1e-8)
-        return round_ste(y / scale * levels) / levels * scale
+            scale = y.detach().amax().clamp(min=1e-8)  # per-batch max-abs
+        # Straight-through: the rounding's gradient is the identity w.r.t. y.
+        return y + (torch.round(y / scale * levels) / levels * scale - y).detach()
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, pact={self.use_pact}"

@@ -1,0 +1,271 @@
+"""Quantized layers: BSQ bit-plane layers, fixed-precision layers, activation quantizer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from bsq_engine.layers import (
+    ActQuant,
+    BitConv2d,
+    BitLinear,
+    QuantConv2d,
+    QuantLinear,
+)
+from bsq_engine.quantize import requantize_
+
+# float(parameter) in assertions is fine here: nothing is differentiated through it.
+pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny tensors: a second intra-op thread only adds contention on a shared CPU.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _max_quant_error(module: nn.Module, n_bits: int) -> float:
+    return float(module.weight.detach().abs().max()) / (2**n_bits - 1) / 2
+
+
+_CONVS = {
+    "plain": dict(in_channels=3, out_channels=4, kernel_size=3, padding=1),
+    "strided_dilated": dict(
+        in_channels=4, out_channels=6, kernel_size=3, stride=2, padding=2, dilation=2
+    ),
+    "depthwise": dict(in_channels=8, out_channels=8, kernel_size=3, padding=1, groups=8),
+    "grouped_1x1_bias": dict(in_channels=6, out_channels=4, kernel_size=1, groups=2, bias=True),
+}
+
+
+@pytest.mark.parametrize("name", list(_CONVS))
+@pytest.mark.parametrize("n_bits", [2, 8])
+def test_bit_conv_forward_close_to_float(name, n_bits):
+    torch.manual_seed(0)
+    kwargs = dict(bias=False) | _CONVS[name]
+    conv = nn.Conv2d(**kwargs)
+    bit = BitConv2d.from_float(conv, n_bits)
+    assert (bit.stride, bit.padding, bit.dilation, bit.groups) == (
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+    )
+    assert bit.pos_planes.shape == (*conv.weight.shape, n_bits)
+    error = (bit.effective_weight() - conv.weight).detach().abs().max()
+    assert float(error) <= _max_quant_error(conv, n_bits) * (1 + 1e-5)
+    x = torch.randn(2, kwargs["in_channels"], 7, 7)
+    with torch.no_grad():
+        y_float, y_bit = conv(x), bit(x)
+    assert y_bit.shape == y_float.shape
+    # Each output sums (in/groups * k * k) products, each off by <= |x| * weight error.
+    fan_in = conv.weight[0].numel()
+    bound = fan_in * float(x.abs().max()) * _max_quant_error(conv, n_bits)
+    assert float((y_bit - y_float).abs().max()) <= bound
+    if n_bits == 8:
+        assert torch.allclose(y_bit, y_float, atol=0.05 * float(y_float.abs().max()))
+
+
+@pytest.mark.parametrize("n_bits", [3, 8])
+def test_bit_linear_forward_close_to_float(n_bits):
+    torch.manual_seed(1)
+    fc = nn.Linear(10, 5)
+    bit = BitLinear.from_float(fc, n_bits)
+    x = torch.randn(4, 10)
+    bound = 10 * float(x.abs().max()) * _max_quant_error(fc, n_bits)
+    with torch.no_grad():
+        assert float((bit(x) - fc(x)).abs().max()) <= bound
+    assert torch.equal(bit.bias, fc.bias) and bit.bias is not fc.bias
+
+
+@pytest.mark.parametrize("name", list(_CONVS))
+def test_bit_conv_to_float_reproduces_forward_exactly(name):
+    torch.manual_seed(2)
+    bit = BitConv2d.from_float(nn.Conv2d(**_CONVS[name]), 4)
+    with torch.no_grad():  # continuous planes, as during training
+        bit.pos_planes.add_(0.3 * torch.rand_like(bit.pos_planes))
+    x = torch.randn(2, _CONVS[name]["in_channels"], 6, 6)
+    plain = bit.to_float()
+    assert type(plain) is nn.Conv2d
+    assert (plain.stride, plain.padding, plain.dilation, plain.groups) == (
+        bit.stride,
+        bit.padding,
+        bit.dilation,
+        bit.groups,
+    )
+    assert torch.equal(plain(x), bit(x))
+
+
+def test_bit_linear_to_float_reproduces_forward_exactly():
+    torch.manual_seed(3)
+    bit = BitLinear.from_float(nn.Linear(7, 3), 5)
+    plain = bit.to_float()
+    x = torch.randn(4, 7)
+    assert type(plain) is nn.Linear and torch.equal(plain(x), bit(x))
+
+
+@pytest.mark.parametrize("cls", [BitConv2d, BitLinear])
+def test_bit_layer_parameters_and_bits(cls):
+    module = nn.Conv2d(2, 3, 3) if cls is BitConv2d else nn.Linear(4, 3, bias=False)
+    bit = cls.from_float(module, 6)
+    names = {n for n, _ in bit.named_parameters()}
+    expected = {"pos_planes", "neg_planes", "scale"} | (
+        {"bias"} if module.bias is not None else set()
+    )
+    assert names == expected
+    assert bit.n_bits == bit.reported_bits == 6
+    assert bit.n_weights == module.weight.numel()
+    assert bit.kind == ("conv" if cls is BitConv2d else "linear")
+
+
+def test_clip_keeps_planes_in_range():
+    bit = BitLinear.from_float(nn.Linear(3, 2), 4)
+    with torch.no_grad():
+        bit.pos_planes.fill_(3.0)
+        bit.neg_planes.fill_(-1.0)
+        bit.scale.fill_(-5.0)
+    bit.clip_()
+    assert float(bit.pos_planes.max()) == 2.0 and float(bit.neg_planes.min()) == 0.0
+    assert float(bit.scale) > 0
+
+
+# ------------------------------------------------------------ fixed precision
+
+
+def _requantized_conv() -> BitConv2d:
+    torch.manual_seed(4)
+    bit = BitConv2d.from_float(nn.Conv2d(3, 4, 3, padding=1, bias=True), 8)
+    with torch.no_grad():
+        bit.pos_planes[..., :2] = 0.0  # two zero MSB planes
+        bit.neg_planes[..., :2] = 0.0
+        bit.pos_planes.add_(0.2 * torch.rand_like(bit.pos_planes))
+    requantize_(bit)
+    return bit
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+def test_quant_layer_from_bit_layer_keeps_outputs_exactly(continuous):
+    bit = _requantized_conv()
+    if continuous:  # mid-training planes, v may exceed 1: both layers clamp it the same way
+        with torch.no_grad():
+            bit.pos_planes.add_(0.7 * torch.rand_like(bit.pos_planes))
+    fixed = QuantConv2d.from_bit_layer(bit)
+    assert fixed.n_bits == bit.reported_bits
+    x = torch.randn(2, 3, 5, 5)
+    assert torch.equal(fixed(x), bit(x))
+    assert float(fixed.weight.abs().max()) <= 1.0
+
+
+def test_quant_layer_from_pruned_bit_layer_is_zero_bits():
+    bit = BitLinear.from_float(nn.Linear(3, 2, bias=False), 4)
+    with torch.no_grad():
+        bit.pos_planes.zero_()
+        bit.neg_planes.zero_()
+    requantize_(bit)
+    fixed = QuantLinear.from_bit_layer(bit)
+    assert fixed.n_bits == 0 and fixed.pruned
+    assert torch.equal(fixed(torch.randn(2, 3)), torch.zeros(2, 2))
+
+
+def test_quant_layer_from_float_uniform_baseline():
+    torch.manual_seed(5)
+    fc = nn.Linear(6, 4)
+    fixed = QuantLinear.from_float(fc, 3)
+    scale = float(fc.weight.abs().max())
+    assert float(fixed.scale) == pytest.approx(scale)
+    ints = fixed.integer_weight()
+    assert int(ints.abs().max()) == 7  # the max-abs weight maps to the top level
+    expected = scale * torch.round(fc.weight.detach() / scale * 7) / 7
+    assert torch.allclose(fixed.effective_weight(), expected, atol=1e-6)
+    assert len(torch.unique(fixed.effective_weight().detach())) <= 2 * 7 + 1
+    assert torch.allclose(ints.float() / 7 * scale, fixed.effective_weight().detach(), atol=1e-6)
+
+
+def test_quant_layer_gradient_is_straight_through_and_clip():
+    fixed = QuantLinear.from_float(nn.Linear(3, 2, bias=False), 2)
+    x = torch.randn(5, 3)
+    fixed(x).sum().backward()
+    # dL/dw = s * dL/dW (STE), dL/dW = sum over batch of x
+    expected = float(fixed.scale) * x.sum(0).expand(2, 3)
+    assert torch.allclose(fixed.weight.grad, expected, atol=1e-6)
+    with torch.no_grad():
+        fixed.weight.fill_(1.5)
+    fixed.clip_()
+    assert float(fixed.weight.max()) == 1.0
+
+
+def test_quant_conv_preserves_depthwise_hyper_parameters():
+    conv = nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8, bias=False)
+    fixed = QuantConv2d.from_float(conv, 8)
+    assert (fixed.stride, fixed.padding, fixed.groups) == ((2, 2), (1, 1), 8)
+    x = torch.randn(1, 8, 6, 6)
+    assert fixed(x).shape == conv(x).shape == (1, 8, 3, 3)
+    assert torch.equal(fixed.to_float()(x), fixed(x))
+
+
+def test_bit_conv_keeps_padding_mode():
+    torch.manual_seed(6)
+    conv = nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect")
+    bit = BitConv2d.from_float(conv, 8)
+    x = torch.randn(1, 2, 5, 5)
+    assert torch.allclose(bit.to_float()(x), bit(x))
+    assert torch.allclose(bit(x), conv(x), atol=0.05)
+
+
+# ------------------------------------------------------------ activations
+
+
+def test_act_quant_float_is_relu():
+    act = ActQuant(None)
+    x = torch.randn(50)
+    assert torch.equal(act(x), torch.relu(x))
+    assert list(act.parameters()) == []
+
+
+def test_act_quant_4_bits_takes_at_most_16_values():
+    act = ActQuant(4)
+    assert not act.use_pact and act.clip_level is None
+    x = torch.linspace(-3, 9, 1000)
+    y = act(x)
+    assert len(torch.unique(y)) <= 2**4
+    assert float(y.min()) == 0.0 and float(y.max()) == pytest.approx(6.0)  # ReLU6 range
+    assert float((y - torch.relu(x).clamp(max=6)).abs().max()) <= 6.0 / 15 / 2 + 1e-6
+
+
+def test_act_quant_ste_gradient_passes_through():
+    act = ActQuant(4)
+    x = torch.tensor([-1.0, 0.3, 2.2, 5.9, 7.0], requires_grad=True)
+    act(x).backward(torch.ones(5))
+    # identity through the rounding inside ReLU6's linear range, zero outside it
+    assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
+
+
+def test_pact_clip_level_is_learnable_and_clips():
+    act = ActQuant(2)
+    assert act.use_pact and isinstance(act.clip_level, nn.Parameter)
+    with torch.no_grad():
+        act.clip_level.fill_(3.0)
+    x = torch.tensor([-1.0, 0.4, 1.1, 2.0, 3.5, 10.0], requires_grad=True)
+    y = act(x)
+    assert len(torch.unique(y)) <= 4 and float(y.max()) == pytest.approx(3.0)
+    y.sum().backward()
+    assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0, 0.0]
+    assert act.clip_level.grad is not None and float(act.clip_level.grad) > 0
+
+
+@pytest.mark.parametrize(
+    ("inputs", "expected"),
+    [([-1.0, 0.4, 1.1, 2.0, 2.9], 0.0), ([-1.0, 0.4, 1.1, 2.0, 3.5, 10.0], 2.0)],
+    ids=["all_below", "two_above"],
+)
+def test_pact_clip_level_gradient_comes_only_from_inputs_above_it(inputs, expected):
+    """PACT (Choi et al. 2018): d y_q / d alpha = 1 where x >= alpha, else 0."""
+    act = ActQuant(2)
+    with torch.no_grad():
+        act.clip_level.fill_(3.0)
+    act(torch.tensor(inputs)).sum().backward()
+    assert float(act.clip_level.grad) == pytest.approx(expected, abs=1e-6)
