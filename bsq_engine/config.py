@@ -53,7 +53,7 @@ class RunConfig:
     model: str = "mlp"
     dataset: str = "digits"
     method: str = "bsq"
-    alpha: float = 0.25
+    alpha: float = 0.2
     uniform_bits: int = 4
     n_bits: int = 8
     max_bits: int = 8

@@ -11,9 +11,11 @@ from .config import RunConfig
 
 __all__ = ["PRESETS", "list_presets", "make_config", "preset_for"]
 
+# MLP on digits, measured (float 97.50%, 20/60/20 epochs): alpha 0.15 -> 11.6x at -0.00 pts,
+# 0.2 -> 18.0x at -0.83, 0.25 -> 22.4x at -1.39, 0.3 -> 29.1x at -0.83.
 _SMALL_DIGITS = dict(
     pretrain_epochs=20, bsq_epochs=60, finetune_epochs=20, requant_interval=10,
-    pretrain_lr=0.05, lr=0.05, finetune_lr=0.005, batch_size=64, alpha=0.25,
+    pretrain_lr=0.05, lr=0.05, finetune_lr=0.005, batch_size=64, alpha=0.2,
 )  # fmt: skip
 # LeNet-5 on Fashion-MNIST, measured (float 90.87%): alpha 0.02 -> 7.1x at -0.27 pts,
 # 0.03 -> 9.1x at -0.59, 0.04 -> 11.7x at -0.77, 0.05 -> 17.9x at -1.29 (finetune 3).

@@ -22,7 +22,7 @@ from dashboard.state import manager, set_url_run, store, url_run_id
 STEPS = {1: "A weight in bits", 2: "A layer's bit planes", 3: "Why whole planes die",
          4: "Replay", 5: "Try it"}  # fmt: skip
 PLAY_S = 1.0
-ALPHAS = [0.01, 0.03, 0.1, 0.25, 0.5, 1.0, 2.0]
+ALPHAS = [0.01, 0.03, 0.1, 0.2, 0.5, 1.0, 2.0]
 PRESENT_CSS = """<style>
 [data-testid="stMain"] p, [data-testid="stMain"] li, [data-testid="stMain"] label p
 { font-size: 1.3rem !important; }
@@ -313,7 +313,7 @@ _init("learn-step", _url_int("step", 1, 1, len(STEPS)))
 _init("learn-present", st.query_params.get("present") == "1")
 _init("learn-v", 0.6)
 _init("learn-n", 3)
-_init("learn-alpha", 0.25)
+_init("learn-alpha", 0.2)
 title, toggle = st.columns([3, 1], vertical_alignment="bottom")
 title.title("Learn: how BSQ finds bits")
 present = toggle.toggle("Presentation mode", key="learn-present")
