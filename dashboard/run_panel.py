@@ -179,8 +179,9 @@ def _figures(view: RunView, key: str) -> dict:
     if key in cache:
         old, figures, built_at, cost = cache[key]
         wait = min(max(_MIN_REBUILD_S, 3 * cost), _MAX_REBUILD_S)
-        if not view.active or old[0] != view.run_id:
-            wait = 0.0
+        first_data = (old[2] == 0 and len(ep)) or (old[4] == -1 and len(layers))
+        if not view.active or old[0] != view.run_id or first_data:
+            wait = 0.0  # a finished run, another run, or the first curve / first bars
         if old == signature or time.monotonic() - built_at < wait:
             return figures
     started = time.monotonic()
