@@ -11,15 +11,19 @@ Exit codes: 0 done; 1 a run failed or was stopped, or an action was refused; 2 b
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
 from contextlib import contextmanager
 
+import torch
+
 from . import cli_commands as c
 from . import runner
 from .callbacks import ProgressBarCallback
 from .config import RunConfig
+from .jobs import TORCH_THREADS_ENV, default_torch_threads
 from .presets import preset_for
 from .store import RunStore
 
@@ -314,6 +318,13 @@ def _one_line(message: str) -> str:
     return " ".join(str(message).split())
 
 
+def _apply_thread_setting() -> None:
+    """Honour ``$BSQ_TORCH_THREADS`` (as the app does). Unset, the CLI keeps torch's own
+    choice, all cores: a foreground run owns the machine, unlike the app's worker."""
+    if os.environ.get(TORCH_THREADS_ENV, "").strip():
+        torch.set_num_threads(default_torch_threads())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return the exit code."""
     try:
@@ -324,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
     try:
+        _apply_thread_setting()
         return args.func(args)
     except c.BAD_INPUT as exc:
         print(_one_line(f"error: {exc}"), file=sys.stderr)
