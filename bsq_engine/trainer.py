@@ -326,6 +326,9 @@ class Trainer:
         tensors, meta = checkpoint
         self.model = build_model(self.config, self.data.info, tensors, meta).to(self.device)
         self.stage, self.epoch = Stage(meta["stage"]), meta["epoch"]
+        if self.stage is Stage.DONE:  # died after its final checkpoint: only finish remains
+            self.stage = self.config.stages[-1]
+            self.epoch = self.config.epochs_of(self.stage)
         self.global_epoch, self.global_step = meta["global_epoch"], meta["global_step"]
         self.float_accuracy, self.elapsed_before = meta["float_accuracy"], meta["elapsed"]
         self._build_optimizer()
@@ -333,8 +336,6 @@ class Trainer:
             buf = tensors.get(f"optim.{name}")
             if buf is not None and buf.shape == param.shape:
                 self.optimizer.state[param]["momentum_buffer"] = buf.to(self.device).clone()
-        if self.stage is Stage.DONE:
-            return self.config.stages[-1], self.config.epochs_of(self.config.stages[-1])
         return self.stage, self.epoch
 
     @property

@@ -269,3 +269,17 @@ def test_pact_clip_level_gradient_comes_only_from_inputs_above_it(inputs, expect
         act.clip_level.fill_(3.0)
     act(torch.tensor(inputs)).sum().backward()
     assert float(act.clip_level.grad) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=RuntimeError,
+    reason="model.to(memory_format=torch.channels_last) raises on the 5-D plane parameters "
+    "(decide: support it in BitLayer._apply, or document converting inputs only).",
+)
+def test_bsq_model_converts_to_channels_last():
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3))
+    model[0] = BitConv2d.from_float(model[0], 4)
+    model = model.to(memory_format=torch.channels_last)
+    x = torch.randn(1, 2, 5, 5).contiguous(memory_format=torch.channels_last)
+    assert model(x).shape == (1, 3, 3, 3)

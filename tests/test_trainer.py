@@ -289,6 +289,40 @@ def test_resume_from_mid_bsq_checkpoint_matches_uninterrupted_run(
     )
 
 
+@pytest.mark.parametrize(
+    ("overrides", "stage"),
+    [(dict(alpha=50.0), "finetune"), (dict(method="uniform"), "qat")],
+    ids=["mid_finetune_fixed_scheme", "mid_qat"],
+)
+def test_resume_in_later_stages_matches_uninterrupted_run(tmp_path, overrides, stage):
+    settings = dict(finetune_epochs=2, **overrides)
+    path = tmp_path / "mid.safetensors"
+    full, _ = _run([_SaveAt(path, stage, 1)], **settings)
+    resumed = Trainer(make_config(**(_TINY | settings))).run(resume=load_checkpoint(path))
+    assert resumed["accuracy"] == full["accuracy"]
+    assert resumed["layers"] == full["layers"]
+
+
+class _SaveOnFinish(Callback):
+    def __init__(self, path):
+        self.path = path
+
+    def on_finish(self, trainer, summary):  # what CheckpointCallback writes last
+        save_checkpoint(self.path, *trainer.checkpoint_state())
+
+
+def test_resume_from_done_checkpoint_only_finishes(tmp_path):
+    """A run that died after its final checkpoint (stage "done") resumes straight to finish."""
+    path = tmp_path / "done.safetensors"
+    full, _ = _run([_SaveOnFinish(path)])
+    tensors, meta = load_checkpoint(path)
+    assert meta["stage"] == "done"
+    recorder = Recorder()
+    resumed = Trainer(make_config(**_TINY), [recorder]).run(resume=(tensors, meta))
+    assert recorder.steps == [] and recorder.epochs == []
+    assert resumed["accuracy"] == full["accuracy"] and resumed["layers"] == full["layers"]
+
+
 def test_float_cache_skips_pretraining_the_second_time(tmp_path):
     class CountPretrainSteps(Callback):
         count = 0
