@@ -57,7 +57,14 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
     """The run settings shared by ``train`` and ``sweep``; unset = the preset's value."""
     g = p.add_argument_group("run settings (default: the preset of --model/--dataset)")
     g.add_argument("--n-bits", type=int, help="bits per weight at conversion (default 8)")
+    g.add_argument("--max-bits", type=int, help="precision cap when a layer overflows (8)")
     g.add_argument("--act-bits", type=_act_bits, help="activation bits, or 'float'")
+    g.add_argument(
+        "--float-shortcuts",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep ResNets' 1x1 shortcut convs in float, as the reference does",
+    )
     g.add_argument("--epochs", type=int, help="BSQ (or uniform QAT) stage epochs")
     g.add_argument("--pretrain-epochs", type=int, help="float pretraining epochs")
     g.add_argument("--finetune-epochs", type=int, help="finetune epochs (scheme fixed)")

@@ -51,6 +51,7 @@ _OVERRIDES = {
     "finetune_epochs": "finetune_epochs", "requant_interval": "requant_interval", "lr": "lr",
     "batch_size": "batch_size", "seed": "seed", "device": "device", "data_root": "data_root",
     "max_train": "max_train", "max_test": "max_test", "name": "name",
+    "max_bits": "max_bits", "float_shortcuts": "float_shortcuts",
 }  # fmt: skip
 
 
