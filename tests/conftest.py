@@ -24,10 +24,10 @@ def tiny_config():
     )  # fmt: skip
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True, scope="session")
 def single_torch_thread():
-    """Train on one intra-op thread, then restore: tiny models gain nothing from more, and
-    on a shared 2-core machine a second spinning thread makes tests several times slower."""
+    """Every test trains on one intra-op thread: tiny models gain nothing from more, and on
+    a shared 2-core machine a second spinning thread makes steps up to 100x slower."""
     import torch
 
     before = torch.get_num_threads()

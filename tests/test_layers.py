@@ -19,15 +19,6 @@ from bsq_engine.quantize import requantize_
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: a second intra-op thread only adds contention on a shared CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _max_quant_error(module: nn.Module, n_bits: int) -> float:
     return float(module.weight.detach().abs().max()) / (2**n_bits - 1) / 2
 

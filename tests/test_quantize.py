@@ -30,15 +30,6 @@ from bsq_engine.quantize import (
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small models: a second intra-op thread only adds contention on a shared CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _shape_for(name: str) -> tuple[int, int]:
     """(in_channels, image_size): colour 8x8 for the CIFAR-sized models (kept small)."""
     return (3, 8) if "cifar10" in get_model_info(name).datasets_hint else (1, 8)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-import torch
 
 from bsq_engine.callbacks import Callback
 from bsq_engine.checkpoint import load_checkpoint, save_checkpoint
@@ -34,16 +33,6 @@ _SUMMARY_KEYS = {
     "run_id", "status", "model", "dataset", "method", "alpha", "float_accuracy", "accuracy",
     "avg_bits", "compression", "seconds", "layers",
 }  # fmt: skip
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny MLP batches: on a shared 2-core CPU a second intra-op thread makes steps up to
-    # 100x slower (measured), so these runs use one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class Recorder(Callback):
