@@ -23,6 +23,7 @@ from .models import get_model_info, list_models
 from .presets import list_presets, make_config
 from .store import RunNotFound, RunStore, StoreError, SweepNotFound
 from .trainer import resolve_device
+from .units import format_duration
 
 __all__ = [
     "BAD_INPUT",
@@ -107,14 +108,7 @@ def num(value, fmt: str = ".2f", suffix: str = "") -> str:
 
 
 def duration(seconds) -> str:
-    if seconds is None:
-        return "-"
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return format_duration(seconds, compact=True)
 
 
 def elapsed(run: dict):

@@ -14,6 +14,7 @@ import time
 
 import streamlit as st
 
+from bsq_engine import units
 from bsq_engine.export import COUNTING_CONVENTION
 from bsq_engine.store import RunNotFound
 from dashboard import charts, frames
@@ -282,14 +283,7 @@ threading.Thread(target=_warm_up, name="bsq-chart-warm-up", daemon=True).start()
 
 def format_duration(seconds: float | None) -> str:
     """'12 s', '3 min 05 s', '1 h 02 min'; '—' when unknown."""
-    if not _num(seconds):
-        return "—"
-    s = round(seconds)
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    return units.format_duration(seconds, missing="—")
 
 
 def _num(value) -> bool:
