@@ -31,11 +31,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bsq_engine.callbacks import Callback, CheckpointCallback, StoreCallback
-from bsq_engine.jobs import LiveBufferCallback, default_torch_threads
-from bsq_engine.presets import make_config
-from bsq_engine.store import RunStore
-from bsq_engine.trainer import Trainer
+from bsq_engine.runs.jobs import LiveBufferCallback, default_torch_threads
+from bsq_engine.runs.store import RunStore
+from bsq_engine.training.callbacks import Callback, CheckpointCallback, StoreCallback
+from bsq_engine.training.presets import make_config
+from bsq_engine.training.trainer import Trainer
 
 
 def filled_buffer(n_epochs=100, n_layers=20, n_planes=8, n_events=200) -> LiveBufferCallback:

@@ -36,10 +36,10 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bsq_engine.layers import BitLayer
+from bsq_engine.core.layers import BitLayer
+from bsq_engine.core.quantize import BSQConfig, _swap_activations_, prepare_bsq
+from bsq_engine.core.regularizer import EPS, bit_group_lasso, clip_planes_
 from bsq_engine.models import create_model
-from bsq_engine.quantize import BSQConfig, _swap_activations_, prepare_bsq
-from bsq_engine.regularizer import EPS, bit_group_lasso, clip_planes_
 
 RATIO_TARGET = 1.10  # BSQ step time / float step time
 MEMORY_TARGET = 1.5  # BSQ peak memory / float peak memory

@@ -4,9 +4,7 @@ Pure PyTorch and the standard library; never imports Streamlit. Start with
 ``prepare_bsq(model, BSQConfig())`` or run a whole pipeline with ``Trainer(make_config())``.
 """
 
-from .config import CONFIG_VERSION, RunConfig, Stage
-from .data import DatasetUnavailable, get_dataset_info, list_datasets, load_dataset
-from .functional import (
+from bsq_engine.core.functional import (
     from_bit_planes,
     plane_density,
     plane_group_norm,
@@ -15,10 +13,8 @@ from .functional import (
     round_ste,
     to_bit_planes,
 )
-from .layers import ActQuant, BitConv2d, BitLinear, QuantConv2d, QuantLinear
-from .models import create_model, get_model_info, list_models
-from .presets import make_config, preset_for
-from .quantize import (
+from bsq_engine.core.layers import ActQuant, BitConv2d, BitLinear, QuantConv2d, QuantLinear
+from bsq_engine.core.quantize import (
     BSQConfig,
     PrecisionEvent,
     bit_report,
@@ -28,8 +24,12 @@ from .quantize import (
     scheme_summary,
     to_fixed_,
 )
-from .regularizer import bit_group_lasso, clip_planes_
-from .trainer import DivergenceError, RunStopped, Trainer
+from bsq_engine.core.regularizer import bit_group_lasso, clip_planes_
+from bsq_engine.data import DatasetUnavailable, get_dataset_info, list_datasets, load_dataset
+from bsq_engine.models import create_model, get_model_info, list_models
+from bsq_engine.training.config import CONFIG_VERSION, RunConfig, Stage
+from bsq_engine.training.presets import make_config, preset_for
+from bsq_engine.training.trainer import DivergenceError, RunStopped, Trainer
 
 __version__ = "0.1.0"
 

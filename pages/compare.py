@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from bsq_engine.export import COUNTING_CONVENTION
-from bsq_engine.store import RunNotFound
-from dashboard import compare_charts as cc
-from dashboard import compare_page as cp
-from dashboard.accessors import ACTIVE, RunView, list_runs_frame, load_run_view
-from dashboard.charts import METRIC_LABELS
-from dashboard.state import set_url_runs, store, url_runs
+from bsq_engine.runs.export import COUNTING_CONVENTION
+from bsq_engine.runs.store import RunNotFound
+from dashboard.ui.accessors import ACTIVE, RunView, list_runs_frame, load_run_view
+from dashboard.ui.state import set_url_runs, store, url_runs
+from dashboard.views import compare as cp
+from dashboard.views import compare_charts as cc
+from dashboard.views.charts import METRIC_LABELS
 
 LIVE_S = 2.0
 MAX_RUNS = 4

@@ -1,6 +1,6 @@
 """Learn: BSQ in five steps a teacher can project (``?step=1..5``, ``?run=<id>``, ``?present=1``).
 
-Every number comes from ``bsq_engine`` through ``dashboard.learn``; this script only lays the
+Every number comes from ``bsq_engine`` through ``dashboard.views.learn``; this script only lays the
 lesson out. Presentation mode enlarges the type and hides the advanced controls.
 """
 
@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import streamlit as st
 
-from bsq_engine.checkpoint import CheckpointError
-from bsq_engine.export import load_run_model
-from bsq_engine.presets import make_config, preset_for
-from bsq_engine.quantize import quantized_layers
-from bsq_engine.store import RunNotFound
-from dashboard import charts
-from dashboard import learn as lesson
-from dashboard.accessors import list_runs_frame, load_run_view
-from dashboard.run_panel import render_run_panel
-from dashboard.state import manager, set_url_run, store, url_run_id
+from bsq_engine.core.quantize import quantized_layers
+from bsq_engine.runs.export import load_run_model
+from bsq_engine.runs.store import RunNotFound
+from bsq_engine.training.checkpoint import CheckpointError
+from bsq_engine.training.presets import make_config, preset_for
+from dashboard.ui.accessors import list_runs_frame, load_run_view
+from dashboard.ui.run_panel import render_run_panel
+from dashboard.ui.state import manager, set_url_run, store, url_run_id
+from dashboard.views import charts
+from dashboard.views import learn as lesson
 
 STEPS = {1: "A weight in bits", 2: "A layer's bit planes", 3: "Why whole planes die",
          4: "Replay", 5: "Try it"}  # fmt: skip

@@ -10,13 +10,13 @@ import importlib.util
 
 import streamlit as st
 
-from bsq_engine.export import COUNTING_CONVENTION
-from bsq_engine.sweep import sweep_progress
-from dashboard import pareto_page as pp
-from dashboard.accessors import ACTIVE, list_runs_frame
-from dashboard.pareto import frontier_points, pareto_chart
-from dashboard.run_panel import render_run_panel
-from dashboard.state import manager, store
+from bsq_engine.runs.export import COUNTING_CONVENTION
+from bsq_engine.runs.sweep import sweep_progress
+from dashboard.ui.accessors import ACTIVE, list_runs_frame
+from dashboard.ui.run_panel import render_run_panel
+from dashboard.ui.state import manager, store
+from dashboard.views import pareto as pp
+from dashboard.views.frontier import frontier_points, pareto_chart
 
 LIVE_S = 2.0
 X_LABELS = {"compression": "Compression", "avg_bits": "Average bits"}

@@ -3,10 +3,10 @@
 import streamlit as st
 
 from bsq_engine import list_datasets, list_models
-from bsq_engine.store import RunStatus
-from dashboard import state
-from dashboard.accessors import ACTIVE, list_runs_frame
-from dashboard.run_panel import render_run_panel
+from bsq_engine.runs.store import RunStatus
+from dashboard.ui import state
+from dashboard.ui.accessors import ACTIVE, list_runs_frame
+from dashboard.ui.run_panel import render_run_panel
 
 RESUMABLE = {"interrupted", "stopped", "failed"}
 TABLE_VERSION = "runs.table_version"  # bumped to clear the selection after a change

@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-from bsq_engine.store import SweepNotFound
-from bsq_engine.sweep import start_sweep, sweep_progress
-from dashboard import state, widgets
-from dashboard.run_panel import render_run_panel
+from bsq_engine.runs.store import SweepNotFound
+from bsq_engine.runs.sweep import start_sweep, sweep_progress
+from dashboard.ui import state, widgets
+from dashboard.ui.run_panel import render_run_panel
 
 st.title("Train", anchor=False)
 st.caption(

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from bsq_engine.config import RunConfig
-from bsq_engine.store import RunStore
+from bsq_engine.runs.store import RunStore
+from bsq_engine.training.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app.py"
@@ -42,7 +42,7 @@ def bsq_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("BSQ_HOME", str(tmp_path))
     monkeypatch.setenv("BSQ_TORCH_THREADS", "1")  # leave a core to the script thread
     yield tmp_path
-    from bsq_engine.jobs import get_manager
+    from bsq_engine.runs.jobs import get_manager
 
     get_manager(tmp_path).shutdown(timeout=30)
 
@@ -54,7 +54,7 @@ def tiny_config(**overrides) -> RunConfig:
 
 def train_run(home: Path, timeout: float = 120, **overrides) -> str:
     """Really train ``tiny_config(**overrides)`` in ``home``'s job manager; its run id."""
-    from bsq_engine.jobs import get_manager
+    from bsq_engine.runs.jobs import get_manager
 
     manager = get_manager(home)
     run_id = manager.start(tiny_config(**overrides))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bsq_engine.presets import make_config
+from bsq_engine.training.presets import make_config
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +39,7 @@ def single_torch_thread():
 @pytest.fixture
 def manager(bsq_home, single_torch_thread):
     """A job manager of the test's store, one run at a time; shut down (joined) afterwards."""
-    from bsq_engine.jobs import JobManager
+    from bsq_engine.runs.jobs import JobManager
 
     jobs = JobManager(bsq_home, max_concurrent=1, torch_threads=1)
     yield jobs

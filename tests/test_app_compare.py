@@ -15,8 +15,8 @@ from apptest_helpers import (  # noqa: F401
     train_run,
 )
 
-from bsq_engine.store import RunStore
-from dashboard import compare_page as cp
+from bsq_engine.runs.store import RunStore
+from dashboard.views import compare as cp
 
 PAGE = "pages/compare.py"
 

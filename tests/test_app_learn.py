@@ -12,7 +12,7 @@ from apptest_helpers import (  # noqa: F401
     train_run,
 )
 
-from bsq_engine.store import RunStore
+from bsq_engine.runs.store import RunStore
 
 PAGE = "pages/learn.py"
 

@@ -9,7 +9,7 @@ import plotly.io as pio
 import pytest
 from apptest_helpers import bsq_home, chart_titles, make_run, open_page, page_text  # noqa: F401
 
-from bsq_engine.store import RunStore
+from bsq_engine.runs.store import RunStore
 
 PAGE = "pages/pareto.py"
 # name: (alpha, accuracy, bits of fc1/fc2/fc3) -> average bits, compression

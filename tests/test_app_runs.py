@@ -10,7 +10,7 @@ from apptest_helpers import (
     train_run,
 )
 
-from bsq_engine.jobs import get_manager
+from bsq_engine.runs.jobs import get_manager
 
 pytestmark = pytest.mark.usefixtures("bsq_home")  # an isolated store per test
 

@@ -14,8 +14,8 @@ from apptest_helpers import (
 )
 
 from bsq_engine import preset_for
-from bsq_engine.jobs import get_manager
-from dashboard.widgets import ALPHA_GRID, build_config
+from bsq_engine.runs.jobs import get_manager
+from dashboard.ui.widgets import ALPHA_GRID, build_config
 
 pytestmark = pytest.mark.usefixtures("bsq_home")  # an isolated store per test
 TINY_INPUTS = {"pretrain_epochs": 1, "bsq_epochs": 2, "finetune_epochs": 1, "requant_interval": 1}

@@ -151,7 +151,7 @@ def run_id_of(page) -> str:
 
 def test_train_live_reload_and_finish(app, page):
     """Start the default run, see bits drop live, reload mid-run, then see the summary."""
-    from bsq_engine.store import RunStore
+    from bsq_engine.runs.store import RunStore
 
     page.goto(app.url)
     page.get_by_text("Pick a model and dataset").wait_for()  # the first script run is done
@@ -197,8 +197,8 @@ def test_sweep_pareto_and_compare(app, page):
     """A 3-point alpha sweep from the Train page, its frontier, then two runs compared."""
     import pandas as pd
 
-    from bsq_engine.store import RunStore
-    from dashboard.pareto import pareto_front
+    from bsq_engine.runs.store import RunStore
+    from dashboard.views.frontier import pareto_front
 
     page.goto(app.url)
     page.get_by_text("Pick a model and dataset").wait_for()

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboard.charts import (
+from dashboard.views.charts import (
     accuracy_chart,
     bits_chart,
     bits_per_layer_chart,
@@ -19,7 +19,7 @@ from dashboard.charts import (
     events_table,
     loss_chart,
 )
-from dashboard.compare_charts import (
+from dashboard.views.compare_charts import (
     density_heatmaps,
     differing_rows,
     grouped_bits_chart,
@@ -27,7 +27,7 @@ from dashboard.compare_charts import (
     overlay_curves,
     summary_table,
 )
-from dashboard.frames import (
+from dashboard.views.frames import (
     density_matrix,
     downsample,
     epochs_frame,

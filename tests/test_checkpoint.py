@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from bsq_engine import checkpoint
-from bsq_engine.checkpoint import (
+from bsq_engine.training import checkpoint
+from bsq_engine.training.checkpoint import (
     CheckpointError,
     load_checkpoint,
     optimizer_tensors,

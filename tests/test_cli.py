@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from bsq_engine import cli
-from bsq_engine.callbacks import Callback
+from bsq_engine.cli import main as cli
 from bsq_engine.data import list_datasets
-from bsq_engine.export import load_quantized
 from bsq_engine.models import list_models
-from bsq_engine.presets import make_config
-from bsq_engine.runner import execute_run
-from bsq_engine.store import RunStore
+from bsq_engine.runs.export import load_quantized
+from bsq_engine.runs.runner import execute_run
+from bsq_engine.runs.store import RunStore
+from bsq_engine.training.callbacks import Callback
+from bsq_engine.training.presets import make_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--pretrain-epochs", "1", "--epochs", "2", "--finetune-epochs", "1",

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from bsq_engine.config import CONFIG_VERSION, RunConfig, Stage, stages_for
 from bsq_engine.models import list_models
-from bsq_engine.presets import PRESETS, list_presets, make_config, preset_for
+from bsq_engine.training.config import CONFIG_VERSION, RunConfig, Stage, stages_for
+from bsq_engine.training.presets import PRESETS, list_presets, make_config, preset_for
 
 # ---------------------------------------------------------------- validation
 

@@ -11,13 +11,19 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bsq_engine.checkpoint import CheckpointError
+from bsq_engine.core.quantize import quantized_layers
 from bsq_engine.data import load_dataset
-from bsq_engine.export import export_run, load_quantized, load_run_model, pack_bits, unpack_bits
-from bsq_engine.presets import make_config
-from bsq_engine.quantize import quantized_layers
-from bsq_engine.runner import execute_run
-from bsq_engine.store import RunNotFound, RunStore
+from bsq_engine.runs.export import (
+    export_run,
+    load_quantized,
+    load_run_model,
+    pack_bits,
+    unpack_bits,
+)
+from bsq_engine.runs.runner import execute_run
+from bsq_engine.runs.store import RunNotFound, RunStore
+from bsq_engine.training.checkpoint import CheckpointError
+from bsq_engine.training.presets import make_config
 
 TINY = dict(pretrain_epochs=1, bsq_epochs=2, finetune_epochs=1, requant_interval=1,
             max_train=256)  # fmt: skip

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bsq_engine.functional import (
+from bsq_engine.core.functional import (
     RoundSTE,
     from_bit_planes,
     int_to_planes,

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from bsq_engine import jobs
-from bsq_engine.callbacks import Callback
-from bsq_engine.jobs import JobManager, LiveBufferCallback, default_torch_threads, get_manager
-from bsq_engine.runner import ResumeError, checkpoint_path
-from bsq_engine.store import RunStore
+from bsq_engine.runs import jobs
+from bsq_engine.runs.jobs import JobManager, LiveBufferCallback, default_torch_threads, get_manager
+from bsq_engine.runs.runner import ResumeError, checkpoint_path
+from bsq_engine.runs.store import RunStore
+from bsq_engine.training.callbacks import Callback
 
 
 class OnStep(Callback):
@@ -174,9 +174,9 @@ def test_orphan_of_a_dead_process_becomes_interrupted(bsq_home, tiny_config):
     script = (
         "import sys, types\n"
         "pkg = types.ModuleType('bsq_engine')\n"
-        f"pkg.__path__ = [{str(Path(jobs.__file__).parent)!r}]\n"
+        f"pkg.__path__ = [{str(Path(jobs.__file__).parents[1])!r}]\n"
         "sys.modules['bsq_engine'] = pkg\n"
-        "from bsq_engine.store import RunStore\n"
+        "from bsq_engine.runs.store import RunStore\n"
         f"store = RunStore({str(bsq_home)!r})\n"
         f"run_id = store.create_run({tiny_config.to_dict()!r})\n"
         "store.set_status(run_id, 'running')\n"

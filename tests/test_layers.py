@@ -6,14 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from bsq_engine.layers import (
+from bsq_engine.core.layers import (
     ActQuant,
     BitConv2d,
     BitLinear,
     QuantConv2d,
     QuantLinear,
 )
-from bsq_engine.quantize import requantize_
+from bsq_engine.core.quantize import requantize_
 
 # float(parameter) in assertions is fine here: nothing is differentiated through it.
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")

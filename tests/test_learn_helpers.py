@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from bsq_engine.quantize import prepare_bsq, prepare_uniform, quantized_layers, requantize_
-from dashboard import learn
-from dashboard import pareto_page as pp
-from dashboard.frames import layers_frame, runs_frame
+from bsq_engine.core.quantize import prepare_bsq, prepare_uniform, quantized_layers, requantize_
+from dashboard.views import learn
+from dashboard.views import pareto as pp
+from dashboard.views.frames import layers_frame, runs_frame
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboard.frames import runs_frame
-from dashboard.pareto import frontier_points, pareto_chart, pareto_front
+from dashboard.views.frames import runs_frame
+from dashboard.views.frontier import frontier_points, pareto_chart, pareto_front
 
 
 def _pts(xs, ys) -> pd.DataFrame:

@@ -10,10 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from bsq_engine.functional import int_to_planes, planes_to_int
-from bsq_engine.layers import ActQuant, BitConv2d, BitLayer, BitLinear, QuantLayer
-from bsq_engine.models import create_model, get_model_info, list_models
-from bsq_engine.quantize import (
+from bsq_engine.core.functional import int_to_planes, planes_to_int
+from bsq_engine.core.layers import ActQuant, BitConv2d, BitLayer, BitLinear, QuantLayer
+from bsq_engine.core.quantize import (
     BSQConfig,
     PrecisionEvent,
     apply_layer_meta_,
@@ -26,6 +25,7 @@ from bsq_engine.quantize import (
     scheme_summary,
     to_fixed_,
 )
+from bsq_engine.models import create_model, get_model_info, list_models
 
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
 

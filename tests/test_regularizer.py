@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from bsq_engine.layers import BitLayer
-from bsq_engine.quantize import BSQConfig, prepare_bsq, prepare_uniform, requantize_
-from bsq_engine.regularizer import EPS, bit_group_lasso, clip_planes_
+from bsq_engine.core.layers import BitLayer
+from bsq_engine.core.quantize import BSQConfig, prepare_bsq, prepare_uniform, requantize_
+from bsq_engine.core.regularizer import EPS, bit_group_lasso, clip_planes_
 
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from bsq_engine.callbacks import Callback
 from bsq_engine.data import sources
-from bsq_engine.runner import (
+from bsq_engine.runs.runner import (
     ResumeError,
     cache_dir,
     checkpoint_path,
     execute_run,
     load_resume_point,
 )
-from bsq_engine.store import RunStore
+from bsq_engine.runs.store import RunStore
+from bsq_engine.training.callbacks import Callback
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 

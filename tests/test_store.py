@@ -12,8 +12,8 @@ from contextlib import closing
 
 import pytest
 
-from bsq_engine._schema import SCHEMA_VERSION, TRANSITIONS
-from bsq_engine.store import RunNotFound, RunStatus, RunStore, StoreError, default_home
+from bsq_engine.runs.schema import SCHEMA_VERSION, TRANSITIONS
+from bsq_engine.runs.store import RunNotFound, RunStatus, RunStore, StoreError, default_home
 
 CONFIG = {"model": "lenet5", "dataset": "mnist", "method": "bsq", "alpha": 0.005, "seed": 0}
 STAGES = ["pretrain", "bsq", "finetune"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bsq_engine.runner import cache_dir
-from bsq_engine.sweep import log_alphas, run_sweep_blocking, start_sweep, sweep_progress
+from bsq_engine.runs.runner import cache_dir
+from bsq_engine.runs.sweep import log_alphas, run_sweep_blocking, start_sweep, sweep_progress
 
 TINY = dict(
     pretrain_epochs=2, bsq_epochs=2, finetune_epochs=1, requant_interval=1, max_train=256,

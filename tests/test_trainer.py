@@ -6,11 +6,11 @@ import threading
 
 import pytest
 
-from bsq_engine.callbacks import Callback
-from bsq_engine.checkpoint import load_checkpoint, save_checkpoint
-from bsq_engine.config import Stage
-from bsq_engine.presets import make_config
-from bsq_engine.trainer import DivergenceError, RunStopped, Trainer
+from bsq_engine.training.callbacks import Callback
+from bsq_engine.training.checkpoint import load_checkpoint, save_checkpoint
+from bsq_engine.training.config import Stage
+from bsq_engine.training.presets import make_config
+from bsq_engine.training.trainer import DivergenceError, RunStopped, Trainer
 
 _TINY = dict(
     pretrain_epochs=1, bsq_epochs=2, finetune_epochs=1, requant_interval=1,

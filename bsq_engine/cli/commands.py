@@ -14,16 +14,16 @@ import math
 import sys
 import time
 
-from . import runner
-from .checkpoint import CheckpointError
-from .config import RunConfig
-from .data import DatasetUnavailable, get_dataset_info, list_datasets
-from .export import export_run
-from .models import get_model_info, list_models
-from .presets import list_presets, make_config
-from .store import RunNotFound, RunStore, StoreError, SweepNotFound
-from .trainer import resolve_device
-from .units import format_duration
+from bsq_engine.data import DatasetUnavailable, get_dataset_info, list_datasets
+from bsq_engine.models import get_model_info, list_models
+from bsq_engine.runs import runner
+from bsq_engine.runs.export import export_run
+from bsq_engine.runs.store import RunNotFound, RunStore, StoreError, SweepNotFound
+from bsq_engine.training.checkpoint import CheckpointError
+from bsq_engine.training.config import RunConfig
+from bsq_engine.training.presets import list_presets, make_config
+from bsq_engine.training.trainer import resolve_device
+from bsq_engine.units import format_duration
 
 __all__ = [
     "BAD_INPUT",

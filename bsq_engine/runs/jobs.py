@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from . import runner
-from .callbacks import Callback
-from .config import RunConfig
-from .store import RunStore, default_home
+from bsq_engine.runs import runner
+from bsq_engine.runs.store import RunStore, default_home
+from bsq_engine.training.callbacks import Callback
+from bsq_engine.training.config import RunConfig
 
 __all__ = ["TORCH_THREADS_ENV", "JobManager", "LiveBufferCallback", "get_manager"]
 

@@ -11,12 +11,12 @@ import logging
 import traceback
 from pathlib import Path
 
-from .callbacks import CheckpointCallback, StoreCallback
-from .checkpoint import CheckpointError, load_checkpoint
-from .config import RunConfig
-from .data import DatasetUnavailable
-from .store import RunStore
-from .trainer import DivergenceError, RunStopped, Trainer
+from bsq_engine.data import DatasetUnavailable
+from bsq_engine.runs.store import RunStore
+from bsq_engine.training.callbacks import CheckpointCallback, StoreCallback
+from bsq_engine.training.checkpoint import CheckpointError, load_checkpoint
+from bsq_engine.training.config import RunConfig
+from bsq_engine.training.trainer import DivergenceError, RunStopped, Trainer
 
 __all__ = ["ResumeError", "cache_dir", "checkpoint_path", "execute_run", "load_resume_point"]
 

@@ -30,11 +30,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .checkpoint import CheckpointError, load_checkpoint
-from .config import RunConfig, Stage
-from .data import get_dataset_info, load_dataset
-from .models import create_model
-from .quantize import (
+from bsq_engine.core.quantize import (
     apply_layer_meta_,
     bit_report,
     prepare_bsq,
@@ -43,8 +39,12 @@ from .quantize import (
     scheme_summary,
     to_fixed_,
 )
-from .runner import checkpoint_path
-from .trainer import build_model
+from bsq_engine.data import get_dataset_info, load_dataset
+from bsq_engine.models import create_model
+from bsq_engine.runs.runner import checkpoint_path
+from bsq_engine.training.checkpoint import CheckpointError, load_checkpoint
+from bsq_engine.training.config import RunConfig, Stage
+from bsq_engine.training.trainer import build_model
 
 __all__ = [
     "COUNTING_CONVENTION",

@@ -13,8 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from bsq_engine.export import COUNTING_CONVENTION, export_run
-from dashboard.compare_charts import MISSING, summary_table
+from bsq_engine.runs.export import COUNTING_CONVENTION, export_run
+from dashboard.views.compare_charts import MISSING, summary_table
 
 __all__ = ["option_label", "run_labels", "scheme_file", "scheme_json", "summary_frame"]
 

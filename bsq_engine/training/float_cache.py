@@ -13,8 +13,8 @@ from pathlib import Path
 
 from torch import nn
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .config import RunConfig
+from bsq_engine.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from bsq_engine.training.config import RunConfig
 
 __all__ = ["FloatCache", "pretrain_key"]
 

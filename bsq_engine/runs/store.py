@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Self
 
-from ._schema import (
+from bsq_engine.runs.schema import (
     ENDED,
     SCHEMA_VERSION,
     RunNotFound,

@@ -1,6 +1,6 @@
 """Live-run charts: bits per layer, bit-plane density, training curves, event log.
 
-DataFrames (from dashboard.frames) in, figures out; no Streamlit, no store, so every chart
+DataFrames (from dashboard.views.frames) in, figures out; no Streamlit, no store, so every chart
 is unit-testable and the pages stay thin.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from dashboard.frames import STAGES, bit_labels, density_matrix, downsample, plane_matrix
+from dashboard.views.frames import STAGES, bit_labels, density_matrix, downsample, plane_matrix
 
 TEMPLATE = "plotly_white"
 BAR_COLOR = "#4C78A8"

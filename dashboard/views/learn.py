@@ -19,9 +19,7 @@ import torch
 from plotly.subplots import make_subplots
 from torch import nn
 
-from bsq_engine.data import get_dataset_info
-from bsq_engine.float_cache import FloatCache
-from bsq_engine.functional import (
+from bsq_engine.core.functional import (
     from_bit_planes,
     int_to_planes,
     place_values,
@@ -31,12 +29,14 @@ from bsq_engine.functional import (
     requantized_ints,
     to_bit_planes,
 )
-from bsq_engine.layers import BitLayer
+from bsq_engine.core.layers import BitLayer
+from bsq_engine.core.quantize import BSQConfig, prepare_bsq, quantized_layers
+from bsq_engine.data import get_dataset_info
 from bsq_engine.models import create_model
-from bsq_engine.presets import make_config
-from bsq_engine.quantize import BSQConfig, prepare_bsq, quantized_layers
-from bsq_engine.runner import cache_dir
-from dashboard.charts import TEMPLATE, style_figure
+from bsq_engine.runs.runner import cache_dir
+from bsq_engine.training.float_cache import FloatCache
+from bsq_engine.training.presets import make_config
+from dashboard.views.charts import TEMPLATE, style_figure
 
 __all__ = [
     "LayerPlanes",

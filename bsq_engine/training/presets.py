@@ -7,7 +7,7 @@ range depends on how many optimizer steps a run takes (the paper's 350 CIFAR epo
 
 from __future__ import annotations
 
-from .config import RunConfig
+from bsq_engine.training.config import RunConfig
 
 __all__ = ["PRESETS", "list_presets", "make_config", "preset_for"]
 

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from .checkpoint import save_checkpoint
+from bsq_engine.training.checkpoint import save_checkpoint
 
 __all__ = [
     "Callback",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from bsq_engine.store import RunStore, default_home
+from bsq_engine.runs.store import RunStore, default_home
 
 __all__ = [
     "KEY_DELETE_PENDING",
@@ -33,7 +33,7 @@ KEY_FLASH = "app.flash"  # (kind, message) shown once on the next run, e.g. afte
 
 @st.cache_resource(show_spinner=False)
 def _manager_for(home: str):
-    from bsq_engine.jobs import get_manager
+    from bsq_engine.runs.jobs import get_manager
 
     return get_manager(home)
 

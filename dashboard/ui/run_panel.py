@@ -15,11 +15,11 @@ import time
 import streamlit as st
 
 from bsq_engine import units
-from bsq_engine.export import COUNTING_CONVENTION
-from bsq_engine.store import RunNotFound
-from dashboard import charts, frames
-from dashboard.accessors import RunView, export_files, load_run_view
-from dashboard.state import manager, store
+from bsq_engine.runs.export import COUNTING_CONVENTION
+from bsq_engine.runs.store import RunNotFound
+from dashboard.ui.accessors import RunView, export_files, load_run_view
+from dashboard.ui.state import manager, store
+from dashboard.views import charts, frames
 
 __all__ = ["POLL_S", "STATUS_COLORS", "format_duration", "render_run_panel"]
 

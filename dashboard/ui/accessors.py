@@ -14,8 +14,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dashboard import frames
-from dashboard.state import manager, store
+from dashboard.ui.state import manager, store
+from dashboard.views import frames
 
 __all__ = [
     "ACTIVE",
@@ -158,7 +158,7 @@ def list_runs_frame(**filters: Any) -> pd.DataFrame:
 
 @st.cache_data(ttl=_CACHE_TTL_S, max_entries=64, show_spinner="Preparing exports...")
 def _export(home: str, run_id: str, finished_at: float | None) -> dict[str, str]:
-    from bsq_engine.export import export_run
+    from bsq_engine.runs.export import export_run
 
     out = store().run_dir(run_id) / "export"
     result = export_run(store(), run_id, out)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import BitLayer, QuantLayer
+from bsq_engine.core.layers import BitLayer, QuantLayer
 
 __all__ = ["EPS", "bit_group_lasso", "clip_planes_"]
 
@@ -23,7 +23,7 @@ EPS = 1e-8
 def bit_group_lasso(model: nn.Module, eps: float = EPS) -> torch.Tensor:
     """Regularizer value ``R`` over every ``BitLayer`` (a differentiable scalar).
 
-    >>> from torch import nn; from bsq_engine.quantize import prepare_bsq
+    >>> from torch import nn; from bsq_engine.core.quantize import prepare_bsq
     >>> m = prepare_bsq(nn.Linear(2, 1, bias=False))
     >>> with torch.no_grad():
     ...     _ = m.pos_planes.zero_(); _ = m.neg_planes.zero_(); m.pos_planes[0, 0, 0] = 1.0

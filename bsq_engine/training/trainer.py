@@ -17,13 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .callbacks import Callback, CallbackList
-from .checkpoint import optimizer_tensors
-from .config import RunConfig, Stage
-from .data import load_dataset
-from .float_cache import FloatCache
-from .models import create_model
-from .quantize import (
+from bsq_engine.core.quantize import (
     apply_layer_meta_,
     bit_report,
     layer_meta,
@@ -33,7 +27,13 @@ from .quantize import (
     scheme_summary,
     to_fixed_,
 )
-from .regularizer import bit_group_lasso, clip_planes_
+from bsq_engine.core.regularizer import bit_group_lasso, clip_planes_
+from bsq_engine.data import load_dataset
+from bsq_engine.models import create_model
+from bsq_engine.training.callbacks import Callback, CallbackList
+from bsq_engine.training.checkpoint import optimizer_tensors
+from bsq_engine.training.config import RunConfig, Stage
+from bsq_engine.training.float_cache import FloatCache
 
 __all__ = ["DivergenceError", "RunStopped", "Trainer", "resolve_device"]
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .functional import (
+from bsq_engine.core.functional import (
     from_bit_planes,
     int_to_planes,
     plane_density,

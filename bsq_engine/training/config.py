@@ -7,7 +7,7 @@ import enum
 import math
 from dataclasses import dataclass, field
 
-from .quantize import BSQConfig
+from bsq_engine.core.quantize import BSQConfig
 
 __all__ = ["CONFIG_VERSION", "METHODS", "RunConfig", "Stage", "stages_for"]
 
@@ -88,8 +88,8 @@ class RunConfig:
         self.bsq_config()  # validates n_bits / max_bits / act_bits with its own messages
 
     def _check_names(self) -> None:
-        from .data import list_datasets
-        from .models import list_models
+        from bsq_engine.data import list_datasets
+        from bsq_engine.models import list_models
 
         if self.model not in list_models():
             raise ValueError(

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from dashboard.charts import style_figure
+from dashboard.views.charts import style_figure
 
 XMode = Literal["compression", "avg_bits"]
 
@@ -117,7 +117,7 @@ def pareto_chart(
 ) -> go.Figure:
     """Accuracy (%) against compression or average bits, with the frontier of finished runs.
 
-    runs_df is dashboard.frames.runs_frame output. Traces are named 'BSQ', 'uniform',
+    runs_df is dashboard.views.frames.runs_frame output. Traces are named 'BSQ', 'uniform',
     'running', 'Pareto frontier' and 'published' so pages and tests can find them.
     """
     if x_mode not in X_TITLES:

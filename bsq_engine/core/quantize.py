@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from .functional import int_to_planes, requantized_ints
-from .layers import (
+from bsq_engine.core.functional import int_to_planes, requantized_ints
+from bsq_engine.core.layers import (
     ActQuant,
     BitConv2d,
     BitLayer,

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from pandas.io.formats.style import Styler
 from plotly.subplots import make_subplots
 
-from dashboard.charts import (
+from dashboard.views.charts import (
     DENSITY_SCALE,
     GAP_COLOR,
     METRIC_LABELS,
@@ -23,7 +23,7 @@ from dashboard.charts import (
     density_trace,
     style_figure,
 )
-from dashboard.frames import STAGES
+from dashboard.views.frames import STAGES
 
 DIFF_STYLE = "background-color: #FFF3C4; font-weight: 600"
 MISSING = "—"

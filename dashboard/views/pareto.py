@@ -1,6 +1,6 @@
 """Pure helpers of the Pareto page: which pair to show, live points, published references.
 
-Runs in (``dashboard.frames.runs_frame`` rows), frames and figures out; no Streamlit, so the
+Runs in (``dashboard.views.frames.runs_frame`` rows), frames and figures out; no Streamlit, so the
 page stays a thin script and every rule here is unit-testable.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from dashboard.pareto import REFERENCE_STYLE, XMode
+from dashboard.views.frontier import REFERENCE_STYLE, XMode
 
 __all__ = [
     "REFERENCE_PATH",
@@ -28,7 +28,7 @@ __all__ = [
     "split_references",
 ]
 
-REFERENCE_PATH = Path(__file__).resolve().parents[1] / "assets" / "paper_reference.csv"
+REFERENCE_PATH = Path(__file__).resolve().parents[2] / "assets" / "paper_reference.csv"
 REFERENCE_COLUMNS = [
     "label", "model", "dataset", "method", "compression", "avg_bits", "accuracy", "source",
 ]  # fmt: skip

@@ -12,7 +12,7 @@ import math
 import time
 from collections import Counter
 
-from .presets import make_config
+from bsq_engine.training.presets import make_config
 
 __all__ = ["log_alphas", "run_sweep_blocking", "start_sweep", "sweep_progress"]
 

@@ -19,13 +19,13 @@ from contextlib import contextmanager
 
 import torch
 
-from . import cli_commands as c
-from . import runner
-from .callbacks import ProgressBarCallback
-from .config import RunConfig
-from .jobs import TORCH_THREADS_ENV, default_torch_threads
-from .presets import preset_for
-from .store import RunStore
+from bsq_engine.cli import commands as c
+from bsq_engine.runs import runner
+from bsq_engine.runs.jobs import TORCH_THREADS_ENV, default_torch_threads
+from bsq_engine.runs.store import RunStore
+from bsq_engine.training.callbacks import ProgressBarCallback
+from bsq_engine.training.config import RunConfig
+from bsq_engine.training.presets import preset_for
 
 __all__ = ["build_parser", "main"]
 
@@ -262,8 +262,8 @@ def _sweep_overrides(args) -> dict:
 
 
 def cmd_sweep(args) -> int:
-    from . import sweep
-    from .jobs import get_manager
+    from bsq_engine.runs import sweep
+    from bsq_engine.runs.jobs import get_manager
 
     overrides = _sweep_overrides(args)
     configs = [

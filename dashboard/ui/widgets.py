@@ -15,8 +15,8 @@ import streamlit as st
 import torch
 
 from bsq_engine import get_dataset_info, get_model_info, list_datasets, list_models, preset_for
-from bsq_engine.config import RunConfig
-from bsq_engine.sweep import log_alphas
+from bsq_engine.runs.sweep import log_alphas
+from bsq_engine.training.config import RunConfig
 
 __all__ = [
     "ALPHA_GRID",
