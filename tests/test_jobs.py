@@ -139,6 +139,28 @@ def test_snapshot_is_consistent_and_advances(manager, tiny_config):
     assert seen[-2][1]["epochs"]
 
 
+def test_progress_moves_within_an_epoch(manager, tiny_config):
+    """Every step moves the bar: a CPU epoch of a real dataset lasts tens of seconds."""
+    config = tiny_config.replace(batch_size=32)  # 256 samples: 8 steps per epoch
+    seen = []
+
+    class Probe(Callback):
+        def on_step_end(self, trainer, step):
+            seen.append((step, manager.snapshot(trainer.run_id)))
+
+    run_id = manager.start(config, callbacks=[Probe()])
+    assert manager.wait(run_id, timeout=60) == "finished"
+    first = [snap for step, snap in seen if step["stage"] == "pretrain"]
+    assert [s["step_in_epoch"] for s in first] == list(range(1, 9))
+    assert all(s["steps_in_epoch"] == 8 and s["epoch_in_progress"] == 1 for s in first)
+    progress = [snap["progress"] for _, snap in seen]
+    assert progress == sorted(progress) and len(set(progress)) == len(progress)
+    total = config.total_epochs
+    assert first[0]["progress"] == pytest.approx(1 / 8 / total)
+    assert first[0]["eta_seconds"] is not None  # extrapolated before any epoch has ended
+    assert progress[-1] == pytest.approx(1.0)
+
+
 def test_live_buffer_snapshot_copies_and_eta():
     live = LiveBufferCallback()
     snap = live.snapshot()

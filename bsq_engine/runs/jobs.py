@@ -66,9 +66,13 @@ class LiveBufferCallback(Callback):
         self._layers: list[dict] = []
         self._step: dict | None = None
         self._epoch_s: float | None = None  # moving average of real (not reused) epochs
+        # Within-epoch progress from the last step: an epoch of a real dataset takes tens of
+        # seconds on a CPU, so epoch-level progress alone would leave the bar still that long.
+        self._frac, self._epoch_t0 = 0.0, time.monotonic()
         self._state = {"stage": None, "epoch": 0, "epochs_in_stage": 0, "global_epoch": 0,
                        "total_epochs": 0, "float_accuracy": None, "started_at": time.time(),
-                       "updated_at": time.time()}  # fmt: skip
+                       "updated_at": time.time(), "epoch_in_progress": None,
+                       "step_in_epoch": None, "steps_in_epoch": None}  # fmt: skip
 
     def _update(self, trainer, **extra) -> None:  # caller holds the lock
         stage = trainer.stage
@@ -90,9 +94,16 @@ class LiveBufferCallback(Callback):
             self._update(trainer)
 
     def on_step_end(self, trainer, step) -> None:
+        batch, batches = step.get("batch"), step.get("batches")
         with self._lock:
             self._step = dict(step)
             self._state["updated_at"] = time.time()
+            if batch and batches:
+                if batch == 1:  # the epoch began when this first step did
+                    self._epoch_t0 = time.monotonic() - (step.get("step_ms") or 0.0) / 1000
+                self._frac = min(batch / batches, 1.0)
+                self._state.update(epoch_in_progress=trainer.epoch, step_in_epoch=batch,
+                                   steps_in_epoch=batches)  # fmt: skip
 
     def on_epoch_end(self, trainer, record, layers) -> None:
         record = dict(record)
@@ -104,7 +115,8 @@ class LiveBufferCallback(Callback):
             if not record.get("reused") and record.get("seconds") is not None:
                 s, avg = record["seconds"], self._epoch_s  # recent epochs weigh most
                 self._epoch_s = s if avg is None else 0.3 * s + 0.7 * avg
-            self._update(trainer)
+            self._frac = 0.0
+            self._update(trainer, epoch_in_progress=None, step_in_epoch=None)
 
     def on_requantize(self, trainer, events) -> None:
         with self._lock:
@@ -122,11 +134,12 @@ class LiveBufferCallback(Callback):
             snap["layers"] = [_copy_layer(layer) for layer in self._layers]
             snap["events"] = [dict(e) for e in self._events]
             snap["step"] = None if self._step is None else dict(self._step)
-            epoch_s = self._epoch_s
-        total, done = snap["total_epochs"], snap["global_epoch"]
+            epoch_s, frac, t0 = self._epoch_s, self._frac, self._epoch_t0
+        total, done = snap["total_epochs"], snap["global_epoch"] + frac
         snap["progress"] = min(done / total, 1.0) if total else 0.0
-        left = max(total - done, 0)
-        snap["eta_seconds"] = None if epoch_s is None else epoch_s * left
+        if epoch_s is None and frac > 0:  # first epoch: extrapolate from its steps so far
+            epoch_s = (time.monotonic() - t0) / frac
+        snap["eta_seconds"] = None if epoch_s is None else epoch_s * max(total - done, 0)
         return snap
 
 

@@ -208,7 +208,8 @@ class Trainer:
         use_reg = stage is Stage.BSQ and cfg.alpha > 0
         seed = cfg.seed * 100_003 + self.global_epoch  # per-epoch: resume replays the same order
         totals, step_ms = {"loss": 0.0, "correct": 0, "n": 0, "reg": 0.0}, []
-        for xb, yb in self.data.train_loader(cfg.batch_size, seed=seed, device=self.device):
+        loader = self.data.train_loader(cfg.batch_size, seed=seed, device=self.device)
+        for batch, (xb, yb) in enumerate(loader, start=1):
             if self.stop_event.is_set():
                 raise RunStopped(f"stopped by the user at {stage.value} epoch {self.epoch}")
             t0 = time.perf_counter()
@@ -234,6 +235,7 @@ class Trainer:
                 "stage": stage.value, "epoch": self.epoch, "step": self.global_step,
                 "loss": loss_value, "reg": reg_value, "lr": lr,
                 "batch_acc": correct / len(yb), "step_ms": step_ms[-1],
+                "batch": batch, "batches": self.steps_per_epoch,  # progress within the epoch
             })  # fmt: skip
         n = max(totals["n"], 1)
         reg_mean = totals["reg"] / n
