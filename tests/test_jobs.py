@@ -98,6 +98,7 @@ def test_stop_lands_within_one_step(manager, long_config):
     stopped_at = time.monotonic()
     manager.stop(run_id)
     assert manager.wait(run_id, timeout=30) == "stopped"
+    assert manager.store.get_run(run_id)["error"].startswith("Stopped by the user at ")
     assert sum(t > stopped_at for t, _ in recorder.steps) <= 1  # the step already under way
     assert len(manager.store.epochs(run_id)) < long_config.total_epochs
 
@@ -184,7 +185,10 @@ def test_shutdown_stops_joins_and_is_idempotent(manager, tiny_config, long_confi
     workers = list(manager._workers)
     manager.shutdown(timeout=30)
     assert not any(w.is_alive() for w in workers)
-    assert manager.status(running) == manager.status(queued) == "stopped"
+    assert manager.status(queued) == "stopped"
+    assert manager.status(running) == "interrupted"  # nobody pressed Stop: the server went
+    error = manager.store.get_run(running)["error"]
+    assert error.startswith("Interrupted by server shutdown at ") and "user" not in error
     manager.shutdown()
     with pytest.raises(RuntimeError, match="shut down"):
         manager.start(tiny_config)
