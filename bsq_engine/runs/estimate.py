@@ -49,8 +49,9 @@ class Estimate:
             src = f"median of {self.runs} finished run(s) with these settings on this machine"
         else:
             src = f"{self.epochs} measured epochs of {self.runs} earlier run(s) on this machine"
-        cached = "; pretraining is skipped (a cached float model fits)" if self.pretrain_cached else ""
-        return f"{head} ({src}{cached})"
+        if self.pretrain_cached:
+            src += "; pretraining is skipped (a cached float model fits)"
+        return f"{head} ({src})"
 
 
 def estimate_run(

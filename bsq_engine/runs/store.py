@@ -30,6 +30,7 @@ from bsq_engine.runs.schema import (
     StoreError,
     SweepNotFound,
     check_id,
+    clean_annotations,
     connect,
     decode_layer,
     decode_sweep,
@@ -263,6 +264,17 @@ class RunStore:
                 "UPDATE runs SET summary_json = ? WHERE run_id = ?",
                 (None if summary is None else dumps(summary), run_id),
             )
+
+    def annotate(self, run_id: str, *, name=None, tags=None, note=None) -> None:
+        """Rename a run, replace its tags or set its note; None leaves a field unchanged.
+        Any status: annotations are the user's, never the trainer's."""
+        values = clean_annotations(name, tags, note)
+        if not values:
+            return
+        sets = ", ".join(f"{col} = ?" for col in values)
+        with self._write() as conn:
+            self._status(conn, run_id)
+            conn.execute(f"UPDATE runs SET {sets} WHERE run_id = ?", (*values.values(), run_id))
 
     def delete_run(self, run_id: str) -> None:
         """Delete the run's rows and its folder (checkpoints, exports)."""
