@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+import dashboard.ui  # noqa: F401 - first: a fresh server's first run is routed (see the module)
 from bsq_engine.runs.export import COUNTING_CONVENTION
 from bsq_engine.runs.store import RunNotFound
 from dashboard.ui.accessors import ACTIVE, RunView, list_runs_frame, load_run_view
