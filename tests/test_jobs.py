@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -160,6 +162,19 @@ def test_progress_moves_within_an_epoch(manager, tiny_config):
     assert first[0]["progress"] == pytest.approx(1 / 8 / total)
     assert first[0]["eta_seconds"] is not None  # extrapolated before any epoch has ended
     assert progress[-1] == pytest.approx(1.0)
+
+
+def test_live_step_curve_is_thinned_evenly():
+    """The per-step curve stays small (copied on every tick) and evenly spaced."""
+    live = LiveBufferCallback()
+    live.STEP_POINTS = 4
+    trainer = types.SimpleNamespace(epoch=1)
+    for step in range(1, 41):
+        live.on_step_end(trainer, {"step": step, "stage": "bsq", "epoch": 1, "loss": 1 / step})
+    steps = [p["step"] for p in live.snapshot()["steps"]]
+    assert len(steps) < 2 * live.STEP_POINTS and steps[-1] >= 32
+    gaps = {b - a for a, b in itertools.pairwise(steps)}
+    assert len(gaps) == 1 and gaps.pop() == live._stride  # one stride: evenly spaced
 
 
 def test_live_buffer_snapshot_copies_and_eta():

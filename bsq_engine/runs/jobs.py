@@ -49,14 +49,21 @@ def default_torch_threads() -> int | None:
     return max(1, cores - 1) if cores <= 4 else None
 
 
+_STEP_KEYS = ("step", "stage", "epoch", "loss", "reg", "batch_acc", "lr")
+
+
 class LiveBufferCallback(Callback):
     """In-memory state of one running run, written by the worker, read by ``snapshot()``.
 
     Pages poll several times a second; reading this instead of SQLite keeps ticks cheap.
     Records are copied once on the way in and the lists again on the way out, so a
     snapshot never changes under its reader. On (re)start it loads the epochs already in
-    the store, so a resumed run's curves start where the checkpoint left them.
+    the store, so a resumed run's curves start where the checkpoint left them. ``steps`` is
+    a thinned per-step curve of this attempt (memory only: the store keeps epochs), so a
+    live chart has points long before the first epoch ends.
     """
+
+    STEP_POINTS = 256
 
     def __init__(self, store: RunStore | None = None, run_id: str = "", max_events: int = 200):
         self.store, self.run_id = store, run_id
@@ -65,6 +72,10 @@ class LiveBufferCallback(Callback):
         self._events: deque[dict] = deque(maxlen=max_events)
         self._layers: list[dict] = []
         self._step: dict | None = None
+        # Per-step curve of this attempt, thinned to at most 2 * STEP_POINTS points: when full,
+        # every other point goes and the stride doubles (evenly spaced, cheap to copy).
+        self._steps: list[dict] = []
+        self._stride = 1
         self._epoch_s: float | None = None  # moving average of real (not reused) epochs
         # Within-epoch progress from the last step: an epoch of a real dataset takes tens of
         # seconds on a CPU, so epoch-level progress alone would leave the bar still that long.
@@ -95,9 +106,17 @@ class LiveBufferCallback(Callback):
 
     def on_step_end(self, trainer, step) -> None:
         batch, batches = step.get("batch"), step.get("batches")
+        point = None
+        if step.get("step", 0) % self._stride == 0:
+            point = {k: step.get(k) for k in _STEP_KEYS}
+            point["time"] = time.time()
         with self._lock:
             self._step = dict(step)
             self._state["updated_at"] = time.time()
+            if point is not None:
+                self._steps.append(point)
+                if len(self._steps) >= 2 * self.STEP_POINTS:
+                    self._steps, self._stride = self._steps[1::2], self._stride * 2
             if batch and batches:
                 if batch == 1:  # the epoch began when this first step did
                     self._epoch_t0 = time.monotonic() - (step.get("step_ms") or 0.0) / 1000
@@ -134,6 +153,7 @@ class LiveBufferCallback(Callback):
             snap["layers"] = [_copy_layer(layer) for layer in self._layers]
             snap["events"] = [dict(e) for e in self._events]
             snap["step"] = None if self._step is None else dict(self._step)
+            snap["steps"] = [dict(p) for p in self._steps]
             epoch_s, frac, t0 = self._epoch_s, self._frac, self._epoch_t0
         total, done = snap["total_epochs"], snap["global_epoch"] + frac
         snap["progress"] = min(done / total, 1.0) if total else 0.0
@@ -239,7 +259,8 @@ class JobManager:
             state, live = (RunStatus.RUNNING if job.running else RunStatus.QUEUED), job.live
         if live is None:  # queued: no worker has taken it yet
             return {"run_id": run_id, "status": state, "progress": 0.0, "epochs": [],
-                    "layers": [], "events": [], "step": None, "eta_seconds": None}  # fmt: skip
+                    "layers": [], "events": [], "step": None, "steps": [],
+                    "eta_seconds": None}  # fmt: skip
         snap = live.snapshot()
         snap.update(run_id=run_id, status=state)
         return snap
