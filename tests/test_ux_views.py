@@ -1,0 +1,62 @@
+"""Pure views behind the daily-use features: run colours, lesson defaults, curve options."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dashboard.views import colors, curves, lesson_runs
+
+
+def test_colours_follow_creation_order_and_are_stable_across_subsets():
+    runs = pd.DataFrame({"run_id": [f"r{i}" for i in range(12)], "created_at": range(12)})
+    every = colors.run_colors(runs)
+    assert every["r0"] == every["r10"] == colors.PALETTE[0]  # the palette cycles
+    assert len({every[f"r{i}"] for i in range(10)}) == 10  # ten neighbours never share one
+    assert colors.run_colors(runs, ["r7", "r3"]) == {"r7": every["r7"], "r3": every["r3"]}
+    assert colors.run_color(runs, "gone") == colors.PALETTE[-1]
+
+
+def _run(run_id, method="bsq", bits=(8, 8), start=8):
+    return {"run_id": run_id, "method": method, "config": {"n_bits": start}, "name": run_id,
+            "model": "mlp", "dataset": "digits",
+            "summary": {"layers": [{"n_bits": b} for b in bits]}}  # fmt: skip
+
+
+def test_lesson_prefers_bsq_runs_that_dropped_planes():
+    newest_first = [_run("uniform", "uniform", (4, 4)), _run("flat"), _run("dropped", bits=(3, 8)),
+                    _run("older-dropped", bits=(5, 5))]  # fmt: skip
+    assert lesson_runs.lesson_order(newest_first) == ["dropped", "older-dropped", "flat",
+                                                      "uniform"]  # fmt: skip
+    assert lesson_runs.dropped_planes(newest_first[0]) == 0  # uniform: 4 < 8 is not a drop
+    assert "uniform baseline" in lesson_runs.lesson_label(newest_first[0])
+    assert "5 plane(s) dropped" in lesson_runs.lesson_label(newest_first[2])
+
+
+def test_ema_matches_tensorboard_smoothing():
+    values = [1.0, 2.0, float("nan"), 4.0]
+    out = curves.ema(values, 0.5)
+    assert out[0] == 1.0 and np.isnan(out[2])
+    assert out[1] == pytest.approx((0.25 * 1 + 0.5 * 2) / 0.75)  # debiased
+    assert out[3] == pytest.approx((0.125 * 1 + 0.25 * 2 + 0.5 * 4) / 0.875)
+
+
+def test_wall_clock_and_options():
+    epochs = pd.DataFrame({"global_epoch": [1, 2, 3], "seconds": [1.5, None, 2.0]})
+    assert curves.with_wall_clock(epochs)["wall"].tolist() == [1.5, 1.5, 3.5]
+    with pytest.raises(ValueError, match="smoothing must be in"):
+        curves.CurveOptions(smoothing=1.0)
+    with pytest.raises(ValueError, match="x must be one of"):
+        curves.CurveOptions(x="minutes")
+
+
+def test_step_chart_layers_raw_and_smoothed():
+    steps = [{"step": i, "stage": "bsq", "epoch": 1, "loss": 1 / i, "time": 100.0 + i}
+             for i in range(1, 30)]  # fmt: skip
+    frame = curves.step_frame(steps)
+    assert frame["wall"].iloc[0] == 0.0 and frame["wall"].iloc[-1] == 28.0
+    spec = curves.step_chart(frame, curves.CurveOptions("wall", 0.6, log_y=True)).to_dict()
+    assert len(spec["layer"]) == 2
+    assert spec["layer"][0]["encoding"]["y"]["scale"]["type"] == "log"
+    assert spec["layer"][0]["encoding"]["x"]["field"] == "wall"
