@@ -10,7 +10,7 @@ import streamlit as st
 
 from bsq_engine.runs.export import COUNTING_CONVENTION
 from bsq_engine.runs.store import RunNotFound
-from dashboard.ui.accessors import ACTIVE, RunView, list_runs_frame, load_run_view
+from dashboard.ui.accessors import ACTIVE, RunView, list_runs_frame, load_run_view, scheme_file
 from dashboard.ui.state import set_url_runs, store, url_runs
 from dashboard.views import compare as cp
 from dashboard.views import compare_charts as cc
@@ -74,7 +74,7 @@ def _comparison(run_ids: list[str], live: bool) -> None:
     row = st.container(horizontal=True)
     for label, view in zip(labels, views):
         row.download_button(
-            f"{label}: scheme.json", data=cp.scheme_file(db, view.run, _layers(view)),
+            f"{label}: scheme.json", data=scheme_file(db, view.run, _layers(view)),
             file_name=f"{view.run_id}-scheme.json", mime="application/json",
             key=f"compare-scheme-{view.run_id}", on_click="ignore", icon=":material/download:",
         )  # fmt: skip

@@ -9,11 +9,8 @@ from __future__ import annotations
 import streamlit as st
 
 from bsq_engine.core.quantize import quantized_layers
-from bsq_engine.runs.export import load_run_model
-from bsq_engine.runs.store import RunNotFound
-from bsq_engine.training.checkpoint import CheckpointError
 from bsq_engine.training.presets import make_config, preset_for
-from dashboard.ui.accessors import list_runs_frame, load_run_view
+from dashboard.ui.accessors import list_runs_frame, load_run_view, model_for_lesson
 from dashboard.ui.run_panel import render_run_panel
 from dashboard.ui.state import manager, set_url_run, store, url_run_id
 from dashboard.views import charts
@@ -97,25 +94,11 @@ def step_value(present: bool) -> None:
 
 
 # ---------------------------------------------------------------- steps 2 and 3
-@st.cache_resource(max_entries=4, show_spinner="Loading the model...")
-def _model(run_id: str | None, finished_at: float | None, home: str, fresh: str):
-    # finished_at keys the cache: a resumed and re-finished run has a new final model.
-    if run_id is not None:
-        try:
-            model, config, _ = load_run_model(store(), run_id)
-            return model, f"the final model of run **{run_id}** ({config.model})"
-        except (CheckpointError, RunNotFound, ValueError):
-            pass
-    return lesson.lesson_model(fresh, home)
-
-
 def _chosen_layer(run: dict | None, present: bool):
     fresh = "mlp"
     if run is None and not present:
         fresh = st.radio("Model", ["mlp", "lenet5"], horizontal=True, key="learn-model")
-    rid = run["run_id"] if run else None
-    model, source = _model(rid, run.get("finished_at") if run else None,
-                           str(store().home), fresh)  # fmt: skip
+    model, source = model_for_lesson(run, fresh)
     layers = dict(quantized_layers(model))
     st.caption(f"Weights: {source}.")
     name = st.selectbox("Layer", list(layers), key="learn-layer")

@@ -12,7 +12,7 @@ import streamlit as st
 
 from bsq_engine.runs.export import COUNTING_CONVENTION
 from bsq_engine.runs.sweep import sweep_progress
-from dashboard.ui.accessors import ACTIVE, list_runs_frame
+from dashboard.ui.accessors import ACTIVE, list_runs_frame, load_references
 from dashboard.ui.run_panel import render_run_panel
 from dashboard.ui.state import manager, store
 from dashboard.views import pareto as pp
@@ -61,7 +61,7 @@ def _frontier(model: str, dataset: str, x_mode: str, live: bool) -> None:
         st.rerun()  # once: every run ended, redraw the page without polling
     _sweep_progress(model, dataset)
     runs = pp.chart_runs(pair, {run_id: manager().snapshot(run_id) for run_id in active})
-    points, lines = pp.split_references(pp.load_references(), model, dataset)
+    points, lines = pp.split_references(load_references(), model, dataset)
     fig = pareto_chart(runs, x_mode, points if not points.empty else None)
     pp.add_published_marks(fig, lines, x_mode)
     pp.label_points(fig, runs)

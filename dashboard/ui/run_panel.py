@@ -41,6 +41,7 @@ _STAGE_LABELS = {
 
 def render_run_panel(run_id: str, *, key: str = "panel") -> None:
     """Show run ``run_id``; ``key`` prefixes element keys (one panel per key per page)."""
+    _start_warm_up()
     try:
         view = load_run_view(run_id)
     except RunNotFound:
@@ -278,7 +279,15 @@ def _warm_up() -> None:
         pass
 
 
-threading.Thread(target=_warm_up, name="bsq-chart-warm-up", daemon=True).start()
+_warm_up_started = threading.Event()
+
+
+def _start_warm_up() -> None:
+    """Warm the chart libraries once per process, from the first panel drawn (importing
+    this module never starts a thread)."""
+    if not _warm_up_started.is_set():
+        _warm_up_started.set()
+        threading.Thread(target=_warm_up, name="bsq-chart-warm-up", daemon=True).start()
 
 
 def format_duration(seconds: float | None) -> str:

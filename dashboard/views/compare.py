@@ -1,22 +1,22 @@
 """Pure helpers of the Compare page: labels, the summary frame, a run's scheme JSON.
 
-No Streamlit here, so the rules (what a uniform run's alpha shows, where a scheme comes
-from when a run cannot be exported) are unit-testable.
+No Streamlit, no store, no files here, so the rules (what a uniform run's alpha shows, what
+a scheme holds when a run cannot be exported) are unit-testable.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
-from bsq_engine.runs.export import COUNTING_CONVENTION, export_run
+from bsq_engine.runs.export import COUNTING_CONVENTION
 from dashboard.views.compare_charts import MISSING, summary_table
 
-__all__ = ["option_label", "run_labels", "scheme_file", "scheme_json", "summary_frame"]
+__all__ = ["option_label", "run_labels", "scheme_json", "summary_frame"]
 
 _SCHEME_KEYS = ("run_id", "name", "status", "model", "dataset", "method", "alpha", "accuracy",
                 "float_accuracy", "avg_bits", "compression")  # fmt: skip
@@ -61,23 +61,3 @@ def scheme_json(run: Mapping[str, Any], layers: Sequence[Mapping[str, Any]]) -> 
                         for layer in layers]  # fmt: skip
     scheme["config"] = run.get("config") or {}
     return json.dumps(scheme, indent=2).encode()
-
-
-def scheme_file(
-    store, run: Mapping[str, Any], layers: Sequence[Mapping[str, Any]]
-) -> Callable[[], bytes]:
-    """A callable for a deferred download: the exported ``scheme.json`` of a finished run
-    (written into its folder once), else the scheme from the stored summary."""
-
-    def _data() -> bytes:
-        if run.get("status") == "finished":
-            folder = store.run_dir(run["run_id"]) / "export"
-            try:
-                if not (folder / "scheme.json").exists():
-                    export_run(store, run["run_id"], folder)
-                return (folder / "scheme.json").read_bytes()
-            except Exception:  # no final checkpoint (e.g. records written without training)
-                pass
-        return scheme_json(run, layers)
-
-    return _data

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,12 +29,7 @@ from bsq_engine.core.functional import (
     to_bit_planes,
 )
 from bsq_engine.core.layers import BitLayer
-from bsq_engine.core.quantize import BSQConfig, prepare_bsq, quantized_layers
-from bsq_engine.data import get_dataset_info
-from bsq_engine.models import create_model
-from bsq_engine.runs.runner import cache_dir
-from bsq_engine.training.float_cache import FloatCache
-from bsq_engine.training.presets import make_config
+from bsq_engine.core.quantize import quantized_layers
 from dashboard.views.charts import TEMPLATE, style_figure
 
 __all__ = [
@@ -44,7 +38,6 @@ __all__ = [
     "bits_figure",
     "epoch_events",
     "layer_planes",
-    "lesson_model",
     "penalty_figure",
     "penalty_table",
     "plane_label",
@@ -160,29 +153,6 @@ def layer_planes(name: str, layer: nn.Module, max_side: int = 64) -> LayerPlanes
         return flat.permute(2, 0, 1)[:, :max_side, :max_side].numpy()  # (n, rows, cols)
 
     return LayerPlanes(name, n_bits, shape, _images(pos), _images(neg), density, norm, q.numel())
-
-
-LESSON_DATASET = "digits"
-
-
-def lesson_model(model_name: str = "mlp", home: Path | str | None = None) -> tuple[nn.Module, str]:
-    """A model converted to 8-bit planes for the lesson, and where its weights come from.
-
-    The float weights are the store's cached pretrained model of the preset (the one a
-    "Try it" run trains) when it exists, else a fresh initialisation.
-    """
-    info = get_dataset_info(LESSON_DATASET)
-    torch.manual_seed(0)
-    model = create_model(
-        model_name, in_channels=info.in_channels, num_classes=info.num_classes,
-        image_size=info.image_size,
-    )  # fmt: skip
-    source = f"a freshly initialised (untrained) {model_name}"
-    if home is not None:
-        hit = FloatCache(cache_dir(home)).load(make_config(model_name, LESSON_DATASET), model)
-        if hit is not None:
-            source = f"the pretrained float {model_name} of this store (test accuracy {hit[0]:.1%})"
-    return prepare_bsq(model, BSQConfig()), source
 
 
 def _layer_factors(model: nn.Module) -> list[dict[str, Any]]:

@@ -7,7 +7,6 @@ page stays a thin script and every rule here is unit-testable.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,18 +16,16 @@ import plotly.graph_objects as go
 from dashboard.views.frontier import REFERENCE_STYLE, XMode
 
 __all__ = [
-    "REFERENCE_PATH",
     "add_published_marks",
     "chart_runs",
     "frontier_table",
     "label_points",
-    "load_references",
+    "references_frame",
     "pair_options",
     "selected_run_id",
     "split_references",
 ]
 
-REFERENCE_PATH = Path(__file__).resolve().parents[2] / "assets" / "paper_reference.csv"
 REFERENCE_COLUMNS = [
     "label", "model", "dataset", "method", "compression", "avg_bits", "accuracy", "source",
 ]  # fmt: skip
@@ -93,9 +90,10 @@ def frontier_table(front: pd.DataFrame) -> pd.DataFrame:
     return front.reindex(columns=list(TABLE_COLUMNS)).rename(columns=TABLE_COLUMNS)
 
 
-def load_references(path: Path | str = REFERENCE_PATH) -> pd.DataFrame:
-    """Published figures; a missing accuracy stays NaN (the spec does not give it)."""
-    df = pd.read_csv(path).reindex(columns=REFERENCE_COLUMNS)
+def references_frame(raw: pd.DataFrame) -> pd.DataFrame:
+    """Published figures with the expected columns; a missing accuracy stays NaN (the spec
+    does not give it)."""
+    df = raw.reindex(columns=REFERENCE_COLUMNS)
     for col in ("compression", "avg_bits", "accuracy"):
         df[col] = pd.to_numeric(df[col], errors="coerce")
     return df
