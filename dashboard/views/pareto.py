@@ -20,8 +20,8 @@ __all__ = [
     "chart_runs",
     "frontier_table",
     "label_points",
-    "references_frame",
     "pair_options",
+    "references_frame",
     "selected_run_id",
     "split_references",
 ]
