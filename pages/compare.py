@@ -13,7 +13,6 @@ from bsq_engine.runs.store import RunNotFound
 from dashboard.ui.accessors import ACTIVE, RunView, list_runs_frame, load_run_view, scheme_file
 from dashboard.ui.state import set_url_runs, store, url_runs
 from dashboard.views import compare as cp
-from dashboard.views import compare_charts as cc
 from dashboard.views.charts import METRIC_LABELS
 
 LIVE_S = 2.0
@@ -48,22 +47,22 @@ def _comparison(run_ids: list[str], live: bool) -> None:
         return
     labels = cp.run_labels([v.run for v in views])
     layers = {label: _layers(v) for label, v in zip(labels, views)}
-    st.plotly_chart(cc.grouped_bits_chart(layers), key="compare-bits", width="stretch")
+    st.plotly_chart(cp.grouped_bits_chart(layers), key="compare-bits", width="stretch")
     max_bits = max(v.max_bits for v in views)
-    heat = cc.density_heatmaps({lb: v.layers for lb, v in zip(labels, views)}, max_bits)
+    heat = cp.density_heatmaps({lb: v.layers for lb, v in zip(labels, views)}, max_bits)
     st.plotly_chart(heat, key="compare-density", width="stretch")
     metric = st.segmented_control(
         "Curve", METRICS, format_func=lambda m: METRIC_LABELS.get(m, m), default="test_acc",
         required=True, key="compare-metric",
     )  # fmt: skip
     epochs = {lb: v.epochs for lb, v in zip(labels, views)}
-    st.plotly_chart(cc.overlay_curves(epochs, metric or "test_acc"), key="compare-curves",
+    st.plotly_chart(cp.overlay_curves(epochs, metric or "test_acc"), key="compare-curves",
                     width="stretch")  # fmt: skip
     st.subheader("Summary", anchor=False)
     st.caption("Highlighted rows differ between the runs.")
     summary = cp.summary_frame([v.run for v in views])
     st.dataframe(
-        cc.highlight_differences(summary),
+        cp.highlight_differences(summary),
         key="compare-summary",
         width="stretch",
         height=35 * (len(summary) + 1) + 3,

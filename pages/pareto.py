@@ -16,7 +16,6 @@ from dashboard.ui.accessors import ACTIVE, list_runs_frame, load_references
 from dashboard.ui.run_panel import render_run_panel
 from dashboard.ui.state import manager, store
 from dashboard.views import pareto as pp
-from dashboard.views.frontier import frontier_points, pareto_chart
 
 LIVE_S = 2.0
 X_LABELS = {"compression": "Compression", "avg_bits": "Average bits"}
@@ -62,7 +61,7 @@ def _frontier(model: str, dataset: str, x_mode: str, live: bool) -> None:
     _sweep_progress(model, dataset)
     runs = pp.chart_runs(pair, {run_id: manager().snapshot(run_id) for run_id in active})
     points, lines = pp.split_references(load_references(), model, dataset)
-    fig = pareto_chart(runs, x_mode, points if not points.empty else None)
+    fig = pp.pareto_chart(runs, x_mode, points if not points.empty else None)
     pp.add_published_marks(fig, lines, x_mode)
     pp.label_points(fig, runs)
     fig.update_layout(height=560)
@@ -79,7 +78,7 @@ def _frontier(model: str, dataset: str, x_mode: str, live: bool) -> None:
             f"accuracy. Source: {sources}."
         )
     st.caption(f"Counting convention: {COUNTING_CONVENTION} Click a point to open its run.")
-    front = frontier_points(runs, x_mode)
+    front = pp.frontier_points(runs, x_mode)
     finished = int((runs["status"] == "finished").sum())
     if finished < 2:
         st.info("A frontier needs at least two finished runs of this pair.")

@@ -19,7 +19,7 @@ from dashboard.views.charts import (
     events_table,
     loss_chart,
 )
-from dashboard.views.compare_charts import (
+from dashboard.views.compare import (
     density_heatmaps,
     differing_rows,
     grouped_bits_chart,
