@@ -16,6 +16,7 @@ __all__ = [
     "KEY_FLASH",
     "KEY_SWEEP_ID",
     "manager",
+    "page_setup",
     "pop_flash",
     "set_flash",
     "set_url_run",
@@ -92,3 +93,13 @@ def pop_flash() -> None:
     if flash:
         kind, message = flash
         getattr(st, kind, st.info)(message)
+
+
+def page_setup(title: str | None = None, caption: str | None = None) -> None:
+    """Every page's first call (the OpenMS template's anchor): its title and caption, then
+    the message a previous rerun left with ``set_flash``."""
+    if title:
+        st.title(title, anchor=False)
+    if caption:
+        st.caption(caption)
+    pop_flash()
