@@ -15,7 +15,7 @@ from bsq_engine.core.quantize import prepare_bsq, prepare_uniform, quantized_lay
 from dashboard.ui import accessors
 from dashboard.views import learn
 from dashboard.views import pareto as pp
-from dashboard.views.frames import layers_frame, runs_frame
+from dashboard.views.frames import layers_frame, runs_frame, snapshot_at
 
 
 @pytest.mark.parametrize(
@@ -99,7 +99,7 @@ def test_replay_frames_snapshots_and_events():
             for s, e, g in epochs for n in "ab"]  # fmt: skip
     df = layers_frame(rows)
     assert learn.replay_frames(df) == [3, 4, 5]
-    snap = learn.snapshot_at(df, 4)
+    snap = snapshot_at(df, 4)
     assert snap["name"].tolist() == ["a", "b"]
     events = [{"stage": "bsq", "epoch": 2, "layer": "a"}, {"stage": "bsq", "epoch": 1}]
     assert learn.epoch_events(events, snap) == [events[0]]

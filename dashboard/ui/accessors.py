@@ -23,7 +23,7 @@ from bsq_engine.data import get_dataset_info
 from bsq_engine.models import create_model
 from bsq_engine.runs.export import export_run, load_run_model
 from bsq_engine.runs.runner import cache_dir
-from bsq_engine.runs.status import RunStatus
+from bsq_engine.runs.status import ACTIVE, RunStatus
 from bsq_engine.runs.store import RunNotFound
 from bsq_engine.training.checkpoint import CheckpointError
 from bsq_engine.training.float_cache import FloatCache
@@ -32,7 +32,6 @@ from dashboard.ui.state import manager, store
 from dashboard.views import compare, frames, pareto
 
 __all__ = [
-    "ACTIVE",
     "RunView",
     "export_files",
     "lesson_model",
@@ -43,7 +42,6 @@ __all__ = [
     "scheme_file",
 ]
 
-ACTIVE = frozenset({"queued", "running"})
 _CACHE_TTL_S = 300
 
 

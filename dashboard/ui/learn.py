@@ -10,11 +10,13 @@ from __future__ import annotations
 import streamlit as st
 
 from bsq_engine.core.quantize import quantized_layers
+from bsq_engine.runs.status import RunStatus
 from bsq_engine.training.presets import make_config, preset_for
+from bsq_engine.units import format_bits, format_compression, format_pct
 from dashboard.ui.accessors import list_runs_frame, load_run_view, model_for_lesson
 from dashboard.ui.run_panel import render_run_panel
 from dashboard.ui.state import manager, set_url_run, store, url_run_id
-from dashboard.views import charts
+from dashboard.views import charts, frames
 from dashboard.views import learn as lesson
 
 __all__ = ["STEPS", "header", "init_state", "render_step"]
@@ -189,29 +191,29 @@ def _epoch_metrics(view, global_epoch: int) -> None:
         return
     row = rows.iloc[0]
     c1, c2, c3 = st.columns(3)
-    c1.metric("Test accuracy", f"{100 * row['test_acc']:.1f}%", border=True)
-    c2.metric("Average bits", f"{row['avg_bits']:.2f}", border=True)
-    c3.metric("Compression", f"{row['compression']:.1f}x", border=True)
+    c1.metric("Test accuracy", format_pct(row["test_acc"], digits=1), border=True)
+    c2.metric("Average bits", format_bits(row["avg_bits"]), border=True)
+    c3.metric("Compression", format_compression(row["compression"]), border=True)
 
 
 def _replay(run_id: str, playing: bool) -> None:
     view = load_run_view(run_id)
-    frames = lesson.replay_frames(view.snapshots)
-    if not frames:
+    epochs = lesson.replay_frames(view.snapshots)
+    if not epochs:
         st.info("This run has no layer snapshots yet (they start after pretraining).")
         return
-    _init("learn-frame", frames[0])
-    if st.session_state["learn-frame"] not in frames:
-        st.session_state["learn-frame"] = frames[0]
+    _init("learn-frame", epochs[0])
+    if st.session_state["learn-frame"] not in epochs:
+        st.session_state["learn-frame"] = epochs[0]
     if playing:
-        i = frames.index(st.session_state["learn-frame"])
-        if i + 1 >= len(frames):
+        i = epochs.index(st.session_state["learn-frame"])
+        if i + 1 >= len(epochs):
             st.session_state["learn-playing"] = False
             st.rerun()
-        st.session_state["learn-frame"] = frames[i + 1]
-    snap_of = {f: lesson.snapshot_at(view.snapshots, f) for f in frames}
+        st.session_state["learn-frame"] = epochs[i + 1]
+    snap_of = {f: frames.snapshot_at(view.snapshots, f) for f in epochs}
     epoch = st.select_slider(
-        "Epoch", frames, key="learn-frame",
+        "Epoch", epochs, key="learn-frame",
         format_func=lambda f: f"{snap_of[f]['stage'].iloc[0]} {snap_of[f]['epoch'].iloc[0]}",
     )  # fmt: skip
     snap = snap_of[epoch]
@@ -221,8 +223,8 @@ def _replay(run_id: str, playing: bool) -> None:
     start = int(view.config.get("n_bits") or 8)
     _plot(right, charts.bits_per_layer_chart(snap, start_bits=start), "learn-replay-bits")
     events = lesson.epoch_events(view.events, snap)
-    for event in events:
-        st.markdown(f":orange-badge[precision change] {charts.describe_event(event)}")
+    for event in events:  # the engine's own wording (PrecisionEvent.message)
+        st.markdown(f":orange-badge[precision change] {event.get('message', '')}")
     if not events:
         st.caption("No precision change at this epoch; they happen at re-quantization.")
 
@@ -276,7 +278,7 @@ FRESH = ""  # the run picker's "no run" choice (None would read as "nothing sele
 def _finished_run(present: bool, allow_none: bool) -> dict | None:
     """The lesson's run: ``?run=`` if it is finished, else the newest finished run; a picker
     (hidden in presentation mode) can change it, or choose a freshly converted model."""
-    runs = list_runs_frame(status="finished")
+    runs = list_runs_frame(status=RunStatus.FINISHED)
     ids = ([FRESH] if allow_none else []) + runs["run_id"].tolist()
     if ids in ([], [FRESH]):
         return None

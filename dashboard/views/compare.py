@@ -28,7 +28,7 @@ from dashboard.views.charts import (
     density_trace,
     style_figure,
 )
-from dashboard.views.frames import STAGES
+from dashboard.views.frames import stage_epochs
 
 __all__ = [
     "density_heatmaps",
@@ -132,7 +132,7 @@ def _num(value: Any, spec: str, suffix: str = "") -> str:
 
 def _epochs_per_stage(config: Mapping[str, Any]) -> str:
     """'pretrain 20 / bsq 350 / finetune 300' from the run config."""
-    parts = [f"{s} {config[f'{s}_epochs']}" for s in STAGES if f"{s}_epochs" in config]
+    parts = [f"{stage} {n}" for stage, n in stage_epochs(config).items()]
     return " / ".join(parts) or MISSING
 
 

@@ -44,7 +44,6 @@ __all__ = [
     "planes_figure",
     "replay_frames",
     "reweigh_table",
-    "snapshot_at",
     "value_bits",
 ]
 
@@ -196,12 +195,6 @@ def replay_frames(snapshots: pd.DataFrame) -> list[int]:
     if snapshots.empty:
         return []
     return sorted(int(e) for e in snapshots["global_epoch"].unique())
-
-
-def snapshot_at(snapshots: pd.DataFrame, global_epoch: int) -> pd.DataFrame:
-    """The layer rows of one snapshot, in layer order."""
-    rows = snapshots[snapshots["global_epoch"] == global_epoch]
-    return rows.sort_values("layer_index", kind="stable").reset_index(drop=True)
 
 
 def epoch_events(

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from bsq_engine.runs.status import RunStatus
 from dashboard.views.charts import style_figure
 
 __all__ = [
@@ -44,6 +45,7 @@ OTHER_STYLE = {"name": "other", "symbol": "diamond", "color": "#54A24B"}
 RUNNING_STYLE = {"symbol": "circle-open", "color": "#E45756"}
 REFERENCE_STYLE = {"symbol": "star", "color": "#B279A2"}
 FRONTIER_COLOR = "#7F7F7F"
+RUNNING = RunStatus.RUNNING.value  # the trace of running runs is named after their status
 
 
 def pareto_front(
@@ -96,15 +98,15 @@ def _run_trace(df: pd.DataFrame, x_mode: XMode, style: dict, name: str) -> go.Sc
 
 def _running_trace(df: pd.DataFrame, x_mode: XMode) -> go.Scatter:
     """Running runs: hollow rings labelled 'running' (their numbers are still moving)."""
-    trace = _run_trace(df, x_mode, RUNNING_STYLE, "running")
-    trace.update(mode="markers+text", text=["running"] * len(df), textposition="top center")
+    trace = _run_trace(df, x_mode, RUNNING_STYLE, RUNNING)
+    trace.update(mode="markers+text", text=[RUNNING] * len(df), textposition="top center")
     trace.marker.update(size=16, line={"width": 3, "color": RUNNING_STYLE["color"]})
     return trace
 
 
 def frontier_points(runs_df: pd.DataFrame, x_mode: XMode) -> pd.DataFrame:
     """Finished runs on the frontier, sorted along x (the order the line joins them)."""
-    done = runs_df[runs_df["status"] != "running"]
+    done = runs_df[runs_df["status"] != RunStatus.RUNNING]
     mask = pareto_front(done, x_mode, "accuracy_pct", maximize_x=(x_mode == "compression"))
     return done[mask].sort_values([x_mode, "accuracy_pct"])
 
@@ -139,7 +141,7 @@ def pareto_chart(
     if x_mode not in X_TITLES:
         raise ValueError(f"x_mode must be 'compression' or 'avg_bits', got {x_mode!r}")
     fig = style_figure(go.Figure(), "Pareto frontier", X_TITLES[x_mode], "Top-1 accuracy (%)")
-    running = runs_df["status"] == "running"
+    running = runs_df["status"] == RunStatus.RUNNING
     front = frontier_points(runs_df, x_mode)
     if not front.empty:
         fig.add_scatter(
@@ -164,7 +166,7 @@ def pareto_chart(
 REFERENCE_COLUMNS = [
     "label", "model", "dataset", "method", "compression", "avg_bits", "accuracy", "source",
 ]  # fmt: skip
-SHOWN = ("finished", "running")
+SHOWN = (RunStatus.FINISHED, RunStatus.RUNNING)
 TABLE_COLUMNS = {
     "name": "run", "method": "method", "alpha": "alpha", "bits": "bits per layer",
     "accuracy_pct": "accuracy (%)", "avg_bits": "average bits", "compression": "compression (x)",
@@ -176,7 +178,7 @@ def pair_options(runs_df: pd.DataFrame) -> pd.DataFrame:
     """(model, dataset, finished, total) per pair, the pair with most finished runs first."""
     if runs_df.empty:
         return pd.DataFrame(columns=["model", "dataset", "finished", "total"])
-    df = runs_df.assign(done=runs_df["status"] == "finished")
+    df = runs_df.assign(done=runs_df["status"] == RunStatus.FINISHED)
     grouped = df.groupby(["model", "dataset"], as_index=False).agg(
         finished=("done", "sum"), total=("run_id", "count")
     )
@@ -206,7 +208,7 @@ def chart_runs(
     df.loc[df["method"] == "uniform", "alpha"] = np.nan
     for run_id, snap in (snapshots or {}).items():
         epochs = (snap or {}).get("epochs") or []
-        mask = (df["run_id"] == run_id) & (df["status"] == "running")
+        mask = (df["run_id"] == run_id) & (df["status"] == RunStatus.RUNNING)
         if not epochs or not mask.any():
             continue
         acc = _latest(epochs, "test_acc")
@@ -281,7 +283,7 @@ def label_points(fig: go.Figure, runs: pd.DataFrame, traces=("BSQ", "uniform", "
     """Write each run's name next to its point, so a projected chart reads without hovering."""
     names = dict(zip(runs["run_id"], runs["name"]))
     for trace in fig.data:
-        if trace.name == "running" and trace.customdata is not None:
+        if trace.name == RUNNING and trace.customdata is not None:
             trace.update(text=[f"{names.get(rid, '')} (running)" for rid in trace.customdata])
         elif trace.name in traces and trace.customdata is not None:
             trace.update(
