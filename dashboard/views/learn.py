@@ -29,7 +29,7 @@ from bsq_engine.core.functional import (
     to_bit_planes,
 )
 from bsq_engine.core.layers import BitLayer
-from bsq_engine.core.quantize import quantized_layers
+from bsq_engine.core.quantize import memory_weights, quantized_layers
 from dashboard.views.charts import TEMPLATE, style_figure
 
 __all__ = [
@@ -154,19 +154,16 @@ def layer_planes(name: str, layer: nn.Module, max_side: int = 64) -> LayerPlanes
     return LayerPlanes(name, n_bits, shape, _images(pos), _images(neg), density, norm, q.numel())
 
 
-def _layer_factors(model: nn.Module) -> list[dict[str, Any]]:
-    layers = quantized_layers(model)
-    total = sum(layer.n_weights for _, layer in layers) or 1
-    return [
-        {"layer": name, "kind": layer.kind, "N_l": layer.n_weights, "n_l": layer.reported_bits,
-         "factor": layer.n_weights * layer.reported_bits / total}
-        for name, layer in layers
-    ]  # fmt: skip
-
-
 def reweigh_table(model: nn.Module) -> pd.DataFrame:
-    """Memory-aware reweighing: each layer's ``N_l * n_l / N`` and its share of the memory."""
-    df = pd.DataFrame(_layer_factors(model), columns=["layer", "kind", "N_l", "n_l", "factor"])
+    """Memory-aware reweighing: each layer's ``N_l * n_l / N`` (the regularizer's own
+    ``memory_weights``) and its share of the memory."""
+    layers = quantized_layers(model)
+    counts = [{"n_weights": layer.n_weights, "n_bits": layer.reported_bits} for _, layer in layers]
+    df = pd.DataFrame({
+        "layer": [name for name, _ in layers], "kind": [layer.kind for _, layer in layers],
+        "N_l": [c["n_weights"] for c in counts], "n_l": [c["n_bits"] for c in counts],
+        "factor": memory_weights(counts),
+    })  # fmt: skip
     bits = df["N_l"] * df["n_l"]
     df["memory share"] = bits / bits.sum() if bits.sum() else 0.0
     return df
