@@ -28,7 +28,7 @@ from dashboard.views.charts import (
     density_trace,
     style_figure,
 )
-from dashboard.views.frames import stage_epochs
+from dashboard.views.frames import shown_alpha, stage_epochs
 
 __all__ = [
     "density_heatmaps",
@@ -141,7 +141,7 @@ def _summary_column(run: Mapping[str, Any]) -> dict[str, str]:
     pct = {k: None if run.get(k) is None else run[k] * 100 for k in ("accuracy", "float_accuracy")}
     column = {
         "method": run.get("method") or MISSING,
-        "alpha": _num(run.get("alpha"), ".3g"),
+        "alpha": _num(shown_alpha(run), ".3g"),
         "accuracy": _num(pct["accuracy"], ".2f", "%"),
         "float accuracy": _num(pct["float_accuracy"], ".2f", "%"),
         "avg bits": _num(run.get("avg_bits"), ".3f"),
@@ -190,14 +190,9 @@ def option_label(row: Any) -> str:
     return f"{row.name} · {row.model}/{row.dataset} · {method} · {acc}"
 
 
-def _without_placeholder_alpha(run: Mapping[str, Any]) -> Mapping[str, Any]:
-    """A uniform run's stored alpha is an unused placeholder: treat it as missing."""
-    return run if run.get("method") == "bsq" else {**run, "alpha": None}
-
-
 def summary_frame(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """``summary_table`` with status, model and dataset rows on top."""
-    table = summary_table([_without_placeholder_alpha(r) for r in runs])
+    table = summary_table(runs)
     head = pd.DataFrame(
         [[r.get(k) for r in runs] for k in ("status", "model", "dataset")],
         index=["status", "model", "dataset"], columns=table.columns, dtype=object,
@@ -207,7 +202,7 @@ def summary_frame(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 
 def scheme_json(run: Mapping[str, Any], layers: Sequence[Mapping[str, Any]]) -> bytes:
     """The scheme as JSON from what the store keeps (no checkpoint needed)."""
-    scheme: dict[str, Any] = {k: _without_placeholder_alpha(run).get(k) for k in _SCHEME_KEYS}
+    scheme: dict[str, Any] = {k: run.get(k) for k in _SCHEME_KEYS} | {"alpha": shown_alpha(run)}
     for key, value in scheme.items():
         if isinstance(value, float) and not math.isfinite(value):
             scheme[key] = None

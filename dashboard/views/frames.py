@@ -167,6 +167,16 @@ def _duration(run: Mapping[str, Any]) -> float:
     return (end - start).total_seconds()
 
 
+def shown_alpha(run: Mapping[str, Any]) -> float | None:
+    """A run's alpha as shown: None (blank) for a uniform baseline, which has none. The
+    store keeps NULL for it; runs stored before that kept an unused placeholder.
+
+    >>> [shown_alpha({"method": m, "alpha": 0.2}) for m in ("uniform", "bsq")]
+    [None, 0.2]
+    """
+    return run.get("alpha") if run.get("method") == "bsq" else None
+
+
 def run_row(run: Mapping[str, Any]) -> dict[str, Any]:
     """Flatten one run dict into a table row (accuracy in %, scheme as '8/5/3')."""
     summary = run.get("summary") or {}
@@ -177,7 +187,7 @@ def run_row(run: Mapping[str, Any]) -> dict[str, Any]:
         "method": run.get("method"),
         "model": run.get("model"),
         "dataset": run.get("dataset"),
-        "alpha": run.get("alpha"),
+        "alpha": shown_alpha(run),
         "accuracy_pct": _percent(run.get("accuracy")),
         "float_accuracy_pct": _percent(run.get("float_accuracy")),
         "avg_bits": run.get("avg_bits"),

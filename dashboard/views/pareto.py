@@ -202,10 +202,9 @@ def chart_runs(
 
     A running run is placed by the latest epoch record of its live snapshot (accuracy,
     average bits, compression); without a snapshot the store's latest epoch already is in
-    the row. Uniform baselines carry no alpha (their stored alpha is the unused default).
+    the row.
     """
     df = runs_df[runs_df["status"].isin(SHOWN)].copy()
-    df.loc[df["method"] == "uniform", "alpha"] = np.nan
     for run_id, snap in (snapshots or {}).items():
         epochs = (snap or {}).get("epochs") or []
         mask = (df["run_id"] == run_id) & (df["status"] == RunStatus.RUNNING)
