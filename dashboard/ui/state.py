@@ -1,6 +1,8 @@
-"""App-wide state: the job manager, the run store, URL parameters and session keys.
+"""App-wide state: ``page_setup``, the job manager, the run store, URL parameters and
+session keys.
 
-Pages reach the engine only through ``manager()`` / ``store()``; run ids live in the URL
+Every page calls ``page_setup()`` first; ``dashboard.ui`` modules reach the engine through
+``manager()`` / ``store()`` (pages never import the engine). Run ids live in the URL
 (``?run=<id>`` for one run, ``?runs=a,b,c`` for a comparison) so reloads and shared links
 re-attach. Session-state keys are named here once so pages never collide.
 """
