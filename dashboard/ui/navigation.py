@@ -29,7 +29,7 @@ from pathlib import Path
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
-__all__ = ["ICON", "PAGES", "ensure_router", "router"]
+__all__ = ["ICON", "PAGES", "anchor", "ensure_router", "jump_to", "router"]
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Shipped with the app: a ``:material/...:`` page icon makes browsers fetch the favicon
@@ -88,3 +88,24 @@ def router() -> None:
         for page in pages:
             st.page_link(page, label=page.title, icon=page.icon, width="stretch")
     current.run()
+
+
+def anchor(name: str):
+    """A container to jump to (``jump_to(name)``); use it as ``with anchor("x"): ...``."""
+    return st.container(key=f"jump-{name}")
+
+
+# Retries until the target is drawn (its elements may arrive after this one), then scrolls.
+_JUMP_JS = """<script>(() => {{ let tries = 0; const go = () => {{
+  const el = document.querySelector('.st-key-jump-{name}');
+  if (el && el.getBoundingClientRect().height > 0) {{
+    el.scrollIntoView({{behavior: 'smooth', block: 'start'}}); return; }}
+  if (++tries < 60) setTimeout(go, 50); }}; go(); }})();</script>"""
+
+
+def jump_to(name: str) -> None:
+    """Scroll the page to ``anchor(name)``. Call it only in the run where the target
+    appeared (after Start training, a click on a point), not on every rerun."""
+    if not name.replace("-", "").isalnum():
+        raise ValueError(f"An anchor name is letters, digits and '-'; got {name!r}.")
+    st.html(_JUMP_JS.format(name=name), unsafe_allow_javascript=True)

@@ -8,11 +8,13 @@ import streamlit as st
 from bsq_engine.runs.store import SweepNotFound
 from bsq_engine.runs.sweep import start_sweep, sweep_progress
 from dashboard.ui import state, widgets
+from dashboard.ui.navigation import anchor, jump_to
 from dashboard.ui.run_panel import render_run_panel
 
 __all__ = ["run_form", "sweep_section", "watched_run"]
 
 SWEEP_POLL_S = 2.0
+_JUMP = "train.jump_to_panel"  # set by Start: scroll to the run panel once it is drawn
 
 
 def _start_run() -> None:
@@ -27,6 +29,7 @@ def _start_run() -> None:
         st.error(f"Could not queue the run: {exc} Reload the page and try again.")
         return
     state.set_url_run(run_id)
+    st.session_state[_JUMP] = True  # the panel is below the form: bring it into view
 
 
 def run_form() -> bool:
@@ -52,17 +55,18 @@ def _start_sweep(kwargs: dict) -> None:
     except (ValueError, RuntimeError) as exc:
         st.error(f"Cannot start this sweep: {exc}", icon=":material/error:")
         return
-    st.session_state[state.KEY_SWEEP_ID] = sweep_id
+    state.set_url_sweep(sweep_id)
     run_ids = sweep_progress(state.store(), sweep_id)["run_ids"]
     if run_ids:  # watch the first run below while the rest wait in the queue
         state.set_url_run(run_ids[0])
+        st.session_state[_JUMP] = True
 
 
 def _sweep_progress(sweep_id: str) -> dict | None:
     try:
         return sweep_progress(state.store(), sweep_id)
     except SweepNotFound:  # deleted meanwhile
-        st.session_state.pop(state.KEY_SWEEP_ID, None)
+        state.set_url_sweep(None)
         return None
 
 
@@ -98,7 +102,7 @@ def sweep_section(dataset_ok: bool) -> None:
         st.error(f"Cannot start this sweep: {exc}", icon=":material/error:")
     if sweep_kwargs:
         _start_sweep(sweep_kwargs)
-    if sweep_id := st.session_state.get(state.KEY_SWEEP_ID):
+    if sweep_id := state.url_sweep_id():
         _show_sweep(sweep_id)
 
 
@@ -107,7 +111,10 @@ def watched_run() -> None:
     run_id = state.url_run_id()
     if run_id:
         st.divider()
-        render_run_panel(run_id, key="train")
+        with anchor("train-panel"):
+            render_run_panel(run_id, key="train")
+        if st.session_state.pop(_JUMP, False):
+            jump_to("train-panel")
     else:
         st.info(
             "Pick a model and dataset, keep the preset alpha for a first try, and press "
