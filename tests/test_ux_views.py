@@ -60,3 +60,22 @@ def test_step_chart_layers_raw_and_smoothed():
     assert len(spec["layer"]) == 2
     assert spec["layer"][0]["encoding"]["y"]["scale"]["type"] == "log"
     assert spec["layer"][0]["encoding"]["x"]["field"] == "wall"
+
+
+def test_epoch_curves_take_options_and_keep_whole_epochs():
+    from dashboard.views import charts
+
+    epochs = pd.DataFrame({
+        "global_epoch": [1, 2, 3, 4], "stage": ["pretrain", "pretrain", "bsq", "bsq"],
+        "train_loss": [2.0, 1.0, 1.5, 0.5], "test_loss": [2.1, 1.1, 1.6, 0.6],
+        "seconds": [1.0, 1.0, 2.0, 2.0],
+    })  # fmt: skip
+    spec = charts.loss_chart(epochs).to_dict()
+    assert spec["layer"][0]["encoding"]["x"]["axis"]["tickMinStep"] == 1
+    wall = charts.loss_chart(epochs, curves.CurveOptions("wall", 0.5, log_y=True)).to_dict()
+    raw, smoothed = wall["layer"][:2]
+    assert raw["encoding"]["x"]["field"] == "wall" and raw["mark"]["opacity"] == 0.3
+    assert smoothed["encoding"]["y"]["field"] == "smoothed"
+    assert raw["encoding"]["y"]["scale"]["type"] == "log"
+    starts = charts._stage_starts(epochs, "wall")
+    assert starts["x"].tolist() == [2.0] and starts["stage"].tolist() == ["bsq"]

@@ -57,9 +57,13 @@ def ema(values: Sequence[float], weight: float) -> np.ndarray:
 
 
 def with_wall_clock(epochs_df: pd.DataFrame) -> pd.DataFrame:
-    """Epoch rows plus ``wall``: seconds of training so far at the end of each epoch."""
+    """Epoch rows plus ``wall`` and ``wall_start``: seconds of training so far at the end
+    and at the start of each epoch (rows in training order)."""
     df = epochs_df.copy()
-    df["wall"] = pd.to_numeric(df.get("seconds"), errors="coerce").fillna(0.0).cumsum()
+    raw = df["seconds"] if "seconds" in df else pd.Series(0.0, index=df.index)
+    seconds = pd.to_numeric(raw, errors="coerce").fillna(0.0)
+    df["wall"] = seconds.cumsum()
+    df["wall_start"] = df["wall"] - seconds
     return df
 
 
