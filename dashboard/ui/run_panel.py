@@ -9,7 +9,6 @@ ends, the fragment calls ``st.rerun()`` once and the page shows the static, fini
 from __future__ import annotations
 
 import threading
-import time
 
 import streamlit as st
 
@@ -19,6 +18,7 @@ from bsq_engine.runs.store import RunNotFound
 from bsq_engine.training.config import Stage
 from bsq_engine.units import format_bits, format_compression, format_duration, format_pct, is_number
 from dashboard.ui.accessors import RunView, export_files, load_run_view
+from dashboard.ui.run_charts import render_charts, vega_spec
 from dashboard.ui.state import manager, store
 from dashboard.views import charts, frames
 
@@ -33,8 +33,12 @@ STATUS_COLORS = {
 EXPORT_NAMES = (
     "scheme.json", "metrics.csv", "layers.csv", "quantized.safetensors", "float_model.safetensors",
 )  # fmt: skip
-_FIGURES = "run_panel.figures"  # session state: {panel key: (signature, figures, when, cost)}
-_MIN_REBUILD_S, _MAX_REBUILD_S = 2.0, 6.0
+REGULARIZER_HELP = (
+    "alpha x R, added to the cross-entropy in the training loss, so it is in the same unit "
+    "(nats), averaged over the last BSQ epoch's steps. R sums each bit plane's L2 norm, "
+    "weighted by the layer's share of the memory (N_l n_l / N); it falls as planes empty "
+    "and is large at the start of BSQ, when all 8 planes of every layer are still dense."
+)
 _STAGE_LABELS = {
     Stage.PRETRAIN: "Pretraining (float)", Stage.BSQ: "BSQ training",
     Stage.QAT: "Quantized training", Stage.FINETUNE: "Finetuning", Stage.DONE: "Final evaluation",
@@ -76,7 +80,7 @@ def _render(view: RunView, key: str) -> None:
     _tiles(view)
     if view.status == RunStatus.FINISHED:
         _downloads(view, key)
-    _charts(view, key)
+    render_charts(view, key)
 
 
 def _header(view: RunView) -> None:
@@ -106,7 +110,10 @@ def _progress(view: RunView, key: str) -> None:
     if view.status == RunStatus.QUEUED:
         text = "Queued: waits for a free worker (runs start one after another)."
     else:
+        epoch = snap.get("epoch_in_progress") or epoch  # the epoch being trained right now
         text = f"{_STAGE_LABELS.get(stage, stage)} · epoch {epoch} of {per_stage.get(stage, '?')}"
+        if snap.get("step_in_epoch") and snap.get("steps_in_epoch"):
+            text += f" · step {snap['step_in_epoch']} of {snap['steps_in_epoch']}"
         text += f" · {progress:.0%}"
         eta = snap.get("eta_seconds")
         if is_number(eta):
@@ -137,8 +144,14 @@ def _outcome(view: RunView) -> None:
         st.error(f"This run failed: {_clean_error(run.get('error'))}")
         st.caption("Change the settings and start a new run, or resume it from the Runs page.")
     elif status in (RunStatus.STOPPED, RunStatus.INTERRUPTED):
-        reason = _clean_error(run.get("error")) if run.get("error") else "It was stopped."
-        st.warning(f"This run did not finish. {reason} Resume it from the Runs page.")
+        if run.get("error"):
+            reason = _clean_error(run.get("error"))
+        elif status == RunStatus.STOPPED:
+            reason = "It was stopped."
+        else:
+            reason = "Its process ended before it finished."
+        advice = "" if "resume" in reason.lower() else " Resume it from the Runs page."
+        st.warning(f"This run did not finish. {reason}{advice}")
 
 
 def _tiles(view: RunView) -> None:
@@ -162,88 +175,13 @@ def _tiles(view: RunView) -> None:
         return
     bsq = view.epochs[view.epochs["stage"] == Stage.BSQ]
     reg = bsq["alpha_reg"].iloc[-1] if not bsq.empty else None
-    c4.metric("Regularizer (alpha·R)", f"{reg:.4g}" if is_number(reg) else "—", border=True,
-              help="Bit-level group Lasso times alpha, last BSQ epoch.")  # fmt: skip
-
-
-def _figures(view: RunView, key: str) -> dict:
-    """The panel's figures, rebuilt only when an epoch, a snapshot or an event arrived.
-
-    Building them costs far more than re-sending them (Plotly templates, Altair schema
-    checks), and it competes with the training thread for the GIL. So while a run is live,
-    a rebuild waits at least ``_MIN_REBUILD_S`` (or 3x the last build's time) and ticks in
-    between re-send the previous figures; the progress bar and tiles still move every tick.
-    """
-    ep, layers = view.epochs, view.layers
-    signature = (
-        view.run_id, view.status, len(ep), int(ep["global_epoch"].max()) if len(ep) else 0,
-        int(layers["global_epoch"].max()) if len(layers) else -1, len(view.events),
+    ce = bsq["train_loss"].iloc[-1] if not bsq.empty else None
+    share = reg / (reg + ce) if is_number(reg) and is_number(ce) and reg + ce > 0 else None
+    c4.metric(
+        "Regularizer alpha·R (nats)", f"{reg:.4g}" if is_number(reg) else "—",
+        f"{share:.0%} of the training loss" if share is not None else None,
+        delta_color="off", border=True, help=REGULARIZER_HELP,
     )  # fmt: skip
-    cache = st.session_state.setdefault(_FIGURES, {})
-    if key in cache:
-        old, figures, built_at, cost = cache[key]
-        wait = min(max(_MIN_REBUILD_S, 3 * cost), _MAX_REBUILD_S)
-        first_data = (old[2] == 0 and len(ep)) or (old[4] == -1 and len(layers))
-        if not view.active or old[0] != view.run_id or first_data:
-            wait = 0.0  # a finished run, another run, or the first curve / first bars
-        if old == signature or time.monotonic() - built_at < wait:
-            return figures
-    started = time.monotonic()
-    start_bits = int(view.config.get("n_bits") or 8)
-    figures = {
-        "bits": charts.bits_per_layer_chart(layers, start_bits=start_bits),
-        "density": charts.density_heatmap(layers, view.max_bits),
-    }
-    if len(ep):
-        figures["loss"] = _vega_spec(charts.loss_chart(ep))
-        figures["acc"] = _vega_spec(charts.accuracy_chart(ep))
-    if len(ep) and ep["avg_bits"].notna().any():
-        figures["avg"] = _vega_spec(charts.bits_chart(ep))
-    cache[key] = (signature, figures, time.monotonic(), time.monotonic() - started)
-    return figures
-
-
-def _vega_spec(chart) -> dict:
-    """Altair chart -> Vega-Lite dict, once per rebuild (``st.altair_chart`` would convert
-    and validate it again on every tick). Altair's default 300 px view size is dropped, as
-    ``st.altair_chart`` does, so the chart fills its column."""
-    spec = chart.to_dict()
-    view = spec.get("config", {}).get("view", {})
-    for size in ("continuousWidth", "continuousHeight"):
-        view.pop(size, None)
-    return spec
-
-
-def _charts(view: RunView, key: str) -> None:
-    figures = _figures(view, key)
-    left, right = st.columns(2)
-    left.plotly_chart(figures["bits"], key=f"{key}-bits", width="stretch")
-    right.plotly_chart(figures["density"], key=f"{key}-density", width="stretch")
-    if "loss" not in figures:
-        st.info("Curves appear after the first epoch.")
-        return
-    left, right = st.columns(2)
-    left.vega_lite_chart(spec=figures["loss"], key=f"{key}-loss", width="stretch")
-    right.vega_lite_chart(spec=figures["acc"], key=f"{key}-acc", width="stretch")
-    left, right = st.columns(2)
-    if "avg" in figures:
-        left.vega_lite_chart(spec=figures["avg"], key=f"{key}-avg", width="stretch")
-    else:
-        left.info("Average bits and compression are measured from the BSQ stage on.")
-    with right:
-        _events(view, key)
-
-
-def _events(view: RunView, key: str) -> None:
-    st.markdown("**Precision changes**")
-    if not view.events:
-        every = view.config.get("requant_interval")
-        st.caption(
-            f"None yet: layers change precision at re-quantization (every {every} BSQ epochs)."
-        )
-        return
-    table = charts.events_table(view.events)[["stage", "epoch", "change"]]
-    st.dataframe(table, key=f"{key}-events", hide_index=True, width="stretch")
 
 
 def _downloads(view: RunView, key: str) -> None:
@@ -276,7 +214,7 @@ def _warm_up() -> None:
         epochs = frames.epochs_frame([{"stage": Stage.PRETRAIN, "epoch": 1, "global_epoch": 1}])
         charts.bits_per_layer_chart(frames.layers_frame([]), start_bits=8).to_json()
         charts.density_heatmap(frames.layers_frame([]), 8).to_json()
-        _vega_spec(charts.loss_chart(epochs))
+        vega_spec(charts.loss_chart(epochs))
     except Exception:  # only an optimisation: never let it break an import
         pass
 
