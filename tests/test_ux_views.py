@@ -79,3 +79,21 @@ def test_epoch_curves_take_options_and_keep_whole_epochs():
     assert raw["encoding"]["y"]["scale"]["type"] == "log"
     starts = charts._stage_starts(epochs, "wall")
     assert starts["x"].tolist() == [2.0] and starts["stage"].tolist() == ["bsq"]
+
+
+def test_uniform_planes_sit_at_their_place_values():
+    from dashboard.ui.accessors import RunView
+    from dashboard.views import frames
+
+    row = {"name": "fc1", "n_bits": 4, "n_weights": 10, "density": [0.5] * 4, "stage": "qat",
+           "group_norm": [1.0] * 4, "msb_offset": 0, "global_epoch": 3, "epoch": 1}  # fmt: skip
+    config = {"uniform_bits": 4, "max_bits": 8}
+    view = RunView(run={"run_id": "u", "method": "uniform", "status": "finished",
+                        "config": config}, epochs=frames.epochs_frame([]),
+                   layers=frames.layers_frame([row]))  # fmt: skip
+    assert view.max_bits == 4  # its own grid: b3..b0, no "dropped" cells
+    placed = view.layers_in_grid(8)  # next to an 8-bit BSQ run: the LSB end
+    assert frames.planes_long(placed, 8)["plane"].tolist() == ["b3", "b2", "b1", "b0"]
+    bsq = RunView(run={"run_id": "b", "method": "bsq", "status": "finished", "config": config},
+                  epochs=frames.epochs_frame([]), layers=frames.layers_frame([row]))  # fmt: skip
+    assert bsq.max_bits == 8 and bsq.layers_in_grid(8)["msb_offset"].tolist() == [0]
