@@ -50,7 +50,7 @@ class Estimate:
         else:
             src = f"{self.epochs} measured epochs of {self.runs} earlier run(s) on this machine"
         if self.pretrain_cached:
-            src += "; pretraining is skipped (a cached float model fits)"
+            src += "; pretraining skipped: a cached float model fits"
         return f"{head} ({src})"
 
 

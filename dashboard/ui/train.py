@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from bsq_engine.runs.estimate import estimate_run
 from bsq_engine.runs.store import SweepNotFound
 from bsq_engine.runs.sweep import start_sweep, sweep_progress
 from dashboard.ui import state, widgets
@@ -14,6 +15,11 @@ from dashboard.ui.run_panel import render_run_panel
 __all__ = ["run_form", "sweep_section", "watched_run"]
 
 SWEEP_POLL_S = 2.0
+ESTIMATE_HELP = (
+    "Measured from earlier runs in this store on this machine with the same model, dataset, "
+    "batch size and precision settings (alpha does not change the cost). Other load on the "
+    "machine changes it."
+)
 _JUMP = "train.jump_to_panel"  # set by Start: scroll to the run panel once it is drawn
 
 
@@ -32,6 +38,20 @@ def _start_run() -> None:
     st.session_state[_JUMP] = True  # the panel is below the form: bring it into view
 
 
+def _time_estimate() -> None:
+    """How long these settings take here: measured from this store, never a typed claim."""
+    try:
+        config = widgets.build_config(widgets.form_values())
+    except ValueError:
+        return  # the start button reports what is wrong with the settings
+    found = estimate_run(state.store(), config)
+    if found is None:
+        st.caption("No run with these settings has trained on this machine yet: the first "
+                   "one measures how long they take.", help=ESTIMATE_HELP)  # fmt: skip
+    else:
+        st.caption(f"Expected duration: {found.describe()}.", help=ESTIMATE_HELP)
+
+
 def run_form() -> bool:
     """Model, dataset, method, alpha and advanced settings, and the start button; returns
     whether the chosen dataset is on disk (the sweep needs it too)."""
@@ -40,6 +60,7 @@ def run_form() -> bool:
     if st.session_state[widgets.KEY("method")] == "bsq":
         widgets.alpha_controls()
     widgets.advanced_settings()
+    _time_estimate()
     start = st.button(
         "Start training", type="primary", icon=":material/play_arrow:", disabled=not dataset_ok,
         help=None if dataset_ok else "Get the dataset first (see above).",
