@@ -30,21 +30,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from bsq_engine.core.quantize import (
-    apply_layer_meta_,
-    bit_report,
-    prepare_bsq,
-    prepare_uniform,
-    quantized_layers,
-    scheme_summary,
-    to_fixed_,
-)
-from bsq_engine.data import get_dataset_info, load_dataset
-from bsq_engine.models import create_model
-from bsq_engine.runs.runner import checkpoint_path
+from bsq_engine.core.quantize import bit_report, quantized_layers, scheme_summary
+from bsq_engine.runs.paths import checkpoint_path
 from bsq_engine.training.checkpoint import CheckpointError, load_checkpoint
 from bsq_engine.training.config import RunConfig, Stage
-from bsq_engine.training.trainer import build_model
+from bsq_engine.training.run_model import build_model, model_from_checkpoint, shape_of
 
 __all__ = [
     "COUNTING_CONVENTION",
@@ -123,23 +113,6 @@ def unpack_bits(packed: torch.Tensor, n_bits: int, numel: int) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- loading a run
-def _dataset_info(config: RunConfig):
-    """The run dataset's ``DatasetInfo``, without loading the data when the registry knows
-    its shapes (a user's image folder is only known once loaded)."""
-    if config.dataset == "imagefolder":
-        return load_dataset(config.dataset, config.data_root, False, 1, 1).info
-    return get_dataset_info(config.dataset)
-
-
-def _model_args(info) -> dict:
-    """The shape arguments of ``create_model`` (kept in the export's metadata)."""
-    return {
-        "in_channels": info.in_channels,
-        "num_classes": info.num_classes,
-        "image_size": info.image_size,
-    }
-
-
 def load_run_model(store, run_id: str) -> tuple[nn.Module, RunConfig, dict]:
     """The model of a run's final checkpoint (stage ``done``), on the CPU, in eval mode.
 
@@ -155,7 +128,7 @@ def load_run_model(store, run_id: str) -> tuple[nn.Module, RunConfig, dict]:
             f"`python -m bsq_engine resume {run_id}` and export it once finished."
         )
     config = RunConfig.from_dict(meta["config"])
-    model = build_model(config, _dataset_info(config), tensors, meta)
+    model = model_from_checkpoint(config, shape_of(config), tensors, meta)
     return model.eval(), config, meta
 
 
@@ -282,7 +255,7 @@ def export_run(store, run_id: str, out_dir: str | Path) -> dict:
     _write_csv(files["layers"], _layer_rows(model, config))
     tensors, layers = _quantized_tensors(model)
     header = {"format": EXPORT_FORMAT, "run_id": run_id, "config": config.to_dict(),
-              "model_args": _model_args(_dataset_info(config)), "layers": layers}  # fmt: skip
+              "model_args": shape_of(config), "layers": layers}  # fmt: skip
     _save(files["quantized"], tensors, {_META_KEY: json.dumps(header)})
     _save(files["float"], _float_tensors(model), {"run_id": run_id})
     mode = stat.S_IMODE(files["scheme"].stat().st_mode)  # the umask's choice for new files
@@ -329,12 +302,7 @@ def load_quantized(path: str | Path) -> nn.Module:
     """
     tensors, header = _read_export(Path(path).expanduser())
     config = RunConfig.from_dict(header["config"])
-    model = create_model(config.model, **header["model_args"])
-    if config.method == "bsq":
-        model = to_fixed_(prepare_bsq(model, config.bsq_config()))
-    else:
-        model = prepare_uniform(model, config.uniform_bits, config.bsq_config())
-    apply_layer_meta_(model, header["layers"])
+    model = build_model(config, header["model_args"], Stage.DONE, header["layers"])
     state = {}
     for name, info in header["layers"].items():
         q = unpack_bits(tensors.pop(f"{name}.qweight"), info["n_bits"], info["numel"])

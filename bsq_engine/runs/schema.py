@@ -172,13 +172,6 @@ _COLS = {"epochs": EPOCH_COLS, "steps": STEP_COLS, "layers": LAYER_COLS, "events
 _KEYS = {"epochs": ("stage", "epoch"), "steps": ("stage", "step"), "layers": ("name",),
          "events": ("stage", "epoch", "layer")}  # fmt: skip
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-# Mirrors config.Stage without importing it (the store stays stdlib-only); unknown sorts last.
-_STAGE_RANK = {"pretrain": 0, "bsq": 1, "qat": 1, "finetune": 2}  # qat: the uniform twin of bsq
-_SUMMARY_KEYS = ("accuracy", "float_accuracy", "avg_bits", "compression", "seconds")
-
-
-def stage_rank(stage: str) -> int:
-    return _STAGE_RANK.get(stage, len(_STAGE_RANK))
 
 
 def new_id() -> str:
@@ -243,49 +236,6 @@ def decode_layer(row: dict) -> dict:
     row["density"] = json.loads(row.pop("density_json") or "null")
     row["group_norm"] = json.loads(row.pop("group_norm_json") or "null")
     return row
-
-
-def downsample(rows: list, max_points: int) -> list:
-    """Evenly spaced picks that always keep the first and the last row."""
-    if max_points < 1:
-        raise ValueError(f"max_points must be at least 1, got {max_points}.")
-    n = len(rows)
-    if n <= max_points:
-        return rows
-    if max_points == 1:
-        return rows[-1:]
-    return [rows[round(i * (n - 1) / (max_points - 1))] for i in range(max_points)]
-
-
-def run_dict(conn: sqlite3.Connection, row: sqlite3.Row) -> dict:
-    """A runs row as a plain dict, plus the convenience keys of the summary (or live)."""
-    run = dict(row)
-    run["config"] = json.loads(run.pop("config_json"))
-    summary = run.pop("summary_json")
-    run["summary"] = None if summary is None else json.loads(summary)
-    source = run["summary"] if run["summary"] is not None else _live(conn, run["run_id"])
-    run.update({k: source.get(k) for k in _SUMMARY_KEYS})
-    return run
-
-
-def _live(conn: sqlite3.Connection, run_id: str) -> dict:
-    """Convenience keys of a run without summary, from its epoch rows so far."""
-    last = conn.execute(
-        "SELECT test_acc, avg_bits, compression FROM epochs WHERE run_id = ?"
-        " ORDER BY global_epoch DESC LIMIT 1",
-        (run_id,),
-    ).fetchone()
-    if last is None:
-        return {}
-    pre = conn.execute(
-        "SELECT test_acc FROM epochs WHERE run_id = ? AND stage = 'pretrain'"
-        " ORDER BY epoch DESC LIMIT 1",
-        (run_id,),
-    ).fetchone()
-    total = conn.execute("SELECT SUM(seconds) FROM epochs WHERE run_id = ?", (run_id,)).fetchone()
-    return {"accuracy": last["test_acc"], "float_accuracy": pre and pre["test_acc"],
-            "avg_bits": last["avg_bits"], "compression": last["compression"],
-            "seconds": total[0]}  # fmt: skip
 
 
 # -- orphans -------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Self
 
+from bsq_engine.runs.queries import downsample, run_dict
 from bsq_engine.runs.schema import (
     SCHEMA_VERSION,
     RunNotFound,
@@ -34,18 +35,16 @@ from bsq_engine.runs.schema import (
     decode_layer,
     decode_sweep,
     default_name,
-    downsample,
     dumps,
     enable_wal,
     migrate,
     new_id,
     orphan_reason,
-    run_dict,
-    stage_rank,
     table_rows,
     upsert_sql,
 )
 from bsq_engine.runs.status import ENDED, RunStatus, check_transition, parse_status
+from bsq_engine.training.config import stage_rank
 
 __all__ = [
     "ORPHAN_AFTER_S",

@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from bsq_engine.core.quantize import (
-    apply_layer_meta_,
     bit_report,
     layer_meta,
     prepare_bsq,
@@ -29,11 +28,11 @@ from bsq_engine.core.quantize import (
 )
 from bsq_engine.core.regularizer import bit_group_lasso, clip_planes_
 from bsq_engine.data import load_dataset
-from bsq_engine.models import create_model
 from bsq_engine.training.callbacks import Callback, CallbackList
 from bsq_engine.training.checkpoint import optimizer_tensors
 from bsq_engine.training.config import RunConfig, Stage
 from bsq_engine.training.float_cache import FloatCache
+from bsq_engine.training.run_model import build_model, model_from_checkpoint, model_shape
 
 __all__ = ["DivergenceError", "RunStopped", "Trainer", "resolve_device"]
 
@@ -52,30 +51,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but no CUDA GPU is visible; use 'cpu'.")
     return torch.device(name)
-
-
-def build_model(config: RunConfig, info, tensors: dict, meta: dict) -> nn.Module:
-    """Rebuild a run's model from a checkpoint ``(tensors, meta)``: right layer classes,
-    right number of planes per layer, then the saved weights. ``info``: the DatasetInfo."""
-    stage = Stage(meta["stage"])
-    torch.manual_seed(config.seed)
-    model = create_model(
-        config.model,
-        in_channels=info.in_channels,
-        num_classes=info.num_classes,
-        image_size=info.image_size,
-    )
-    if stage is not Stage.PRETRAIN:
-        if config.method == "bsq":
-            model = prepare_bsq(model, config.bsq_config())
-            if stage in (Stage.FINETUNE, Stage.DONE):
-                model = to_fixed_(model)
-        else:
-            model = prepare_uniform(model, config.uniform_bits, config.bsq_config())
-        apply_layer_meta_(model, meta["layers"])
-    state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    model.load_state_dict(state)
-    return model
 
 
 class Trainer:
@@ -106,18 +81,14 @@ class Trainer:
     # ----------------------------------------------------------------- set-up
     def _load_data(self):
         cfg = self.config
-        self.data = load_dataset(cfg.dataset, cfg.data_root, False, cfg.max_train, cfg.max_test)
+        self.data = load_dataset(
+            cfg.dataset, cfg.data_root, download=False,
+            max_train=cfg.max_train, max_test=cfg.max_test,
+        )  # fmt: skip
         self.steps_per_epoch = math.ceil(len(self.data.train_y) / cfg.batch_size)
 
     def _new_model(self) -> nn.Module:
-        info = self.data.info
-        torch.manual_seed(self.config.seed)
-        return create_model(
-            self.config.model,
-            in_channels=info.in_channels,
-            num_classes=info.num_classes,
-            image_size=info.image_size,
-        ).to(self.device)
+        return build_model(self.config, model_shape(self.data.info)).to(self.device)
 
     def _build_optimizer(self) -> None:
         cfg = self.config
@@ -324,7 +295,8 @@ class Trainer:
 
     def _restore(self, checkpoint: tuple[dict, dict]) -> tuple[Stage, int]:
         tensors, meta = checkpoint
-        self.model = build_model(self.config, self.data.info, tensors, meta).to(self.device)
+        shape = model_shape(self.data.info)
+        self.model = model_from_checkpoint(self.config, shape, tensors, meta).to(self.device)
         self.stage, self.epoch = Stage(meta["stage"]), meta["epoch"]
         if self.stage is Stage.DONE:  # died after its final checkpoint: only finish remains
             self.stage = self.config.stages[-1]
