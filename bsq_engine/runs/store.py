@@ -2,7 +2,7 @@
 
 Layout under ``BSQ_HOME`` (default ``~/.bsq_explorer``)::
 
-    runs.db             runs, epochs, steps, layers, events, sweeps (see ``_schema.py``)
+    runs.db             runs, epochs, steps, layers, events, sweeps (see ``schema.py``)
     runs/<run_id>/      checkpoints and exports of one run
 
 Every connection belongs to one thread, so the training thread and the pages each hold their
@@ -24,25 +24,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Self
 
+from bsq_engine.runs.connection import RunNotFound, StoreError, SweepNotFound, connect, enable_wal
+from bsq_engine.runs.orphans import orphan_reason
 from bsq_engine.runs.queries import downsample, run_dict
-from bsq_engine.runs.schema import (
-    SCHEMA_VERSION,
-    RunNotFound,
-    StoreError,
-    SweepNotFound,
+from bsq_engine.runs.records import (
     check_id,
-    connect,
     decode_layer,
     decode_sweep,
     default_name,
     dumps,
-    enable_wal,
-    migrate,
     new_id,
-    orphan_reason,
     table_rows,
     upsert_sql,
 )
+from bsq_engine.runs.schema import SCHEMA_VERSION, migrate
 from bsq_engine.runs.status import ENDED, RunStatus, check_transition, parse_status
 from bsq_engine.training.config import stage_rank
 
