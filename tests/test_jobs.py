@@ -225,7 +225,7 @@ def test_readers_never_error_while_a_run_writes(manager, bsq_home, tiny_config):
             while run_id in manager.active_runs():
                 store.list_runs()
                 store.epochs(run_id)
-                store.steps(run_id, max_points=50)
+                store.events(run_id)
                 store.latest_layers(run_id)
                 manager.snapshot(run_id)
                 reads[0] += 1

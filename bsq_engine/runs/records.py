@@ -16,13 +16,13 @@ __all__ = [
     "EPOCH_COLS",
     "EVENT_COLS",
     "LAYER_COLS",
-    "STEP_COLS",
     "check_id",
     "decode_layer",
     "decode_sweep",
     "default_name",
     "dumps",
     "new_id",
+    "stored_alpha",
     "table_rows",
     "upsert_sql",
 ]
@@ -31,7 +31,6 @@ EPOCH_COLS = (
     "stage", "epoch", "global_epoch", "train_loss", "train_acc", "test_loss", "test_acc", "reg",
     "alpha_reg", "lr", "avg_bits", "compression", "seconds", "step_ms",
 )  # fmt: skip
-STEP_COLS = ("stage", "step", "epoch", "loss", "reg", "lr", "batch_acc", "step_ms")
 LAYER_COLS = (
     "stage", "epoch", "global_epoch", "layer_index", "name", "n_bits", "n_weights",
     "density_json", "group_norm_json", "msb_offset",
@@ -40,9 +39,8 @@ EVENT_COLS = (
     "stage", "epoch", "layer", "old_bits", "new_bits", "msb_dropped", "lsb_dropped", "grown",
     "message",
 )  # fmt: skip
-_COLS = {"epochs": EPOCH_COLS, "steps": STEP_COLS, "layers": LAYER_COLS, "events": EVENT_COLS}
-_KEYS = {"epochs": ("stage", "epoch"), "steps": ("stage", "step"), "layers": ("name",),
-         "events": ("stage", "epoch", "layer")}  # fmt: skip
+_COLS = {"epochs": EPOCH_COLS, "layers": LAYER_COLS, "events": EVENT_COLS}
+_KEYS = {"epochs": ("stage", "epoch"), "layers": ("name",), "events": ("stage", "epoch", "layer")}
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -83,6 +81,11 @@ def table_rows(run_id: str, records: list[dict], table: str) -> list[tuple]:
         if absent:
             raise ValueError(f"A {table} record needs {', '.join(absent)}; got {sorted(record)}.")
     return [(run_id, *(_scalar(r.get(c)) for c in _COLS[table])) for r in records]
+
+
+def stored_alpha(config: dict) -> float | None:
+    """The runs table's alpha: NULL for a uniform run, whose config alpha is unused."""
+    return float(config["alpha"]) if config["method"] == "bsq" else None
 
 
 def default_name(config: dict) -> str:

@@ -63,7 +63,14 @@ def _v0_to_v1(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v0_to_v1]
+def _v1_to_v2(conn: sqlite3.Connection) -> None:
+    """Drop ``steps`` (sampled every 5 steps, never shown: epochs carry the curves) and store
+    NULL as the alpha of uniform runs, which have none (it used to hold a placeholder)."""
+    conn.execute("DROP TABLE steps")
+    conn.execute("UPDATE runs SET alpha = NULL WHERE method = 'uniform'")  # frozen literal
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v0_to_v1, _v1_to_v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

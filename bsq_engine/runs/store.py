@@ -2,12 +2,12 @@
 
 Layout under ``BSQ_HOME`` (default ``~/.bsq_explorer``)::
 
-    runs.db             runs, epochs, steps, layers, events, sweeps (see ``schema.py``)
+    runs.db             runs, epochs, layers, events, sweeps (see ``schema.py``)
     runs/<run_id>/      checkpoints and exports of one run
 
 Every connection belongs to one thread, so the training thread and the pages each hold their
 own; WAL lets them read and write at the same time. Metric writes are upserts keyed by
-(run, stage, epoch|step), so a resumed run that re-writes an epoch never duplicates it.
+(run, stage, epoch), so a resumed run that re-writes an epoch never duplicates it.
 Record shapes are documented in ``docs/ARCHITECTURE.md``.
 """
 
@@ -26,7 +26,7 @@ from typing import Self
 
 from bsq_engine.runs.connection import RunNotFound, StoreError, SweepNotFound, connect, enable_wal
 from bsq_engine.runs.orphans import orphan_reason
-from bsq_engine.runs.queries import downsample, run_dict
+from bsq_engine.runs.queries import run_dict
 from bsq_engine.runs.records import (
     check_id,
     decode_layer,
@@ -34,6 +34,7 @@ from bsq_engine.runs.records import (
     default_name,
     dumps,
     new_id,
+    stored_alpha,
     table_rows,
     upsert_sql,
 )
@@ -53,7 +54,7 @@ __all__ = [
 ]
 
 ORPHAN_AFTER_S = 120.0  # a running run silent this long (another host) is presumed dead
-_METRIC_TABLES = ("epochs", "steps", "layers", "events")
+_METRIC_TABLES = ("epochs", "layers", "events")
 # Runs this process moved to `running`: the pid alone cannot tell us from a dead process whose
 # pid we inherited (containers restart with the same small pids).
 _OWNED: set[tuple[str, str]] = set()
@@ -155,7 +156,7 @@ class RunStore:
                 "INSERT INTO runs (run_id, name, status, method, model, dataset, alpha,"
                 " config_json, created_at, sweep_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (rid, name, status.value, config["method"], config["model"], config["dataset"],
-                 float(config["alpha"]), dumps(config), now, sweep_id),
+                 stored_alpha(config), dumps(config), now, sweep_id),
             )  # fmt: skip
             if status is RunStatus.RUNNING:
                 self._start(conn, rid, now)
@@ -249,15 +250,6 @@ class RunStore:
             )
         self._disown(run_id)
 
-    def set_summary(self, run_id: str, summary: dict | None) -> None:
-        """Replace the summary without touching the status (e.g. partial results of a stop)."""
-        with self._write() as conn:
-            self._status(conn, run_id)
-            conn.execute(
-                "UPDATE runs SET summary_json = ? WHERE run_id = ?",
-                (None if summary is None else dumps(summary), run_id),
-            )
-
     def delete_run(self, run_id: str) -> None:
         """Delete the run's rows and its folder (checkpoints, exports)."""
         with self._write() as conn:
@@ -306,10 +298,6 @@ class RunStore:
         """Upsert epoch records (one transaction); unknown keys are ignored."""
         self._upsert(run_id, "epochs", records)
 
-    def add_steps(self, run_id: str, records: list[dict]) -> None:
-        """Upsert sampled per-step records (one transaction)."""
-        self._upsert(run_id, "steps", records)
-
     def add_layers(
         self, run_id: str, stage: str, epoch: int, global_epoch: int, layers: list[dict]
     ) -> None:
@@ -346,12 +334,6 @@ class RunStore:
     def epochs(self, run_id: str) -> list[dict]:
         """Epoch rows of every stage, ordered by global epoch."""
         return self._rows("SELECT * FROM epochs WHERE run_id = ? ORDER BY global_epoch", run_id)
-
-    def steps(self, run_id: str, *, max_points: int | None = None) -> list[dict]:
-        """Sampled step rows in training order; ``max_points`` thins them evenly for charts."""
-        rows = self._rows("SELECT * FROM steps WHERE run_id = ?", run_id)
-        rows.sort(key=lambda r: (stage_rank(r["stage"]), r["step"]))
-        return rows if max_points is None else downsample(rows, max_points)
 
     def layer_snapshots(self, run_id: str) -> list[dict]:
         """Every layer row of every snapshot, density/group_norm decoded."""
