@@ -38,17 +38,20 @@ class Callback:
 
     def on_finish(self, trainer, summary: dict) -> None: ...
 
+    def on_teardown(self, trainer) -> None:
+        """Always last, whether the run finished, stopped or failed: release resources
+        (close a progress bar, a file) here rather than in ``on_finish``."""
 
-class CallbackList(Callback):
-    """Fans every hook out to a list of callbacks, in order."""
+
+class CallbackList:
+    """Fans a hook out to a list of callbacks, in order (minGPT's two-line trigger)."""
 
     def __init__(self, callbacks: list[Callback]):
         self.callbacks = callbacks
 
-    def __getattribute__(self, name):
-        if name.startswith("on_"):
-            return lambda *args: [getattr(c, name)(*args) for c in self.callbacks] and None
-        return super().__getattribute__(name)
+    def trigger(self, hook: str, *args) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(*args)
 
 
 class ProgressBarCallback(Callback):
@@ -79,8 +82,9 @@ class ProgressBarCallback(Callback):
         for event in events:
             self.bar.write(f"  {event['message']}", file=self.file)
 
-    def on_finish(self, trainer, summary) -> None:
-        self.bar.close()
+    def on_teardown(self, trainer) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 class CheckpointCallback(Callback):

@@ -100,19 +100,22 @@ class Trainer:
     # -------------------------------------------------------------- the loop
     def run(self, resume: tuple[dict, dict] | None = None) -> dict:
         """Run (or, given a loaded checkpoint ``(tensors, meta)``, continue) the pipeline."""
-        self._load_data()
-        position = self._restore(resume) if resume else None
-        self.callbacks.on_run_start(self)
-        for stage in self.config.stages:
-            if position and self._stage_index(stage) < self._stage_index(position[0]):
-                continue
-            resumed_mid_stage = position is not None and position[0] == stage
-            start_epoch = position[1] + 1 if resumed_mid_stage else 1
-            if not resumed_mid_stage:
-                self._enter_stage(stage)
-            self._run_stage(stage, start_epoch)
-            position = None
-        return self._finish()
+        try:
+            self._load_data()
+            position = self._restore(resume) if resume else None
+            self.callbacks.trigger("on_run_start", self)
+            for stage in self.config.stages:
+                if position and self._stage_index(stage) < self._stage_index(position[0]):
+                    continue
+                resumed_mid_stage = position is not None and position[0] == stage
+                start_epoch = position[1] + 1 if resumed_mid_stage else 1
+                if not resumed_mid_stage:
+                    self._enter_stage(stage)
+                self._run_stage(stage, start_epoch)
+                position = None
+            return self._finish()
+        finally:  # finished, stopped or failed: callbacks release what they hold
+            self.callbacks.trigger("on_teardown", self)
 
     def _stage_index(self, stage: Stage) -> int:
         return self.config.stages.index(Stage(stage))
@@ -129,18 +132,18 @@ class Trainer:
             self.model = to_fixed_(self.model)
         self.model.to(self.device)
         self._build_optimizer()
-        self.callbacks.on_stage_start(self, stage)
+        self.callbacks.trigger("on_stage_start", self, stage)
 
     def _run_stage(self, stage: Stage, start_epoch: int) -> None:
         if stage is Stage.PRETRAIN and start_epoch == 1 and self._load_pretrained():
-            self.callbacks.on_stage_end(self, stage)
+            self.callbacks.trigger("on_stage_end", self, stage)
             return
         for epoch in range(start_epoch, self.config.epochs_of(stage) + 1):
             self._run_epoch(stage, epoch)
         if stage is Stage.PRETRAIN:
             self.float_accuracy = self.evaluate()[1]
             self._save_pretrained()
-        self.callbacks.on_stage_end(self, stage)
+        self.callbacks.trigger("on_stage_end", self, stage)
 
     def _run_epoch(self, stage: Stage, epoch: int) -> None:
         self.epoch, self.global_epoch = epoch, self.global_epoch + 1
@@ -152,7 +155,7 @@ class Trainer:
         if stage is Stage.BSQ and self._requant_due(epoch):
             events = requantize_(self.model, self.config.max_bits, stage=stage.value, epoch=epoch)
             self._build_optimizer()  # resized tensors: momentum starts fresh (the reference)
-            self.callbacks.on_requantize(self, [e.to_dict() for e in events])
+            self.callbacks.trigger("on_requantize", self, [e.to_dict() for e in events])
         test_loss, test_acc = self.evaluate()
         record = {
             "stage": stage.value, "epoch": epoch, "global_epoch": self.global_epoch,
@@ -167,7 +170,7 @@ class Trainer:
             summary = scheme_summary(self.model)
             record.update(avg_bits=summary["avg_bits"], compression=summary["compression"])
             layers = bit_report(self.model, self.config.max_bits)
-        self.callbacks.on_epoch_end(self, record, layers)
+        self.callbacks.trigger("on_epoch_end", self, record, layers)
 
     def _requant_due(self, epoch: int) -> bool:
         last = self.config.epochs_of(Stage.BSQ)
@@ -201,7 +204,7 @@ class Trainer:
             totals["correct"] += correct
             totals["n"] += len(yb)
             totals["reg"] += reg_value * len(yb)
-            self.callbacks.on_step_end(self, {
+            self.callbacks.trigger("on_step_end", self, {
                 "stage": stage.value, "epoch": self.epoch, "step": self.global_step,
                 "loss": loss_value, "reg": reg_value, "lr": lr,
                 "batch_acc": correct / len(yb), "step_ms": step_ms[-1],
@@ -252,7 +255,7 @@ class Trainer:
             "seconds": self.elapsed_before + time.time() - self.started,
             "device": str(self.device), "layers": summary["layers"],
         }  # fmt: skip
-        self.callbacks.on_finish(self, result)
+        self.callbacks.trigger("on_finish", self, result)
         return result
 
     # ------------------------------------------------- float model reuse
@@ -267,7 +270,7 @@ class Trainer:
         for record in records:
             self.global_epoch = record["global_epoch"]
             self.epoch = record["epoch"]
-            self.callbacks.on_epoch_end(self, dict(record, reused=True), None)
+            self.callbacks.trigger("on_epoch_end", self, dict(record, reused=True), None)
         self.float_accuracy = self.evaluate()[1]
         return True
 
