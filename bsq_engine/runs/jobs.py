@@ -224,10 +224,7 @@ class JobManager:
             if job is None:
                 return None
             state, live = (RunStatus.RUNNING if job.running else RunStatus.QUEUED), job.live
-        if live is None:  # queued: no worker has taken it yet
-            return {"run_id": run_id, "status": state, "progress": 0.0, "epochs": [],
-                    "layers": [], "events": [], "step": None, "eta_seconds": None}  # fmt: skip
-        snap = live.snapshot()
+        snap = live.snapshot()  # every job has its buffer from the moment it is queued
         snap.update(run_id=run_id, status=state)
         return snap
 
