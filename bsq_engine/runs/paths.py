@@ -15,7 +15,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["cache_dir", "checkpoint_path", "error_log_path"]
+__all__ = ["cache_dir", "checkpoint_path", "db_path", "error_log_path", "run_folder"]
+
+
+def db_path(home: str | Path) -> Path:
+    """The store's SQLite file."""
+    return Path(home) / "runs.db"
+
+
+def run_folder(home: str | Path, run_id: str) -> Path:
+    """Checkpoints, exports and logs of one run (``RunStore.run_dir`` checks and creates it)."""
+    return Path(home) / "runs" / run_id
 
 
 def cache_dir(home: str | Path) -> Path:
