@@ -2,7 +2,6 @@
 
 import pytest
 from apptest_helpers import (
-    bsq_home,  # noqa: F401 - pytest fixture
     button,
     make_run,
     open_page,

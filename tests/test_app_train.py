@@ -4,7 +4,6 @@ import math
 
 import pytest
 from apptest_helpers import (
-    bsq_home,  # noqa: F401 - pytest fixture
     button,
     chart_titles,
     make_run,

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from shared import wait_for
 
 from bsq_engine.runs import jobs
 from bsq_engine.runs.jobs import JobManager, LiveBufferCallback, default_torch_threads, get_manager
@@ -53,13 +54,6 @@ def long_config(tiny_config):
 
 def epoch_keys(store, run_id):
     return [(r["stage"], r["epoch"]) for r in store.epochs(run_id)]
-
-
-def wait_for(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
 
 
 def test_start_returns_at_once_and_finishes(manager, tiny_config):

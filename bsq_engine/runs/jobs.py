@@ -26,7 +26,13 @@ from bsq_engine.runs.status import ACTIVE, RESUMABLE, RunStatus
 from bsq_engine.runs.store import RunStore, default_home
 from bsq_engine.training.config import RunConfig
 
-__all__ = ["TORCH_THREADS_ENV", "JobManager", "LiveBufferCallback", "get_manager"]
+__all__ = [
+    "TORCH_THREADS_ENV",
+    "JobManager",
+    "LiveBufferCallback",
+    "get_manager",
+    "release_manager",
+]
 
 TORCH_THREADS_ENV = "BSQ_TORCH_THREADS"
 
@@ -259,6 +265,16 @@ def get_manager(home=None) -> JobManager:
                 atexit.register(_shutdown_all)
             manager = _MANAGERS[key] = JobManager(key)
         return manager
+
+
+def release_manager(home, timeout: float = 10.0) -> None:
+    """Shut down the manager of ``home`` if this process made one (tests, a closing app);
+    the next :func:`get_manager` makes a fresh one."""
+    key = str(Path(home).expanduser().resolve())
+    with _MANAGERS_LOCK:
+        manager = _MANAGERS.pop(key, None)
+    if manager is not None:
+        manager.shutdown(timeout)
 
 
 def _shutdown_all() -> None:
