@@ -79,6 +79,7 @@ def test_a_running_run_compares_live(pair):
     assert "Bits per layer by run" in chart_titles(at)
 
 
+@pytest.mark.slow  # trains for seconds
 def test_scheme_from_summary_and_from_a_real_export(pair, bsq_home):
     store, _, uni = pair
     run = store.get_run(uni)

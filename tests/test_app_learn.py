@@ -49,6 +49,7 @@ def test_every_step_renders_without_runs(bsq_home, step):
         assert len(at.dataframe) == 2  # per-plane penalties, per-layer reweighing
 
 
+@pytest.mark.slow  # trains for seconds
 def test_steps_use_a_real_finished_run(bsq_home):
     run_id = train_run(bsq_home, alpha=0.3)
     for step in (2, 3):

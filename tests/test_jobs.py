@@ -162,6 +162,7 @@ def test_shutdown_stops_joins_and_is_idempotent(manager, tiny_config, long_confi
         manager.start(tiny_config)
 
 
+@pytest.mark.slow  # trains for seconds
 def test_orphan_of_a_dead_process_becomes_interrupted(bsq_home, tiny_config):
     # A bare package object skips bsq_engine/__init__ (torch, sklearn): the store is stdlib
     # only, and the child then starts in a fraction of a second.
@@ -182,6 +183,7 @@ def test_orphan_of_a_dead_process_becomes_interrupted(bsq_home, tiny_config):
     assert run["status"] == "interrupted" and "ended without finishing" in run["error"]
 
 
+@pytest.mark.slow  # trains for seconds
 def test_resume_continues_from_the_checkpoint(manager, tiny_config):
     config = tiny_config.replace(bsq_epochs=4, requant_interval=2)
     hits = OnStep(lambda step: step["epoch"] == 4 and manager.stop(run_id))
@@ -210,6 +212,7 @@ def test_resume_refuses_a_corrupt_checkpoint(manager, tiny_config):
     assert manager.status(run_id) == "stopped" and manager.active_runs() == []
 
 
+@pytest.mark.slow  # trains for seconds
 def test_readers_never_error_while_a_run_writes(manager, bsq_home, tiny_config):
     run_id = manager.start(tiny_config.replace(bsq_epochs=4))
     errors, reads = [], [0]
