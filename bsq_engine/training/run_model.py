@@ -10,6 +10,8 @@ then the saved tensors.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -17,8 +19,9 @@ from bsq_engine.core.quantize import apply_layer_meta_, prepare_bsq, prepare_uni
 from bsq_engine.data import get_dataset_info, load_dataset
 from bsq_engine.models import create_model
 from bsq_engine.training.config import RunConfig, Stage
+from bsq_engine.training.float_cache import FloatCache
 
-__all__ = ["build_model", "model_from_checkpoint", "model_shape", "shape_of"]
+__all__ = ["build_model", "model_from_checkpoint", "model_shape", "pretrained_model", "shape_of"]
 
 
 def model_shape(info) -> dict:
@@ -75,3 +78,13 @@ def model_from_checkpoint(config: RunConfig, shape: dict, tensors: dict, meta: d
     state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     model.load_state_dict(state)
     return model
+
+
+def pretrained_model(
+    config: RunConfig, shape: dict, cache_folder: str | Path
+) -> tuple[nn.Module, float | None]:
+    """The float model of ``config`` from the store's float cache (``runs.paths.cache_dir``)
+    with its test accuracy, or the seeded initialisation and ``None`` when none is cached."""
+    model = build_model(config, shape)
+    hit = FloatCache(cache_folder).load(config, model)
+    return model, None if hit is None else hit[0]
