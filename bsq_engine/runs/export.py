@@ -159,7 +159,7 @@ def _scheme(run: dict, model: nn.Module, config: RunConfig, meta: dict) -> dict:
         "model": config.model,
         "dataset": config.dataset,
         "method": config.method,
-        "alpha": config.alpha if config.method == "bsq" else None,
+        "alpha": config.used_alpha,
         "uniform_bits": config.uniform_bits if config.method == "uniform" else None,
         "act_bits": config.act_bits,
         "accuracy": run.get("accuracy"),

@@ -12,6 +12,8 @@ import re
 import time
 from typing import Any
 
+from bsq_engine.training.config import alpha_of
+
 __all__ = [
     "EPOCH_COLS",
     "EVENT_COLS",
@@ -85,7 +87,7 @@ def table_rows(run_id: str, records: list[dict], table: str) -> list[tuple]:
 
 def stored_alpha(config: dict) -> float | None:
     """The runs table's alpha: NULL for a uniform run, whose config alpha is unused."""
-    return float(config["alpha"]) if config["method"] == "bsq" else None
+    return alpha_of(config["method"], config["alpha"])
 
 
 def default_name(config: dict) -> str:

@@ -9,7 +9,15 @@ from dataclasses import dataclass, field
 
 from bsq_engine.core.quantize import BSQConfig
 
-__all__ = ["CONFIG_VERSION", "METHODS", "RunConfig", "Stage", "stage_rank", "stages_for"]
+__all__ = [
+    "CONFIG_VERSION",
+    "METHODS",
+    "RunConfig",
+    "Stage",
+    "alpha_of",
+    "stage_rank",
+    "stages_for",
+]
 
 CONFIG_VERSION = 1
 METHODS = ("bsq", "uniform")
@@ -43,6 +51,12 @@ def stage_rank(stage: str) -> int:
         if stage in order:
             return order.index(stage)
     return len(stages_for(METHODS[0]))
+
+
+def alpha_of(method: str, alpha: float) -> float | None:
+    """The alpha a run really uses: None for a uniform run, which has no regularizer (its
+    config still carries the field; the store, summaries and exports show NULL/None)."""
+    return float(alpha) if method == "bsq" else None
 
 
 def _positive(name: str, value, kind=int, allow_zero=False) -> None:
@@ -177,6 +191,11 @@ class RunConfig:
 
     def replace(self, **changes) -> RunConfig:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def used_alpha(self) -> float | None:
+        """``alpha``, or None for a uniform run (see :func:`alpha_of`)."""
+        return alpha_of(self.method, self.alpha)
 
     @property
     def stages(self) -> list[Stage]:

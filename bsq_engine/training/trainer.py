@@ -248,7 +248,7 @@ class Trainer:
         result = {
             "run_id": self.run_id, "model": cfg.model,
             "dataset": cfg.dataset, "method": cfg.method,
-            "alpha": cfg.alpha if cfg.method == "bsq" else None,
+            "alpha": cfg.used_alpha,
             "uniform_bits": cfg.uniform_bits if cfg.method == "uniform" else None,
             "float_accuracy": self.float_accuracy, "accuracy": accuracy,
             "avg_bits": summary["avg_bits"], "compression": summary["compression"],
