@@ -283,10 +283,11 @@ class RunStore(RunMetrics):
     def _interrupt(self, run_id: str, beat: float | None, reason: str) -> bool:
         """Conditional update: a heartbeat or finish that raced us wins."""
         with self._write() as conn:
+            error = f"Interrupted: {reason}. Resume it to continue."
             cur = conn.execute(
-                "UPDATE runs SET status = 'interrupted', finished_at = ?, error = ?"
-                f" WHERE run_id = ? AND status = '{RunStatus.RUNNING}' AND heartbeat IS ?",
-                (time.time(), f"Interrupted: {reason}. Resume it to continue.", run_id, beat),
+                "UPDATE runs SET status = ?, finished_at = ?, error = ?"
+                " WHERE run_id = ? AND status = ? AND heartbeat IS ?",
+                (RunStatus.INTERRUPTED, time.time(), error, run_id, RunStatus.RUNNING, beat),
             )
         return cur.rowcount == 1
 
