@@ -14,7 +14,8 @@ from shared import wait_for
 
 from bsq_engine.runs import jobs
 from bsq_engine.runs.jobs import JobManager, LiveBufferCallback, default_torch_threads, get_manager
-from bsq_engine.runs.runner import ResumeError, checkpoint_path
+from bsq_engine.runs.paths import checkpoint_path
+from bsq_engine.runs.runner import ResumeError
 from bsq_engine.runs.store import RunStore
 from bsq_engine.training.callbacks import Callback
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bsq_engine.runs.runner import cache_dir
+from bsq_engine.runs.paths import cache_dir
 from bsq_engine.runs.sweep import log_alphas, run_sweep_blocking, start_sweep, sweep_progress
 
 TINY = dict(

@@ -19,8 +19,7 @@ from bsq_engine.training.checkpoint import CheckpointError, load_checkpoint
 from bsq_engine.training.config import RunConfig
 from bsq_engine.training.trainer import DivergenceError, RunStopped, Trainer
 
-# cache_dir and checkpoint_path live in runs.paths; re-exported for existing callers.
-__all__ = ["ResumeError", "cache_dir", "checkpoint_path", "execute_run", "load_resume_point"]
+__all__ = ["ResumeError", "execute_run", "load_resume_point"]
 
 log = logging.getLogger(__name__)
 
