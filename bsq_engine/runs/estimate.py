@@ -15,7 +15,7 @@ import statistics
 from dataclasses import dataclass
 
 from bsq_engine import units
-from bsq_engine.runs.runner import cache_dir
+from bsq_engine.runs.paths import cache_dir
 from bsq_engine.runs.status import RunStatus
 from bsq_engine.runs.store import RunStore
 from bsq_engine.training.config import RunConfig, Stage

@@ -2,8 +2,9 @@
 
 A FIFO queue feeds ``max_concurrent`` long-lived worker threads; each job runs through
 :func:`runner.execute_run`, so the store and checkpoints look the same as a CLI run. While a
-job trains, a :class:`LiveBufferCallback` keeps its state in memory behind a lock, and
-``snapshot()`` hands pages a copy without touching SQLite. Never imports Streamlit.
+job trains, a :class:`~bsq_engine.runs.live_buffer.LiveBufferCallback` keeps its state in
+memory, and ``snapshot()`` hands pages a copy without touching SQLite. Never imports
+Streamlit.
 """
 
 from __future__ import annotations
@@ -20,12 +21,18 @@ from pathlib import Path
 import torch
 
 from bsq_engine.runs import runner
+from bsq_engine.runs.live_buffer import LiveBufferCallback
 from bsq_engine.runs.status import ACTIVE, RESUMABLE, RunStatus
 from bsq_engine.runs.store import RunStore, default_home
-from bsq_engine.training.callbacks import Callback
 from bsq_engine.training.config import RunConfig
 
-__all__ = ["TORCH_THREADS_ENV", "JobManager", "LiveBufferCallback", "get_manager"]
+__all__ = [
+    "TORCH_THREADS_ENV",
+    "JobManager",
+    "LiveBufferCallback",
+    "get_manager",
+    "release_manager",
+]
 
 TORCH_THREADS_ENV = "BSQ_TORCH_THREADS"
 
@@ -47,124 +54,6 @@ def default_torch_threads() -> int | None:
         return int(raw)
     cores = os.cpu_count() or 1
     return max(1, cores - 1) if cores <= 4 else None
-
-
-_STEP_KEYS = ("step", "stage", "epoch", "loss", "reg", "batch_acc", "lr")
-
-
-class LiveBufferCallback(Callback):
-    """In-memory state of one running run, written by the worker, read by ``snapshot()``.
-
-    Pages poll several times a second; reading this instead of SQLite keeps ticks cheap.
-    Records are copied once on the way in and the lists again on the way out, so a
-    snapshot never changes under its reader. On (re)start it loads the epochs already in
-    the store, so a resumed run's curves start where the checkpoint left them. ``steps`` is
-    a thinned per-step curve of this attempt (memory only: the store keeps epochs), so a
-    live chart has points long before the first epoch ends.
-    """
-
-    STEP_POINTS = 256
-
-    def __init__(self, store: RunStore | None = None, run_id: str = "", max_events: int = 200):
-        self.store, self.run_id = store, run_id
-        self._lock = threading.Lock()
-        self._epochs: list[dict] = []
-        self._events: deque[dict] = deque(maxlen=max_events)
-        self._layers: list[dict] = []
-        self._step: dict | None = None
-        # Per-step curve of this attempt, thinned to at most 2 * STEP_POINTS points: when full,
-        # every other point goes and the stride doubles (evenly spaced, cheap to copy).
-        self._steps: list[dict] = []
-        self._stride = 1
-        self._epoch_s: float | None = None  # moving average of real (not reused) epochs
-        # Within-epoch progress from the last step: an epoch of a real dataset takes tens of
-        # seconds on a CPU, so epoch-level progress alone would leave the bar still that long.
-        self._frac, self._epoch_t0 = 0.0, time.monotonic()
-        self._state = {"stage": None, "epoch": 0, "epochs_in_stage": 0, "global_epoch": 0,
-                       "total_epochs": 0, "float_accuracy": None, "started_at": time.time(),
-                       "updated_at": time.time(), "epoch_in_progress": None,
-                       "step_in_epoch": None, "steps_in_epoch": None}  # fmt: skip
-
-    def _update(self, trainer, **extra) -> None:  # caller holds the lock
-        stage = trainer.stage
-        self._state.update(
-            stage=getattr(stage, "value", stage), epoch=trainer.epoch,
-            epochs_in_stage=trainer.config.epochs_of(stage) if stage != "done" else 0,
-            global_epoch=trainer.global_epoch, total_epochs=trainer.config.total_epochs,
-            float_accuracy=trainer.float_accuracy, updated_at=time.time(), **extra,
-        )  # fmt: skip
-
-    def on_run_start(self, trainer) -> None:
-        done = self.store.epochs(self.run_id) if self.store is not None else []
-        with self._lock:
-            self._epochs = [{k: v for k, v in r.items() if k != "run_id"} for r in done]
-            self._update(trainer, started_at=time.time())
-
-    def on_stage_start(self, trainer, stage) -> None:
-        with self._lock:
-            self._update(trainer)
-
-    def on_step_end(self, trainer, step) -> None:
-        batch, batches = step.get("batch"), step.get("batches")
-        point = None
-        if step.get("step", 0) % self._stride == 0:
-            point = {k: step.get(k) for k in _STEP_KEYS}
-            point["time"] = time.time()
-        with self._lock:
-            self._step = dict(step)
-            self._state["updated_at"] = time.time()
-            if point is not None:
-                self._steps.append(point)
-                if len(self._steps) >= 2 * self.STEP_POINTS:
-                    self._steps, self._stride = self._steps[1::2], self._stride * 2
-            if batch and batches:
-                if batch == 1:  # the epoch began when this first step did
-                    self._epoch_t0 = time.monotonic() - (step.get("step_ms") or 0.0) / 1000
-                self._frac = min(batch / batches, 1.0)
-                self._state.update(epoch_in_progress=trainer.epoch, step_in_epoch=batch,
-                                   steps_in_epoch=batches)  # fmt: skip
-
-    def on_epoch_end(self, trainer, record, layers) -> None:
-        record = dict(record)
-        layers = None if layers is None else [_copy_layer(layer) for layer in layers]
-        with self._lock:
-            self._epochs.append(record)
-            if layers is not None:
-                self._layers = layers
-            if not record.get("reused") and record.get("seconds") is not None:
-                s, avg = record["seconds"], self._epoch_s  # recent epochs weigh most
-                self._epoch_s = s if avg is None else 0.3 * s + 0.7 * avg
-            self._frac = 0.0
-            self._update(trainer, epoch_in_progress=None, step_in_epoch=None)
-
-    def on_requantize(self, trainer, events) -> None:
-        with self._lock:
-            self._events.extend(dict(e) for e in events)
-
-    def on_finish(self, trainer, summary) -> None:
-        with self._lock:
-            self._update(trainer)
-
-    def snapshot(self) -> dict:
-        """A consistent copy: plain dicts and lists, safe to keep and mutate."""
-        with self._lock:
-            snap = dict(self._state)
-            snap["epochs"] = [dict(r) for r in self._epochs]
-            snap["layers"] = [_copy_layer(layer) for layer in self._layers]
-            snap["events"] = [dict(e) for e in self._events]
-            snap["step"] = None if self._step is None else dict(self._step)
-            snap["steps"] = [dict(p) for p in self._steps]
-            epoch_s, frac, t0 = self._epoch_s, self._frac, self._epoch_t0
-        total, done = snap["total_epochs"], snap["global_epoch"] + frac
-        snap["progress"] = min(done / total, 1.0) if total else 0.0
-        if epoch_s is None and frac > 0:  # first epoch: extrapolate from its steps so far
-            epoch_s = (time.monotonic() - t0) / frac
-        snap["eta_seconds"] = None if epoch_s is None else epoch_s * max(total - done, 0)
-        return snap
-
-
-def _copy_layer(layer: dict) -> dict:
-    return {k: list(v) if isinstance(v, list) else v for k, v in layer.items()}
 
 
 @dataclass
@@ -257,11 +146,7 @@ class JobManager:
             if job is None:
                 return None
             state, live = (RunStatus.RUNNING if job.running else RunStatus.QUEUED), job.live
-        if live is None:  # queued: no worker has taken it yet
-            return {"run_id": run_id, "status": state, "progress": 0.0, "epochs": [],
-                    "layers": [], "events": [], "step": None, "steps": [],
-                    "eta_seconds": None}  # fmt: skip
-        snap = live.snapshot()
+        snap = live.snapshot()  # every job has its buffer from the moment it is queued
         snap.update(run_id=run_id, status=state)
         return snap
 
@@ -383,6 +268,16 @@ def get_manager(home=None) -> JobManager:
                 atexit.register(_shutdown_all)
             manager = _MANAGERS[key] = JobManager(key)
         return manager
+
+
+def release_manager(home, timeout: float = 10.0) -> None:
+    """Shut down the manager of ``home`` if this process made one (tests, a closing app);
+    the next :func:`get_manager` makes a fresh one."""
+    key = str(Path(home).expanduser().resolve())
+    with _MANAGERS_LOCK:
+        manager = _MANAGERS.pop(key, None)
+    if manager is not None:
+        manager.shutdown(timeout)
 
 
 def _shutdown_all() -> None:
