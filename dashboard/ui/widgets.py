@@ -25,6 +25,7 @@ __all__ = [
     "advanced_settings",
     "alpha_controls",
     "build_config",
+    "clone_into_form",
     "form_values",
     "init_form",
     "method_picker",
@@ -107,6 +108,16 @@ def init_form() -> None:
         st.session_state[KEY("alpha_slider")] = _nearest_alpha(st.session_state[KEY("alpha")])
     if KEY("sweep_lo") not in st.session_state:
         _sweep_defaults(st.session_state[KEY("alpha")])
+
+
+def clone_into_form(config: dict) -> None:
+    """Fill the Train form with a stored run's settings (its model, dataset, method, alpha,
+    schedule, precision...); the Train page shows them on its next run. Unknown or invalid
+    values keep the form's defaults: the Start button validates them again."""
+    values = {f: _form_value(f, config[f]) for f in FORM_FIELDS if f in config}
+    st.session_state[FORM_SAVED] = {**st.session_state.get(FORM_SAVED, {}), **values}
+    for field in (*FORM_FIELDS, "alpha_slider", "sweep_lo", "sweep_hi"):
+        st.session_state.pop(KEY(field), None)  # init_form refills them from FORM_SAVED
 
 
 def save_form() -> None:
