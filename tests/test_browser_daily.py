@@ -18,6 +18,12 @@ _IN_VIEW_JS = """(cls) => { const el = document.querySelector('.' + cls);
   return r.top >= -5 && r.top < window.innerHeight * 0.6; }"""
 
 
+# What the first select box shows: its text, or its input's value (a combobox).
+_PICKED_JS = """() => { const box = document.querySelector('[data-testid="stSelectbox"]');
+  if (!box) return ''; const input = box.querySelector('input');
+  return box.innerText + ' ' + (input ? input.value : ''); }"""
+
+
 def _param(tab, name: str) -> str | None:
     match = re.search(rf"[?&]{name}=([\w.-]+)", url_of(tab))
     return match.group(1) if match else None
@@ -74,9 +80,12 @@ def test_learn_defaults_to_a_bsq_run_that_dropped_planes(app, page):  # noqa: F8
 
     page.goto(f"{app.url}/learn?step=4")
     page.get_by_role("heading", name="4. Replay").wait_for()
-    picked = page.locator('[data-testid="stSelectbox"]').first
-    wait_for(lambda: "lesson-bsq" in picked.inner_text(), 120, what="the BSQ run picked")
-    assert "newest-uniform" not in picked.inner_text() and "plane(s) dropped" in picked.inner_text()
+    picked = wait_for(
+        lambda: "lesson-bsq" in (text := page.evaluate(_PICKED_JS)) and text,
+        120,
+        what=lambda: f"the BSQ run picked ({shot(page, 'daily_learn_failed')})",
+    )
+    assert "newest-uniform" not in picked and "plane(s) dropped" in picked
     page.wait_for_timeout(1500)
     assert "qat" not in page.locator('[data-testid="stMain"]').inner_text()
     shot(page, "daily_learn_replay_default")
