@@ -179,7 +179,7 @@ def _tiles(view: RunView) -> None:
     share = reg / (reg + ce) if is_number(reg) and is_number(ce) and reg + ce > 0 else None
     c4.metric(
         "Regularizer alpha·R (nats)", f"{reg:.4g}" if is_number(reg) else "—",
-        f"{share:.0%} of the training loss" if share is not None else None,
+        f"{share:.0%} of the loss" if share is not None else None,
         delta_color="off", border=True, help=REGULARIZER_HELP,
     )  # fmt: skip
 
