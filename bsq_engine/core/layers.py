@@ -129,8 +129,8 @@ class BitLayer(_WeightOp):
     def set_planes_(self, pos: torch.Tensor, neg: torch.Tensor, scale: float) -> None:
         """Replace the planes (their number may change); optimizer state must be rebuilt."""
         device = self.pos_planes.device
-        self.pos_planes = nn.Parameter(pos.to(device, torch.float32))
-        self.neg_planes = nn.Parameter(neg.to(device, torch.float32))
+        self.pos_planes = nn.Parameter(pos.to(device, torch.float32).contiguous())
+        self.neg_planes = nn.Parameter(neg.to(device, torch.float32).contiguous())
         self.scale = nn.Parameter(torch.tensor(float(scale), device=device))
 
     def clip_(self) -> None:

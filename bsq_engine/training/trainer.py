@@ -35,7 +35,7 @@ from bsq_engine.training.checkpoint import optimizer_tensors
 from bsq_engine.training.config import RunConfig, Stage
 from bsq_engine.training.float_cache import FloatCache
 
-__all__ = ["DivergenceError", "RunStopped", "Trainer", "resolve_device"]
+__all__ = ["DivergenceError", "RunStopped", "Trainer", "make_sgd", "resolve_device"]
 
 
 class RunStopped(Exception):
@@ -76,6 +76,26 @@ def build_model(config: RunConfig, info, tensors: dict, meta: dict) -> nn.Module
     state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     model.load_state_dict(state)
     return model
+
+
+def _is_dense(param: torch.Tensor) -> bool:
+    return param.is_contiguous() or (
+        param.dim() == 4 and param.is_contiguous(memory_format=torch.channels_last)
+    )
+
+
+def make_sgd(params, **kwargs) -> torch.optim.SGD:
+    """The trainer's SGD: one fused kernel per step when every parameter is dense.
+
+    The fused kernel walks a parameter, its gradient and its momentum buffer as if they
+    shared one memory layout. A parameter that is a strided view (bit planes sliced by an
+    older ``requantize_``) gets a dense gradient, and the fused update then lands on the
+    wrong elements: that, not the checkpoint, is why a fused run once differed from its
+    resumed twin (which reloads dense tensors). Layers now store dense planes; this guard
+    keeps any other strided parameter on the (correct) foreach path.
+    """
+    params = list(params)
+    return torch.optim.SGD(params, fused=all(_is_dense(p) for p in params) or None, **kwargs)
 
 
 class Trainer:
@@ -122,7 +142,7 @@ class Trainer:
     def _build_optimizer(self) -> None:
         cfg = self.config
         lr = cfg.lr_at(self.stage, max(self.epoch, 1))
-        self.optimizer = torch.optim.SGD(
+        self.optimizer = make_sgd(
             self.model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
 
