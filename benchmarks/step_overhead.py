@@ -47,7 +47,7 @@ from bsq_engine.core.layers import BitLayer, QuantLayer
 from bsq_engine.core.quantize import BSQConfig, _swap_activations_, prepare_bsq
 from bsq_engine.core.regularizer import bit_group_lasso, clip_planes_
 from bsq_engine.models import create_model
-from bsq_engine.training.trainer import make_sgd
+from bsq_engine.training.fast_path import make_sgd
 
 RATIO_TARGET = 1.05  # BSQ fast step / fastest float step (paired median)
 MEMORY_TARGET = 1.3  # BSQ fast peak memory / that float step's peak memory

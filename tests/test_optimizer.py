@@ -10,8 +10,9 @@ from bsq_engine.core.layers import BitConv2d
 from bsq_engine.core.quantize import requantize_
 from bsq_engine.training.callbacks import Callback
 from bsq_engine.training.checkpoint import load_checkpoint, save_checkpoint
+from bsq_engine.training.fast_path import make_sgd
 from bsq_engine.training.presets import make_config
-from bsq_engine.training.trainer import Trainer, make_sgd
+from bsq_engine.training.trainer import Trainer
 
 
 def _two_steps(param: nn.Parameter, fused: bool | None) -> torch.Tensor:
@@ -62,20 +63,26 @@ class _SaveAt(Callback):
 
 
 @pytest.mark.slow
-def test_fused_resumed_run_ends_identical_to_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize(
+    ("model", "memory_format"), [("mlp", torch.contiguous_format), ("lenet5", torch.channels_last)]
+)
+def test_fused_resumed_run_ends_identical_to_uninterrupted_run(tmp_path, model, memory_format):
     """alpha 50 drops planes at the first re-quantization (the case that once diverged);
-    the run and its resumed twin both train with the fused optimizer."""
+    the run and its resumed twin both train with the fused optimizer, a conv model in
+    channels_last."""
     settings = dict(
-        pretrain_epochs=1, bsq_epochs=3, finetune_epochs=1, requant_interval=1, alpha=50.0,
-        max_train=256, max_test=128,
+        model=model, pretrain_epochs=1, bsq_epochs=3, finetune_epochs=1, requant_interval=1,
+        alpha=50.0, max_train=256, max_test=128,
     )  # fmt: skip
     path = tmp_path / "mid.safetensors"
     trainer = Trainer(make_config(**settings), [_SaveAt(path, 1)])
     full = trainer.run()
     assert trainer.optimizer.defaults["fused"] is True
+    assert trainer.memory_format is memory_format
     resumed_trainer = Trainer(make_config(**settings))
     resumed = resumed_trainer.run(resume=load_checkpoint(path))
     assert resumed_trainer.optimizer.defaults["fused"] is True
+    assert resumed_trainer.memory_format is memory_format
     assert resumed["accuracy"] == full["accuracy"] and resumed["layers"] == full["layers"]
     full_state, resumed_state = trainer.model.state_dict(), resumed_trainer.model.state_dict()
     assert full_state.keys() == resumed_state.keys()

@@ -33,9 +33,10 @@ from bsq_engine.models import create_model
 from bsq_engine.training.callbacks import Callback, CallbackList
 from bsq_engine.training.checkpoint import optimizer_tensors
 from bsq_engine.training.config import RunConfig, Stage
+from bsq_engine.training.fast_path import make_sgd, memory_format_for, to_memory_format
 from bsq_engine.training.float_cache import FloatCache
 
-__all__ = ["DivergenceError", "RunStopped", "Trainer", "make_sgd", "resolve_device"]
+__all__ = ["DivergenceError", "RunStopped", "Trainer", "resolve_device"]
 
 
 class RunStopped(Exception):
@@ -78,26 +79,6 @@ def build_model(config: RunConfig, info, tensors: dict, meta: dict) -> nn.Module
     return model
 
 
-def _is_dense(param: torch.Tensor) -> bool:
-    return param.is_contiguous() or (
-        param.dim() == 4 and param.is_contiguous(memory_format=torch.channels_last)
-    )
-
-
-def make_sgd(params, **kwargs) -> torch.optim.SGD:
-    """The trainer's SGD: one fused kernel per step when every parameter is dense.
-
-    The fused kernel walks a parameter, its gradient and its momentum buffer as if they
-    shared one memory layout. A parameter that is a strided view (bit planes sliced by an
-    older ``requantize_``) gets a dense gradient, and the fused update then lands on the
-    wrong elements: that, not the checkpoint, is why a fused run once differed from its
-    resumed twin (which reloads dense tensors). Layers now store dense planes; this guard
-    keeps any other strided parameter on the (correct) foreach path.
-    """
-    params = list(params)
-    return torch.optim.SGD(params, fused=all(_is_dense(p) for p in params) or None, **kwargs)
-
-
 class Trainer:
     """Runs one configured pipeline; ``run()`` returns the final summary dict."""
 
@@ -118,6 +99,7 @@ class Trainer:
         self.stage, self.epoch, self.global_epoch, self.global_step = Stage.PRETRAIN, 0, 0, 0
         self.float_accuracy: float | None = None
         self.model: nn.Module | None = None
+        self.memory_format = torch.contiguous_format
         self.optimizer: torch.optim.Optimizer | None = None
         self.started = time.time()
         self.elapsed_before = 0.0  # seconds spent by earlier attempts of a resumed run
@@ -130,14 +112,15 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(self.data.train_y) / cfg.batch_size)
 
     def _new_model(self) -> nn.Module:
-        info = self.data.info
+        info, name = self.data.info, self.config.model
         torch.manual_seed(self.config.seed)
-        return create_model(
-            self.config.model,
-            in_channels=info.in_channels,
-            num_classes=info.num_classes,
-            image_size=info.image_size,
-        ).to(self.device)
+        sizes = dict(in_channels=info.in_channels, num_classes=info.num_classes)
+        return create_model(name, **sizes, image_size=info.image_size)
+
+    def _place_model(self) -> None:
+        """On the run's device, in the fastest memory format (``fast_path``)."""
+        self.memory_format = memory_format_for(self.model)
+        self.model = self.model.to(self.device, memory_format=self.memory_format)
 
     def _build_optimizer(self) -> None:
         cfg = self.config
@@ -176,7 +159,7 @@ class Trainer:
             self.model = prepare_uniform(self.model, cfg.uniform_bits, cfg.bsq_config())
         elif stage is Stage.FINETUNE and cfg.method == "bsq":
             self.model = to_fixed_(self.model)
-        self.model.to(self.device)
+        self._place_model()
         self._build_optimizer()
         self.callbacks.on_stage_start(self, stage)
 
@@ -232,7 +215,7 @@ class Trainer:
             if self.stop_event.is_set():
                 raise RunStopped(f"stopped by the user at {stage.value} epoch {self.epoch}")
             t0 = time.perf_counter()
-            logits = model(xb)
+            logits = model(to_memory_format(xb, self.memory_format))
             ce = F.cross_entropy(logits, yb)
             reg = bit_group_lasso(model) if use_reg else None
             loss = ce + cfg.alpha * reg if use_reg else ce
@@ -280,7 +263,7 @@ class Trainer:
         self.model.eval()
         loss, correct = 0.0, 0
         for xb, yb in self.data.test_loader(1024, device=self.device):
-            logits = self.model(xb)
+            logits = self.model(to_memory_format(xb, self.memory_format))
             loss += float(F.cross_entropy(logits, yb, reduction="sum"))
             correct += int((logits.argmax(1) == yb).sum())
         n = max(len(self.data.test_y), 1)
@@ -344,7 +327,8 @@ class Trainer:
 
     def _restore(self, checkpoint: tuple[dict, dict]) -> tuple[Stage, int]:
         tensors, meta = checkpoint
-        self.model = build_model(self.config, self.data.info, tensors, meta).to(self.device)
+        self.model = build_model(self.config, self.data.info, tensors, meta)
+        self._place_model()
         self.stage, self.epoch = Stage(meta["stage"]), meta["epoch"]
         if self.stage is Stage.DONE:  # died after its final checkpoint: only finish remains
             self.stage = self.config.stages[-1]
