@@ -10,10 +10,10 @@ each round), so load from other processes hits them alike:
 - ``float``: the float model (same activation quantizers), NCHW, the trainer's SGD;
 - ``float-cl``: the same in ``channels_last``;
 - ``bsq-today``: the BSQ step as the engine ran it before the fast path: NCHW, weight and
-  regularizer as separate graphs (``layer.fused = False``), foreach SGD, one clamp per
-  layer;
+  regularizer as separate graphs (``layer.fused = False``), foreach SGD, each layer's
+  ``clip_()``;
 - ``bsq-fast``: the engine's step now: ``channels_last``, the fused planes -> weight + group
-  norms node, fused SGD (``make_sgd``), one multi-tensor ``clip_planes_``.
+  norms node, fused SGD (``make_sgd``), ``clip_planes_``.
 
 Each BSQ step = forward, cross-entropy + alpha * bit_group_lasso, backward, SGD (momentum
 0.9, weight decay 1e-4), clipping, on the model prepared at 8 bits with float shortcuts (the
@@ -80,7 +80,7 @@ def _float_model(args) -> nn.Module:
 
 
 def _clip_per_layer_(model: nn.Module) -> None:
-    """``clip_planes_`` as it was: one in-place clamp per tensor."""
+    """``clip_planes_`` as it was: each layer's ``clip_()``."""
     for module in model.modules():
         if isinstance(module, BitLayer | QuantLayer):
             module.clip_()

@@ -49,20 +49,18 @@ def bit_group_lasso(model: nn.Module, eps: float = EPS) -> torch.Tensor:
 def clip_planes_(model: nn.Module) -> None:
     """After every optimizer step: planes back into [0, 2] (fixed weights into [-1, 1]).
 
-    One multi-tensor clamp per bound over all layers (what each layer's ``clip_`` does,
-    without a kernel launch per tensor)."""
-    planes, fixed, scales = [], [], []
+    One ``clamp_`` per plane tensor (one pass over it; the multi-tensor kernels need a pass
+    per bound and measured 3x slower on ResNet-20's planes), one multi-tensor clamp for
+    all the (scalar) scales."""
+    scales = []
     for module in model.modules():
         if isinstance(module, BitLayer):
-            planes += [module.pos_planes, module.neg_planes]
+            module.pos_planes.clamp_(0.0, 2.0)
+            module.neg_planes.clamp_(0.0, 2.0)
         elif isinstance(module, QuantLayer):
-            fixed.append(module.weight)
+            module.weight.clamp_(-1.0, 1.0)
         else:
             continue
         scales.append(module.scale)
-    for tensors, low, high in ((planes, 0.0, 2.0), (fixed, -1.0, 1.0)):
-        if tensors:
-            torch._foreach_clamp_min_(tensors, low)
-            torch._foreach_clamp_max_(tensors, high)
     if scales:
         torch._foreach_clamp_min_(scales, 1e-12)
