@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from bsq_engine.core.layers import BitConv2d
-from bsq_engine.core.quantize import requantize_
+from bsq_engine.core.layers import BitConv2d, BitLayer
+from bsq_engine.core.quantize import BSQConfig, prepare_bsq, requantize_
+from bsq_engine.training import fast_path
 from bsq_engine.training.callbacks import Callback
 from bsq_engine.training.checkpoint import load_checkpoint, save_checkpoint
 from bsq_engine.training.fast_path import make_sgd
@@ -88,3 +89,43 @@ def test_fused_resumed_run_ends_identical_to_uninterrupted_run(tmp_path, model, 
     assert full_state.keys() == resumed_state.keys()
     for key, value in full_state.items():
         assert torch.equal(value, resumed_state[key]), key
+
+
+# ------------------------------------------------------------ torch.compile (CUDA, opt-in)
+
+
+def test_compile_is_only_wanted_on_cuda_when_asked(monkeypatch):
+    monkeypatch.delenv("BSQ_COMPILE", raising=False)
+    assert not fast_path.compile_wanted(torch.device("cuda"))
+    monkeypatch.setenv("BSQ_COMPILE", "1")
+    assert fast_path.compile_wanted(torch.device("cuda"))
+    assert not fast_path.compile_wanted(torch.device("cpu"))
+
+
+def _tiny_bsq(fused: bool) -> nn.Module:  # linear only: compiling convs takes minutes here
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(36, 8), nn.ReLU(), nn.Linear(8, 3))
+    model = prepare_bsq(model, BSQConfig(n_bits=4, act_bits=4)).train()
+    for layer in model.modules():
+        if isinstance(layer, BitLayer):
+            layer.fused = fused
+    return model
+
+
+@pytest.mark.slow
+def test_compiled_step_forward_matches_eager():
+    """What BSQ_COMPILE=1 runs on CUDA, compiled here on the CPU: same loss, same gradients."""
+    x = torch.randn(6, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    results = []
+    for compile_ in (False, True):
+        model = _tiny_bsq(fused=True)
+        forward = fast_path.step_forward(model, torch.contiguous_format, True, compile_)
+        _, ce, reg = forward(x, y)
+        (ce + 0.01 * reg).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        results.append((float(ce.detach()), float(reg.detach()), grads))
+    (ce_e, reg_e, grads_e), (ce_c, reg_c, grads_c) = results
+    assert ce_c == pytest.approx(ce_e, rel=1e-5) and reg_c == pytest.approx(reg_e, rel=1e-5)
+    for name, grad in grads_e.items():
+        assert torch.allclose(grads_c[name], grad, rtol=1e-4, atol=1e-6), name

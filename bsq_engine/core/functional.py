@@ -101,9 +101,16 @@ def place_values(n_bits: int, device=None, dtype=torch.float32) -> torch.Tensor:
 
 
 @lru_cache(maxsize=64)
-def _place(n_bits: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """:func:`place_values`, built once per (bits, device, dtype): it is read every step."""
+def _cached_place(n_bits: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     return place_values(n_bits, device, dtype)
+
+
+def _place(n_bits: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`place_values`, built once per (bits, device, dtype): it is read every step.
+    Under ``torch.compile`` built in the graph (the compiler cannot trace the cache)."""
+    if torch.compiler.is_compiling():
+        return place_values(n_bits, device, dtype)
+    return _cached_place(n_bits, device, dtype)
 
 
 def planes_to_value(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:

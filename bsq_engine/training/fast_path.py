@@ -8,6 +8,11 @@
   (``benchmarks/step_overhead.py``).
 - The fused planes -> weight + group norms node is the layers' default
   (``BitLayer.fused``); nothing to switch on here.
+- :func:`step_forward`: the forward half of a training step (logits, cross-entropy,
+  regularizer), compiled with ``torch.compile`` on CUDA when ``BSQ_COMPILE=1``. Opt-in
+  because it was never measured on a GPU (none was available): whether it helps there is
+  unknown. Mixed precision is not offered: autocast would run the convolutions on a 16-bit
+  copy of the quantized weight ``s * q / (2^n - 1)``, which the method defines exactly.
 
 Results stay exactly resumable: a resumed run rebuilds the same optimizer and memory format
 (``tests/test_optimizer.py``).
@@ -15,12 +20,16 @@ Results stay exactly resumable: a resumed run rebuilds the same optimizer and me
 
 from __future__ import annotations
 
+import os
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from bsq_engine.core.layers import BitConv2d, QuantConv2d
+from bsq_engine.core.layers import BitConv2d, BitLayer, QuantConv2d
+from bsq_engine.core.regularizer import bit_group_lasso
 
-__all__ = ["make_sgd", "memory_format_for", "to_memory_format"]
+__all__ = ["compile_wanted", "make_sgd", "memory_format_for", "step_forward", "to_memory_format"]
 
 
 def _is_dense(param: torch.Tensor) -> bool:
@@ -56,3 +65,26 @@ def to_memory_format(x: torch.Tensor, memory_format: torch.memory_format) -> tor
     if memory_format is torch.channels_last and x.dim() == 4:
         return x.contiguous(memory_format=torch.channels_last)
     return x
+
+
+def compile_wanted(device: torch.device) -> bool:
+    """``torch.compile`` for the step: only on CUDA, only when ``BSQ_COMPILE=1``."""
+    return device.type == "cuda" and os.environ.get("BSQ_COMPILE", "") == "1"
+
+
+def step_forward(model: nn.Module, memory_format, use_reg: bool, compile: bool = False):
+    """``forward(xb, yb) -> (logits, cross_entropy, regularizer or None)`` for one step."""
+
+    def forward(xb: torch.Tensor, yb: torch.Tensor):
+        logits = model(to_memory_format(xb, memory_format))
+        reg = bit_group_lasso(model) if use_reg else None
+        return logits, F.cross_entropy(logits, yb), reg
+
+    if not compile:
+        return forward
+    for layer in model.modules():
+        if isinstance(layer, BitLayer):
+            # the compiler fuses the plain graph itself; the fused node hands its norms to
+            # the regularizer through a Python side effect, which would split the graph
+            layer.fused = False
+    return torch.compile(forward)

@@ -27,13 +27,13 @@ from bsq_engine.core.quantize import (
     scheme_summary,
     to_fixed_,
 )
-from bsq_engine.core.regularizer import bit_group_lasso, clip_planes_
+from bsq_engine.core.regularizer import clip_planes_
 from bsq_engine.data import load_dataset
 from bsq_engine.models import create_model
+from bsq_engine.training import fast_path
 from bsq_engine.training.callbacks import Callback, CallbackList
 from bsq_engine.training.checkpoint import optimizer_tensors
 from bsq_engine.training.config import RunConfig, Stage
-from bsq_engine.training.fast_path import make_sgd, memory_format_for, to_memory_format
 from bsq_engine.training.float_cache import FloatCache
 
 __all__ = ["DivergenceError", "RunStopped", "Trainer", "resolve_device"]
@@ -119,13 +119,13 @@ class Trainer:
 
     def _place_model(self) -> None:
         """On the run's device, in the fastest memory format (``fast_path``)."""
-        self.memory_format = memory_format_for(self.model)
+        self.memory_format = fast_path.memory_format_for(self.model)
         self.model = self.model.to(self.device, memory_format=self.memory_format)
 
     def _build_optimizer(self) -> None:
         cfg = self.config
         lr = cfg.lr_at(self.stage, max(self.epoch, 1))
-        self.optimizer = make_sgd(
+        self.optimizer = fast_path.make_sgd(
             self.model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
 
@@ -211,13 +211,13 @@ class Trainer:
         use_reg = stage is Stage.BSQ and cfg.alpha > 0
         seed = cfg.seed * 100_003 + self.global_epoch  # per-epoch: resume replays the same order
         totals, step_ms = {"loss": 0.0, "correct": 0, "n": 0, "reg": 0.0}, []
+        compile_ = fast_path.compile_wanted(self.device)
+        forward = fast_path.step_forward(model, self.memory_format, use_reg, compile_)
         for xb, yb in self.data.train_loader(cfg.batch_size, seed=seed, device=self.device):
             if self.stop_event.is_set():
                 raise RunStopped(f"stopped by the user at {stage.value} epoch {self.epoch}")
             t0 = time.perf_counter()
-            logits = model(to_memory_format(xb, self.memory_format))
-            ce = F.cross_entropy(logits, yb)
-            reg = bit_group_lasso(model) if use_reg else None
+            logits, ce, reg = forward(xb, yb)
             loss = ce + cfg.alpha * reg if use_reg else ce
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -263,7 +263,7 @@ class Trainer:
         self.model.eval()
         loss, correct = 0.0, 0
         for xb, yb in self.data.test_loader(1024, device=self.device):
-            logits = self.model(to_memory_format(xb, self.memory_format))
+            logits = self.model(fast_path.to_memory_format(xb, self.memory_format))
             loss += float(F.cross_entropy(logits, yb, reduction="sum"))
             correct += int((logits.argmax(1) == yb).sum())
         n = max(len(self.data.test_y), 1)
