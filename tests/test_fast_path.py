@@ -175,3 +175,19 @@ def test_clip_planes_clamps_every_layer_kind():
         assert float(layer.pos_planes.max()) == 2.0 and float(layer.neg_planes.min()) == 0.0
         assert float(layer.scale) == pytest.approx(1e-12)
     assert float(fixed[0].weight.min()) == -1.0 and float(fixed[0].scale) == pytest.approx(1e-12)
+
+
+def test_regularizer_after_requantization_without_a_forward_uses_the_new_planes():
+    """A forward whose norms were never used (alpha 0), then re-quantization replaces the
+    planes: the regularizer must compute from the new planes, not compare old ones."""
+    from bsq_engine.core.quantize import requantize_
+
+    model = _resnet(True)
+    model(torch.randn(2, 3, 16, 16))
+    requantize_(model)
+    plain = copy.deepcopy(model)
+    for layer in plain.modules():
+        if isinstance(layer, BitLayer):
+            layer.fused = False
+    value = float(bit_group_lasso(model).detach())
+    assert value == pytest.approx(float(bit_group_lasso(plain).detach()), rel=1e-6)

@@ -135,7 +135,8 @@ class BitLayer(_WeightOp):
         """
         cached = _FORWARD_NORMS.pop(self, None)
         pos, neg = self.pos_planes, self.neg_planes
-        if cached is not None and eps == EPS and cached[:4] == (pos, neg, *_versions(pos, neg)):
+        fresh = cached is not None and cached[0] is pos and cached[1] is neg
+        if fresh and eps == EPS and cached[2:4] == _versions(pos, neg):  # no in-place change
             return cached[4]
         n_bits = self.n_bits
         pos2, neg2 = pos.reshape(-1, n_bits), neg.reshape(-1, n_bits)  # (N_l, n_bits)
