@@ -121,19 +121,6 @@ def density_matrix(
     return matrix, [str(n) for n in snapshot_df["name"]], bit_labels(max_bits)
 
 
-def downsample(df: pd.DataFrame, max_points: int) -> pd.DataFrame:
-    """Evenly thin a long series to at most max_points rows, always keeping first and last.
-
-    Live charts are redrawn every tick; thousands of points make the browser stutter.
-    """
-    if max_points < 2:
-        raise ValueError(f"max_points must be at least 2, got {max_points}")
-    if len(df) <= max_points:
-        return df
-    keep = np.unique(np.linspace(0, len(df) - 1, max_points).round().astype(int))
-    return df.iloc[keep]
-
-
 def compact_bits(layers: Iterable[Mapping[str, Any]] | None) -> str:
     """'8/5/3/0' from summary layers: a scheme readable in one hover line."""
     return "/".join(str(int(layer.get("n_bits", 0))) for layer in layers or [])
