@@ -17,6 +17,7 @@ import streamlit as st
 from bsq_engine import units
 from bsq_engine.runs.export import COUNTING_CONVENTION
 from bsq_engine.runs.store import RunNotFound
+from bsq_engine.training.config import describe_method
 from dashboard.ui.accessors import RunView, export_files, load_run_view
 from dashboard.ui.state import manager, store
 from dashboard.views import charts, frames
@@ -82,10 +83,7 @@ def _header(view: RunView) -> None:
     title.subheader(run.get("name") or view.run_id, anchor=False)
     with badge:
         st.badge(view.status, color=STATUS_COLORS.get(view.status, "gray"))
-    if run.get("method") == "uniform":
-        method = f"uniform {cfg.get('uniform_bits', '?')}-bit"
-    else:
-        method = f"BSQ, alpha = {run.get('alpha'):.4g}"
+    method = describe_method({"method": run.get("method"), **cfg})
     st.caption(f"{run.get('model')} on {run.get('dataset')} · {method} · run `{view.run_id}`")
 
 
@@ -128,7 +126,8 @@ def _outcome(view: RunView) -> None:
             text += f" (float model {_pct(flt)}, {100 * (acc - flt):+.2f} points)"
         if run.get("avg_bits") is not None:
             text += f" at **{run['avg_bits']:.2f} average bits**"
-            text += f" = {run['compression']:.1f}x compression."
+            comp = run.get("compression")  # None when every layer is pruned (collapsed)
+            text += f" = {comp:.1f}x compression." if comp else " (every layer pruned)."
         st.success(text)
     elif status == "failed":
         st.error(f"This run failed: {_clean_error(run.get('error'))}")
