@@ -15,11 +15,13 @@ from bsq_engine.runs.sweep import sweep_progress
 from dashboard.ui.accessors import ACTIVE, list_runs_frame
 from dashboard.ui.run_panel import render_run_panel
 from dashboard.ui.state import manager, store
+from dashboard.views import bench
 from dashboard.views import pareto as pp
+from dashboard.views.frames import runs_frame
 from dashboard.views.frontier import frontier_points, pareto_chart
 
 LIVE_S = 2.0
-X_LABELS = {"compression": "Compression", "avg_bits": "Average bits"}
+X_LABELS = {"compression": "Compression", "avg_bits": "Average bits", "bops": "BOPs"}
 HAS_KALEIDO = importlib.util.find_spec("kaleido") is not None
 TRAIN_PAGE = "pages/train.py"
 
@@ -55,12 +57,14 @@ def _downloads(table, fig, model: str, dataset: str) -> None:
 
 
 def _frontier(model: str, dataset: str, x_mode: str, live: bool) -> None:
-    pair = list_runs_frame(model=model, dataset=dataset)
+    stored = store().list_runs(model=model, dataset=dataset)
+    pair = runs_frame(stored)
     active = pair.loc[pair["status"].isin(ACTIVE), "run_id"].tolist()
     if live and not active:
         st.rerun()  # once: every run ended, redraw the page without polling
     _sweep_progress(model, dataset)
     runs = pp.chart_runs(pair, {run_id: manager().snapshot(run_id) for run_id in active})
+    runs = bench.bench_frame(runs, stored)
     points, lines = pp.split_references(pp.load_references(), model, dataset)
     fig = pareto_chart(runs, x_mode, points if not points.empty else None)
     pp.add_published_marks(fig, lines, x_mode)
@@ -78,7 +82,14 @@ def _frontier(model: str, dataset: str, x_mode: str, live: bool) -> None:
             "whose accuracy our spec does not give, the horizontal line the published float "
             f"accuracy. Source: {sources}."
         )
-    st.caption(f"Counting convention: {COUNTING_CONVENTION} Click a point to open its run.")
+    st.caption(
+        "Error bars: 95% interval of each test accuracy (Wilson, from the test-set size). "
+        "A hollow marker is **tied**: a smaller model is within that noise of it. Grey "
+        "crosses are **collapsed** runs (every layer pruned, or accuracy at chance): never "
+        f"on the frontier. Counting convention: {COUNTING_CONVENTION} BOPs: MACs x weight "
+        "bits x activation bits (32 when float). Click a point to open its run."
+    )
+    _collapsed_notice(runs)
     front = frontier_points(runs, x_mode)
     finished = int((runs["status"] == "finished").sum())
     if finished < 2:
@@ -93,12 +104,45 @@ def _frontier(model: str, dataset: str, x_mode: str, live: bool) -> None:
                        "compression (x)": st.column_config.NumberColumn(format="%.2f")},
     )  # fmt: skip
     _downloads(table, fig, model, dataset)
+    _best_of_methods(runs)
     run_id = pp.selected_run_id(event)
     if run_id:
         st.divider()
         st.page_link(TRAIN_PAGE, label="Open this run on the Train page",
                      query_params={"run": run_id}, icon=":material/open_in_new:")  # fmt: skip
         render_run_panel(run_id, key="pareto-panel")
+
+
+def _collapsed_notice(runs) -> None:
+    bad = runs[(runs["status"] == "finished") & (runs["collapsed"] != "")]
+    if not bad.empty:
+        lines = [f"- {name}: {reason}" for name, reason in zip(bad["name"], bad["collapsed"])]
+        st.warning("Collapsed runs, flagged and kept off the frontier:\n" + "\n".join(lines))
+
+
+def _best_of_methods(runs) -> None:
+    """The best of each method at a compression the user picks, with intervals."""
+    st.subheader("Best of each method at a chosen compression", anchor=False)
+    left, right = st.columns(2)
+    target = left.number_input("At least this compression (x)", min_value=1.0,
+                               value=8.0, step=1.0, key="pareto-at")  # fmt: skip
+    points = right.number_input("Best alpha within this many points of float", 0.0, 50.0,
+                                1.0, 0.5, key="pareto-within")  # fmt: skip
+    best = bench.best_at(runs, target)
+    st.text(bench.best_sentence(best, target))
+    if not best.empty:
+        st.dataframe(best, hide_index=True, width="stretch", key="pareto-best",
+                     column_config={"accuracy (%)": st.column_config.NumberColumn(format="%.2f"),
+                                    "± (95%)": st.column_config.NumberColumn(format="%.2f"),
+                                    "compression (x)": st.column_config.NumberColumn(
+                                        format="%.1f")})  # fmt: skip
+    pick = bench.best_alpha_within(runs, points)
+    if pick is None:
+        st.text(f"No finished BSQ run is within {points:g} points of the float model.")
+    else:
+        st.text(f"Most compressed BSQ run within {points:g} points of float: {pick['name']} "
+                f"(alpha {pick['alpha']:g}), {pick['accuracy_pct']:.2f}% at "
+                f"{pick['compression']:.1f}x.")  # fmt: skip
 
 
 _frontier_live = st.fragment(run_every=LIVE_S)(_frontier)

@@ -133,7 +133,7 @@ def add_published_marks(fig: go.Figure, lines: pd.DataFrame, x_mode: XMode) -> g
                             "hovertext": hover, "font": {"color": color}},
                 annotation_position="bottom right",
             )  # fmt: skip
-        elif not pd.isna(getattr(row, x_mode)):
+        elif not pd.isna(getattr(row, x_mode, np.nan)):  # published BOPs: none
             fig.add_vline(
                 x=getattr(row, x_mode), line={"color": color, "dash": "dot", "width": 1.5},
                 annotation={"text": _mark_text(row, x_mode), "hovertext": hover,

@@ -1,0 +1,156 @@
+"""The honest bench on the Pareto page: intervals, ties, collapsed runs, best per method.
+
+Pure pandas over ``runs_frame`` rows plus the stored run dicts (their summaries carry the
+test-set size, classes, BOPs and the method's settings). No Streamlit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bsq_engine.runs.stats import collapse_reason, differs, frontier_marks, wilson_interval
+from bsq_engine.training.config import describe_method
+
+__all__ = [
+    "BEST_COLUMNS",
+    "bench_frame",
+    "best_alpha_within",
+    "best_at",
+    "best_sentence",
+    "family_of",
+]
+
+BEST_COLUMNS = ["method", "run", "accuracy (%)", "± (95%)", "compression (x)", "seeds", "tied"]
+
+
+def family_of(config: Mapping[str, Any]) -> str:
+    """The method family a run belongs to (one trace, one row of the best-of table)."""
+    method = config.get("method", "bsq")
+    if method == "uniform":
+        return "uniform, first/last 8" if config.get("first_last_bits") else "uniform"
+    return {"bsq": "BSQ", "scheme": "scheme QAT", "hawq": "HAWQ-style"}.get(method, method)
+
+
+def _bench_row(run: Mapping[str, Any]) -> dict[str, Any]:
+    summary, config = run.get("summary") or {}, dict(run.get("config") or {})
+    config.setdefault("method", run.get("method"))
+    acc, n = run.get("accuracy"), summary.get("test_size")
+    low = high = np.nan
+    if acc is not None and isinstance(n, int) and n > 0:
+        low, high = (100 * v for v in wilson_interval(float(acc), n))
+    layers = summary.get("layers")
+    bits = [layer.get("n_bits", 0) for layer in layers] if layers else None
+    reason = collapse_reason(acc, summary.get("num_classes"), bits) if summary else None
+    return {
+        "run_id": run.get("run_id"), "family": family_of(config),
+        "label": describe_method(config), "seed": config.get("seed"),
+        "test_size": n if isinstance(n, int) else np.nan, "acc_low": low, "acc_high": high,
+        "bops": summary.get("bops", np.nan), "collapsed": reason or "",
+        "quant_stage_pct": np.nan if summary.get("quant_stage_accuracy") is None
+        else 100 * summary["quant_stage_accuracy"],
+        "warnings": " ".join(summary.get("warnings") or []),
+    }  # fmt: skip
+
+
+def bench_frame(runs_df: pd.DataFrame, runs: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """``runs_df`` plus bench columns: family, label, seed, Wilson interval (acc_low,
+    acc_high in %), bops, collapsed (the reason, "" if not) and mark (frontier, tied,
+    dominated, collapsed) on the compression axis among finished runs."""
+    extra = pd.DataFrame([_bench_row(r) for r in runs])
+    if extra.empty:
+        extra = pd.DataFrame(columns=["run_id", "family", "label", "collapsed"])
+    df = runs_df.merge(extra, on="run_id", how="left")
+    df["collapsed"] = df["collapsed"].fillna("")
+    # Stores written before compression became None hold "inf" for a fully pruned model.
+    df["compression"] = df["compression"].replace([np.inf, -np.inf], np.nan)
+    unsized = df["compression"].isna() & (df["status"] == "finished") & (df["collapsed"] == "")
+    df.loc[unsized, "collapsed"] = "no compression: every layer is pruned"
+    df["family"] = df["family"].fillna(df["method"])
+    finished = df["status"] == "finished"
+    df["mark"] = ""
+    if finished.any():
+        sub = df[finished]
+        ns = sub["test_size"].fillna(1).astype(int).tolist()
+        df.loc[finished, "mark"] = frontier_marks(
+            sub["compression"].tolist(), (sub["accuracy_pct"] / 100).tolist(), ns,
+            (sub["collapsed"] != "").tolist(),
+        )  # fmt: skip
+    return df
+
+
+def _seed_groups(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (family, label): mean over seeds of accuracy and compression."""
+    grouped = df.groupby(["family", "label"], as_index=False).agg(
+        accuracy_pct=("accuracy_pct", "mean"), spread=("accuracy_pct", "std"),
+        compression=("compression", "mean"), test_size=("test_size", "min"),
+        seeds=("run_id", "count"), run=("name", "first"),
+    )  # fmt: skip
+    return grouped
+
+
+def best_at(df: pd.DataFrame, compression: float, tolerance: float = 0.02) -> pd.DataFrame:
+    """Per family, the most accurate finished, non-collapsed setting whose (seed-mean)
+    compression is at least ``compression`` (minus a 2% tolerance), with its 95% interval;
+    ``tied`` says whether it is within noise of the best row."""
+    ok = df[(df["status"] == "finished") & (df["collapsed"] == "")]
+    groups = _seed_groups(ok)
+    groups = groups[groups["compression"] >= compression * (1 - tolerance)]
+    if groups.empty:
+        return pd.DataFrame(columns=BEST_COLUMNS)
+    best = groups.sort_values("accuracy_pct", ascending=False).groupby("family").head(1)
+    best = best.sort_values("accuracy_pct", ascending=False).reset_index(drop=True)
+    top, top_n = best.iloc[0]["accuracy_pct"] / 100, _size(best.iloc[0]["test_size"])
+    rows = []
+    for r in best.itertuples():
+        acc, n = r.accuracy_pct / 100, _size(r.test_size)
+        known = n is not None and top_n is not None  # runs made before sizes were stored
+        half = np.nan
+        if n is not None:
+            low, high = wilson_interval(acc, n)
+            half = 100 * (high - low) / 2
+        rows.append({
+            "method": r.family, "run": r.label if r.seeds > 1 else r.run,
+            "accuracy (%)": r.accuracy_pct, "± (95%)": half,
+            "compression (x)": r.compression, "seeds": int(r.seeds),
+            "tied": (not differs(top, top_n, acc, n)) if known else None,
+        })  # fmt: skip
+    return pd.DataFrame(rows, columns=BEST_COLUMNS)
+
+
+def _size(value) -> int | None:
+    return None if value is None or pd.isna(value) else int(value)
+
+
+def best_sentence(best: pd.DataFrame, compression: float) -> str:
+    """'At 16x or more: uniform 2-bit 91.0 ± 0.6 (14.2x), BSQ ... (tied within noise).'"""
+    if best.empty:
+        return f"No finished run reaches {compression:g}x."
+    parts = [
+        f"{r['method']} ({r['run']}) {r['accuracy (%)']:.1f}"
+        + (" (no test-set size recorded)" if pd.isna(r["± (95%)"]) else f" ± {r['± (95%)']:.1f}")
+        + f"% at {r['compression (x)']:.1f}x"
+        for _, r in best.iterrows()
+    ]
+    if best["tied"].isna().any():
+        verdict = "unknown: runs made before test-set sizes were recorded carry no interval"
+        return f"At {compression:g}x or more: " + "; ".join(parts) + f". Verdict: {verdict}."
+    tied = int(best["tied"].sum())
+    verdict = (
+        "all within noise of each other" if tied == len(best)
+        else f"{best.iloc[0]['method']} is best by more than the noise" if tied == 1
+        else f"the top {tied} are within noise of each other"
+    )  # fmt: skip
+    return f"At {compression:g}x or more: " + "; ".join(parts) + f". Verdict: {verdict}."
+
+
+def best_alpha_within(df: pd.DataFrame, points: float) -> pd.Series | None:
+    """The most compressed finished, non-collapsed BSQ run within ``points`` of float."""
+    bsq = df[(df["status"] == "finished") & (df["method"] == "bsq") & (df["collapsed"] == "")]
+    bsq = bsq[bsq["accuracy_pct"] >= bsq["float_accuracy_pct"] - points]
+    if bsq.empty:
+        return None
+    return bsq.sort_values(["compression", "accuracy_pct"], ascending=False).iloc[0]
