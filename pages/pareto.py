@@ -11,6 +11,7 @@ import importlib.util
 import streamlit as st
 
 from bsq_engine.runs.export import COUNTING_CONVENTION
+from bsq_engine.runs.status import RunStatus
 from bsq_engine.runs.sweep import sweep_progress
 from dashboard.ui.accessors import ACTIVE, list_runs_frame
 from dashboard.ui.run_panel import render_run_panel
@@ -114,7 +115,7 @@ def _frontier(model: str, dataset: str, x_mode: str, live: bool) -> None:
 
 
 def _collapsed_notice(runs) -> None:
-    bad = runs[(runs["status"] == "finished") & (runs["collapsed"] != "")]
+    bad = runs[(runs["status"] == RunStatus.FINISHED) & (runs["collapsed"] != "")]
     if not bad.empty:
         lines = [f"- {name}: {reason}" for name, reason in zip(bad["name"], bad["collapsed"])]
         st.warning("Collapsed runs, flagged and kept off the frontier:\n" + "\n".join(lines))

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from bsq_engine.runs.stats import collapse_reason, differs, frontier_marks, wilson_interval
+from bsq_engine.runs.status import RunStatus
 from bsq_engine.training.config import describe_method
 
 __all__ = [
@@ -67,10 +68,10 @@ def bench_frame(runs_df: pd.DataFrame, runs: Iterable[Mapping[str, Any]]) -> pd.
     df["collapsed"] = df["collapsed"].fillna("")
     # Stores written before compression became None hold "inf" for a fully pruned model.
     df["compression"] = df["compression"].replace([np.inf, -np.inf], np.nan)
-    unsized = df["compression"].isna() & (df["status"] == "finished") & (df["collapsed"] == "")
+    finished = df["status"] == RunStatus.FINISHED
+    unsized = df["compression"].isna() & finished & (df["collapsed"] == "")
     df.loc[unsized, "collapsed"] = "no compression: every layer is pruned"
     df["family"] = df["family"].fillna(df["method"])
-    finished = df["status"] == "finished"
     df["mark"] = ""
     if finished.any():
         sub = df[finished]
@@ -96,7 +97,7 @@ def best_at(df: pd.DataFrame, compression: float, tolerance: float = 0.02) -> pd
     """Per family, the most accurate finished, non-collapsed setting whose (seed-mean)
     compression is at least ``compression`` (minus a 2% tolerance), with its 95% interval;
     ``tied`` says whether it is within noise of the best row."""
-    ok = df[(df["status"] == "finished") & (df["collapsed"] == "")]
+    ok = df[(df["status"] == RunStatus.FINISHED) & (df["collapsed"] == "")]
     groups = _seed_groups(ok)
     groups = groups[groups["compression"] >= compression * (1 - tolerance)]
     if groups.empty:
@@ -149,7 +150,8 @@ def best_sentence(best: pd.DataFrame, compression: float) -> str:
 
 def best_alpha_within(df: pd.DataFrame, points: float) -> pd.Series | None:
     """The most compressed finished, non-collapsed BSQ run within ``points`` of float."""
-    bsq = df[(df["status"] == "finished") & (df["method"] == "bsq") & (df["collapsed"] == "")]
+    ok = (df["status"] == RunStatus.FINISHED) & (df["collapsed"] == "")
+    bsq = df[ok & (df["method"] == "bsq")]
     bsq = bsq[bsq["accuracy_pct"] >= bsq["float_accuracy_pct"] - points]
     if bsq.empty:
         return None
