@@ -121,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(p)
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("reproduce", help="the paper's recipe, its figures next to the run's")
+    p.add_argument("recipe", help="resnet20-cifar10")
+    p.add_argument("--report", choices=("last", "best"), default="last",
+                   help="last epoch (default) or best epoch (the authors' rule)")  # fmt: skip
+    _add_overrides(p)
+    _json_flag(p)
+    p.set_defaults(func=_reproduce)
+
     p = sub.add_parser("resume", help="continue a stopped or interrupted run to its end")
     p.add_argument("run_id")
     _json_flag(p)
@@ -227,6 +235,12 @@ def cmd_train(args) -> int:
         run_id = store.create_run(config.to_dict(), name=config.name)
         print(f"run {run_id}", file=sys.stderr if args.json else sys.stdout, flush=True)
         return run_foreground(store, run_id, resume=False, as_json=args.json)
+
+
+def _reproduce(args) -> int:
+    from bsq_engine.cli.reproduce import cmd_reproduce
+
+    return cmd_reproduce(args)
 
 
 def cmd_resume(args) -> int:
