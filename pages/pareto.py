@@ -112,6 +112,24 @@ def _frontier(model: str, dataset: str, x_mode: str, live: bool) -> None:
         st.page_link(TRAIN_PAGE, label="Open this run on the Train page",
                      query_params={"run": run_id}, icon=":material/open_in_new:")  # fmt: skip
         render_run_panel(run_id, key="pareto-panel")
+        _scheme_tools(run_id)
+
+
+def _scheme_tools(run_id: str) -> None:
+    """ "Retrain this scheme" (QAT from float) and, for HAWQ-style runs, the sensitivities."""
+    run = store().get_run(run_id)
+    retrain = bench.retrain_config(run)
+    if retrain is not None:
+        label = "-".join(str(b) for b in retrain["scheme"])
+        if st.button(f"Retrain this scheme ({label}) from the float model", key="pareto-retrain",
+                     help="Same schedule, bits fixed from the start: is it the scheme or "
+                          "BSQ's training that wins?"):  # fmt: skip
+            new_id = manager().start(retrain, name=f"scheme {label} (from {run['name']})")
+            st.success(f"Queued run {new_id}: it appears on this chart as 'scheme QAT'.")
+    table = bench.sensitivity_table((run.get("summary") or {}).get("plan"))
+    if not table.empty:
+        st.subheader("Per-layer sensitivity (why each layer got its bits)", anchor=False)
+        st.dataframe(table, hide_index=True, width="stretch", key="pareto-sensitivity")
 
 
 def _collapsed_notice(runs) -> None:

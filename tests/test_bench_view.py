@@ -8,7 +8,14 @@ import pytest
 from apptest_helpers import bsq_home, open_page, page_text  # noqa: F401
 
 from bsq_engine.runs.store import RunStore
-from dashboard.views.bench import bench_frame, best_alpha_within, best_at, best_sentence
+from dashboard.views.bench import (
+    bench_frame,
+    best_alpha_within,
+    best_at,
+    best_sentence,
+    retrain_config,
+    sensitivity_table,
+)
 from dashboard.views.frames import runs_frame
 from dashboard.views.frontier import frontier_points, pareto_chart
 
@@ -129,3 +136,24 @@ def test_pareto_page_names_the_best_and_flags_the_collapsed(bsq_home):  # noqa: 
     assert "wrecked: every quantized layer is pruned" in text
     assert "At 16x or more: uniform (uniform 2) 90.0 ± 1.9%" in text
     assert "inf" not in text.lower().replace("info", "")
+
+
+def test_retrain_this_scheme_makes_a_valid_scheme_config():
+    from bsq_engine.training.config import RunConfig
+    from bsq_engine.training.presets import make_config
+
+    run = _run("bsq-x", 0.9, (6, 2), alpha=0.05)
+    run["config"] = {**make_config().to_dict(), "alpha": 0.05}
+    run["summary"]["layers"].append({"name": "fc3", "n_bits": 8, "n_weights": 10})
+    config = RunConfig.from_dict(retrain_config(run))
+    assert config.method == "scheme" and config.scheme == (6, 2, 8) and config.alpha == 0
+    assert retrain_config({**run, "status": "running"}) is None
+
+
+def test_sensitivity_table_explains_the_allocation():
+    plan = {"layers": ["a", "b"], "bits": [4, 1], "candidates": [1, 4],
+            "costs": [[9.0, 0.1], [0.2, 0.01]], "traces": {"a": 30.0, "b": 0.5}}  # fmt: skip
+    table = sensitivity_table(plan)
+    assert table.columns.tolist() == ["layer", "bits", "Hessian trace", "cost @1", "cost @4"]
+    assert table["bits"].tolist() == [4, 1] and table["Hessian trace"].tolist() == [30.0, 0.5]
+    assert sensitivity_table({"bits": [8]}).empty and sensitivity_table(None).empty

@@ -23,6 +23,8 @@ __all__ = [
     "best_at",
     "best_sentence",
     "family_of",
+    "retrain_config",
+    "sensitivity_table",
 ]
 
 BEST_COLUMNS = ["method", "run", "accuracy (%)", "± (95%)", "compression (x)", "seeds", "tied"]
@@ -156,3 +158,31 @@ def best_alpha_within(df: pd.DataFrame, points: float) -> pd.Series | None:
     if bsq.empty:
         return None
     return bsq.sort_values(["compression", "accuracy_pct"], ascending=False).iloc[0]
+
+
+def retrain_config(run: Mapping[str, Any]) -> dict | None:
+    """Config of "retrain this scheme": the run's bits per layer as a fixed scheme, trained
+    from the float model with the same schedule (the BSQ paper's Table-1 control). ``None``
+    when the run has no final scheme yet."""
+    layers = (run.get("summary") or {}).get("layers")
+    if run.get("status") != RunStatus.FINISHED or not layers:
+        return None
+    config = dict(run.get("config") or {})
+    config.update(method="scheme", scheme=[int(layer["n_bits"]) for layer in layers],
+                  alpha=0.0, first_last_bits=None, avg_bits=None, name=None)  # fmt: skip
+    return config
+
+
+def sensitivity_table(plan: Mapping[str, Any] | None) -> pd.DataFrame:
+    """Why each layer got its bits in a HAWQ-style run: chosen bits, Hessian trace (when
+    measured) and the estimated loss increase at each candidate bit-width."""
+    if not plan or not plan.get("costs"):
+        return pd.DataFrame()
+    rows = []
+    for i, name in enumerate(plan["layers"]):
+        row = {"layer": name, "bits": plan["bits"][i]}
+        if plan.get("traces"):
+            row["Hessian trace"] = plan["traces"][name]
+        row.update({f"cost @{b}": c for b, c in zip(plan["candidates"], plan["costs"][i])})
+        rows.append(row)
+    return pd.DataFrame(rows)
