@@ -131,3 +131,15 @@ def test_cli_refuses_bad_method_settings_in_one_line(capsys, argv, message):
     assert cli.main(["train", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_prints_stage_warnings_on_stderr(capsys):
+    from bsq_engine.cli.commands import print_outcome
+
+    summary = {"run_id": "r1", "status": "finished", "model": "mlp", "dataset": "digits",
+               "method_label": "BSQ alpha=0.4", "accuracy": 0.5, "float_accuracy": 0.97,
+               "avg_bits": 1.0, "compression": 32.0, "seconds": 3.0,
+               "warnings": ["Accuracy fell to 40.00% by the end of the BSQ stage"]}  # fmt: skip
+    print_outcome(summary)
+    out, err = capsys.readouterr()
+    assert "finished run r1" in out and "warning: Accuracy fell to 40.00%" in err

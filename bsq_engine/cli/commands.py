@@ -154,6 +154,8 @@ def run_summary(store: RunStore, run: dict) -> dict:
         "layers": [{k: layer.get(k) for k in ("name", "n_bits", "n_weights")}
                    for layer in layers_of(store, run)],
         "error": run.get("error"), "method_label": describe_method(config),
+        "quant_stage_accuracy": (run.get("summary") or {}).get("quant_stage_accuracy"),
+        "warnings": (run.get("summary") or {}).get("warnings") or [],
     }  # fmt: skip
 
 
@@ -172,6 +174,8 @@ def print_outcome(summary: dict) -> None:
             f"{num(summary['compression'], '.2f', 'x')} compression, "
             f"{duration(summary['seconds'])}"
         )
+        for warning in summary.get("warnings") or []:
+            print(f"warning: {warning}", file=sys.stderr)
         return
     hint = f"continue it with `python -m bsq_engine resume {rid}`"
     if status == RunStatus.STOPPED:

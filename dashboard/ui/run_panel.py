@@ -129,6 +129,8 @@ def _outcome(view: RunView) -> None:
             comp = run.get("compression")  # None when every layer is pruned (collapsed)
             text += f" = {comp:.1f}x compression." if comp else " (every layer pruned)."
         st.success(text)
+        for warning in (run.get("summary") or {}).get("warnings") or []:
+            st.warning(warning)  # e.g. the BSQ stage wrecked accuracy: what to change
     elif status == "failed":
         st.error(f"This run failed: {_clean_error(run.get('error'))}")
         st.caption("Change the settings and start a new run, or resume it from the Runs page.")

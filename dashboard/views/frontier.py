@@ -72,6 +72,8 @@ def _bench_hover(r) -> str:
     text = ""
     if not pd.isna(getattr(r, "acc_low", np.nan)):
         text += f" (95%: {r.acc_low:.2f}-{r.acc_high:.2f})"
+    if not pd.isna(getattr(r, "quant_stage_pct", np.nan)):
+        text += f"<br>before finetune: {r.quant_stage_pct:.2f}%"
     if getattr(r, "mark", "") == "tied":
         text += "<br>tied: a smaller model is within noise of this accuracy"
     if getattr(r, "collapsed", ""):
