@@ -123,25 +123,42 @@ def _aggregate(results: list[dict]) -> list[dict]:
     return rows
 
 
-def _verdicts(rows: list[dict]) -> list[dict]:
-    """Each mixed-precision setting against the best uniform one at >= its compression.
+def _significant(a: dict, b: dict) -> bool:
+    """``a`` is more accurate than ``b`` by more than the test-set noise (Newcombe interval
+    of the two means at the test-set size) and by more than twice the seeds' standard
+    error of the difference."""
+    diff = a["accuracy"] - b["accuracy"]
+    seed_se = (a["spread"] ** 2 / a["seeds"] + b["spread"] ** 2 / b["seeds"]) ** 0.5
+    noisy = not differs(a["accuracy"], a["test_size"], b["accuracy"], b["test_size"])
+    return diff > 0 and not noisy and diff > 2 * seed_se
 
-    A win needs the mean difference to exceed both the test-set noise (Newcombe interval of
-    the two means at the test-set size) and twice the seeds' standard error."""
+
+def _verdicts(rows: list[dict]) -> list[dict]:
+    """Each mixed-precision setting M against the uniform baselines (uniform and uniform
+    with first/last at 8 bits), 2% tolerance on compression:
+
+    - **wins** when M is significantly more accurate than the best uniform setting that is
+      no more compressed than M (same or better accuracy *and* size);
+    - **loses** when a uniform setting at least as compressed is significantly more
+      accurate (M is dominated);
+    - **tie** otherwise (within noise, or a trade-off between two sizes)."""
     uniform = [r for r in rows if r["method"] == "uniform" and r["compression"]]
     verdicts = []
     for m in (r for r in rows if r["method"] in MIXED and r["compression"]):
-        rivals = [u for u in uniform if u["compression"] >= m["compression"] * 0.98]
-        if not rivals:
-            verdicts.append({"mixed": m["label"], "uniform": None, "verdict": "no rival"})
-            continue
-        u = max(rivals, key=lambda r: r["accuracy"])
-        diff = m["accuracy"] - u["accuracy"]
-        seed_se = (m["spread"] ** 2 / m["seeds"] + u["spread"] ** 2 / u["seeds"]) ** 0.5
-        noisy = not differs(m["accuracy"], m["test_size"], u["accuracy"], u["test_size"])
-        verdict = "tie" if noisy or abs(diff) <= 2 * seed_se else ("wins" if diff > 0 else "loses")
-        verdicts.append({"mixed": m["label"], "uniform": u["label"], "diff_points": 100 * diff,
-                         "verdict": verdict})  # fmt: skip
+        below = [u for u in uniform if u["compression"] <= m["compression"] * 1.02]
+        above = [u for u in uniform if u["compression"] >= m["compression"] * 0.98]
+        best_below = max(below, key=lambda r: r["accuracy"], default=None)
+        best_above = max(above, key=lambda r: r["accuracy"], default=None)
+        if best_above is not None and _significant(best_above, m):
+            rival, verdict = best_above, "loses"
+        elif best_below is not None and _significant(m, best_below):
+            rival, verdict = best_below, "wins"
+        else:
+            rival, verdict = best_above or best_below, "tie"
+        verdicts.append({
+            "mixed": m["label"], "uniform": rival and rival["label"], "verdict": verdict,
+            "diff_points": 100 * (m["accuracy"] - rival["accuracy"]) if rival else None,
+        })  # fmt: skip
     return verdicts
 
 
@@ -156,7 +173,7 @@ def _print(rows, verdicts) -> None:
     print(f"float model: {100 * rows[0]['float_accuracy']:.2f}% (test set {rows[0]['test_size']})")
     for v in verdicts:
         if v["uniform"] is None:
-            print(f"  {v['mixed']}: no uniform baseline is as compressed")
+            print(f"  {v['mixed']}: no uniform baseline to compare with")
         else:
             print(f"  {v['mixed']} vs {v['uniform']}: {v['diff_points']:+.2f} points -> "
                   f"{v['verdict']}")  # fmt: skip
