@@ -106,6 +106,7 @@ def _frontier(model: str, dataset: str, x_mode: str, live: bool) -> None:
     )  # fmt: skip
     _downloads(table, fig, model, dataset)
     _best_of_methods(runs)
+    _measured_bench()
     run_id = pp.selected_run_id(event)
     if run_id:
         st.divider()
@@ -130,6 +131,26 @@ def _scheme_tools(run_id: str) -> None:
     if not table.empty:
         st.subheader("Per-layer sensitivity (why each layer got its bits)", anchor=False)
         st.dataframe(table, hide_index=True, width="stretch", key="pareto-sensitivity")
+
+
+def _measured_bench() -> None:
+    """Where each method wins, from the measured bench (numbers read, never typed)."""
+    found = bench.bench_summary()
+    if found is None:
+        return
+    table, lines, workload = found
+    with st.expander("Measured bench: does mixed precision beat uniform at equal size?"):
+        st.text(f"benchmarks/frontier.py on {workload.get('model')}/{workload.get('dataset')}, "
+                f"{workload.get('max_train')} training images, {workload.get('act_bits')}-bit "
+                f"activations, seeds {workload.get('seeds')}:")  # fmt: skip
+        st.dataframe(table, hide_index=True, width="stretch", key="pareto-bench")
+        st.text("\n".join(lines))
+        st.caption(
+            "A win needs more accuracy at equal or better compression, by more than the test "
+            "noise and the seeds' spread. Uniform baselines are strong wherever BatchNorm "
+            "follows every layer: BSQ's gains need headroom (layers that really differ) and "
+            "long schedules (the paper's 350 + 300 epochs), which small CPU runs lack."
+        )
 
 
 def _collapsed_notice(runs) -> None:

@@ -157,3 +157,25 @@ def test_sensitivity_table_explains_the_allocation():
     assert table.columns.tolist() == ["layer", "bits", "Hessian trace", "cost @1", "cost @4"]
     assert table["bits"].tolist() == [4, 1] and table["Hessian trace"].tolist() == [30.0, 0.5]
     assert sensitivity_table({"bits": [8]}).empty and sensitivity_table(None).empty
+
+
+def test_measured_bench_is_read_from_the_saved_json(tmp_path):
+    import json
+
+    from dashboard.views.bench import bench_summary
+
+    doc = {
+        "rows": [{"label": "uniform 2-bit", "accuracy": 0.85, "half_width": 0.016,
+                  "spread": 0.004, "seeds": 3, "compression": 16.0, "collapsed": 0}],
+        "verdicts": [{"mixed": "HAWQ", "uniform": "uniform 2-bit", "diff_points": 1.5,
+                      "verdict": "tie"}],
+        "workload": {"model": "lenet5", "dataset": "fashion_mnist"},
+    }  # fmt: skip
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(doc))
+    table, lines, workload = bench_summary(path)
+    assert table.iloc[0]["accuracy (%)"] == pytest.approx(85.0)
+    assert lines == ["HAWQ vs uniform 2-bit: +1.50 points, tie"]
+    assert workload["model"] == "lenet5"
+    path.write_text("{not json")
+    assert bench_summary(path) is None and bench_summary(tmp_path / "absent.json") is None

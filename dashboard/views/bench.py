@@ -6,7 +6,9 @@ test-set size, classes, BOPs and the method's settings). No Streamlit.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,8 +19,10 @@ from bsq_engine.runs.status import RunStatus
 from bsq_engine.training.config import describe_method
 
 __all__ = [
+    "BENCH_PATH",
     "BEST_COLUMNS",
     "bench_frame",
+    "bench_summary",
     "best_alpha_within",
     "best_at",
     "best_sentence",
@@ -27,6 +31,7 @@ __all__ = [
     "sensitivity_table",
 ]
 
+BENCH_PATH = Path(__file__).resolve().parents[2] / "assets" / "bench_frontier.json"
 BEST_COLUMNS = ["method", "run", "accuracy (%)", "± (95%)", "compression (x)", "seeds", "tied"]
 
 
@@ -186,3 +191,24 @@ def sensitivity_table(plan: Mapping[str, Any] | None) -> pd.DataFrame:
         row.update({f"cost @{b}": c for b, c in zip(plan["candidates"], plan["costs"][i])})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def bench_summary(path: Path | str = BENCH_PATH) -> tuple[pd.DataFrame, list[str], dict] | None:
+    """The measured bench of ``benchmarks/frontier.py --save``: (table, verdict lines,
+    workload), or ``None`` when the file is absent or unreadable."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        rows, verdicts = doc["rows"], doc["verdicts"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    table = pd.DataFrame([{
+        "setting": r["label"], "accuracy (%)": 100 * r["accuracy"],
+        "± (95%)": 100 * r["half_width"], "seed sd": 100 * r["spread"], "seeds": r["seeds"],
+        "compression (x)": r["compression"], "collapsed": r["collapsed"],
+    } for r in rows])  # fmt: skip
+    lines = [
+        f"{v['mixed']} vs {v['uniform']}: {v['diff_points']:+.2f} points, {v['verdict']}"
+        if v.get("uniform") else f"{v['mixed']}: no uniform baseline to compare with"
+        for v in verdicts
+    ]  # fmt: skip
+    return table, lines, doc.get("workload") or {}
