@@ -40,15 +40,15 @@ def log_alphas(lo: float, hi: float, n: int) -> list[float]:
 def _points(alphas, uniform_bits, first_last_bits, hawq_avg_bits) -> list[tuple[str, dict]]:
     """``(name, method settings)`` of every point of a sweep, BSQ first."""
     points = [(f"α={a:g}", {"method": "bsq", "alpha": a}) for a in alphas]
-    # alpha does nothing in a fixed-scheme run; 0 keeps the runs table honest
-    points += [(f"uniform {k}-bit", {"method": "uniform", "uniform_bits": k, "alpha": 0.0})
+    # a fixed-scheme run has no alpha: the store keeps NULL, whatever the config holds
+    points += [(f"uniform {k}-bit", {"method": "uniform", "uniform_bits": k})
                for k in uniform_bits]  # fmt: skip
     points += [
         (f"uniform {k}-bit, first/last 8",
-         {"method": "uniform", "uniform_bits": k, "first_last_bits": 8, "alpha": 0.0})
+         {"method": "uniform", "uniform_bits": k, "first_last_bits": 8})
         for k in first_last_bits
     ]  # fmt: skip
-    points += [(f"HAWQ {b:g} bits", {"method": "hawq", "avg_bits": b, "alpha": 0.0})
+    points += [(f"HAWQ {b:g} bits", {"method": "hawq", "avg_bits": b})
                for b in hawq_avg_bits]  # fmt: skip
     return points
 

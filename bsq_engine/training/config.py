@@ -15,7 +15,9 @@ __all__ = [
     "SENSITIVITIES",
     "RunConfig",
     "Stage",
+    "alpha_of",
     "describe_method",
+    "stage_rank",
     "stages_for",
 ]
 
@@ -60,6 +62,27 @@ def describe_method(config: dict) -> str:
         sensitivity = config.get("sensitivity", "hessian")
         return f"HAWQ-style ({sensitivity}) at {config.get('avg_bits', 0):g} avg bits"
     return f"BSQ alpha={config.get('alpha', 0):.4g}"
+
+
+def stage_rank(stage: str) -> int:
+    """Position of a stage in its pipeline, for sorting stored rows into training order:
+    ``bsq`` and its uniform twin ``qat`` share one; ``done`` and unknown names sort last.
+
+    >>> [stage_rank(s) for s in ("pretrain", "bsq", "qat", "finetune", "done", "x")]
+    [0, 1, 1, 2, 3, 3]
+    """
+    for method in METHODS:
+        order = stages_for(method)
+        if stage in order:
+            return order.index(stage)
+    return len(stages_for(METHODS[0]))
+
+
+def alpha_of(method: str, alpha: float) -> float | None:
+    """The alpha a run really uses: None for a fixed-scheme run (uniform, scheme, hawq: no
+    regularizer; its
+    config still carries the field; the store, summaries and exports show NULL/None)."""
+    return float(alpha) if method == "bsq" else None
 
 
 def _positive(name: str, value, kind=int, allow_zero=False) -> None:
@@ -235,6 +258,11 @@ class RunConfig:
 
     def replace(self, **changes) -> RunConfig:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def used_alpha(self) -> float | None:
+        """``alpha``, or None for a uniform run (see :func:`alpha_of`)."""
+        return alpha_of(self.method, self.alpha)
 
     @property
     def stages(self) -> list[Stage]:

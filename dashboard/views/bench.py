@@ -6,32 +6,45 @@ test-set size, classes, BOPs and the method's settings). No Streamlit.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 
 from bsq_engine.runs.stats import collapse_reason, differs, frontier_marks, wilson_interval
 from bsq_engine.runs.status import RunStatus
 from bsq_engine.training.config import describe_method
 
 __all__ = [
-    "BENCH_PATH",
     "BEST_COLUMNS",
+    "COLLAPSED_STYLE",
+    "FAMILY_STYLE",
+    "add_float_line",
     "bench_frame",
+    "bench_hover",
     "bench_summary",
     "best_alpha_within",
     "best_at",
     "best_sentence",
+    "decorate_run_trace",
     "family_of",
     "retrain_config",
     "sensitivity_table",
+    "staircase_trace",
 ]
 
-BENCH_PATH = Path(__file__).resolve().parents[2] / "assets" / "bench_frontier.json"
+# Families of the bench (``family_of``); BSQ and uniform keep the chart's historic styles.
+FAMILY_STYLE = {
+    "BSQ": {"name": "BSQ", "symbol": "circle", "color": "#4C78A8"},
+    "uniform": {"name": "uniform", "symbol": "square", "color": "#F58518"},
+    "uniform, first/last 8": {"name": "uniform, first/last 8", "symbol": "triangle-up",
+                              "color": "#E8A33D"},
+    "scheme QAT": {"name": "scheme QAT", "symbol": "cross", "color": "#72B7B2"},
+    "HAWQ-style": {"name": "HAWQ-style", "symbol": "hexagon", "color": "#54A24B"},
+}  # fmt: skip
+COLLAPSED_STYLE = {"name": "collapsed", "symbol": "x", "color": "#9D9D9D"}
 BEST_COLUMNS = ["method", "run", "accuracy (%)", "± (95%)", "compression (x)", "seeds", "tied"]
 
 
@@ -193,22 +206,74 @@ def sensitivity_table(plan: Mapping[str, Any] | None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def bench_summary(path: Path | str = BENCH_PATH) -> tuple[pd.DataFrame, list[str], dict] | None:
-    """The measured bench of ``benchmarks/frontier.py --save``: (table, verdict lines,
-    workload), or ``None`` when the file is absent or unreadable."""
+def bench_summary(doc: Mapping[str, Any] | None) -> tuple[pd.DataFrame, list[str], dict] | None:
+    """The measured bench of ``benchmarks/frontier.py --save`` (its parsed JSON document):
+    (table, verdict lines, workload), or ``None`` when the document is missing or malformed.
+    """
     try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
         rows, verdicts = doc["rows"], doc["verdicts"]
-    except (OSError, ValueError, KeyError, TypeError):
+        table = pd.DataFrame([{
+            "setting": r["label"], "accuracy (%)": 100 * r["accuracy"],
+            "± (95%)": 100 * r["half_width"], "seed sd": 100 * r["spread"], "seeds": r["seeds"],
+            "compression (x)": r["compression"], "collapsed": r["collapsed"],
+        } for r in rows])  # fmt: skip
+        lines = [
+            f"{v['mixed']} vs {v['uniform']}: {v['diff_points']:+.2f} points, {v['verdict']}"
+            if v.get("uniform") else f"{v['mixed']}: no uniform baseline to compare with"
+            for v in verdicts
+        ]  # fmt: skip
+    except (KeyError, TypeError, ValueError):
         return None
-    table = pd.DataFrame([{
-        "setting": r["label"], "accuracy (%)": 100 * r["accuracy"],
-        "± (95%)": 100 * r["half_width"], "seed sd": 100 * r["spread"], "seeds": r["seeds"],
-        "compression (x)": r["compression"], "collapsed": r["collapsed"],
-    } for r in rows])  # fmt: skip
-    lines = [
-        f"{v['mixed']} vs {v['uniform']}: {v['diff_points']:+.2f} points, {v['verdict']}"
-        if v.get("uniform") else f"{v['mixed']}: no uniform baseline to compare with"
-        for v in verdicts
-    ]  # fmt: skip
     return table, lines, doc.get("workload") or {}
+
+
+# ---------------------------------------------------------------- chart pieces
+def bench_hover(r: Any) -> str:
+    """Interval, accuracy before finetune, tie and collapse lines of one hover (a row of
+    ``bench_frame``; empty for rows without the bench columns)."""
+    text = ""
+    if not pd.isna(getattr(r, "acc_low", np.nan)):
+        text += f" (95%: {r.acc_low:.2f}-{r.acc_high:.2f})"
+    if not pd.isna(getattr(r, "quant_stage_pct", np.nan)):
+        text += f"<br>before finetune: {r.quant_stage_pct:.2f}%"
+    if getattr(r, "mark", "") == "tied":
+        text += "<br>tied: a smaller model is within noise of this accuracy"
+    if getattr(r, "collapsed", ""):
+        text += f"<br><b>collapsed</b>: {r.collapsed}"
+    return text
+
+
+def decorate_run_trace(trace: go.Scatter, df: pd.DataFrame, style: dict) -> go.Scatter:
+    """With the bench columns: tied points drawn hollow, and 95% error bars."""
+    if "mark" in df:
+        trace.marker.symbol = [
+            f"{style['symbol']}-open" if m == "tied" else style["symbol"] for m in df["mark"]
+        ]
+    if "acc_low" in df and df["acc_low"].notna().any():
+        trace.update(error_y={
+            "type": "data", "array": (df["acc_high"] - df["accuracy_pct"]).tolist(),
+            "arrayminus": (df["accuracy_pct"] - df["acc_low"]).tolist(),
+            "color": style["color"], "thickness": 1, "width": 3,
+        })  # fmt: skip
+    return trace
+
+
+def staircase_trace(group: pd.DataFrame, x_mode: str, style: dict) -> go.Scatter:
+    """A uniform family's points joined as a staircase, the way the field draws them."""
+    steps = group.sort_values(x_mode)
+    return go.Scatter(
+        x=steps[x_mode], y=steps["accuracy_pct"], mode="lines", line_shape="vh",
+        line={"color": style["color"], "width": 1}, hoverinfo="skip",
+        name=f"{style['name']} staircase", showlegend=False,
+    )  # fmt: skip
+
+
+def add_float_line(fig: go.Figure, runs_df: pd.DataFrame) -> None:
+    """The float model's accuracy (median over runs: sweeps share one float model)."""
+    if "float_accuracy_pct" not in runs_df or runs_df["float_accuracy_pct"].isna().all():
+        return
+    level = float(runs_df["float_accuracy_pct"].median())
+    fig.add_hline(
+        y=level, line={"color": "#444", "dash": "dash", "width": 1},
+        annotation={"text": f"float model {level:.2f}%"}, annotation_position="top left",
+    )  # fmt: skip
