@@ -143,3 +143,21 @@ def test_cli_prints_stage_warnings_on_stderr(capsys):
     print_outcome(summary)
     out, err = capsys.readouterr()
     assert "finished run r1" in out and "warning: Accuracy fell to 40.00%" in err
+
+
+@pytest.mark.slow
+def test_cli_sweep_over_seeds_with_baselines(capsys):
+    import json
+
+    from bsq_engine.cli import main as cli
+
+    argv = ["sweep", "--model", "mlp", "--dataset", "digits", "--uniform-bits", "2",
+            "--first-last-uniform-bits", "2", "--hawq-avg-bits", "2.5", "--seeds", "0", "1",
+            *TINY_CLI, "--json"]  # fmt: skip
+    assert cli.main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "6 runs queued" in err  # --json: progress on stderr
+    runs = json.loads(out.strip().splitlines()[-1])["runs"]
+    labels = sorted((r["method_label"], r["alpha"]) for r in runs)
+    assert labels.count(("uniform 2-bit, first/last 8-bit", None)) == 2
+    assert all(r["status"] == "finished" for r in runs)
