@@ -176,3 +176,13 @@ def test_measured_bench_is_read_from_the_saved_json():
     assert lines == ["HAWQ vs uniform 2-bit: +1.50 points, tie"]
     assert workload["model"] == "lenet5"
     assert bench_summary(None) is None and bench_summary({"rows": [{}], "verdicts": []}) is None
+
+
+def test_legacy_infinite_compression_is_never_shown():
+    from dashboard.views.compare import _num
+
+    legacy = {**_run("old", 0.1, (0, 0)), "compression": float("inf")}
+    df = runs_frame([legacy])
+    assert df["compression"].isna().all()
+    assert "collapsed" in bench_frame(df, [legacy]).iloc[0]["mark"]
+    assert _num(float("inf"), ".2f", "x") == _num(None, ".2f", "x")
