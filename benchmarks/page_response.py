@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -173,8 +174,14 @@ def measure(rounds: int, lenet: bool, watch: float) -> dict:
             result.update(_start_default(page))
             busy = _switch_times(page, rounds)
             if lenet:  # one worker: stop the default run so LeNet-5 starts at once
-                _visit(page, "Train", "Train")
-                _stop_watched_run(page)
+                running = (
+                    sqlite3.connect(home / "runs.db")
+                    .execute("SELECT run_id FROM runs WHERE status IN ('running', 'queued')")
+                    .fetchall()
+                )
+                for (run_id,) in running:  # through its panel: the server owns the run
+                    page.goto(f"http://127.0.0.1:{port}/?run={run_id}")
+                    _stop_watched_run(page)
                 page.goto(f"http://127.0.0.1:{port}/")
                 page.get_by_role("button", name="Start training").wait_for()
                 result.update(_progress_cadence(page, watch))
