@@ -11,12 +11,16 @@ import logging
 import traceback
 from pathlib import Path
 
-from bsq_engine.data import DatasetUnavailable
+from bsq_engine.data import DatasetUnavailable, get_dataset_info
 from bsq_engine.runs.store import RunStore
 from bsq_engine.training.callbacks import CheckpointCallback, StoreCallback
-from bsq_engine.training.checkpoint import CheckpointError, load_checkpoint
+from bsq_engine.training.checkpoint import (
+    CheckpointError,
+    check_against_config,
+    load_run_checkpoint,
+)
 from bsq_engine.training.config import RunConfig
-from bsq_engine.training.trainer import DivergenceError, RunStopped, Trainer
+from bsq_engine.training.trainer import DivergenceError, RunStopped, Trainer, build_model
 
 __all__ = ["ResumeError", "cache_dir", "checkpoint_path", "execute_run", "load_resume_point"]
 
@@ -54,9 +58,29 @@ def load_resume_point(store: RunStore, run_id: str) -> tuple[RunConfig, tuple | 
     if not path.is_file():
         return config, None
     try:
-        return config, load_checkpoint(path)
+        checkpoint = load_run_checkpoint(path)
+        check_against_config(config, checkpoint[1])
+        _check_shapes(config, checkpoint)
     except CheckpointError as exc:
         raise ResumeError(f"cannot resume: {exc}") from exc
+    return config, checkpoint
+
+
+def _check_shapes(config: RunConfig, checkpoint: tuple[dict, dict]) -> None:
+    """Rebuild the model from the checkpoint once, before the run's status or metrics are
+    touched, so wrong tensor shapes are refused instead of failing the run mid-way. A
+    user's image folder only knows its classes once loaded; the trainer checks those."""
+    info = get_dataset_info(config.dataset)
+    if info.num_classes < 1:
+        return
+    try:
+        build_model(config, info, *checkpoint)
+    except (RuntimeError, ValueError, KeyError) as exc:  # load_state_dict: size mismatch
+        first = str(exc).strip().splitlines()[0][:300]
+        raise CheckpointError(
+            f"The checkpoint's tensors do not fit a {config.model} model ({first}). Nothing "
+            "was changed; start the run again."
+        ) from exc
 
 
 def _truncate_to(store: RunStore, run_id: str, config: RunConfig, checkpoint) -> None:

@@ -131,7 +131,16 @@ def _v0_to_v1(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v0_to_v1]
+def _v1_to_v2(conn: sqlite3.Connection) -> None:
+    """``quarantine``: rows ``store repair`` took out of ``runs`` because they could not be
+    read or fixed, kept verbatim (``row_json``) with the reason, so nothing is lost."""
+    conn.execute(
+        "CREATE TABLE quarantine (id INTEGER PRIMARY KEY, run_id TEXT, row_json TEXT NOT NULL,"
+        " reason TEXT, quarantined_at REAL NOT NULL)"
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v0_to_v1, _v1_to_v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -192,10 +201,18 @@ def _version(conn: sqlite3.Connection, db_path: Path) -> int:
 
 
 def _unreadable(db_path: Path, exc: Exception) -> StoreError:
+    writable = os.access(db_path.parent, os.W_OK) and (
+        not db_path.exists() or os.access(db_path, os.W_OK)
+    )
+    if not writable:  # the file is fine; the folder or the file is read-only for us
+        return StoreError(
+            f"{db_path} cannot be written ({exc}): its folder or the file is read-only. Make "
+            "them writable, or set BSQ_HOME to a writable folder; nothing was changed."
+        )
     return StoreError(
-        f"{db_path} is not a usable BSQ Explorer run store ({exc}). Nothing was changed: move "
-        f"the file away (e.g. rename it to runs.db.bad) and a fresh store will be created, or "
-        f"set BSQ_HOME to another folder."
+        f"{db_path} is not a usable BSQ Explorer run store ({exc}). Nothing was changed. "
+        "`python -m bsq_engine store repair` keeps a copy of it, then rebuilds the index "
+        "from the run folders; or set BSQ_HOME to another folder."
     )
 
 
@@ -354,6 +371,21 @@ def orphan_reason(row: sqlite3.Row, *, owned: bool, now: float, stale_after: flo
     silent = now - (row["heartbeat"] or row["started_at"] or row["created_at"])
     if silent > stale_after:
         return f"{where} sent no heartbeat for {silent:.0f} s"
+    return None
+
+
+def queued_orphan_reason(row: sqlite3.Row) -> str | None:
+    """Why a `queued` row will never start, or None while its owner may still start it.
+
+    A queued run lives in one process's job queue, and queued runs send no heartbeat, so
+    only the pid can tell: on this host a dead owner (or none recorded, as older releases
+    wrote) means the run was orphaned. Runs queued on another host are left alone.
+    """
+    pid, host = row["pid"], row["hostname"]
+    if pid is None:
+        return "queued by a process that left no owner (an older BSQ Explorer)"
+    if host == socket.gethostname() and pid != os.getpid() and not _pid_alive(pid):
+        return f"process {pid} on {host} ended before starting the run"
     return None
 
 

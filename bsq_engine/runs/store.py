@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Self
 
+from bsq_engine.runs.health import checked_run_dict, refuse_lost_index, remove_stale_tmp
 from bsq_engine.runs.schema import (
     ENDED,
     SCHEMA_VERSION,
@@ -44,7 +45,7 @@ from bsq_engine.runs.schema import (
     new_id,
     orphan_reason,
     parse_status,
-    run_dict,
+    queued_orphan_reason,
     stage_rank,
     table_rows,
     upsert_sql,
@@ -84,6 +85,7 @@ class RunStore:
         self._key = str(self.db_path.resolve())  # one store, however its path was spelled
         self.orphan_after = orphan_after
         self._local = threading.local()
+        refuse_lost_index(self.home, self.db_path)  # a 0-byte runs.db is never re-created
         conn = connect(self.db_path, wal=False)
         try:
             migrate(conn, self.db_path)
@@ -95,6 +97,7 @@ class RunStore:
         # Opening the store is when readers look, so runs left `running` by a dead process
         # show up as `interrupted` instead of running forever.
         self.mark_orphans()
+        remove_stale_tmp(self)
 
     # -- connections --------------------------------------------------------------------
 
@@ -168,6 +171,8 @@ class RunStore:
             )  # fmt: skip
             if status is RunStatus.RUNNING:
                 self._start(conn, rid, now)
+            elif status is RunStatus.QUEUED:  # its owner will start it (see mark_orphans)
+                self._own_queued(conn, rid, now)
 
     def get_run(self, run_id: str) -> dict:
         """The run as a plain dict, JSON decoded, with accuracy/avg_bits/... convenience keys."""
@@ -177,7 +182,13 @@ class RunStore:
             raise self._not_found(run_id)
         if row["status"] == RunStatus.RUNNING and self.mark_orphans():  # a page polling it
             row = self._conn().execute(sql, (run_id,)).fetchone()
-        return run_dict(self._conn(), row)
+        try:
+            return checked_run_dict(self._conn(), row)
+        except ValueError as exc:
+            raise StoreError(
+                f"Run {run_id!r} is damaged in {self.db_path} ({exc}). Nothing was changed; "
+                "`python -m bsq_engine store repair` rebuilds it from its run folder."
+            ) from None
 
     def list_runs(
         self,
@@ -203,7 +214,17 @@ class RunStore:
         sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
         conn = self._conn()
         rows = conn.execute(sql + " ORDER BY created_at DESC, run_id DESC", args).fetchall()
-        return [run_dict(conn, row) for row in rows]
+        runs, self._local.skipped = [], []
+        for row in rows:  # one damaged row must not hide every other run
+            try:
+                runs.append(checked_run_dict(conn, row))
+            except ValueError as exc:
+                self._local.skipped.append((row["run_id"], str(exc)))
+        return runs
+
+    def skipped_rows(self) -> list[tuple[str, str]]:
+        """``(run_id, why)`` of the damaged rows this thread's last ``list_runs`` left out."""
+        return list(getattr(self._local, "skipped", []))
 
     def set_status(self, run_id: str, status: str, *, error: str | None = None) -> None:
         """Move a run along its life cycle; an illegal step raises ValueError."""
@@ -223,6 +244,7 @@ class RunStore:
                     "UPDATE runs SET status = ?, finished_at = NULL, error = ? WHERE run_id = ?",
                     (new.value, error, run_id),
                 )
+                self._own_queued(conn, run_id, now)
         if new is not RunStatus.RUNNING:
             self._disown(run_id)
 
@@ -234,6 +256,12 @@ class RunStore:
         )
         with _OWNED_LOCK:
             _OWNED.add((self._key, run_id))
+
+    def _own_queued(self, conn: sqlite3.Connection, run_id: str, now: float) -> None:
+        conn.execute(
+            "UPDATE runs SET pid = ?, hostname = ?, heartbeat = ? WHERE run_id = ?",
+            (os.getpid(), socket.gethostname(), now, run_id),
+        )
 
     def _disown(self, run_id: str) -> None:
         with _OWNED_LOCK:
@@ -288,24 +316,32 @@ class RunStore:
     def mark_orphans(self, *, stale_after: float | None = None) -> list[str]:
         """Mark `running` runs whose process is gone as `interrupted`; returns their ids."""
         stale_after = self.orphan_after if stale_after is None else stale_after
-        rows = self._conn().execute("SELECT * FROM runs WHERE status = 'running'").fetchall()
+        rows = (
+            self._conn()
+            .execute("SELECT * FROM runs WHERE status IN ('running', 'queued')")
+            .fetchall()
+        )
         marked = []
         for row in rows:
-            with _OWNED_LOCK:
-                owned = (self._key, row["run_id"]) in _OWNED
-            reason = orphan_reason(row, owned=owned, now=time.time(), stale_after=stale_after)
-            if reason and self._interrupt(row["run_id"], row["heartbeat"], reason):
+            if row["status"] == RunStatus.QUEUED:
+                reason = queued_orphan_reason(row)
+            else:
+                with _OWNED_LOCK:
+                    owned = (self._key, row["run_id"]) in _OWNED
+                reason = orphan_reason(row, owned=owned, now=time.time(), stale_after=stale_after)
+            if reason and self._interrupt(row["run_id"], row["status"], row["heartbeat"], reason):
                 marked.append(row["run_id"])
         return marked
 
-    def _interrupt(self, run_id: str, beat: float | None, reason: str) -> bool:
-        """Conditional update: a heartbeat or finish that raced us wins."""
+    def _interrupt(self, run_id: str, status: str, beat: float | None, reason: str) -> bool:
+        """Conditional update: a heartbeat, start or finish that raced us wins."""
         with self._write() as conn:
             cur = conn.execute(
                 "UPDATE runs SET status = 'interrupted', finished_at = ?, error = ?"
-                " WHERE run_id = ? AND status = 'running' AND heartbeat IS ?",
-                (time.time(), f"Interrupted: {reason}. Resume it to continue.", run_id, beat),
-            )
+                " WHERE run_id = ? AND status = ? AND heartbeat IS ?",
+                (time.time(), f"Interrupted: {reason}. Resume it to continue.", run_id, status,
+                 beat),
+            )  # fmt: skip
         return cur.rowcount == 1
 
     # -- metrics ------------------------------------------------------------------------

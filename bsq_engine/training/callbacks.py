@@ -80,7 +80,14 @@ class ProgressBarCallback(Callback):
             self.bar.write(f"  {event['message']}", file=self.file)
 
     def on_finish(self, trainer, summary) -> None:
-        self.bar.close()
+        self.close()
+
+    def close(self) -> None:
+        """Close the bar; safe to call twice, or when the run never started (teardown for
+        callers whose run ended by an exception, before ``on_finish``)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 class CheckpointCallback(Callback):

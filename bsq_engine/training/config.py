@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import math
 from dataclasses import dataclass, field
 
 from bsq_engine.core.quantize import BSQConfig
+from bsq_engine.training.validation import ConfigError, Problem, validate
 
-__all__ = ["CONFIG_VERSION", "METHODS", "RunConfig", "Stage", "stages_for"]
+__all__ = ["CONFIG_VERSION", "METHODS", "ConfigError", "RunConfig", "Stage", "stages_for"]
 
 CONFIG_VERSION = 1
 METHODS = ("bsq", "uniform")
@@ -29,15 +29,6 @@ def stages_for(method: str) -> list[Stage]:
     """The training stages of a method, in order (``DONE`` excluded)."""
     middle = Stage.BSQ if method == "bsq" else Stage.QAT
     return [Stage.PRETRAIN, middle, Stage.FINETUNE]
-
-
-def _positive(name: str, value, kind=int, allow_zero=False) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (value < 0 or (value == 0 and not allow_zero)):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a number {bound}, got {value!r}.")
-    if kind is int and int(value) != value:
-        raise ValueError(f"{name} must be a whole number, got {value!r}.")
 
 
 @dataclass(frozen=True)
@@ -81,55 +72,11 @@ class RunConfig:
     version: int = field(default=CONFIG_VERSION)
 
     def __post_init__(self):
-        object.__setattr__(self, "lr_milestones", tuple(self.lr_milestones))
-        object.__setattr__(self, "finetune_milestones", tuple(self.finetune_milestones))
-        self._check_names()
-        self._check_numbers()
-        self.bsq_config()  # validates n_bits / max_bits / act_bits with its own messages
-
-    def _check_names(self) -> None:
-        from bsq_engine.data import list_datasets
-        from bsq_engine.models import list_models
-
-        if self.model not in list_models():
-            raise ValueError(
-                f"Unknown model {self.model!r}. Choose one of: {', '.join(list_models())}."
-            )
-        if self.dataset not in list_datasets():
-            choices = ", ".join(list_datasets())
-            raise ValueError(f"Unknown dataset {self.dataset!r}. Choose one of: {choices}.")
-        if self.method not in METHODS:
-            raise ValueError(f"Unknown method {self.method!r}. Choose 'bsq' or 'uniform'.")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}.")
-
-    def _check_numbers(self) -> None:
-        if (
-            not (isinstance(self.alpha, int | float) and math.isfinite(self.alpha))
-            or self.alpha < 0
-        ):
-            raise ValueError(
-                f"alpha must be >= 0, got {self.alpha!r}. Larger alpha = fewer bits; "
-                "try 1e-3 .. 1e-2 (0 turns the regularizer off)."
-            )
-        for name in ("pretrain_epochs", "finetune_epochs"):
-            _positive(name, getattr(self, name), allow_zero=True)
-        for name in ("bsq_epochs", "requant_interval", "batch_size"):
-            _positive(name, getattr(self, name))
-        for name in ("lr", "finetune_lr", "pretrain_lr"):
-            _positive(name, getattr(self, name), kind=float)
-        _positive("momentum", self.momentum, kind=float, allow_zero=True)
-        _positive("weight_decay", self.weight_decay, kind=float, allow_zero=True)
-        if not 1 <= self.uniform_bits <= self.max_bits:
-            raise ValueError(f"uniform_bits must be 1..{self.max_bits}, got {self.uniform_bits}.")
-        for milestones in (self.lr_milestones, self.finetune_milestones):
-            if any(not 0 < m < 1 for m in milestones):
-                raise ValueError(
-                    f"LR milestones are fractions of a stage in (0, 1), got {milestones}."
-                )
-        for name in ("max_train", "max_test"):
-            if getattr(self, name) is not None:
-                _positive(name, getattr(self, name))
+        for name in ("lr_milestones", "finetune_milestones"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        # Every problem at once, fields named by the caller (see training/validation.py).
+        validate({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
 
     def bsq_config(self) -> BSQConfig:
         return BSQConfig(
@@ -148,13 +95,10 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict) -> RunConfig:
         """Build from JSON; unknown keys are an error so typos never pass silently."""
+        if not isinstance(data, dict):
+            kind = type(data).__name__
+            raise ConfigError([Problem("config", f"must be a JSON object, got {kind}")])
         data = dict(data)
-        version = data.pop("version", CONFIG_VERSION)
-        if version > CONFIG_VERSION:
-            raise ValueError(
-                f"This config was written by a newer BSQ Explorer (version {version}); "
-                "upgrade the package to read it."
-            )
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -1,0 +1,80 @@
+"""Checks the store runs on itself as it opens and reads: damaged rows, a lost index, and
+temp files a killed checkpoint write left behind. ``runs/repair.py`` fixes what these find.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from bsq_engine.runs.schema import RunStatus, StoreError, run_dict
+
+__all__ = ["checked_run_dict", "refuse_lost_index", "remove_stale_tmp", "run_folders"]
+
+# A checkpoint write goes to ".<name>.<random>.tmp" next to it, then is renamed into place.
+TMP_GLOB = ".*.tmp"
+_CONFIG_KEYS = ("model", "dataset", "method")
+
+
+def run_folders(home: Path) -> list[Path]:
+    """The run folders under ``<home>/runs`` (whatever the index says)."""
+    runs = Path(home) / "runs"
+    return sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+
+
+def checked_run_dict(conn: sqlite3.Connection, row: sqlite3.Row) -> dict:
+    """``run_dict`` that raises ValueError (never a TypeError or KeyError deep inside a page)
+    for a row whose JSON is garbled or of the wrong shape."""
+    try:
+        run = run_dict(conn, row)
+    except (ValueError, TypeError, AttributeError) as exc:  # JSONDecodeError is a ValueError
+        raise ValueError(f"unreadable stored JSON: {exc}") from None
+    config = run.get("config")
+    if not isinstance(config, dict):
+        raise ValueError(f"its config is a {type(config).__name__}, not an object")
+    missing = [k for k in _CONFIG_KEYS if not isinstance(config.get(k), str)]
+    if missing:
+        raise ValueError(f"its config lacks {', '.join(missing)}")
+    if run.get("summary") is not None and not isinstance(run["summary"], dict):
+        raise ValueError("its summary is not an object")
+    if run.get("status") not in {s.value for s in RunStatus}:
+        raise ValueError(f"unknown status {run.get('status')!r}")
+    return run
+
+
+def refuse_lost_index(home: Path, db_path: Path) -> None:
+    """A 0-byte ``runs.db`` next to run folders is a lost index, not a new store: SQLite
+    would silently start an empty one and orphan every run, so refuse and point at repair."""
+    try:
+        empty = db_path.is_file() and db_path.stat().st_size == 0
+    except OSError:
+        return
+    folders = run_folders(home) if empty else []
+    if folders:
+        raise StoreError(
+            f"{db_path} is empty (0 bytes) but {home / 'runs'} holds {len(folders)} run "
+            "folder(s): the run index was lost. `python -m bsq_engine store repair` rebuilds "
+            "it from the run folders (it keeps a copy first); nothing was changed."
+        )
+
+
+def remove_stale_tmp(store) -> list[Path]:
+    """Delete temp files of checkpoint writes that can no longer finish: those in the folder
+    of a run that is not running (a write in progress belongs to a running run)."""
+    active = {
+        run_id
+        for (run_id,) in store._conn().execute(
+            "SELECT run_id FROM runs WHERE status IN ('running', 'queued')"
+        )
+    }
+    removed = []
+    for folder in run_folders(store.home):
+        if folder.name in active:
+            continue
+        for tmp in folder.glob(TMP_GLOB):
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except OSError:  # read-only, or gone already: harmless, try next open
+                pass
+    return removed
