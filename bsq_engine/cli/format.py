@@ -14,6 +14,7 @@ import sys
 import time
 from contextlib import contextmanager
 
+from bsq_engine.runs.status import RunStatus
 from bsq_engine.runs.store import RunStore
 from bsq_engine.units import format_duration
 
@@ -156,7 +157,7 @@ def method_label(summary: dict) -> str:
 def print_outcome(summary: dict) -> None:
     """One human line on stdout; why it did not finish, and what to do, on stderr."""
     rid, status = summary["run_id"], summary["status"]
-    if status == "finished":
+    if status == RunStatus.FINISHED:
         print(
             f"finished run {rid} ({summary['model']}/{summary['dataset']}, "
             f"{method_label(summary)}): accuracy {pct(summary['accuracy'])} "
@@ -166,7 +167,7 @@ def print_outcome(summary: dict) -> None:
         )
         return
     hint = f"continue it with `python -m bsq_engine resume {rid}`"
-    if status == "stopped":
+    if status == RunStatus.STOPPED:
         print(f"run {rid} stopped; {hint}.", file=sys.stderr)
     else:
         reason = one_line(summary.get("error") or "no reason recorded")

@@ -21,6 +21,7 @@ from bsq_engine.cli.format import one_line, safe_stdout
 from bsq_engine.cli.parser import UsageError, build_parser
 from bsq_engine.data import DatasetUnavailable
 from bsq_engine.runs.jobs import TORCH_THREADS_ENV, default_torch_threads
+from bsq_engine.runs.status import RunStatus
 from bsq_engine.runs.store import RunNotFound, StoreError, SweepNotFound
 from bsq_engine.training.checkpoint import CheckpointError
 
@@ -50,7 +51,7 @@ def _run(args) -> int:
         print(one_line(f"error: {exc.strerror or exc}{where}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(RunStatus.INTERRUPTED, file=sys.stderr)
         return 130
 
 

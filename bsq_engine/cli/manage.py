@@ -6,6 +6,7 @@ import sys
 
 from bsq_engine.cli import format as fmt
 from bsq_engine.runs.export import export_run
+from bsq_engine.runs.status import RunStatus
 from bsq_engine.runs.store import RunStore
 
 __all__ = ["cmd_delete", "cmd_export"]
@@ -48,7 +49,7 @@ def cmd_delete(args) -> int:
     with RunStore() as store:
         run = store.get_run(args.run_id)
         rid = run["run_id"]
-        if run["status"] == "running":
+        if run["status"] == RunStatus.RUNNING:
             print(f"error: run {rid} is running (process {run.get('pid')}); stop it before "
                   "deleting it.", file=sys.stderr)  # fmt: skip
             return 1

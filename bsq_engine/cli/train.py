@@ -18,6 +18,7 @@ from bsq_engine.cli.settings import (
     overrides_of,
 )
 from bsq_engine.runs import runner
+from bsq_engine.runs.status import ACTIVE, RESUMABLE, RunStatus
 from bsq_engine.runs.store import RunStore
 from bsq_engine.training.callbacks import ProgressBarCallback
 from bsq_engine.training.config import RunConfig
@@ -25,8 +26,6 @@ from bsq_engine.training.presets import preset_for
 from bsq_engine.training.validation import label_problems
 
 __all__ = ["cmd_resume", "cmd_sweep", "cmd_train", "run_foreground"]
-
-_RESUMABLE = ("stopped", "interrupted", "failed")
 
 
 @contextmanager
@@ -70,13 +69,13 @@ def run_foreground(store: RunStore, run_id: str, *, resume: bool, as_json: bool)
     summary = fmt.run_summary(store, run)
     if as_json:
         fmt.emit_json(summary)
-        if summary["status"] != "finished":
+        if summary["status"] != RunStatus.FINISHED:
             fmt.print_outcome(summary)
     else:
         fmt.print_outcome(summary)
-        if summary["status"] == "finished":
+        if summary["status"] == RunStatus.FINISHED:
             fmt.print_layers(summary["layers"])
-    return 0 if summary["status"] == "finished" else 1
+    return 0 if summary["status"] == RunStatus.FINISHED else 1
 
 
 def cmd_train(args) -> int:
@@ -92,9 +91,9 @@ def cmd_resume(args) -> int:
     with RunStore() as store:
         run = store.get_run(args.run_id)
         status, rid = run["status"], run["run_id"]
-        if status == "finished":
+        if status == RunStatus.FINISHED:
             raise ValueError(f"Run {rid!r} is already finished; nothing to resume.")
-        if status not in _RESUMABLE:  # running, or queued in some process's job manager
+        if status not in RESUMABLE:  # running, or queued in some process's job manager
             raise ValueError(
                 f"Run {rid!r} is {status} (process {run.get('pid')} on {run.get('hostname')}); "
                 "stop it there first. Only stopped, interrupted or failed runs resume."
@@ -146,7 +145,7 @@ def _sweep_configs(args, overrides: dict) -> list[RunConfig]:
 def _report_ended(manager, sweep_id: str, seen: set, total: int, out) -> None:
     """A line per run of the sweep that ended since the last call."""
     for run in reversed(manager.store.list_runs(sweep_id=sweep_id)):
-        if run["run_id"] in seen or run["status"] in ("queued", "running"):
+        if run["run_id"] in seen or run["status"] in ACTIVE:
             continue
         seen.add(run["run_id"])
         s = fmt.run_summary(manager.store, run)
@@ -202,7 +201,7 @@ def cmd_sweep(args) -> int:
     report()
     runs = reversed(manager.store.list_runs(sweep_id=sweep_id))  # creation order
     summaries = [fmt.run_summary(manager.store, run) for run in runs]
-    done = sum(s["status"] == "finished" for s in summaries)
+    done = sum(s["status"] == RunStatus.FINISHED for s in summaries)
     print(f"sweep {sweep_id}: {done}/{len(summaries)} runs finished", file=out)
     if args.json:
         fmt.emit_json({"sweep_id": sweep_id, "runs": summaries})

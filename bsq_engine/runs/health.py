@@ -7,7 +7,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from bsq_engine.runs.schema import RunStatus, StoreError, run_dict
+from bsq_engine.runs.schema import StoreError, run_dict
+from bsq_engine.runs.status import ACTIVE, RunStatus
 
 __all__ = ["checked_run_dict", "refuse_lost_index", "remove_stale_tmp", "run_folders"]
 
@@ -61,12 +62,8 @@ def refuse_lost_index(home: Path, db_path: Path) -> None:
 def remove_stale_tmp(store) -> list[Path]:
     """Delete temp files of checkpoint writes that can no longer finish: those in the folder
     of a run that is not running (a write in progress belongs to a running run)."""
-    active = {
-        run_id
-        for (run_id,) in store._conn().execute(
-            "SELECT run_id FROM runs WHERE status IN ('running', 'queued')"
-        )
-    }
+    sql = f"SELECT run_id FROM runs WHERE status IN ({','.join('?' * len(ACTIVE))})"
+    active = {run_id for (run_id,) in store._conn().execute(sql, tuple(ACTIVE))}
     removed = []
     for folder in run_folders(store.home):
         if folder.name in active:

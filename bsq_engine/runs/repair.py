@@ -22,6 +22,7 @@ from pathlib import Path
 
 from bsq_engine.runs.health import TMP_GLOB, checked_run_dict, run_folders
 from bsq_engine.runs.schema import SCHEMA_VERSION, connect, dumps
+from bsq_engine.runs.status import RunStatus
 from bsq_engine.training.checkpoint import CheckpointError, load_run_checkpoint
 from bsq_engine.training.config import RunConfig
 
@@ -163,9 +164,8 @@ def _fix_rows(conn: sqlite3.Connection, home: Path, actions: list[str]) -> None:
         config, _ = _recover_config(home / "runs" / rid)
         if config is not None:
             conn.execute(
-                "UPDATE runs SET config_json = ?, summary_json = NULL, status = 'interrupted'"
-                " WHERE run_id = ?",
-                (dumps(config), rid),
+                "UPDATE runs SET config_json = ?, summary_json = NULL, status = ? WHERE run_id = ?",
+                (dumps(config), RunStatus.INTERRUPTED, rid),
             )
             actions.append(f"run {rid}: config restored from its checkpoint ({why})")
             continue
@@ -188,9 +188,10 @@ def _reindex(conn: sqlite3.Connection, home: Path, actions: list[str]) -> None:
             continue
         conn.execute(
             "INSERT INTO runs (run_id, name, status, method, model, dataset, alpha,"
-            " config_json, created_at, error) VALUES (?,?,'interrupted',?,?,?,?,?,?,?)",
-            (folder.name, config.get("name") or folder.name, config["method"], config["model"],
-             config["dataset"], config["alpha"], dumps(config), folder.stat().st_mtime,
+            " config_json, created_at, error) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (folder.name, config.get("name") or folder.name, RunStatus.INTERRUPTED,
+             config["method"], config["model"], config["dataset"], config["alpha"],
+             dumps(config), folder.stat().st_mtime,
              "Recovered by `store repair` from its checkpoint; metrics written before the "
              "index was lost are gone. Resume it to continue."),
         )  # fmt: skip
