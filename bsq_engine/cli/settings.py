@@ -7,7 +7,10 @@ chosen method (``--alpha`` with ``--method uniform``) is an error, never silentl
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bsq_engine.data import DatasetUnavailable, get_dataset_info
+from bsq_engine.data.imagefolder import check_image_folder
 from bsq_engine.training.config import RunConfig
 from bsq_engine.training.presets import make_config
 from bsq_engine.training.trainer import resolve_device
@@ -93,4 +96,6 @@ def check_runnable(config: RunConfig) -> None:
     ok, how = get_dataset_info(config.dataset).available(config.data_root)
     if not ok:
         raise DatasetUnavailable(f"Dataset {config.dataset!r} is not available. {how}")
+    if config.dataset == "imagefolder":  # the user's files: every one checked up front
+        check_image_folder(Path(config.data_root).expanduser())
     resolve_device(config.device)

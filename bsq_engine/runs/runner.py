@@ -55,6 +55,13 @@ def load_resume_point(store: RunStore, run_id: str) -> tuple[RunConfig, tuple | 
         config = RunConfig.from_dict(store.get_run(run_id)["config"])
     except ValueError as exc:
         raise ResumeError(f"cannot resume: the stored config is invalid ({exc})") from exc
+    folder = store.home / "runs" / run_id  # checkpoint_path() would re-create it
+    if not folder.is_dir() and store.epochs(run_id):
+        raise ResumeError(
+            f"cannot resume: the run's folder {folder} is gone, and its checkpoint with it. "
+            "Its stored metrics are kept; train a new run with the same settings (`show` "
+            "lists them), or delete this one."
+        )
     path = checkpoint_path(store, run_id)
     if not path.is_file():
         return config, None

@@ -207,7 +207,7 @@ def _bits(v: Mapping[str, Any]) -> list[Problem]:
     why = " (<max_bits>)" if max_ok else ""
     n = _int("n_bits", v["n_bits"], 1, BITS_MAX)
     if not n and max_ok and v["n_bits"] > hi:
-        n = [Problem("n_bits", f"must be between 1 and max_bits ({hi}), got {v['n_bits']}; "
+        n = [Problem("n_bits", f"must be between 1 and <max_bits> ({hi}), got {v['n_bits']}; "
                      "raise <max_bits> or lower it")]  # fmt: skip
     out += n
     if v["method"] == "uniform":

@@ -7,6 +7,7 @@ ended runs are cached: a running run must never be served stale.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,12 +149,26 @@ def _merge_events(stored: list[dict], live: list[dict]) -> list[dict]:
     return [*stored, *extra]
 
 
+def _plain(text: Any) -> str:
+    """Text shown literally inside a Markdown element: every Markdown character escaped."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", " ".join(str(text).split()))
+
+
 def list_runs_frame(**filters: Any) -> pd.DataFrame:
     """All runs matching ``RunStore.list_runs`` filters, as ``frames.runs_frame`` rows.
 
-    Not cached: it is one indexed query, and running runs must show fresh numbers.
+    Not cached: it is one indexed query, and running runs must show fresh numbers. Damaged
+    rows are left out, each with a visible warning that says how to repair the store.
     """
-    return frames.runs_frame(store().list_runs(**filters))
+    runs = store().list_runs(**filters)
+    for run_id, why in store().skipped_rows():
+        run_id, why = _plain(run_id), _plain(why)  # row text is not ours: never Markdown
+        st.warning(
+            f"Run {run_id} is damaged and is not listed ({why}). Run "
+            "`python -m bsq_engine store repair` to rebuild it from its folder.",
+            icon=":material/warning:",
+        )
+    return frames.runs_frame(runs)
 
 
 @st.cache_data(ttl=_CACHE_TTL_S, max_entries=64, show_spinner="Preparing exports...")
