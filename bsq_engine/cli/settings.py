@@ -64,8 +64,8 @@ def _inapplicable(method: str, overrides: dict) -> list[Problem]:
     out = []
     for field, only in _ONLY_FOR.items():
         if field in overrides and method != only:
-            out.append(Problem(field, f"applies only to --method {only}; leave it out "
-                               f"with --method {method}"))  # fmt: skip
+            out.append(Problem(field, f"applies only to --method {only} (leave it out "
+                               f"with --method {method})"))  # fmt: skip
     return out
 
 

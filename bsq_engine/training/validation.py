@@ -17,6 +17,7 @@ Upper bounds are choices of this project, not of the paper; each says why it exi
   collapsed model, so training provably ends at chance accuracy. The same cap is applied to
   every model as a guard;
 - learning rates <= 1e6 (the presets use 0.005 to 0.1; near the float limit SGD overflows);
+- problem texts contain no ";": it separates the problems of one message;
 - seeds are 0 .. 2**32 - 1 (NumPy's limit); run names <= 200 printable characters.
 """
 
@@ -127,7 +128,7 @@ def _real(field: str, value: Any, hi: float, *, zero_ok: bool, why: str = "") ->
 def _choice(field: str, value: Any, choices: list[str]) -> list[Problem]:
     if isinstance(value, str) and value in choices:
         return []
-    return [Problem(field, f"must be one of: {', '.join(choices)}; got {_show(value)}")]
+    return [Problem(field, f"must be one of: {', '.join(choices)} (got {_show(value)})")]
 
 
 def _bool(field: str, value: Any) -> list[Problem]:
@@ -187,16 +188,16 @@ def _alpha(v: Mapping[str, Any]) -> list[Problem]:
     if v["method"] != "bsq" and alpha is None:  # uniform runs have no alpha
         return []
     if not _is_real(alpha) or alpha < 0:
-        return [Problem("alpha", f"must be >= 0, got {_show(alpha)}. Larger alpha = fewer "
-                        "bits; start from the preset's value (`list`); 0 turns the "
-                        "regularizer off")]  # fmt: skip
+        return [Problem("alpha", f"must be >= 0, got {_show(alpha)} (larger alpha means "
+                        "fewer bits, 0 turns the regularizer off, and the preset's value, "
+                        "shown by `list`, is a good start)")]  # fmt: skip
     if v["method"] == "bsq" and isinstance(v["dataset"], str):
         cap = alpha_max(v["dataset"])
         if alpha > cap:
             return [Problem("alpha", f"must be at most {cap:.3g} = ln(classes) for this "
                             "dataset: above it a model with every layer pruned has the lower "
-                            "loss, so training collapses to chance accuracy; "
-                            f"got {alpha:g}")]  # fmt: skip
+                            "loss, so training collapses to chance accuracy (got "
+                            f"{alpha:g})")]  # fmt: skip
     return []
 
 
@@ -207,8 +208,8 @@ def _bits(v: Mapping[str, Any]) -> list[Problem]:
     why = " (<max_bits>)" if max_ok else ""
     n = _int("n_bits", v["n_bits"], 1, BITS_MAX)
     if not n and max_ok and v["n_bits"] > hi:
-        n = [Problem("n_bits", f"must be between 1 and <max_bits> ({hi}), got {v['n_bits']}; "
-                     "raise <max_bits> or lower it")]  # fmt: skip
+        n = [Problem("n_bits", f"must be between 1 and <max_bits> ({hi}), got {v['n_bits']} "
+                     "(raise <max_bits> or lower it)")]  # fmt: skip
     out += n
     if v["method"] == "uniform":
         u = _int("uniform_bits", v["uniform_bits"], 1, hi, why)
@@ -229,7 +230,7 @@ def _schedule(v: Mapping[str, Any]) -> list[Problem]:
         out += _int(field, v[field], 0, EPOCHS_MAX, why)
     out += _int("bsq_epochs", v["bsq_epochs"], 1, EPOCHS_MAX, why)
     out += _int("requant_interval", v["requant_interval"], 1, EPOCHS_MAX)
-    lr_why = " (the presets use 0.005 to 0.1; far larger rates overflow)"
+    lr_why = " (the presets use 0.005 to 0.1, and far larger rates overflow)"
     for field in ("pretrain_lr", "lr", "finetune_lr"):
         out += _real(field, v[field], LR_MAX, zero_ok=False, why=lr_why)
     for field in ("lr_milestones", "finetune_milestones"):
