@@ -10,7 +10,14 @@ from pathlib import Path
 from bsq_engine.runs.schema import StoreError, run_dict
 from bsq_engine.runs.status import ACTIVE, RunStatus
 
-__all__ = ["checked_run_dict", "refuse_lost_index", "remove_stale_tmp", "run_folders"]
+__all__ = [
+    "checked_run_dict",
+    "decode_run",
+    "decode_runs",
+    "refuse_lost_index",
+    "remove_stale_tmp",
+    "run_folders",
+]
 
 # A checkpoint write goes to ".<name>.<random>.tmp" next to it, then is renamed into place.
 TMP_GLOB = ".*.tmp"
@@ -41,6 +48,28 @@ def checked_run_dict(conn: sqlite3.Connection, row: sqlite3.Row) -> dict:
     if run.get("status") not in {s.value for s in RunStatus}:
         raise ValueError(f"unknown status {run.get('status')!r}")
     return run
+
+
+def decode_run(conn: sqlite3.Connection, row: sqlite3.Row, db_path: Path) -> dict:
+    """One run's row as a dict; a damaged one raises StoreError saying how to repair it."""
+    try:
+        return checked_run_dict(conn, row)
+    except ValueError as exc:
+        raise StoreError(
+            f"Run {row['run_id']!r} is damaged in {db_path} ({exc}). Nothing was changed; "
+            "`python -m bsq_engine store repair` rebuilds it from its run folder."
+        ) from None
+
+
+def decode_runs(conn: sqlite3.Connection, rows: list) -> tuple[list[dict], list[tuple]]:
+    """``(runs, skipped)``: the readable rows as dicts, and ``(run_id, why)`` of the rest."""
+    runs, skipped = [], []
+    for row in rows:
+        try:
+            runs.append(checked_run_dict(conn, row))
+        except ValueError as exc:
+            skipped.append((row["run_id"], str(exc)))
+    return runs, skipped
 
 
 def refuse_lost_index(home: Path, db_path: Path) -> None:

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Self
 
-from bsq_engine.runs.health import checked_run_dict, refuse_lost_index, remove_stale_tmp
+from bsq_engine.runs.health import decode_run, decode_runs, refuse_lost_index, remove_stale_tmp
 from bsq_engine.runs.schema import (
     SCHEMA_VERSION,
     RunNotFound,
@@ -162,14 +162,14 @@ class RunStore:
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO runs (run_id, name, status, method, model, dataset, alpha,"
-                " config_json, created_at, sweep_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " config_json, created_at, sweep_id, pid, hostname)"  # pid: a queued run's owner
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (rid, name, status.value, config["method"], config["model"], config["dataset"],
-                 float(config["alpha"]), dumps(config), now, sweep_id),
+                 float(config["alpha"]), dumps(config), now, sweep_id, os.getpid(),
+                 socket.gethostname()),
             )  # fmt: skip
             if status is RunStatus.RUNNING:
                 self._start(conn, rid, now)
-            elif status is RunStatus.QUEUED:  # its owner will start it (see mark_orphans)
-                self._own_queued(conn, rid, now)
 
     def get_run(self, run_id: str) -> dict:
         """The run as a plain dict, JSON decoded, with accuracy/avg_bits/... convenience keys."""
@@ -179,13 +179,7 @@ class RunStore:
             raise self._not_found(run_id)
         if row["status"] == RunStatus.RUNNING and self.mark_orphans():  # a page polling it
             row = self._conn().execute(sql, (run_id,)).fetchone()
-        try:
-            return checked_run_dict(self._conn(), row)
-        except ValueError as exc:
-            raise StoreError(
-                f"Run {run_id!r} is damaged in {self.db_path} ({exc}). Nothing was changed; "
-                "`python -m bsq_engine store repair` rebuilds it from its run folder."
-            ) from None
+        return decode_run(self._conn(), row, self.db_path)
 
     def list_runs(
         self,
@@ -211,12 +205,7 @@ class RunStore:
         sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
         conn = self._conn()
         rows = conn.execute(sql + " ORDER BY created_at DESC, run_id DESC", args).fetchall()
-        runs, self._local.skipped = [], []
-        for row in rows:  # one damaged row must not hide every other run
-            try:
-                runs.append(checked_run_dict(conn, row))
-            except ValueError as exc:
-                self._local.skipped.append((row["run_id"], str(exc)))
+        runs, self._local.skipped = decode_runs(conn, rows)  # a damaged row hides no other
         return runs
 
     def skipped_rows(self) -> list[tuple[str, str]]:
@@ -238,10 +227,10 @@ class RunStore:
                 )
             else:  # queued again, to be resumed
                 conn.execute(
-                    "UPDATE runs SET status = ?, finished_at = NULL, error = ? WHERE run_id = ?",
-                    (new.value, error, run_id),
+                    "UPDATE runs SET status = ?, finished_at = NULL, error = ?, pid = ?,"
+                    " hostname = ? WHERE run_id = ?",
+                    (new.value, error, os.getpid(), socket.gethostname(), run_id),
                 )
-                self._own_queued(conn, run_id, now)
         if new is not RunStatus.RUNNING:
             self._disown(run_id)
 
@@ -253,12 +242,6 @@ class RunStore:
         )
         with _OWNED_LOCK:
             _OWNED.add((self._key, run_id))
-
-    def _own_queued(self, conn: sqlite3.Connection, run_id: str, now: float) -> None:
-        conn.execute(
-            "UPDATE runs SET pid = ?, hostname = ?, heartbeat = ? WHERE run_id = ?",
-            (os.getpid(), socket.gethostname(), now, run_id),
-        )
 
     def _disown(self, run_id: str) -> None:
         with _OWNED_LOCK:
