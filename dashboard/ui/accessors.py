@@ -7,7 +7,6 @@ ended runs are cached: a running run must never be served stale.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dashboard.ui.state import manager, store
+from dashboard.ui.state import manager, plain, store
 from dashboard.views import frames
 
 __all__ = [
@@ -149,20 +148,17 @@ def _merge_events(stored: list[dict], live: list[dict]) -> list[dict]:
     return [*stored, *extra]
 
 
-def _plain(text: Any) -> str:
-    """Text shown literally inside a Markdown element: every Markdown character escaped."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", " ".join(str(text).split()))
-
-
 def list_runs_frame(**filters: Any) -> pd.DataFrame:
     """All runs matching ``RunStore.list_runs`` filters, as ``frames.runs_frame`` rows.
 
     Not cached: it is one indexed query, and running runs must show fresh numbers. Damaged
-    rows are left out, each with a visible warning that says how to repair the store.
+    rows are left out; the unfiltered listing (every page that lists runs makes one) warns
+    about each, once per page, saying how to repair the store.
     """
     runs = store().list_runs(**filters)
-    for run_id, why in store().skipped_rows():
-        run_id, why = _plain(run_id), _plain(why)  # row text is not ours: never Markdown
+    unfiltered = all(v is None for v in filters.values())
+    for run_id, why in store().skipped_rows() if unfiltered else []:
+        run_id, why = plain(run_id), plain(why)  # row text is not ours: never Markdown
         st.warning(
             f"Run {run_id} is damaged and is not listed ({why}). Run "
             "`python -m bsq_engine store repair` to rebuild it from its folder.",
