@@ -16,6 +16,7 @@ from apptest_helpers import (  # noqa: F401
 )
 
 from bsq_engine.runs.store import RunStore
+from dashboard.ui.accessors import scheme_file
 from dashboard.views import compare as cp
 
 PAGE = "pages/compare.py"
@@ -83,12 +84,12 @@ def test_a_running_run_compares_live(pair):
 def test_scheme_from_summary_and_from_a_real_export(pair, bsq_home):  # noqa: F811
     store, _, uni = pair
     run = store.get_run(uni)
-    scheme = json.loads(cp.scheme_file(store, run, run["summary"]["layers"])())
+    scheme = json.loads(scheme_file(store, run, run["summary"]["layers"])())
     assert scheme["method"] == "uniform" and scheme["alpha"] is None  # no checkpoint: summary
     assert [layer["n_bits"] for layer in scheme["layers"]] == [4, 4, 4]
     trained = train_run(bsq_home, alpha=0.3)
     real = store.get_run(trained)
-    exported = json.loads(cp.scheme_file(store, real, [])())
+    exported = json.loads(scheme_file(store, real, [])())
     assert exported["run_id"] == trained and exported["counting_convention"]
     assert (store.run_dir(trained) / "export" / "scheme.json").exists()
 

@@ -198,7 +198,7 @@ def test_sweep_pareto_and_compare(app, page):
     import pandas as pd
 
     from bsq_engine.runs.store import RunStore
-    from dashboard.views.frontier import pareto_front
+    from dashboard.views.pareto import pareto_front
 
     page.goto(app.url)
     page.get_by_text("Pick a model and dataset").wait_for()
