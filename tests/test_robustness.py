@@ -325,3 +325,12 @@ def test_output_into_a_closed_pipe_is_quiet(finished):
     proc.stdout.close()  # the reader (e.g. `head`) is gone before anything is written
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0 and "Traceback" not in err and "Broken" not in err, err
+
+
+def test_runs_stored_before_the_bounds_are_healthy(capsys, bsq_home):
+    old = make_config().to_dict() | {"alpha": 50.0}  # allowed when it was stored
+    run_id = RunStore().create_run(old, status="stopped")
+    code, out, _ = _cli(capsys, "store", "check")
+    assert code == 0 and "healthy" in out
+    code, out, _ = _cli(capsys, "show", run_id, "--json")
+    assert code == 0 and json.loads(out)["alpha"] == 50.0

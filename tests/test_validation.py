@@ -201,3 +201,15 @@ def test_any_cli_arguments_exit_0_or_2_with_one_line(capsys, no_training, pairs)
     else:
         assert code == 0 and no_training  # accepted: a config that validates was stored
         RunConfig.from_dict(no_training[-1])
+
+
+def test_stored_configs_skip_the_new_run_bounds_but_not_the_types():
+    old = RunConfig().to_dict() | {"alpha": 50.0, "bsq_epochs": 20_000, "name": "two\nlines"}
+    with pytest.raises(ConfigError):
+        RunConfig(**old)  # a new run: refused
+    assert RunConfig.from_dict(old).alpha == 50.0  # a run stored before the bounds: loads
+    with pytest.raises(ConfigError, match="alpha must be >= 0"):
+        RunConfig.from_dict(old | {"alpha": -1.0})
+    RunConfig(alpha=0.2)  # the lenient context does not leak out of from_dict
+    with pytest.raises(ConfigError):
+        RunConfig(alpha=50.0)

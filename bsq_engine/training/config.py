@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import enum
 from dataclasses import dataclass, field
@@ -12,6 +13,8 @@ from bsq_engine.training.validation import ConfigError, Problem, validate
 __all__ = ["CONFIG_VERSION", "METHODS", "ConfigError", "RunConfig", "Stage", "stages_for"]
 
 CONFIG_VERSION = 1
+# Set while from_dict builds a config that was stored (validation.validate(new=False)).
+_FROM_STORE: contextvars.ContextVar[bool] = contextvars.ContextVar("from_store", default=False)
 METHODS = ("bsq", "uniform")
 
 
@@ -76,7 +79,8 @@ class RunConfig:
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
         # Every problem at once, fields named by the caller (see training/validation.py).
-        validate({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        validate(values, new=not _FROM_STORE.get())
 
     def bsq_config(self) -> BSQConfig:
         return BSQConfig(
@@ -94,7 +98,9 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> RunConfig:
-        """Build from JSON; unknown keys are an error so typos never pass silently."""
+        """Build from stored JSON; unknown keys are an error so typos never pass silently.
+        Types and ranges are checked; the upper bounds for new runs are not (old runs load).
+        """
         if not isinstance(data, dict):
             kind = type(data).__name__
             raise ConfigError([Problem("config", f"must be a JSON object, got {kind}")])
@@ -103,7 +109,11 @@ class RunConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"Unknown config keys {unknown}. Valid keys: {sorted(known)}.")
-        return cls(**data)
+        token = _FROM_STORE.set(True)  # stored: types and ranges, not the new-run bounds
+        try:
+            return cls(**data)
+        finally:
+            _FROM_STORE.reset(token)
 
     def replace(self, **changes) -> RunConfig:
         return dataclasses.replace(self, **changes)

@@ -6,7 +6,9 @@ Every problem found is reported together in one :class:`ConfigError` (a ``ValueE
 A problem knows its field; :meth:`ConfigError.render` names each field the way the user
 sees it (``--epochs`` on the command line, "BSQ epochs" in the form).
 
-Upper bounds are choices of this project, not of the paper; each says why it exists:
+Upper bounds are choices of this project, not of the paper; each says why it exists. They
+apply to new runs only (``Problem.policy``): a stored config (``RunConfig.from_dict``) is
+held to types and structural ranges, so older runs keep loading.
 
 - epochs per stage <= 10,000 and batch size <= 65,536 (the form's own limits; the paper's
   longest stage is 350 epochs);
@@ -69,6 +71,7 @@ class Problem:
 
     field: str
     text: str
+    policy: bool = False  # an upper bound of this project's choosing (see the module doc)
 
     def render(self, names: Mapping[str, str] | None = None) -> str:
         names = names or {}
@@ -105,23 +108,24 @@ def _is_real(value: Any) -> bool:
     return ok and math.isfinite(value)
 
 
-def _int(field: str, value: Any, lo: int, hi: int, why: str = "") -> list[Problem]:
+def _int(field: str, value: Any, lo: int, hi: int, why: str = "", policy=False) -> list[Problem]:
     if not _is_int(value):
         return [Problem(field, f"must be a whole number from {lo} to {hi}, got {_show(value)}")]
     if value < lo:
         bound = ">= 0" if lo == 0 else f"> {lo - 1}" if lo == 1 else f">= {lo}"
         return [Problem(field, f"must be a number {bound}, got {value}")]
     if value > hi:
-        return [Problem(field, f"must be at most {hi}{why}, got {value}")]
+        return [Problem(field, f"must be at most {hi}{why}, got {value}", policy)]
     return []
 
 
 def _real(field: str, value: Any, hi: float, *, zero_ok: bool, why: str = "") -> list[Problem]:
+    """A finite number >= 0 (> 0 unless ``zero_ok``); ``hi`` is always a policy bound."""
     bound = ">= 0" if zero_ok else "> 0"
     if not _is_real(value) or value < 0 or (value == 0 and not zero_ok):
         return [Problem(field, f"must be a number {bound}, got {_show(value)}")]
     if value > hi:
-        return [Problem(field, f"must be at most {hi:g}{why}, got {value:g}")]
+        return [Problem(field, f"must be at most {hi:g}{why}, got {value:g}", policy=True)]
     return []
 
 
@@ -145,9 +149,10 @@ def _text(field: str, value: Any, limit: int, optional: bool = True) -> list[Pro
     if not value.strip():
         return [Problem(field, "must not be empty (leave it out for the default)")]
     if len(value) > limit:
-        return [Problem(field, f"must be at most {limit} characters, got {len(value)}")]
+        return [Problem(field, f"must be at most {limit} characters, got {len(value)}", True)]
     if any(not ch.isprintable() for ch in value):
-        return [Problem(field, "must not contain control characters (newlines, tabs, NUL)")]
+        text = "must not contain control characters (newlines, tabs, NUL)"
+        return [Problem(field, text, policy=True)]
     return []
 
 
@@ -197,7 +202,7 @@ def _alpha(v: Mapping[str, Any]) -> list[Problem]:
             return [Problem("alpha", f"must be at most {cap:.3g} = ln(classes) for this "
                             "dataset: above it a model with every layer pruned has the lower "
                             "loss, so training collapses to chance accuracy (got "
-                            f"{alpha:g})")]  # fmt: skip
+                            f"{alpha:g})", policy=True)]  # fmt: skip
     return []
 
 
@@ -227,9 +232,9 @@ def _schedule(v: Mapping[str, Any]) -> list[Problem]:
     why = " (the paper's longest stage is 350 epochs)"
     out = []
     for field in ("pretrain_epochs", "finetune_epochs"):
-        out += _int(field, v[field], 0, EPOCHS_MAX, why)
-    out += _int("bsq_epochs", v["bsq_epochs"], 1, EPOCHS_MAX, why)
-    out += _int("requant_interval", v["requant_interval"], 1, EPOCHS_MAX)
+        out += _int(field, v[field], 0, EPOCHS_MAX, why, policy=True)
+    out += _int("bsq_epochs", v["bsq_epochs"], 1, EPOCHS_MAX, why, policy=True)
+    out += _int("requant_interval", v["requant_interval"], 1, EPOCHS_MAX, policy=True)
     lr_why = " (the presets use 0.005 to 0.1, and far larger rates overflow)"
     for field in ("pretrain_lr", "lr", "finetune_lr"):
         out += _real(field, v[field], LR_MAX, zero_ok=False, why=lr_why)
@@ -247,11 +252,11 @@ def _schedule(v: Mapping[str, Any]) -> list[Problem]:
 
 
 def _data(v: Mapping[str, Any]) -> list[Problem]:
-    out = _int("batch_size", v["batch_size"], 1, BATCH_MAX)
+    out = _int("batch_size", v["batch_size"], 1, BATCH_MAX, policy=True)
     out += _int("seed", v["seed"], 0, SEED_MAX, " (NumPy's seed limit)")
     for field in ("max_train", "max_test"):
         if v[field] is not None:
-            out += _int(field, v[field], 1, SAMPLES_MAX)
+            out += _int(field, v[field], 1, SAMPLES_MAX, policy=True)
     out += _bool("reuse_pretrained", v["reuse_pretrained"])
     return out
 
@@ -272,8 +277,10 @@ def problems_of(values: Mapping[str, Any]) -> list[Problem]:
     return out + _schedule(values) + _data(values) + _version(values)
 
 
-def validate(values: Mapping[str, Any]) -> None:
-    """Raise :class:`ConfigError` listing every problem, or return quietly."""
-    problems = problems_of(values)
+def validate(values: Mapping[str, Any], *, new: bool = True) -> None:
+    """Raise :class:`ConfigError` listing every problem, or return quietly. ``new=False``
+    (a stored config: a run, a checkpoint, an export) skips the policy bounds, so runs
+    made before a bound existed still load, show, export and resume."""
+    problems = [p for p in problems_of(values) if new or not p.policy]
     if problems:
         raise ConfigError(problems)
