@@ -92,10 +92,10 @@ def check_store(home: Path) -> dict:
     db_path = home / "runs.db"
     problem = _db_state(db_path)
     folders = run_folders(home)
-    if problem:
+    indexed: set[str] = set()
+    if problem and (folders or db_path.exists()):  # no file and no folder: nothing stored yet
         findings.append(f"{problem}; `store repair` rebuilds it from {len(folders)} folder(s)")
-        indexed = set()
-    else:
+    elif not problem:
         findings += [f"run {rid}: {why}" for rid, why in _bad_rows(db_path)]
         indexed = _indexed(db_path)
     for folder in folders:
