@@ -6,8 +6,7 @@ import json
 import re
 
 import pytest
-from apptest_helpers import (  # noqa: F401
-    bsq_home,
+from apptest_helpers import (
     chart_titles,
     make_run,
     open_page,
@@ -23,7 +22,7 @@ PAGE = "pages/compare.py"
 
 
 @pytest.fixture
-def pair(bsq_home):  # noqa: F811
+def pair(bsq_home):
     """A BSQ run and a uniform 4-bit run of the same model and dataset."""
     store = RunStore(bsq_home)
     bsq = make_run(store, name="bsq-a0.1", alpha=0.1, accuracy=0.93, bits=(4, 3, 5))
@@ -81,7 +80,8 @@ def test_a_running_run_compares_live(pair):
     assert "Bits per layer by run" in chart_titles(at)
 
 
-def test_scheme_from_summary_and_from_a_real_export(pair, bsq_home):  # noqa: F811
+@pytest.mark.slow  # trains for seconds
+def test_scheme_from_summary_and_from_a_real_export(pair, bsq_home):
     store, _, uni = pair
     run = store.get_run(uni)
     scheme = json.loads(scheme_file(store, run, run["summary"]["layers"])())

@@ -4,7 +4,7 @@ import sqlite3
 from contextlib import closing
 
 import pytest
-from apptest_helpers import bsq_home, make_run, open_page, page_text  # noqa: F401 - fixture
+from apptest_helpers import make_run, open_page, page_text
 
 from bsq_engine.runs.jobs import get_manager
 
@@ -17,7 +17,7 @@ def _damage(home, run_id: str) -> None:
 
 
 @pytest.mark.parametrize("page", ["pages/runs.py", "pages/pareto.py"])
-def test_damaged_row_is_skipped_with_a_warning(bsq_home, page):  # noqa: F811
+def test_damaged_row_is_skipped_with_a_warning(bsq_home, page):
     store = get_manager().store
     good = make_run(store, name="good")
     bad = make_run(store, name="bad_*name*")
@@ -30,7 +30,7 @@ def test_damaged_row_is_skipped_with_a_warning(bsq_home, page):  # noqa: F811
         assert set(at.dataframe[0].value["run_id"]) == {good}
 
 
-def test_damaged_run_in_the_url_shows_a_message(bsq_home):  # noqa: F811
+def test_damaged_run_in_the_url_shows_a_message(bsq_home):
     bad = make_run(get_manager().store, name="bad")
     _damage(bsq_home, bad)
     at = open_page("pages/train.py", run=bad)
@@ -38,7 +38,8 @@ def test_damaged_run_in_the_url_shows_a_message(bsq_home):  # noqa: F811
     assert any("store repair" in e.value for e in at.error)
 
 
-def test_unusable_store_file_stops_the_page_with_its_message(bsq_home):  # noqa: F811
+def test_unusable_store_file_stops_the_page_with_its_message(bsq_home):
+    bsq_home.mkdir(parents=True, exist_ok=True)
     (bsq_home / "runs.db").write_bytes(b"not a database" * 300)
     try:
         at = open_page("pages/runs.py")

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bsq_engine.runs.queries import downsample
 from dashboard.views.charts import (
     accuracy_chart,
     bits_chart,
@@ -28,7 +29,6 @@ from dashboard.views.compare import (
 )
 from dashboard.views.frames import (
     density_matrix,
-    downsample,
     epochs_frame,
     layers_frame,
     runs_frame,

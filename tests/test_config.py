@@ -35,8 +35,10 @@ def test_unknown_model_lists_the_choices():
 def test_unknown_dataset_and_method_are_rejected():
     with pytest.raises(ValueError, match=r"dataset must be one of: digits.* \(got 'imagenet'\)"):
         RunConfig(dataset="imagenet")
-    with pytest.raises(ValueError, match=r"method must be one of: bsq, uniform \(got 'hawq'\)"):
-        RunConfig(method="hawq")
+    with pytest.raises(
+        ValueError, match=r"method must be one of: bsq, uniform, scheme, hawq \(got 'hawq-v9'\)"
+    ):
+        RunConfig(method="hawq-v9")
 
 
 @pytest.mark.parametrize("method", ["bsq", "uniform"])

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 from bsq_engine.runs.status import RunStatus
 from bsq_engine.runs.store import RunStore
+from bsq_engine.training.config import describe_method
 from bsq_engine.units import format_duration
 
 __all__ = [
@@ -144,14 +145,14 @@ def run_summary(store: RunStore, run: dict) -> dict:
         "seconds": _elapsed(run), "sweep_id": run.get("sweep_id"),
         "layers": [{k: layer.get(k) for k in ("name", "n_bits", "n_weights")}
                    for layer in layers_of(store, run)],
-        "error": run.get("error"),
+        "error": run.get("error"), "method_label": describe_method(config),
+        "quant_stage_accuracy": (run.get("summary") or {}).get("quant_stage_accuracy"),
+        "warnings": (run.get("summary") or {}).get("warnings") or [],
     }  # fmt: skip
 
 
 def method_label(summary: dict) -> str:
-    if summary["method"] == "uniform":
-        return f"uniform{summary['uniform_bits']}"
-    return f"bsq a={summary['alpha']:g}"
+    return summary["method_label"]
 
 
 def print_outcome(summary: dict) -> None:
@@ -165,6 +166,8 @@ def print_outcome(summary: dict) -> None:
             f"{num(summary['compression'], '.2f', 'x')} compression, "
             f"{duration(summary['seconds'])}"
         )
+        for warning in summary.get("warnings") or []:
+            print(f"warning: {one_line(warning)}", file=sys.stderr)
         return
     hint = f"continue it with `python -m bsq_engine resume {rid}`"
     if status == RunStatus.STOPPED:

@@ -7,7 +7,7 @@ import sys
 from bsq_engine.cli import format as fmt
 from bsq_engine.data import get_dataset_info, list_datasets
 from bsq_engine.models import get_model_info, list_models
-from bsq_engine.runs import runner
+from bsq_engine.runs import paths
 from bsq_engine.runs.store import RunStore
 from bsq_engine.training.presets import list_presets
 
@@ -69,7 +69,7 @@ def cmd_runs(args) -> int:
         print("no runs yet; start one with `python -m bsq_engine train`")
         return 0
     rows = [[s["run_id"], s["status"], s["model"], s["dataset"], s["method"],
-             fmt.num(s["alpha"], "g") if s["method"] == "bsq" else f"{s['uniform_bits']} bits",
+             fmt.num(s["alpha"], "g") if s["method"] == "bsq" else s["method_label"],
              fmt.pct(s["accuracy"]), fmt.num(s["avg_bits"]),
              fmt.num(s["compression"], ".1f", "x"), fmt.duration(s["seconds"])]
             for s in summaries]  # fmt: skip
@@ -85,7 +85,7 @@ def cmd_show(args) -> int:
         summary = fmt.run_summary(store, run)
         layers, events = fmt.layers_of(store, run), store.events(run["run_id"])
         n_epochs = len(store.epochs(run["run_id"]))
-        checkpoint = runner.checkpoint_path(store, run["run_id"])
+        checkpoint = paths.checkpoint_path(store, run["run_id"])
     detail = {**summary, "layers": layers, "config": run["config"], "events": events,
               "epochs": n_epochs, "created_at": run.get("created_at"),
               "checkpoint": str(checkpoint) if checkpoint.is_file() else None}  # fmt: skip

@@ -10,6 +10,7 @@ import argparse
 
 from bsq_engine.cli import info, maintenance, manage, train
 from bsq_engine.cli.settings import FLOAT_ACTS
+from bsq_engine.training.config import METHODS, SENSITIVITIES
 
 __all__ = ["UsageError", "build_parser"]
 
@@ -32,6 +33,17 @@ def _act_bits(text: str):
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected a whole number of bits or 'float', got {text!r}"
+        ) from None
+
+
+def _scheme(text: str) -> tuple[int, ...]:
+    """``--scheme 8,4,2,4,8`` (commas, dashes or slashes): bits per quantized layer."""
+    parts = text.replace("-", ",").replace("/", ",").split(",")
+    try:
+        return tuple(int(p) for p in parts if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected whole numbers of bits such as 8,4,2,4,8, got {text!r}"
         ) from None
 
 
@@ -74,13 +86,25 @@ def _json_flag(p: argparse.ArgumentParser) -> None:
 def _run_commands(sub) -> None:
     p = sub.add_parser("train", help="train one run in the foreground")
     _add_model(p)
-    p.add_argument("--method", choices=("bsq", "uniform"), default=None)
+    p.add_argument("--method", choices=METHODS, default=None)
     p.add_argument("--alpha", type=float, help="regularization strength (bsq); >= 0")
     p.add_argument("--bits", type=int, help="bits of the uniform baseline (--method uniform)")
+    p.add_argument("--first-last-bits", type=int, help="uniform: first and last layers' bits")
+    p.add_argument("--scheme", type=_scheme, help="--method scheme: bits per layer, e.g. 8,4,2")
+    p.add_argument("--avg-bits", type=float, help="--method hawq: average-bits budget")
+    p.add_argument("--sensitivity", choices=SENSITIVITIES, help="--method hawq (hessian)")
     p.add_argument("--name", help="a label for the run (<= 200 characters, one line)")
     _add_overrides(p)
     _json_flag(p)
     p.set_defaults(func=train.cmd_train)
+
+    p = sub.add_parser("reproduce", help="the paper's recipe, its figures next to the run's")
+    p.add_argument("recipe", help="resnet20-cifar10")
+    p.add_argument("--report", choices=("last", "best"), default="last",
+                   help="last epoch (default) or best epoch (the authors' rule)")  # fmt: skip
+    _add_overrides(p)
+    _json_flag(p)
+    p.set_defaults(func=_reproduce)
 
     p = sub.add_parser("resume", help="continue a stopped or interrupted run to its end")
     p.add_argument("run_id")
@@ -89,9 +113,15 @@ def _run_commands(sub) -> None:
 
     p = sub.add_parser("sweep", help="an alpha sweep (plus uniform baselines), in the foreground")
     _add_model(p, required=True)
-    p.add_argument("--alphas", type=float, nargs="+", required=True, metavar="A")
+    p.add_argument("--alphas", type=float, nargs="+", default=[], metavar="A")
     p.add_argument("--uniform-bits", type=int, nargs="+", default=[], metavar="K",
                    help="also run uniform K-bit baselines")  # fmt: skip
+    p.add_argument("--first-last-uniform-bits", type=int, nargs="+", default=[], metavar="K",
+                   help="also uniform K-bit with first/last layers at 8 bits")  # fmt: skip
+    p.add_argument("--hawq-avg-bits", type=float, nargs="+", default=[], metavar="B",
+                   help="also run HAWQ-style allocations at these average-bit budgets")  # fmt: skip
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S",
+                   help="repeat every point with these seeds (mean and spread)")  # fmt: skip
     p.add_argument("--name", help="a label for the sweep")
     _add_overrides(p)
     _json_flag(p)
@@ -136,6 +166,12 @@ def _run_management(sub) -> None:
     p.add_argument("action", choices=("check", "repair"))
     _json_flag(p)
     p.set_defaults(func=maintenance.cmd_store)
+
+
+def _reproduce(args) -> int:
+    from bsq_engine.cli.reproduce import cmd_reproduce  # imports the paper's figures: lazily
+
+    return cmd_reproduce(args)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,6 +35,8 @@ _OVERRIDES = {
     "batch_size": "batch_size", "seed": "seed", "device": "device", "data_root": "data_root",
     "max_train": "max_train", "max_test": "max_test", "name": "name",
     "max_bits": "max_bits", "float_shortcuts": "float_shortcuts",
+    "first_last_bits": "first_last_bits", "scheme": "scheme", "avg_bits": "avg_bits",
+    "sensitivity": "sensitivity",
 }  # fmt: skip
 # RunConfig field -> what the user typed, for messages. Fields without a flag come from the
 # preset, and are named so.
@@ -47,7 +49,9 @@ for _field in ("pretrain_lr", "finetune_lr", "lr_milestones", "finetune_mileston
     TRAIN_FLAGS[_field] = f"{_field} (a preset setting)"
 SWEEP_FLAGS = TRAIN_FLAGS | {"alpha": "--alphas", "uniform_bits": "--uniform-bits"}
 # Flags that only mean something for one method.
-_ONLY_FOR = {"alpha": "bsq", "n_bits": "bsq", "requant_interval": "bsq", "uniform_bits": "uniform"}
+_ONLY_FOR = {"alpha": ("bsq",), "n_bits": ("bsq",), "requant_interval": ("bsq",),
+             "uniform_bits": ("uniform",), "first_last_bits": ("uniform",),
+             "scheme": ("scheme",), "avg_bits": ("hawq",), "sensitivity": ("hawq",)}  # fmt: skip
 
 
 def overrides_of(args, exclude: tuple[str, ...] = ()) -> dict:
@@ -63,9 +67,9 @@ def _inapplicable(method: str, overrides: dict) -> list[Problem]:
     """Flags given for the other method: refused, so nobody believes they had an effect."""
     out = []
     for field, only in _ONLY_FOR.items():
-        if field in overrides and method != only:
-            out.append(Problem(field, f"applies only to --method {only} (leave it out "
-                               f"with --method {method})"))  # fmt: skip
+        if field in overrides and method not in only:
+            out.append(Problem(field, f"applies only to --method {' or '.join(only)} (leave "
+                               f"it out with --method {method})"))  # fmt: skip
     return out
 
 

@@ -59,13 +59,8 @@ def run_foreground(store: RunStore, run_id: str, *, resume: bool, as_json: bool)
     """Train ``run_id`` here with a progress bar; print the outcome; exit code 0 / 1."""
     stop = threading.Event()
     bar = ProgressBarCallback(file=sys.stderr)
-    with _on_signals(_stop_handler(stop)):
-        try:
-            run = runner.execute_run(
-                store, run_id, stop_event=stop, callbacks=(bar,), resume=resume
-            )
-        finally:
-            bar.close()
+    with _on_signals(_stop_handler(stop)):  # the trainer's teardown closes the bar
+        run = runner.execute_run(store, run_id, stop_event=stop, callbacks=(bar,), resume=resume)
     summary = fmt.run_summary(store, run)
     if as_json:
         fmt.emit_json(summary)
@@ -110,7 +105,8 @@ def cmd_resume(args) -> int:
 
 # ---------------------------------------------------------------- sweeps
 def _sweep_overrides(args) -> dict:
-    overrides = overrides_of(args, exclude=("method", "alpha", "uniform_bits", "name"))
+    method_fields = ("method", "alpha", "uniform_bits", "first_last_bits", "scheme", "avg_bits")
+    overrides = overrides_of(args, exclude=(*method_fields, "name", "seed"))
     if overrides.get("act_bits") == FLOAT_ACTS:
         # start_sweep builds configs with make_config, where None means "the preset's".
         preset_bits = preset_for(args.model, args.dataset).get("act_bits")
@@ -129,6 +125,7 @@ def _sweep_configs(args, overrides: dict) -> list[RunConfig]:
     problems = [p.render(SWEEP_FLAGS) for p in label_problems("name", args.name)]
     points = [{"alpha": a} for a in args.alphas]
     points += [{"method": "uniform", "uniform_bits": k} for k in args.uniform_bits]
+    points += [{"method": "hawq", "avg_bits": b} for b in args.hawq_avg_bits]
     for point in points:
         try:
             settings = {**overrides, **point}
@@ -139,6 +136,9 @@ def _sweep_configs(args, overrides: dict) -> list[RunConfig]:
             problems.append(str(exc).rstrip("."))
     if problems:  # the same flag problem of every point is said once
         raise ValueError("; ".join(dict.fromkeys(problems)) + ".")
+    if not configs and not args.first_last_uniform_bits:
+        raise ValueError("A sweep needs --alphas, --uniform-bits, --first-last-uniform-bits "
+                         "or --hawq-avg-bits.")  # fmt: skip
     return configs
 
 
@@ -184,18 +184,21 @@ def cmd_sweep(args) -> int:
 
     overrides = _sweep_overrides(args)
     configs = _sweep_configs(args, overrides)
-    check_runnable(configs[0])
+    check_runnable(configs[0] if configs else config_from(args.model, args.dataset, overrides))
     manager = get_manager()
     sweep_id = sweep.start_sweep(
         manager, model=args.model, dataset=args.dataset, alphas=args.alphas,
         uniform_bits=tuple(args.uniform_bits), name=args.name, overrides=overrides,
+        first_last_bits=tuple(args.first_last_uniform_bits),
+        hawq_avg_bits=tuple(args.hawq_avg_bits), seeds=tuple(args.seeds),
     )  # fmt: skip
+    n_runs = len(manager.store.list_runs(sweep_id=sweep_id))
     out = sys.stderr if args.json else sys.stdout
-    print(f"sweep {sweep_id}: {len(configs)} runs queued", file=out, flush=True)
+    print(f"sweep {sweep_id}: {n_runs} runs queued", file=out, flush=True)
     seen: set[str] = set()
 
     def report(progress=None) -> None:
-        _report_ended(manager, sweep_id, seen, len(configs), out)
+        _report_ended(manager, sweep_id, seen, n_runs, out)
 
     _wait_for_sweep(manager, sweep_id, report)
     report()

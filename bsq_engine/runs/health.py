@@ -7,7 +7,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from bsq_engine.runs.schema import StoreError, run_dict
+from bsq_engine.runs.connection import StoreError
+from bsq_engine.runs.paths import run_folder
+from bsq_engine.runs.queries import run_dict
 from bsq_engine.runs.status import ACTIVE, RunStatus
 
 __all__ = [
@@ -26,7 +28,7 @@ _CONFIG_KEYS = ("model", "dataset", "method")
 
 def run_folders(home: Path) -> list[Path]:
     """The run folders under ``<home>/runs`` (whatever the index says)."""
-    runs = Path(home) / "runs"
+    runs = run_folder(home, "x").parent
     return sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
 
 

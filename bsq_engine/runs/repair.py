@@ -20,26 +20,28 @@ import sqlite3
 import time
 from pathlib import Path
 
+from bsq_engine.runs.connection import connect
 from bsq_engine.runs.health import TMP_GLOB, checked_run_dict, run_folders
-from bsq_engine.runs.schema import SCHEMA_VERSION, connect, dumps
+from bsq_engine.runs.paths import CHECKPOINT_FILE, db_path, run_folder
+from bsq_engine.runs.records import dumps
+from bsq_engine.runs.schema import SCHEMA_VERSION
 from bsq_engine.runs.status import RunStatus
 from bsq_engine.training.checkpoint import CheckpointError, load_run_checkpoint
 from bsq_engine.training.config import RunConfig
 
 __all__ = ["check_store", "repair_store"]
 
-_CHECKPOINT = "checkpoint.safetensors"  # runner.checkpoint_path's file name
-_TABLES = ("runs", "epochs", "steps", "layers", "events", "sweeps")
+_TABLES = ("runs", "epochs", "layers", "events", "sweeps")
 
 
-def _db_state(db_path: Path) -> str | None:
+def _db_state(db: Path) -> str | None:
     """None when ``runs.db`` is usable, else why not."""
-    if not db_path.exists():
+    if not db.exists():
         return "runs.db is missing"
-    if db_path.stat().st_size == 0:
+    if db.stat().st_size == 0:
         return "runs.db is empty (0 bytes)"
     try:
-        conn = sqlite3.connect(db_path)
+        conn = sqlite3.connect(db)
         try:
             ok = conn.execute("PRAGMA quick_check").fetchone()[0]
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -55,8 +57,8 @@ def _db_state(db_path: Path) -> str | None:
     return None
 
 
-def _bad_rows(db_path: Path) -> list[tuple[str, str]]:
-    conn = connect(db_path)
+def _bad_rows(db: Path) -> list[tuple[str, str]]:
+    conn = connect(db)
     bad = []
     try:
         for row in conn.execute("SELECT * FROM runs").fetchall():
@@ -69,8 +71,8 @@ def _bad_rows(db_path: Path) -> list[tuple[str, str]]:
     return bad
 
 
-def _indexed(db_path: Path) -> set[str]:
-    conn = connect(db_path)
+def _indexed(db: Path) -> set[str]:
+    conn = connect(db)
     try:
         return {r[0] for r in conn.execute("SELECT run_id FROM runs")}
     finally:
@@ -80,7 +82,7 @@ def _indexed(db_path: Path) -> set[str]:
 def _recover_config(folder: Path) -> tuple[dict | None, str]:
     """The run config kept in a folder's checkpoint, or None and why not."""
     try:
-        _, meta = load_run_checkpoint(folder / _CHECKPOINT)
+        _, meta = load_run_checkpoint(folder / CHECKPOINT_FILE)
         return RunConfig.from_dict(meta["config"]).to_dict(), ""
     except (CheckpointError, ValueError) as exc:
         return None, str(exc)
@@ -89,15 +91,15 @@ def _recover_config(folder: Path) -> tuple[dict | None, str]:
 def check_store(home: Path) -> dict:
     """What is wrong, changing nothing. ``ok`` is true when nothing needs repair."""
     home, findings = Path(home), []
-    db_path = home / "runs.db"
-    problem = _db_state(db_path)
+    db = db_path(home)
+    problem = _db_state(db)
     folders = run_folders(home)
     indexed: set[str] = set()
-    if problem and (folders or db_path.exists()):  # no file and no folder: nothing stored yet
+    if problem and (folders or db.exists()):  # no file and no folder: nothing stored yet
         findings.append(f"{problem}; `store repair` rebuilds it from {len(folders)} folder(s)")
     elif not problem:
-        findings += [f"run {rid}: {why}" for rid, why in _bad_rows(db_path)]
-        indexed = _indexed(db_path)
+        findings += [f"run {rid}: {why}" for rid, why in _bad_rows(db)]
+        indexed = _indexed(db)
     for folder in folders:
         if folder.name not in indexed:
             config, why = _recover_config(folder)
@@ -111,8 +113,8 @@ def check_store(home: Path) -> dict:
 
 def _backup(home: Path, stamp: str) -> Path | None:
     """Copy runs.db and its WAL/SHM files into ``backups/``; returns the copy of runs.db."""
-    db_path = home / "runs.db"
-    if not db_path.exists():
+    db = db_path(home)
+    if not db.exists():
         return None
     folder = home / "backups"
     folder.mkdir(exist_ok=True)
@@ -146,7 +148,7 @@ def _replace_db(home: Path, backup: Path | None, actions: list[str]) -> None:
     RunStore(home).close()  # a fresh, migrated store
     actions.append(f"started a fresh runs.db (the old one is kept as {backup})")
     if backup is not None and backup.stat().st_size > 0:
-        conn = connect(home / "runs.db")
+        conn = connect(db_path(home))
         try:
             _salvage(backup, conn, actions)
         finally:
@@ -161,7 +163,7 @@ def _fix_rows(conn: sqlite3.Connection, home: Path, actions: list[str]) -> None:
             continue
         except ValueError as exc:
             why = str(exc)
-        config, _ = _recover_config(home / "runs" / rid)
+        config, _ = _recover_config(run_folder(home, rid))
         if config is not None:
             conn.execute(
                 "UPDATE runs SET config_json = ?, summary_json = NULL, status = ? WHERE run_id = ?",
@@ -206,7 +208,7 @@ def repair_store(home: Path) -> dict:
     backup = _backup(home, stamp)
     if backup:
         actions.append(f"kept a copy of runs.db as {backup}")
-    problem = _db_state(home / "runs.db")
+    problem = _db_state(db_path(home))
     if problem and "newer" in problem:  # not damaged: this release must not rewrite it
         return {
             "home": str(home),
@@ -217,7 +219,7 @@ def repair_store(home: Path) -> dict:
         }
     if problem:
         _replace_db(home, backup, actions)
-    conn = connect(home / "runs.db")
+    conn = connect(db_path(home))
     try:
         conn.execute("BEGIN IMMEDIATE")
         _fix_rows(conn, home, actions)

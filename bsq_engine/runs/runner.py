@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import traceback
-from pathlib import Path
 
 from bsq_engine.data import DatasetUnavailable, get_dataset_info
+from bsq_engine.runs.paths import cache_dir, checkpoint_path, error_log_path, run_folder
 from bsq_engine.runs.status import RunStatus
 from bsq_engine.runs.store import RunStore
 from bsq_engine.training.callbacks import CheckpointCallback, StoreCallback
@@ -21,9 +21,10 @@ from bsq_engine.training.checkpoint import (
     load_run_checkpoint,
 )
 from bsq_engine.training.config import RunConfig
-from bsq_engine.training.trainer import DivergenceError, RunStopped, Trainer, build_model
+from bsq_engine.training.run_model import model_from_checkpoint, model_shape
+from bsq_engine.training.trainer import DivergenceError, RunStopped, Trainer
 
-__all__ = ["ResumeError", "cache_dir", "checkpoint_path", "execute_run", "load_resume_point"]
+__all__ = ["ResumeError", "execute_run", "load_resume_point"]
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +34,6 @@ _USER_ERRORS = (DivergenceError, DatasetUnavailable, ValueError)
 
 class ResumeError(ValueError):
     """A run cannot be resumed (unreadable checkpoint, bad config); nothing was changed."""
-
-
-def cache_dir(home: str | Path) -> Path:
-    """Folder of the pretrained float models shared by every run of one store."""
-    return Path(home) / "float_cache"
-
-
-def checkpoint_path(store: RunStore, run_id: str) -> Path:
-    """The run's single, atomically replaced checkpoint (export reads the final one)."""
-    return store.run_dir(run_id) / "checkpoint.safetensors"
 
 
 def load_resume_point(store: RunStore, run_id: str) -> tuple[RunConfig, tuple | None]:
@@ -55,7 +46,7 @@ def load_resume_point(store: RunStore, run_id: str) -> tuple[RunConfig, tuple | 
         config = RunConfig.from_dict(store.get_run(run_id)["config"])
     except ValueError as exc:
         raise ResumeError(f"cannot resume: the stored config is invalid ({exc})") from exc
-    folder = store.home / "runs" / run_id  # checkpoint_path() would re-create it
+    folder = run_folder(store.home, run_id)  # checkpoint_path() would re-create it
     if not folder.is_dir() and store.epochs(run_id):
         raise ResumeError(
             f"cannot resume: the run's folder {folder} is gone, and its checkpoint with it. "
@@ -82,7 +73,7 @@ def _check_shapes(config: RunConfig, checkpoint: tuple[dict, dict]) -> None:
     if info.num_classes < 1:
         return
     try:
-        build_model(config, info, *checkpoint)
+        model_from_checkpoint(config, model_shape(info), *checkpoint)
     except (RuntimeError, ValueError, KeyError) as exc:  # load_state_dict: size mismatch
         first = str(exc).strip().splitlines()[0][:300]
         raise CheckpointError(
@@ -152,7 +143,7 @@ def execute_run(
 
 def _log_unexpected(store: RunStore, run_id: str, exc: Exception) -> str:
     """Write the traceback next to the run; return the one-line message users see."""
-    path = store.run_dir(run_id) / "error.log"
+    path = error_log_path(store, run_id)
     try:
         path.write_text("".join(traceback.format_exception(exc)))
         where = f"Details in {path}"

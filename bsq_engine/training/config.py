@@ -10,16 +10,29 @@ from dataclasses import dataclass, field
 from bsq_engine.core.quantize import BSQConfig
 from bsq_engine.training.validation import ConfigError, Problem, validate
 
-__all__ = ["CONFIG_VERSION", "METHODS", "ConfigError", "RunConfig", "Stage", "stages_for"]
+__all__ = [
+    "CONFIG_VERSION",
+    "METHODS",
+    "SENSITIVITIES",
+    "ConfigError",
+    "RunConfig",
+    "Stage",
+    "alpha_of",
+    "describe_method",
+    "stage_rank",
+    "stages_for",
+]
 
 CONFIG_VERSION = 1
+METHODS = ("bsq", "uniform", "scheme", "hawq")
+SENSITIVITIES = ("hessian", "loo")  # Hutchinson Hessian trace, or one-layer-at-a-time loss
 # Set while from_dict builds a config that was stored (validation.validate(new=False)).
 _FROM_STORE: contextvars.ContextVar[bool] = contextvars.ContextVar("from_store", default=False)
-METHODS = ("bsq", "uniform")
 
 
 class Stage(enum.StrEnum):
-    """Where a run is in its pipeline; ``QAT`` is the uniform baseline's BSQ-stage twin."""
+    """Where a run is in its pipeline; ``QAT`` is the fixed-scheme methods' BSQ-stage twin
+    (uniform, scheme, hawq: quantization-aware training of a scheme chosen up front)."""
 
     PRETRAIN = "pretrain"
     BSQ = "bsq"
@@ -34,11 +47,58 @@ def stages_for(method: str) -> list[Stage]:
     return [Stage.PRETRAIN, middle, Stage.FINETUNE]
 
 
+def describe_method(config: dict) -> str:
+    """A run's method in a few words, from its config dict (tables, hovers, CLI lines).
+
+    >>> describe_method({"method": "uniform", "uniform_bits": 2, "first_last_bits": 8})
+    'uniform 2-bit, first/last 8-bit'
+    >>> describe_method({"method": "hawq", "avg_bits": 2.5, "sensitivity": "loo"})
+    'HAWQ-style (loo) at 2.5 avg bits'
+    """
+    method = config.get("method", "bsq")
+    if method == "uniform":
+        text = f"uniform {config.get('uniform_bits', '?')}-bit"
+        first_last = config.get("first_last_bits")
+        return text + (f", first/last {first_last}-bit" if first_last is not None else "")
+    if method == "scheme":
+        return "scheme " + "-".join(str(b) for b in config.get("scheme") or ())
+    if method == "hawq":
+        sensitivity = config.get("sensitivity", "hessian")
+        return f"HAWQ-style ({sensitivity}) at {config.get('avg_bits', 0):g} avg bits"
+    return f"BSQ alpha={config.get('alpha', 0):.4g}"
+
+
+def stage_rank(stage: str) -> int:
+    """Position of a stage in its pipeline, for sorting stored rows into training order:
+    ``bsq`` and its uniform twin ``qat`` share one; ``done`` and unknown names sort last.
+
+    >>> [stage_rank(s) for s in ("pretrain", "bsq", "qat", "finetune", "done", "x")]
+    [0, 1, 1, 2, 3, 3]
+    """
+    for method in METHODS:
+        order = stages_for(method)
+        if stage in order:
+            return order.index(stage)
+    return len(stages_for(METHODS[0]))
+
+
+def alpha_of(method: str, alpha: float) -> float | None:
+    """The alpha a run really uses: None for a fixed-scheme run (uniform, scheme, hawq: no
+    regularizer; its
+    config still carries the field; the store, summaries and exports show NULL/None)."""
+    return float(alpha) if method == "bsq" else None
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that defines one run. ``bsq_epochs`` is the CLI's ``--epochs``.
 
     Defaults equal the default preset (MLP on digits); use ``presets.make_config`` for others.
+
+    Methods: ``bsq``; ``uniform`` (``uniform_bits`` everywhere, or ``first_last_bits`` on
+    the first and last quantized layers, the field's common practice); ``scheme`` (QAT of
+    the given bits per quantized layer, from the float model: the paper's Table-1 control);
+    ``hawq`` (bits chosen from measured ``sensitivity`` under an ``avg_bits`` budget).
 
     Learning-rate schedules are step decays (x0.1) at fractions of each stage, as in the
     paper's recipe (350 BSQ epochs with a decay at 250 -> ``(0.7,)``).
@@ -49,6 +109,10 @@ class RunConfig:
     method: str = "bsq"
     alpha: float = 0.2
     uniform_bits: int = 4
+    first_last_bits: int | None = None
+    scheme: tuple[int, ...] | None = None
+    avg_bits: float | None = None
+    sensitivity: str = "hessian"
     n_bits: int = 8
     max_bits: int = 8
     act_bits: int | None = None
@@ -75,7 +139,7 @@ class RunConfig:
     version: int = field(default=CONFIG_VERSION)
 
     def __post_init__(self):
-        for name in ("lr_milestones", "finetune_milestones"):
+        for name in ("lr_milestones", "finetune_milestones", "scheme"):
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
         # Every problem at once, fields named by the caller (see training/validation.py).
@@ -94,6 +158,7 @@ class RunConfig:
         data = dataclasses.asdict(self)
         data["lr_milestones"] = list(self.lr_milestones)
         data["finetune_milestones"] = list(self.finetune_milestones)
+        data["scheme"] = None if self.scheme is None else list(self.scheme)
         return data
 
     @classmethod
@@ -117,6 +182,11 @@ class RunConfig:
 
     def replace(self, **changes) -> RunConfig:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def used_alpha(self) -> float | None:
+        """``alpha``, or None for a uniform run (see :func:`alpha_of`)."""
+        return alpha_of(self.method, self.alpha)
 
     @property
     def stages(self) -> list[Stage]:

@@ -228,6 +228,28 @@ def _bits(v: Mapping[str, Any]) -> list[Problem]:
     return out + _bool("float_shortcuts", v["float_shortcuts"])
 
 
+def _method_settings(v: Mapping[str, Any]) -> list[Problem]:
+    """The settings of the fixed-scheme methods (uniform first/last, scheme, hawq)."""
+    from bsq_engine.training.config import SENSITIVITIES
+
+    hi = v["max_bits"] if _is_int(v["max_bits"]) and 1 <= v["max_bits"] <= BITS_MAX else BITS_MAX
+    out = []
+    if v["first_last_bits"] is not None:
+        out += _int("first_last_bits", v["first_last_bits"], 1, hi, " (<max_bits>)")
+    scheme = v["scheme"]
+    bits_ok = isinstance(scheme, tuple | list) and all(_is_int(b) and 0 <= b <= hi for b in scheme)
+    if (v["method"] == "scheme" and not (bits_ok and scheme)) or not (scheme is None or bits_ok):
+        out.append(Problem("scheme", f"must be bits per quantized layer, each 0..{hi} (e.g. "
+                           f"8,4,2,4,8), got {_show(scheme)}"))  # fmt: skip
+    avg = v["avg_bits"]
+    if v["method"] == "hawq" and not (_is_real(avg) and 1 <= avg <= hi):
+        out.append(Problem("avg_bits", f"must be a bit budget from 1 to {hi} for --method hawq "
+                           f"(e.g. 2.5), got {_show(avg)}"))  # fmt: skip
+    elif avg is not None and not _is_real(avg):
+        out.append(Problem("avg_bits", f"must be a number of bits, got {_show(avg)}"))
+    return out + _choice("sensitivity", v["sensitivity"], list(SENSITIVITIES))
+
+
 def _schedule(v: Mapping[str, Any]) -> list[Problem]:
     why = " (the paper's longest stage is 350 epochs)"
     out = []
@@ -273,7 +295,7 @@ def _version(v: Mapping[str, Any]) -> list[Problem]:
 
 def problems_of(values: Mapping[str, Any]) -> list[Problem]:
     """Every problem of a full set of RunConfig values (a ``to_dict()``-shaped mapping)."""
-    out = _names(values) + _alpha(values) + _bits(values)
+    out = _names(values) + _alpha(values) + _bits(values) + _method_settings(values)
     return out + _schedule(values) + _data(values) + _version(values)
 
 

@@ -22,7 +22,7 @@ from bsq_engine.core.quantize import BSQConfig, prepare_bsq
 from bsq_engine.data import get_dataset_info
 from bsq_engine.models import create_model
 from bsq_engine.runs.export import export_run, load_run_model
-from bsq_engine.runs.runner import cache_dir
+from bsq_engine.runs.paths import cache_dir
 from bsq_engine.runs.status import ACTIVE, RunStatus
 from bsq_engine.runs.store import RunNotFound
 from bsq_engine.training.checkpoint import CheckpointError

@@ -16,8 +16,9 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from bsq_engine.core.quantize import PrecisionEvent
+from bsq_engine.runs.queries import downsample
 from bsq_engine.training.config import Stage
-from dashboard.views.frames import bit_labels, density_matrix, downsample, plane_matrix
+from dashboard.views.frames import bit_labels, density_matrix, plane_matrix
 
 TEMPLATE = "plotly_white"
 BAR_COLOR = "#4C78A8"

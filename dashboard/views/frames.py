@@ -121,19 +121,6 @@ def density_matrix(
     return matrix, [str(n) for n in snapshot_df["name"]], bit_labels(max_bits)
 
 
-def downsample(df: pd.DataFrame, max_points: int) -> pd.DataFrame:
-    """Evenly thin a long series to at most max_points rows, always keeping first and last.
-
-    Live charts are redrawn every tick; thousands of points make the browser stutter.
-    """
-    if max_points < 2:
-        raise ValueError(f"max_points must be at least 2, got {max_points}")
-    if len(df) <= max_points:
-        return df
-    keep = np.unique(np.linspace(0, len(df) - 1, max_points).round().astype(int))
-    return df.iloc[keep]
-
-
 def compact_bits(layers: Iterable[Mapping[str, Any]] | None) -> str:
     """'8/5/3/0' from summary layers: a scheme readable in one hover line."""
     return "/".join(str(int(layer.get("n_bits", 0))) for layer in layers or [])
@@ -203,6 +190,8 @@ def runs_frame(runs: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     df = pd.DataFrame([run_row(r) for r in runs]).reindex(columns=RUN_COLUMNS)
     for col in ("alpha", "accuracy_pct", "float_accuracy_pct", "avg_bits", "compression"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    # Older stores hold "inf" for a fully pruned model: undefined, never shown as infinity.
+    df["compression"] = df["compression"].replace([np.inf, -np.inf], np.nan)
     df["duration_s"] = pd.to_numeric(df["duration_s"], errors="coerce").astype(float)
     df["created"] = pd.to_datetime(df["created"])
     return df
