@@ -77,6 +77,9 @@ CLI_CASES = [
     ["show", "no-such-run"], ["show", "../../etc"], ["resume", "no-such-run"],
     ["export", "no-such-run", "--out", "x"], ["delete", "no-such-run", "--yes"],
     ["runs", "--status", "sleeping"], ["store", "fix"],
+    ["train", "--method", "scheme"], ["train", "--method", "scheme", "--scheme", "8,x"],
+    ["train", "--method", "hawq", "--avg-bits", "99"], ["train", "--first-last-bits", "3"],
+    ["train", "--method", "hawq", "--avg-bits", "2", "--sensitivity", "magic"],
 ]  # fmt: skip
 CONFIG_CASES = [
     {"act_bits": "4"}, {"act_bits": 1}, {"act_bits": 4.5}, {"device": None}, {"device": 3},

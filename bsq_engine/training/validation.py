@@ -239,11 +239,11 @@ def _method_settings(v: Mapping[str, Any]) -> list[Problem]:
     scheme = v["scheme"]
     bits_ok = isinstance(scheme, tuple | list) and all(_is_int(b) and 0 <= b <= hi for b in scheme)
     if (v["method"] == "scheme" and not (bits_ok and scheme)) or not (scheme is None or bits_ok):
-        out.append(Problem("scheme", f"must be bits per quantized layer, each 0..{hi} (e.g. "
+        out.append(Problem("scheme", f"needs bits per quantized layer, each 0..{hi} (e.g. "
                            f"8,4,2,4,8), got {_show(scheme)}"))  # fmt: skip
     avg = v["avg_bits"]
     if v["method"] == "hawq" and not (_is_real(avg) and 1 <= avg <= hi):
-        out.append(Problem("avg_bits", f"must be a bit budget from 1 to {hi} for --method hawq "
+        out.append(Problem("avg_bits", f"needs a bit budget from 1 to {hi} for method hawq "
                            f"(e.g. 2.5), got {_show(avg)}"))  # fmt: skip
     elif avg is not None and not _is_real(avg):
         out.append(Problem("avg_bits", f"must be a number of bits, got {_show(avg)}"))
