@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from contextlib import closing
 
@@ -60,7 +61,8 @@ def test_a_version_one_store_gains_tags_and_note(tmp_path):
         conn.execute(
             "INSERT INTO runs (run_id, name, status, method, model, dataset, alpha, config_json,"
             " created_at) VALUES ('r1', 'old run', 'finished', 'bsq', 'mlp', 'digits', 0.2,"
-            " '{}', 0)"
+            " ?, 0)",
+            (json.dumps(CONFIG),),
         )
     with RunStore(tmp_path) as s:
         run = s.get_run("r1")
