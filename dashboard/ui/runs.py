@@ -8,9 +8,9 @@ import streamlit as st
 
 from bsq_engine import list_datasets, list_models
 from dashboard.ui import state, widgets
+from dashboard.ui.accessors import list_runs_frame
 from dashboard.ui.run_panel import render_run_panel
 from dashboard.views import runs as rv
-from dashboard.views.frames import runs_frame
 
 __all__ = ["COLUMN_CONFIG", "runs_table", "selected_run"]
 
@@ -141,8 +141,7 @@ def _confirm_delete() -> None:
 def runs_table() -> None:
     """Filters, the table of matching runs, and the buttons for the selected rows."""
     filters = _filters()
-    runs = state.store().list_runs(**filters)
-    df = runs_frame(runs)
+    df = list_runs_frame(**filters)  # warns about damaged rows, which it leaves out
     if df.empty:
         st.info("No runs match these filters." if any(filters.values()) else "No runs yet.")
         st.page_link(
@@ -151,6 +150,7 @@ def runs_table() -> None:
         return
     extra = st.multiselect("More columns", list(rv.EXTRA_COLUMNS), default=rv.DEFAULT_EXTRA,
                            format_func=rv.EXTRA_COLUMNS.get, key="runs.extra_columns")  # fmt: skip
+    runs = state.store().list_runs(**filters)  # the same rows, with config and tags
     df = df.merge(pd.DataFrame(rv.extra_columns(runs)), on="run_id", how="left")
     column_config = {**COLUMN_CONFIG, **{c: st.column_config.Column(rv.EXTRA_COLUMNS[c])
                                          for c in rv.EXTRA_COLUMNS}}  # fmt: skip
