@@ -203,6 +203,10 @@ def run_foreground(store: RunStore, run_id: str, *, resume: bool, as_json: bool)
 def cmd_train(args) -> int:
     config = c.config_from(args.model, args.dataset, c.overrides_of(args))
     c.check_runnable(config)
+    from bsq_engine.cli import ddp
+
+    if ddp.is_torchrun():  # torchrun --nproc_per_node=N -m bsq_engine train ...
+        return ddp.run_ddp(config=config, as_json=args.json)
     with RunStore() as store:
         run_id = store.create_run(config.to_dict(), name=config.name)
         print(f"run {run_id}", file=sys.stderr if args.json else sys.stdout, flush=True)
@@ -210,6 +214,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_resume(args) -> int:
+    from bsq_engine.cli import ddp
+
+    if ddp.is_torchrun():  # any world size: checkpoints hold global-batch state
+        return ddp.run_ddp(run_id=args.run_id, as_json=args.json)
     with RunStore() as store:
         run = store.get_run(args.run_id)
         status, rid = run["status"], run["run_id"]

@@ -7,6 +7,7 @@ passed to hooks have the shapes documented in docs/ARCHITECTURE.md.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -121,6 +122,16 @@ class StoreCallback(Callback):
         self.step_every, self.flush_seconds = step_every, flush_seconds
         self._steps: list[dict] = []
         self._last_flush = time.monotonic()
+
+    def on_run_start(self, trainer) -> None:
+        from bsq_engine.training.distributed import worker_label
+
+        thread = threading.current_thread()  # the job manager names its threads bsq-worker-N
+        local = "cli" if thread is threading.main_thread() else thread.name
+        self.store.set_placement(
+            self.run_id, device=str(trainer.device), world_size=trainer.dist.world_size,
+            worker=worker_label(trainer.dist, trainer.device, local),
+        )  # fmt: skip
 
     def on_step_end(self, trainer, step) -> None:
         if step["step"] % self.step_every == 0:

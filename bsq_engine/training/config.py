@@ -100,8 +100,11 @@ class RunConfig:
             raise ValueError(f"Unknown dataset {self.dataset!r}. Choose one of: {choices}.")
         if self.method not in METHODS:
             raise ValueError(f"Unknown method {self.method!r}. Choose 'bsq' or 'uniform'.")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}.")
+        if self.device not in ("auto", "cpu", "mps") and not self.device.startswith("cuda"):
+            raise ValueError(
+                f"device must be 'auto', 'cpu' or 'cuda[:N]' (or 'mps' on Apple silicon), "
+                f"got {self.device!r}."
+            )
 
     def _check_numbers(self) -> None:
         if (

@@ -30,6 +30,7 @@ from bsq_engine.core.quantize import (
 from bsq_engine.core.regularizer import bit_group_lasso, clip_planes_
 from bsq_engine.data import load_dataset
 from bsq_engine.models import create_model
+from bsq_engine.training import distributed
 from bsq_engine.training.callbacks import Callback, CallbackList
 from bsq_engine.training.checkpoint import optimizer_tensors
 from bsq_engine.training.config import RunConfig, Stage
@@ -46,11 +47,21 @@ class DivergenceError(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps and mps.is_available())
+
+
 def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA (this thread's current GPU), then Apple's MPS, then CPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("mps" if _mps_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but no CUDA GPU is visible; use 'cpu'.")
+    if name == "mps" and not _mps_available():
+        raise ValueError("device 'mps' was asked for but this machine has no MPS; use 'cpu'.")
     return torch.device(name)
 
 
@@ -94,7 +105,9 @@ class Trainer:
         self.callbacks = CallbackList(list(callbacks))
         self.stop_event = stop_event or threading.Event()
         self.float_cache = FloatCache(cache_dir) if cache_dir else None
-        self.device = resolve_device(config.device)
+        self.dist = distributed.current()  # world_size 1 unless started by torchrun
+        self.device = distributed.rank_device(resolve_device(config.device), self.dist)
+        self.net: nn.Module | None = None  # the model, DDP-wrapped when distributed
         self.stage, self.epoch, self.global_epoch, self.global_step = Stage.PRETRAIN, 0, 0, 0
         self.float_accuracy: float | None = None
         self.model: nn.Module | None = None
@@ -125,6 +138,9 @@ class Trainer:
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
+        # Called after every change of parameter shapes (stage, re-quantization, resume): DDP
+        # must be rebuilt then too, on every rank.
+        self.net = distributed.wrap(self.model, self.dist, self.device)
 
     # -------------------------------------------------------------- the loop
     def run(self, resume: tuple[dict, dict] | None = None) -> dict:
@@ -203,16 +219,16 @@ class Trainer:
         return epoch % self.config.requant_interval == 0 or epoch == last
 
     def _train_epoch(self, stage: Stage, lr: float) -> dict:
-        cfg, model = self.config, self.model
+        cfg, model, world = self.config, self.model, self.dist
         model.train()
         use_reg = stage is Stage.BSQ and cfg.alpha > 0
         seed = cfg.seed * 100_003 + self.global_epoch  # per-epoch: resume replays the same order
         totals, step_ms = {"loss": 0.0, "correct": 0, "n": 0, "reg": 0.0}, []
-        for xb, yb in self.data.train_loader(cfg.batch_size, seed=seed, device=self.device):
-            if self.stop_event.is_set():
+        for xb, yb in self._batches(seed):
+            if distributed.any_rank([self.stop_event.is_set()], world, self.device)[0]:
                 raise RunStopped(f"stopped by the user at {stage.value} epoch {self.epoch}")
             t0 = time.perf_counter()
-            logits = model(xb)
+            logits = self.net(xb)
             ce = F.cross_entropy(logits, yb)
             reg = bit_group_lasso(model) if use_reg else None
             loss = ce + cfg.alpha * reg if use_reg else ce
@@ -235,6 +251,9 @@ class Trainer:
                 "loss": loss_value, "reg": reg_value, "lr": lr,
                 "batch_acc": correct / len(yb), "step_ms": step_ms[-1],
             })  # fmt: skip
+        distributed.sync_buffers_(model, world, self.device)  # BatchNorm stats: one per job
+        keys = ("loss", "correct", "n", "reg")  # this rank's shard -> the global batch
+        totals = dict(zip(keys, distributed.all_sum([totals[k] for k in keys], world, self.device)))
         n = max(totals["n"], 1)
         reg_mean = totals["reg"] / n
         return {
@@ -243,8 +262,18 @@ class Trainer:
             "step_ms": statistics.median(step_ms) if step_ms else None,
         }  # fmt: skip
 
+    def _batches(self, seed: int):
+        """Global batches of ``batch_size``; under DDP this rank's slice of each."""
+        if self.dist.world_size == 1:
+            yield from self.data.train_loader(self.config.batch_size, seed=seed, device=self.device)
+            return
+        for xb, yb in self.data.train_loader(self.config.batch_size, seed=seed):
+            xb, yb = distributed.shard(xb, yb, self.dist)
+            yield xb.to(self.device), yb.to(self.device)
+
     def _check_finite(self, loss_value: float) -> None:
-        if math.isfinite(loss_value):
+        bad = distributed.any_rank([not math.isfinite(loss_value)], self.dist, self.device)[0]
+        if not bad:
             return
         cfg = self.config
         lr = cfg.lr_at(self.stage, max(self.epoch, 1))
@@ -259,10 +288,12 @@ class Trainer:
         """Test loss and accuracy (0-1) of the current model."""
         self.model.eval()
         loss, correct = 0.0, 0
-        for xb, yb in self.data.test_loader(1024, device=self.device):
-            logits = self.model(xb)
-            loss += float(F.cross_entropy(logits, yb, reduction="sum"))
-            correct += int((logits.argmax(1) == yb).sum())
+        for xb, yb in self.data.test_loader(1024):  # each rank scores its slice, then sums
+            xb, yb = distributed.shard(xb, yb, self.dist)
+            logits = self.model(xb.to(self.device))
+            loss += float(F.cross_entropy(logits, yb.to(self.device), reduction="sum"))
+            correct += int((logits.argmax(1).cpu() == yb).sum())
+        loss, correct = distributed.all_sum([loss, correct], self.dist, self.device)
         n = max(len(self.data.test_y), 1)
         return loss / n, correct / n
 
@@ -287,8 +318,8 @@ class Trainer:
     # ------------------------------------------------- float model reuse
     def _load_pretrained(self) -> bool:
         """Skip pretraining when an identical float model is cached (sweeps share one)."""
-        if not (self.float_cache and self.config.reuse_pretrained):
-            return False
+        if not (self.float_cache and self.config.reuse_pretrained) or self.dist.world_size > 1:
+            return False  # DDP: only rank 0 sees the cache; every rank pretrains alike
         hit = self.float_cache.load(self.config, self.model)
         if hit is None:
             return False
