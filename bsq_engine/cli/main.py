@@ -86,6 +86,17 @@ def _add_model(p: argparse.ArgumentParser, required: bool = False) -> None:
                    help="dataset name (see `list`); default digits")  # fmt: skip
 
 
+def _add_executor(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("where the runs train")
+    g.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local job queue (default) or one Ray task per run")  # fmt: skip
+    g.add_argument("--ray-address", metavar="ADDR",
+                   help="Ray cluster to join (auto, ray://host:10001); default a local Ray")
+    g.add_argument("--storage", metavar="DIR",
+                   help="folder every Ray worker reaches, for checkpoints and the float "
+                        "model (default: the store's folder)")  # fmt: skip
+
+
 def _json_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
@@ -146,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uniform-bits", type=int, nargs="+", default=[], metavar="K",
                    help="also run uniform K-bit baselines")  # fmt: skip
     p.add_argument("--name", help="a label for the sweep")
+    _add_executor(p)
     _add_overrides(p)
     _json_flag(p)
     p.set_defaults(func=cmd_sweep)
@@ -284,7 +296,12 @@ def cmd_sweep(args) -> int:
         for k in args.uniform_bits
     ]  # validated here too, so the one-line reason names the CLI flag's value
     c.check_runnable(configs[0])
-    manager = get_manager()
+    if args.executor == "ray":
+        from bsq_engine.runs.ray_executor import RayExecutor
+
+        manager = RayExecutor(address=args.ray_address, storage=args.storage)
+    else:
+        manager = get_manager()
     sweep_id = sweep.start_sweep(
         manager, model=args.model, dataset=args.dataset, alphas=args.alphas,
         uniform_bits=tuple(args.uniform_bits), name=args.name, overrides=overrides,

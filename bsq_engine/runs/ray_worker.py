@@ -1,0 +1,143 @@
+"""Both ends of a Ray run's message stream, without importing Ray.
+
+Worker side: :func:`train_task` (the body of the Ray generator task) trains one run in a
+thread and yields its messages. Driver side: :func:`apply` writes one message into the
+driver's store. Messages are plain tuples of JSON-like values:
+
+    ("start", {"device", "worker"})     the task runs; where
+    ("steps", [step, ...])              sampled steps (every 5th, sent about once a second)
+    ("epoch", record, layers | None)    one epoch record and its layer snapshot
+    ("events", [event, ...])            precision changes of one re-quantization
+    ("stage_end", "pretrain" | ...)     a stage ended (the float model is now cached)
+    ("end", status, summary | error)    finished / stopped / failed, the task's last message
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from bsq_engine.data import DatasetUnavailable
+from bsq_engine.training.callbacks import Callback, CheckpointCallback
+from bsq_engine.training.config import RunConfig
+from bsq_engine.training.trainer import DivergenceError, RunStopped, Trainer
+
+__all__ = ["apply", "checkpoint_in", "train_task"]
+
+
+def checkpoint_in(storage: str | Path, run_id: str) -> Path:
+    """The run's checkpoint under ``storage``: the same layout as a store's run folders
+    (``runner.checkpoint_path``), so storage == BSQ_HOME needs no link at all."""
+    return Path(storage) / "runs" / run_id / "checkpoint.safetensors"
+
+
+class _Stream(Callback):
+    """Turns trainer hooks into messages on a queue (the generator yields them)."""
+
+    def __init__(self, out: queue.Queue, step_every: int = 5, flush_seconds: float = 1.0):
+        self.out, self.step_every, self.flush_seconds = out, step_every, flush_seconds
+        self._steps: list[dict] = []
+        self._last = time.monotonic()
+
+    def _flush(self) -> None:
+        if self._steps:
+            self.out.put(("steps", self._steps))
+            self._steps = []
+        self._last = time.monotonic()
+
+    def on_step_end(self, trainer, step) -> None:
+        if step["step"] % self.step_every == 0:
+            self._steps.append(dict(step))
+        if time.monotonic() - self._last >= self.flush_seconds:
+            self._flush()
+
+    def on_epoch_end(self, trainer, record, layers) -> None:
+        self._flush()
+        self.out.put(("epoch", dict(record), layers))
+
+    def on_requantize(self, trainer, events) -> None:
+        if events:
+            self.out.put(("events", list(events)))
+
+    def on_stage_end(self, trainer, stage) -> None:
+        self.out.put(("stage_end", getattr(stage, "value", str(stage))))
+
+    def on_finish(self, trainer, summary) -> None:
+        self._flush()
+
+
+def _train(trainer: Trainer, out: queue.Queue) -> None:
+    """Thread body: the whole pipeline, then exactly one ``end`` message."""
+    try:
+        out.put(("end", "finished", trainer.run()))
+    except RunStopped:
+        out.put(("end", "stopped", None))
+    except (DivergenceError, DatasetUnavailable, ValueError) as exc:  # written for users
+        out.put(("end", "failed", str(exc)))
+    except Exception as exc:
+        detail = "".join(traceback.format_exception(exc))[-4000:]
+        out.put(("end", "failed", f"Unexpected error on the Ray worker: {exc!r}\n{detail}"))
+
+
+def train_task(run_id: str, config: dict, storage: str):
+    """Ray generator task: train ``run_id`` here, yield its messages to the driver."""
+    import ray
+    import torch
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+    torch.set_num_threads(max(1, int(cpus)))  # the CPUs Ray granted this task, no more
+    out: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    trainer = Trainer(
+        RunConfig.from_dict(config),
+        [_Stream(out), CheckpointCallback(checkpoint_in(storage, run_id))],
+        run_id=run_id, stop_event=stop, cache_dir=Path(storage) / "float_cache",
+    )  # fmt: skip
+    where = f"ray {socket.gethostname()} pid {os.getpid()}"
+    yield ("start", {"device": str(trainer.device), "worker": where})
+    thread = threading.Thread(target=_train, args=(trainer, out), daemon=True)
+    thread.start()
+    try:
+        while True:
+            message = out.get()
+            yield message
+            if message[0] == "end":
+                return
+    finally:  # cancelled (ray.cancel raises KeyboardInterrupt here): stop at the next step
+        stop.set()
+        thread.join(timeout=30)
+
+
+def apply(store, run_id: str, message: tuple) -> None:
+    """Write one streamed message into the driver's store (as ``StoreCallback`` would)."""
+    kind = message[0]
+    if kind == "start":
+        store.set_status(run_id, "running")  # the driver owns the row: its pid, heartbeat
+        where = message[1]
+        store.set_placement(run_id, device=where["device"], worker=where["worker"])
+    elif kind == "steps":
+        store.add_steps(run_id, message[1])
+    elif kind == "epoch":
+        record, layers = message[1], message[2]
+        store.add_epochs(run_id, [record])
+        if layers is not None:
+            store.add_layers(
+                run_id, record["stage"], record["epoch"], record["global_epoch"], layers
+            )
+    elif kind == "events":
+        store.add_events(run_id, message[1])
+    elif kind == "end":
+        status, payload = message[1], message[2]
+        if status == "finished":
+            store.finish(run_id, payload)
+            return
+        if payload and "\n" in payload:  # a traceback: to a file, one line in the table
+            path = store.run_dir(run_id) / "error.log"
+            path.write_text(payload)
+            payload = f"{payload.splitlines()[0]} Details in {path}"
+        store.set_status(run_id, status, error=payload)
