@@ -162,3 +162,19 @@ def test_ddp_run_identical_ranks_resume_across_world_sizes(bsq_home, tmp_path):
     assert [e["stage"] for e in epochs] == ["pretrain", "bsq", "bsq", "finetune"]
     assert {e["epoch"] for e in store.events(rid)} == {1, 2}  # both requants, stored once
     store.close()
+
+
+def test_runs_table_shows_where_a_run_trains(bsq_home):
+    from dashboard.views.frames import runs_frame
+
+    with RunStore(bsq_home) as store:
+        rid = store.create_run(make_config().to_dict())
+        store.set_placement(rid, device="cpu", world_size=2, worker="torchrun x2 (gloo)")
+        other = store.create_run(make_config().to_dict())  # never started: blank, not 0
+        df = runs_frame(store.list_runs()).set_index("run_id")
+    assert df.loc[rid, ["device", "world_size", "worker"]].tolist() == [
+        "cpu",
+        2.0,
+        "torchrun x2 (gloo)",
+    ]
+    assert df.loc[other, "world_size"] != df.loc[other, "world_size"]  # NaN
