@@ -95,7 +95,8 @@ def train_task(run_id: str, config: dict, storage: str):
     stop = threading.Event()
     trainer = Trainer(
         RunConfig.from_dict(config),
-        [_Stream(out), CheckpointCallback(checkpoint_in(storage, run_id))],
+        # checkpoint first: an epoch the driver has heard of is then already on the storage
+        [CheckpointCallback(checkpoint_in(storage, run_id)), _Stream(out)],
         run_id=run_id, stop_event=stop, cache_dir=Path(storage) / "float_cache",
     )  # fmt: skip
     where = f"ray {socket.gethostname()} pid {os.getpid()}"
