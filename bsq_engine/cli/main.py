@@ -91,7 +91,7 @@ def _add_executor(p: argparse.ArgumentParser) -> None:
     g.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local job queue (default) or one Ray task per run")  # fmt: skip
     g.add_argument("--ray-address", metavar="ADDR",
-                   help="Ray cluster to join (auto, ray://host:10001); default a local Ray")
+                   help="Ray cluster to join (auto, ray://HOST:10001); default: local")  # fmt: skip
     g.add_argument("--storage", metavar="DIR",
                    help="folder every Ray worker reaches, for checkpoints and the float "
                         "model (default: the store's folder)")  # fmt: skip

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import threading
 
-from bsq_engine.data import DatasetUnavailable
 from bsq_engine.runs import runner
 from bsq_engine.runs.store import RunStore
 from bsq_engine.training import distributed
@@ -84,9 +83,13 @@ def train_distributed(
 
 
 def _follow(config: RunConfig, checkpoint, stop_event, info, callbacks) -> None:
-    """Rank > 0: the same pipeline, no store, no checkpoints, no float cache."""
+    """Rank > 0: the same pipeline, no store, no checkpoints, no float cache.
+
+    A stop or a divergence is agreed by all ranks at the same step and rank 0 records it.
+    Anything else (this node lacks the dataset...) propagates: the process exits non-zero
+    and torchrun ends the whole job at once instead of leaving rank 0 waiting.
+    """
     try:
         Trainer(config, list(callbacks), stop_event=stop_event).run(resume=checkpoint)
-    except (RunStopped, DivergenceError, DatasetUnavailable, ValueError) as exc:
-        # Rank 0 met the same condition at the same step (agreed) and records it.
+    except (RunStopped, DivergenceError) as exc:
         log.info("rank %d ended: %s", info.rank, exc)

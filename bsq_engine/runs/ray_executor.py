@@ -23,6 +23,7 @@ queue. Ray is optional (``requirements-cluster.txt``) and imported only here, la
 from __future__ import annotations
 
 import importlib.util
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ RAY_MISSING = (
     "the local job queue (the default, --executor local)."
 )
 _HEARTBEAT_S = 5.0
+log = logging.getLogger(__name__)
 
 
 def ray_available() -> bool:
@@ -111,7 +113,7 @@ class RayExecutor:
             if self._closed:
                 raise RuntimeError("This Ray executor was shut down; create a new one.")
             self._waiting.append(_Task(run_id, config, pretrain_key(config) if shares else None))
-            if self._thread is None or not self._thread.is_alive():
+            if self._thread is None:  # the driver thread clears it, under the lock, on exit
                 self._thread = threading.Thread(target=self._drive, name="bsq-ray-driver",
                                                 daemon=True)  # fmt: skip
                 self._thread.start()
@@ -154,7 +156,7 @@ class RayExecutor:
         with self._lock:
             self._closed = True
             thread = self._thread
-        if thread is not None:
+        if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
         if self._owns_ray and self.ray.is_initialized():
             self.ray.shutdown()
@@ -166,12 +168,16 @@ class RayExecutor:
         while True:
             with self._lock:
                 self._submit_ready()
-                if not self._running:
-                    return  # nothing runs and nothing can be submitted: done until start()
+                if not self._running:  # nothing runs, nothing can be submitted: until start()
+                    self._thread = None
+                    return
                 by_gen = {t.gen: t for t in self._running.values()}
             ready, _ = self.ray.wait(list(by_gen), num_returns=1, timeout=0.5)
             for gen in ready:
-                self._receive(by_gen[gen])
+                try:
+                    self._receive(by_gen[gen])
+                except Exception:  # e.g. a full disk: keep serving the other runs
+                    log.exception("could not record a message of run %s", by_gen[gen].run_id)
             if time.monotonic() - last_beat >= _HEARTBEAT_S:  # we own these rows
                 for task in list(self._running.values()):
                     if task.started:
