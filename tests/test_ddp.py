@@ -178,3 +178,16 @@ def test_runs_table_shows_where_a_run_trains(bsq_home):
         "torchrun x2 (gloo)",
     ]
     assert df.loc[other, "world_size"] != df.loc[other, "world_size"]  # NaN
+
+
+def test_runs_page_lists_a_ddp_run_once_with_its_world_size(bsq_home):
+    from apptest_helpers import open_page
+
+    with RunStore(bsq_home) as store:
+        rid = store.create_run(make_config().to_dict(), name="ddp run")
+        store.set_placement(rid, device="cpu", world_size=2, worker="torchrun x2 (gloo)")
+    at = open_page("pages/runs.py")
+    assert not at.exception
+    df = at.dataframe[0].value
+    assert df["run_id"].tolist() == [rid]
+    assert df.loc[0, ["world_size", "worker"]].tolist() == [2, "torchrun x2 (gloo)"]

@@ -134,3 +134,13 @@ def test_stop_cancels_the_ray_task_resumably(executor):
     assert executor.wait(rid, timeout=120) == "stopped"
     assert store.get_run(rid)["status"] == "stopped"
     assert rid not in executor.active_runs()
+
+
+def test_train_page_offers_ray_for_sweeps(bsq_home):
+    from apptest_helpers import open_page
+
+    at = open_page()  # the Train page; Ray is importable here, so the choice is shown
+    assert not at.exception
+    choice = at.radio(key="train.sweep_executor")
+    assert choice.options == ["this machine's job queue", "Ray"]
+    assert choice.value == "this machine's job queue"  # the local queue stays the default
