@@ -40,8 +40,10 @@ __all__ = [
     "init_from_env",
     "planes_digest",
     "rank_device",
+    "resolve_device",
     "shard",
     "sync_buffers_",
+    "train_batches",
     "worker_label",
     "wrap",
 ]
@@ -127,6 +129,34 @@ def _comm_device(info: DistInfo, device: torch.device) -> torch.device:
     """NCCL reduces CUDA tensors, Gloo CPU ones: pick the side this run's backend serves."""
     nccl = "nccl" in (info.backend or "")
     return device if nccl and device.type == "cuda" else torch.device("cpu")
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps and mps.is_available())
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA (this thread's current GPU), then Apple's MPS, then CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("mps" if _mps_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is visible; use 'cpu'.")
+    if name == "mps" and not _mps_available():
+        raise ValueError("device 'mps' was asked for but this machine has no MPS; use 'cpu'.")
+    return torch.device(name)
+
+
+def train_batches(data, batch_size: int, seed: int, device: torch.device, info: DistInfo):
+    """The seeded global batches of an epoch; under DDP this rank's slice of each."""
+    if info.world_size == 1:
+        yield from data.train_loader(batch_size, seed=seed, device=device)
+        return
+    for xb, yb in data.train_loader(batch_size, seed=seed):
+        xb, yb = shard(xb, yb, info)
+        yield xb.to(device), yb.to(device)
 
 
 def shard(xb: torch.Tensor, yb: torch.Tensor, info: DistInfo):

@@ -34,6 +34,7 @@ from bsq_engine.training import distributed
 from bsq_engine.training.callbacks import Callback, CallbackList
 from bsq_engine.training.checkpoint import optimizer_tensors
 from bsq_engine.training.config import RunConfig, Stage
+from bsq_engine.training.distributed import resolve_device
 from bsq_engine.training.float_cache import FloatCache
 
 __all__ = ["DivergenceError", "RunStopped", "Trainer", "resolve_device"]
@@ -45,24 +46,6 @@ class RunStopped(Exception):
 
 class DivergenceError(RuntimeError):
     """The loss became NaN or infinite."""
-
-
-def _mps_available() -> bool:
-    mps = getattr(torch.backends, "mps", None)
-    return bool(mps and mps.is_available())
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto``: CUDA (this thread's current GPU), then Apple's MPS, then CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", torch.cuda.current_device())
-        return torch.device("mps" if _mps_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA GPU is visible; use 'cpu'.")
-    if name == "mps" and not _mps_available():
-        raise ValueError("device 'mps' was asked for but this machine has no MPS; use 'cpu'.")
-    return torch.device(name)
 
 
 def build_model(config: RunConfig, info, tensors: dict, meta: dict) -> nn.Module:
@@ -138,8 +121,7 @@ class Trainer:
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
-        # Called after every change of parameter shapes (stage, re-quantization, resume): DDP
-        # must be rebuilt then too, on every rank.
+        # after every change of parameter shapes (stage, requantize, resume): rebuild DDP too
         self.net = distributed.wrap(self.model, self.dist, self.device)
 
     # -------------------------------------------------------------- the loop
@@ -224,7 +206,8 @@ class Trainer:
         use_reg = stage is Stage.BSQ and cfg.alpha > 0
         seed = cfg.seed * 100_003 + self.global_epoch  # per-epoch: resume replays the same order
         totals, step_ms = {"loss": 0.0, "correct": 0, "n": 0, "reg": 0.0}, []
-        for xb, yb in self._batches(seed):
+        batches = distributed.train_batches(self.data, cfg.batch_size, seed, self.device, world)
+        for xb, yb in batches:
             if distributed.any_rank([self.stop_event.is_set()], world, self.device)[0]:
                 raise RunStopped(f"stopped by the user at {stage.value} epoch {self.epoch}")
             t0 = time.perf_counter()
@@ -261,15 +244,6 @@ class Trainer:
             "reg": reg_mean, "alpha_reg": cfg.alpha * reg_mean if use_reg else 0.0,
             "step_ms": statistics.median(step_ms) if step_ms else None,
         }  # fmt: skip
-
-    def _batches(self, seed: int):
-        """Global batches of ``batch_size``; under DDP this rank's slice of each."""
-        if self.dist.world_size == 1:
-            yield from self.data.train_loader(self.config.batch_size, seed=seed, device=self.device)
-            return
-        for xb, yb in self.data.train_loader(self.config.batch_size, seed=seed):
-            xb, yb = distributed.shard(xb, yb, self.dist)
-            yield xb.to(self.device), yb.to(self.device)
 
     def _check_finite(self, loss_value: float) -> None:
         bad = distributed.any_rank([not math.isfinite(loss_value)], self.dist, self.device)[0]
