@@ -12,7 +12,8 @@ from contextlib import closing
 
 import pytest
 
-from bsq_engine.runs.schema import SCHEMA_VERSION, TRANSITIONS
+from bsq_engine.runs.schema import SCHEMA_VERSION
+from bsq_engine.runs.status import TRANSITIONS
 from bsq_engine.runs.store import RunNotFound, RunStatus, RunStore, StoreError, default_home
 
 CONFIG = {"model": "lenet5", "dataset": "mnist", "method": "bsq", "alpha": 0.005, "seed": 0}

@@ -18,6 +18,7 @@ from bsq_engine.data import DatasetUnavailable, get_dataset_info, list_datasets
 from bsq_engine.models import get_model_info, list_models
 from bsq_engine.runs import runner
 from bsq_engine.runs.export import export_run
+from bsq_engine.runs.status import RunStatus
 from bsq_engine.runs.store import RunNotFound, RunStore, StoreError, SweepNotFound
 from bsq_engine.training.checkpoint import CheckpointError
 from bsq_engine.training.config import RunConfig
@@ -163,7 +164,7 @@ def method_label(summary: dict) -> str:
 def print_outcome(summary: dict) -> None:
     """One human line on stdout; why it did not finish, and what to do, on stderr."""
     rid, status = summary["run_id"], summary["status"]
-    if status == "finished":
+    if status == RunStatus.FINISHED:
         print(
             f"finished run {rid} ({summary['model']}/{summary['dataset']}, "
             f"{method_label(summary)}): accuracy {pct(summary['accuracy'])} "
@@ -173,7 +174,7 @@ def print_outcome(summary: dict) -> None:
         )
         return
     hint = f"continue it with `python -m bsq_engine resume {rid}`"
-    if status == "stopped":
+    if status == RunStatus.STOPPED:
         print(f"run {rid} stopped; {hint}.", file=sys.stderr)
     else:
         print(f"run {rid} {status}: {summary.get('error') or 'no reason recorded'}",
@@ -293,7 +294,7 @@ def cmd_delete(args) -> int:
     with RunStore() as store:
         run = store.get_run(args.run_id)
         rid = run["run_id"]
-        if run["status"] == "running":
+        if run["status"] == RunStatus.RUNNING:
             print(f"error: run {rid} is running (process {run.get('pid')}); stop it before "
                   "deleting it.", file=sys.stderr)  # fmt: skip
             return 1

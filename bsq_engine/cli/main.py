@@ -22,14 +22,13 @@ import torch
 from bsq_engine.cli import commands as c
 from bsq_engine.runs import runner
 from bsq_engine.runs.jobs import TORCH_THREADS_ENV, default_torch_threads
+from bsq_engine.runs.status import ACTIVE, RESUMABLE, RunStatus
 from bsq_engine.runs.store import RunStore
 from bsq_engine.training.callbacks import ProgressBarCallback
 from bsq_engine.training.config import RunConfig
 from bsq_engine.training.presets import preset_for
 
 __all__ = ["build_parser", "main"]
-
-_RESUMABLE = ("stopped", "interrupted", "failed")
 
 
 class _UsageError(Exception):
@@ -203,13 +202,13 @@ def run_foreground(store: RunStore, run_id: str, *, resume: bool, as_json: bool)
     summary = c.run_summary(store, run)
     if as_json:
         c.emit_json(summary)
-        if summary["status"] != "finished":
+        if summary["status"] != RunStatus.FINISHED:
             c.print_outcome(summary)
     else:
         c.print_outcome(summary)
-        if summary["status"] == "finished":
+        if summary["status"] == RunStatus.FINISHED:
             c.print_layers(summary["layers"])
-    return 0 if summary["status"] == "finished" else 1
+    return 0 if summary["status"] == RunStatus.FINISHED else 1
 
 
 def cmd_train(args) -> int:
@@ -233,9 +232,9 @@ def cmd_resume(args) -> int:
     with RunStore() as store:
         run = store.get_run(args.run_id)
         status, rid = run["status"], run["run_id"]
-        if status == "finished":
+        if status == RunStatus.FINISHED:
             raise ValueError(f"Run {rid!r} is already finished; nothing to resume.")
-        if status not in _RESUMABLE:  # running, or queued in some process's job manager
+        if status not in RESUMABLE:  # running, or queued in some process's job manager
             raise ValueError(
                 f"Run {rid!r} is {status} (process {run.get('pid')} on {run.get('hostname')}); "
                 "stop it there first. Only stopped, interrupted or failed runs resume."
@@ -313,7 +312,7 @@ def cmd_sweep(args) -> int:
     def report(progress=None) -> None:
         """A line per run that ended since the last call."""
         for run in reversed(manager.store.list_runs(sweep_id=sweep_id)):
-            if run["run_id"] in seen or run["status"] in ("queued", "running"):
+            if run["run_id"] in seen or run["status"] in ACTIVE:
                 continue
             seen.add(run["run_id"])
             s = c.run_summary(manager.store, run)
@@ -339,7 +338,7 @@ def cmd_sweep(args) -> int:
     report()
     runs = reversed(manager.store.list_runs(sweep_id=sweep_id))  # creation order
     summaries = [c.run_summary(manager.store, run) for run in runs]
-    done = sum(s["status"] == "finished" for s in summaries)
+    done = sum(s["status"] == RunStatus.FINISHED for s in summaries)
     print(f"sweep {sweep_id}: {done}/{len(summaries)} runs finished", file=out)
     if args.json:
         c.emit_json({"sweep_id": sweep_id, "runs": summaries})
@@ -373,5 +372,5 @@ def main(argv: list[str] | None = None) -> int:
         print(_one_line(f"error: {exc}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(RunStatus.INTERRUPTED, file=sys.stderr)
         return 130

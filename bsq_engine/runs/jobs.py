@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from bsq_engine.runs import runner
+from bsq_engine.runs.status import ACTIVE, RESUMABLE, RunStatus
 from bsq_engine.runs.store import RunStore, default_home
 from bsq_engine.training.callbacks import Callback
 from bsq_engine.training.config import RunConfig
@@ -27,7 +28,6 @@ from bsq_engine.training.config import RunConfig
 __all__ = ["TORCH_THREADS_ENV", "JobManager", "LiveBufferCallback", "get_manager"]
 
 TORCH_THREADS_ENV = "BSQ_TORCH_THREADS"
-_ACTIVE = ("queued", "running")
 
 
 def default_torch_threads() -> int | None:
@@ -189,9 +189,9 @@ class JobManager:
                 del self._jobs[run_id]
                 self._cond.notify_all()
         status = self.store.get_run(run_id)["status"]
-        if status == "queued":  # ours, or left queued by a process that died
-            self.store.set_status(run_id, "stopped", error="Stopped before it started.")
-        elif status == "running":
+        if status == RunStatus.QUEUED:  # ours, or left queued by a process that died
+            self.store.set_status(run_id, RunStatus.STOPPED, error="Stopped before it started.")
+        elif status == RunStatus.RUNNING:
             raise ValueError(
                 f"Run {run_id!r} is training in another process; stop it there (Ctrl+C)."
             )
@@ -206,12 +206,12 @@ class JobManager:
             if run_id in self._jobs:
                 raise ValueError(f"Run {run_id!r} is already queued or running.")
         status = self.store.get_run(run_id)["status"]
-        if status not in ("interrupted", "stopped", "failed"):
+        if status not in RESUMABLE:
             raise ValueError(
                 f"Run {run_id!r} is {status}; only interrupted, stopped or failed runs resume."
             )
         runner.load_resume_point(self.store, run_id)
-        self.store.set_status(run_id, "queued")
+        self.store.set_status(run_id, RunStatus.QUEUED)
         self._enqueue(run_id, True, callbacks)
 
     def status(self, run_id: str) -> str:
@@ -223,7 +223,7 @@ class JobManager:
             job = self._jobs.get(run_id)
             if job is None:
                 return None
-            state, live = ("running" if job.running else "queued"), job.live
+            state, live = (RunStatus.RUNNING if job.running else RunStatus.QUEUED), job.live
         if live is None:  # queued: no worker has taken it yet
             return {"run_id": run_id, "status": state, "progress": 0.0, "epochs": [],
                     "layers": [], "events": [], "step": None, "eta_seconds": None}  # fmt: skip
@@ -247,7 +247,7 @@ class JobManager:
                     break
                 self._cond.wait(left)
         status = self.status(run_id)
-        while status in _ACTIVE and run_id not in self._jobs:  # owned by another process
+        while status in ACTIVE and run_id not in self._jobs:  # owned by another process
             if deadline is not None and time.monotonic() >= deadline:
                 break
             time.sleep(0.2)
@@ -268,14 +268,16 @@ class JobManager:
                 job.stop_event.set()
             self._cond.notify_all()
         for job in queued:
-            self._end(job.run_id, "stopped", "Stopped before it started: the app shut down.")
+            self._end(
+                job.run_id, RunStatus.STOPPED, "Stopped before it started: the app shut down."
+            )
         deadline = time.monotonic() + timeout
         for worker in self._workers:
             worker.join(max(0.0, deadline - time.monotonic()))
         with self._cond:
             stuck = list(self._jobs)
         for run_id in stuck:  # a worker that did not reach its next step in time
-            self._end(run_id, "stopped", "Stopped: the app shut down.")
+            self._end(run_id, RunStatus.STOPPED, "Stopped: the app shut down.")
 
     # -- internals ----------------------------------------------------------------------
 
@@ -283,7 +285,7 @@ class JobManager:
         job = _Job(run_id, resume, LiveBufferCallback(self.store, run_id), tuple(callbacks))
         with self._cond:
             if self._closed:
-                self._end(run_id, "stopped", "Not started: the job manager was shut down.")
+                self._end(run_id, RunStatus.STOPPED, "Not started: the job manager was shut down.")
                 raise RuntimeError("This job manager was shut down; create a new one.")
             self._jobs[job.run_id] = job
             self._queue.append(job)
@@ -317,7 +319,7 @@ class JobManager:
                     callbacks=(job.live, *job.callbacks), resume=job.resume,
                 )  # fmt: skip
             except Exception as exc:  # could not even start (e.g. checkpoint broke since)
-                self._end(job.run_id, "failed", str(exc))
+                self._end(job.run_id, RunStatus.FAILED, str(exc))
             finally:
                 with self._cond:
                     self._jobs.pop(job.run_id, None)
@@ -326,7 +328,7 @@ class JobManager:
     def _end(self, run_id: str, status: str, message: str) -> None:
         """Best effort: at exit or after a worker error, one run must not block the others."""
         with contextlib.suppress(Exception):
-            if self.store.get_run(run_id)["status"] in _ACTIVE:
+            if self.store.get_run(run_id)["status"] in ACTIVE:
                 self.store.set_status(run_id, status, error=message)
 
 

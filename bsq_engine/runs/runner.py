@@ -12,6 +12,7 @@ import traceback
 from pathlib import Path
 
 from bsq_engine.data import DatasetUnavailable
+from bsq_engine.runs.status import RunStatus
 from bsq_engine.runs.store import RunStore
 from bsq_engine.training.callbacks import CheckpointCallback, StoreCallback
 from bsq_engine.training.checkpoint import CheckpointError, load_checkpoint
@@ -89,10 +90,10 @@ def execute_run(
     checkpoint = None
     if resume:
         config, checkpoint = load_resume_point(store, run_id)
-        store.set_status(run_id, "running")
+        store.set_status(run_id, RunStatus.RUNNING)
         _truncate_to(store, run_id, config, checkpoint)
     else:
-        store.set_status(run_id, "running")  # records pid, host and a first heartbeat
+        store.set_status(run_id, RunStatus.RUNNING)  # records pid, host and a first heartbeat
     try:
         config = RunConfig.from_dict(store.get_run(run_id)["config"])
         trainer = Trainer(
@@ -108,13 +109,13 @@ def execute_run(
         )
         summary = trainer.run(resume=checkpoint)
     except RunStopped:
-        _settle(store, run_id, "stopped")
+        _settle(store, run_id, RunStatus.STOPPED)
     except _USER_ERRORS as exc:
-        _settle(store, run_id, "failed", str(exc))
+        _settle(store, run_id, RunStatus.FAILED, str(exc))
     except Exception as exc:
-        _settle(store, run_id, "failed", _log_unexpected(store, run_id, exc))
+        _settle(store, run_id, RunStatus.FAILED, _log_unexpected(store, run_id, exc))
     else:
-        _settle(store, run_id, "finished", summary=summary)
+        _settle(store, run_id, RunStatus.FINISHED, summary=summary)
     return store.get_run(run_id)
 
 
@@ -133,7 +134,7 @@ def _settle(store: RunStore, run_id: str, status: str, error=None, summary=None)
     """Record the final status; a run already ended elsewhere (e.g. marked stopped by a
     shutdown that gave up waiting) keeps that status, and we only log the conflict."""
     try:
-        if status == "finished":
+        if status == RunStatus.FINISHED:
             store.finish(run_id, summary)
         else:
             store.set_status(run_id, status, error=error)

@@ -15,7 +15,6 @@ import socket
 import sqlite3
 import time
 from collections.abc import Callable
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -37,51 +36,6 @@ class RunNotFound(_NotFound):
 
 class SweepNotFound(_NotFound):
     """No sweep with that id."""
-
-
-class RunStatus(StrEnum):
-    """Life cycle of a run; ``interrupted`` means its process died without saying so."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    FINISHED = "finished"
-    FAILED = "failed"
-    STOPPED = "stopped"
-    INTERRUPTED = "interrupted"
-
-
-_S = RunStatus
-# Deleting is always allowed and is not a status; finished runs are final.
-TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
-    _S.QUEUED: frozenset({_S.RUNNING, _S.STOPPED, _S.FAILED}),
-    _S.RUNNING: frozenset({_S.FINISHED, _S.FAILED, _S.STOPPED, _S.INTERRUPTED}),
-    _S.INTERRUPTED: frozenset({_S.QUEUED, _S.RUNNING}),
-    _S.STOPPED: frozenset({_S.QUEUED, _S.RUNNING}),
-    _S.FAILED: frozenset({_S.QUEUED, _S.RUNNING}),
-    _S.FINISHED: frozenset(),
-}
-ENDED = frozenset({_S.FINISHED, _S.FAILED, _S.STOPPED, _S.INTERRUPTED})
-
-
-def parse_status(status: str | RunStatus) -> RunStatus:
-    """Accept the enum or its string value; a typo names the valid choices."""
-    try:
-        return RunStatus(status)
-    except ValueError:
-        valid = ", ".join(s.value for s in RunStatus)
-        raise ValueError(f"Unknown run status {status!r}; use one of: {valid}.") from None
-
-
-def check_transition(run_id: str, old: str, new: RunStatus) -> None:
-    """Raise ValueError unless ``old -> new`` is a legal step of the life cycle."""
-    old_status = parse_status(old)
-    allowed = TRANSITIONS[old_status]
-    if new not in allowed:
-        choices = ", ".join(sorted(s.value for s in allowed)) or "nothing (delete it instead)"
-        raise ValueError(
-            f"Run {run_id!r} cannot go from {old_status.value} to {new.value}; "
-            f"from {old_status.value} it can go to: {choices}."
-        )
 
 
 _V1 = """

@@ -25,14 +25,11 @@ from pathlib import Path
 from typing import Self
 
 from bsq_engine.runs.schema import (
-    ENDED,
     SCHEMA_VERSION,
     RunNotFound,
-    RunStatus,
     StoreError,
     SweepNotFound,
     check_id,
-    check_transition,
     connect,
     decode_layer,
     decode_sweep,
@@ -43,12 +40,12 @@ from bsq_engine.runs.schema import (
     migrate,
     new_id,
     orphan_reason,
-    parse_status,
     run_dict,
     stage_rank,
     table_rows,
     upsert_sql,
 )
+from bsq_engine.runs.status import ENDED, RunStatus, check_transition, parse_status
 
 __all__ = [
     "ORPHAN_AFTER_S",
@@ -136,7 +133,7 @@ class RunStore:
         config: dict,
         *,
         name: str | None = None,
-        status: str = "queued",
+        status: str = RunStatus.QUEUED,
         sweep_id: str | None = None,
         run_id: str | None = None,
     ) -> str:
@@ -228,8 +225,8 @@ class RunStore:
 
     def _start(self, conn: sqlite3.Connection, run_id: str, now: float) -> None:
         conn.execute(
-            "UPDATE runs SET status = 'running', started_at = ?, finished_at = NULL, error = NULL,"
-            " pid = ?, hostname = ?, heartbeat = ? WHERE run_id = ?",
+            f"UPDATE runs SET status = '{RunStatus.RUNNING}', started_at = ?, finished_at = NULL,"
+            " error = NULL, pid = ?, hostname = ?, heartbeat = ? WHERE run_id = ?",
             (now, os.getpid(), socket.gethostname(), now, run_id),
         )
         with _OWNED_LOCK:
@@ -263,7 +260,7 @@ class RunStore:
         with self._write() as conn:
             check_transition(run_id, self._status(conn, run_id), RunStatus.FINISHED)
             conn.execute(
-                "UPDATE runs SET status = 'finished', finished_at = ?, error = NULL,"
+                f"UPDATE runs SET status = '{RunStatus.FINISHED}', finished_at = ?, error = NULL,"
                 " summary_json = ? WHERE run_id = ?",
                 (time.time(), dumps(summary), run_id),
             )
@@ -299,7 +296,8 @@ class RunStore:
     def mark_orphans(self, *, stale_after: float | None = None) -> list[str]:
         """Mark `running` runs whose process is gone as `interrupted`; returns their ids."""
         stale_after = self.orphan_after if stale_after is None else stale_after
-        rows = self._conn().execute("SELECT * FROM runs WHERE status = 'running'").fetchall()
+        sql = "SELECT * FROM runs WHERE status = ?"
+        rows = self._conn().execute(sql, (RunStatus.RUNNING,)).fetchall()
         marked = []
         for row in rows:
             with _OWNED_LOCK:
@@ -314,7 +312,7 @@ class RunStore:
         with self._write() as conn:
             cur = conn.execute(
                 "UPDATE runs SET status = 'interrupted', finished_at = ?, error = ?"
-                " WHERE run_id = ? AND status = 'running' AND heartbeat IS ?",
+                f" WHERE run_id = ? AND status = '{RunStatus.RUNNING}' AND heartbeat IS ?",
                 (time.time(), f"Interrupted: {reason}. Resume it to continue.", run_id, beat),
             )
         return cur.rowcount == 1
@@ -358,8 +356,8 @@ class RunStore:
             conn.executemany(sql, rows)
             # Any write by the owner proves it alive, even if it forgot to heartbeat.
             conn.execute(
-                "UPDATE runs SET heartbeat = ? WHERE run_id = ? AND status = 'running'",
-                (time.time(), run_id),
+                "UPDATE runs SET heartbeat = ? WHERE run_id = ? AND status = ?",
+                (time.time(), run_id, RunStatus.RUNNING),
             )
 
     def epochs(self, run_id: str) -> list[dict]:

@@ -12,11 +12,10 @@ import math
 import time
 from collections import Counter
 
+from bsq_engine.runs.status import ACTIVE, RunStatus
 from bsq_engine.training.presets import make_config
 
 __all__ = ["log_alphas", "run_sweep_blocking", "start_sweep", "sweep_progress"]
-
-_ACTIVE = ("queued", "running")
 
 
 def log_alphas(lo: float, hi: float, n: int) -> list[float]:
@@ -90,16 +89,16 @@ def sweep_progress(store, sweep_id: str) -> dict:
     counts = Counter(run["status"] for run in runs)
     done_units = 0.0
     for run in runs:
-        if run["status"] not in _ACTIVE:
+        if run["status"] not in ACTIVE:
             done_units += 1.0
-        elif run["status"] == "running":
+        elif run["status"] == RunStatus.RUNNING:
             done_units += _run_fraction(store, run)
     total = len(runs)
     return {
         "sweep_id": sweep_id, "name": sweep["name"], "model": sweep["model"],
         "dataset": sweep["dataset"], "total": total, "counts": dict(counts),
-        "finished": counts.get("finished", 0),
-        "done": total > 0 and not any(counts.get(s) for s in _ACTIVE),
+        RunStatus.FINISHED: counts.get(RunStatus.FINISHED, 0),
+        "done": total > 0 and not any(counts.get(s) for s in ACTIVE),
         "run_ids": [run["run_id"] for run in runs],
         "fraction": done_units / total if total else 0.0,
     }  # fmt: skip

@@ -277,7 +277,7 @@ class Trainer:
         summary = scheme_summary(self.model)
         cfg = self.config
         result = {
-            "run_id": self.run_id, "status": "finished", "model": cfg.model,
+            "run_id": self.run_id, "model": cfg.model,
             "dataset": cfg.dataset, "method": cfg.method,
             "alpha": cfg.alpha if cfg.method == "bsq" else None,
             "uniform_bits": cfg.uniform_bits if cfg.method == "uniform" else None,
