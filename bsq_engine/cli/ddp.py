@@ -12,6 +12,7 @@ import threading
 
 from bsq_engine.cli import commands as c
 from bsq_engine.runs.ddp import train_distributed
+from bsq_engine.runs.status import RunStatus
 from bsq_engine.training import distributed
 from bsq_engine.training.callbacks import Callback, ProgressBarCallback
 
@@ -55,9 +56,9 @@ def run_ddp(*, config=None, run_id: str | None = None, as_json: bool = False) ->
         summary = c.run_summary(store, run)
     if as_json:
         c.emit_json(summary)
-    if not as_json or summary["status"] != "finished":
+    if not as_json or summary["status"] != RunStatus.FINISHED:
         c.print_outcome(summary)
-    if summary["status"] == "finished" and not as_json:
+    if summary["status"] == RunStatus.FINISHED and not as_json:
         c.print_layers(summary["layers"])
     print(f"world size {info.world_size}: only rank 0 wrote the store", file=sys.stderr)
-    return 0 if summary["status"] == "finished" else 1
+    return 0 if summary["status"] == RunStatus.FINISHED else 1

@@ -13,6 +13,7 @@ import logging
 import threading
 
 from bsq_engine.runs import runner
+from bsq_engine.runs.status import RESUMABLE
 from bsq_engine.runs.store import RunStore
 from bsq_engine.training import distributed
 from bsq_engine.training.config import RunConfig
@@ -21,7 +22,6 @@ from bsq_engine.training.trainer import DivergenceError, RunStopped, Trainer
 __all__ = ["train_distributed"]
 
 log = logging.getLogger(__name__)
-_RESUMABLE = ("stopped", "interrupted", "failed")
 
 
 def _prepare_on_rank0(store, config, run_id):
@@ -31,7 +31,7 @@ def _prepare_on_rank0(store, config, run_id):
             run_id = store.create_run(config.to_dict(), name=config.name)
             return run_id, config.to_dict(), None, None
         status = store.get_run(run_id)["status"]
-        if status not in _RESUMABLE:
+        if status not in RESUMABLE:
             raise ValueError(
                 f"Run {run_id!r} is {status}; only stopped, interrupted or failed runs resume."
             )

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bsq_engine.runs import ray_worker
+from bsq_engine.runs.status import RunStatus
 from bsq_engine.runs.store import RunStore
 from bsq_engine.training.config import RunConfig
 from bsq_engine.training.float_cache import pretrain_key
@@ -131,7 +132,7 @@ class RayExecutor:
                 running.stopping = True
                 self.ray.cancel(running.gen)
         if task is not None:
-            self.store.set_status(run_id, "stopped", error="Stopped before it started.")
+            self.store.set_status(run_id, RunStatus.STOPPED, error="Stopped before it started.")
 
     def active_runs(self) -> list[str]:
         with self._lock:
@@ -224,13 +225,13 @@ class RayExecutor:
         self._ended(task)
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if task.stopping:
-            status, error = "stopped", None
+            status, error = RunStatus.STOPPED, None
         elif task.started:
-            status = "interrupted"
+            status = RunStatus.INTERRUPTED
             error = (f"Interrupted: the Ray worker ({task.worker}) died: {first_line} "
                      "Resume it to continue from its last checkpoint.")  # fmt: skip
         else:  # still queued, and queued -> interrupted is not a legal step
-            status = "failed"
+            status = RunStatus.FAILED
             error = f"The Ray task could not start: {first_line} Resume it to try again."
         self.store.set_status(task.run_id, status, error=error)
 

@@ -23,6 +23,7 @@ import traceback
 from pathlib import Path
 
 from bsq_engine.data import DatasetUnavailable
+from bsq_engine.runs.status import RunStatus
 from bsq_engine.training.callbacks import Callback, CheckpointCallback
 from bsq_engine.training.config import RunConfig
 from bsq_engine.training.trainer import DivergenceError, RunStopped, Trainer
@@ -74,14 +75,15 @@ class _Stream(Callback):
 def _train(trainer: Trainer, out: queue.Queue) -> None:
     """Thread body: the whole pipeline, then exactly one ``end`` message."""
     try:
-        out.put(("end", "finished", trainer.run()))
+        out.put(("end", RunStatus.FINISHED.value, trainer.run()))
     except RunStopped:
-        out.put(("end", "stopped", None))
+        out.put(("end", RunStatus.STOPPED.value, None))
     except (DivergenceError, DatasetUnavailable, ValueError) as exc:  # written for users
-        out.put(("end", "failed", str(exc)))
+        out.put(("end", RunStatus.FAILED.value, str(exc)))
     except Exception as exc:
         detail = "".join(traceback.format_exception(exc))[-4000:]
-        out.put(("end", "failed", f"Unexpected error on the Ray worker: {exc!r}\n{detail}"))
+        message = f"Unexpected error on the Ray worker: {exc!r}\n{detail}"
+        out.put(("end", RunStatus.FAILED.value, message))
 
 
 def train_task(run_id: str, config: dict, storage: str):
@@ -118,7 +120,7 @@ def apply(store, run_id: str, message: tuple) -> None:
     """Write one streamed message into the driver's store (as ``StoreCallback`` would)."""
     kind = message[0]
     if kind == "start":
-        store.set_status(run_id, "running")  # the driver owns the row: its pid, heartbeat
+        store.set_status(run_id, RunStatus.RUNNING)  # the driver owns the row: its pid, heartbeat
         where = message[1]
         store.set_placement(run_id, device=where["device"], worker=where["worker"])
     elif kind == "steps":
@@ -134,7 +136,7 @@ def apply(store, run_id: str, message: tuple) -> None:
         store.add_events(run_id, message[1])
     elif kind == "end":
         status, payload = message[1], message[2]
-        if status == "finished":
+        if status == RunStatus.FINISHED:
             store.finish(run_id, payload)
             return
         if payload and "\n" in payload:  # a traceback: to a file, one line in the table
