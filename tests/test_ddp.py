@@ -130,8 +130,12 @@ def _ddp_config():
 def test_ddp_run_identical_ranks_resume_across_world_sizes(bsq_home, tmp_path):
     config = _ddp_config()
     out = tmp_path / "ranks.json"
-    # 1) two ranks; rank 0 stops at step 18 = the 2nd step of BSQ epoch 2 (after a requant)
-    _torchrun("tests/ddp_worker.py", json.dumps(config.to_dict()), "18", str(out))
+    store = RunStore(bsq_home)
+    # 0) one plain run caches the float model; rank 0 will read it and send it to rank 1
+    plain = execute_run(store, store.create_run(config.to_dict()))
+    # 1) two ranks; rank 0 stops at step 10 = the 2nd step of BSQ epoch 2 (after a requant;
+    # a reused pretraining adds no steps)
+    _torchrun("tests/ddp_worker.py", json.dumps(config.to_dict()), "10", str(out))
     report = json.loads(out.read_text())
     assert report["status"] == "stopped"
     assert len(report["digests"]) == 1  # the re-quantization at the end of BSQ epoch 1
@@ -140,9 +144,12 @@ def test_ddp_run_identical_ranks_resume_across_world_sizes(bsq_home, tmp_path):
     assert ranks[0]["bits"] and ranks[0]["bits"] == ranks[1]["bits"]  # planes were dropped
     assert ranks[0]["digest"] == ranks[1]["digest"]  # bit-identical after re-quantization
 
-    store = RunStore(bsq_home)
-    (run,) = store.list_runs()  # rank 1 created nothing and wrote nothing
+    runs = store.list_runs()
+    assert len(runs) == 2  # the plain run and one DDP run: rank 1 created nothing
+    run = runs[0]
     rid = run["run_id"]
+    (pre,) = [e for e in store.epochs(rid) if e["stage"] == "pretrain"]
+    assert pre["seconds"] == store.epochs(plain["run_id"])[0]["seconds"]  # cache reused
     assert (run["world_size"], run["worker"]) == (2, "torchrun x2 (gloo)")
     assert load_checkpoint(checkpoint_path(store, rid))[1]["stage"] == "bsq"
 
@@ -155,7 +162,7 @@ def test_ddp_run_identical_ranks_resume_across_world_sizes(bsq_home, tmp_path):
     done = _torchrun("-m", "bsq_engine", "resume", rid, "--json")
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["status"] == "finished" and summary["run_id"] == rid
-    (run,) = store.list_runs()
+    run = store.get_run(rid)
     assert run["world_size"] == 2 and run["status"] == "finished"
     epochs = store.epochs(rid)
     assert [e["global_epoch"] for e in epochs] == list(range(1, config.total_epochs + 1))

@@ -83,7 +83,8 @@ def train_distributed(
 
 
 def _follow(config: RunConfig, checkpoint, stop_event, info, callbacks) -> None:
-    """Rank > 0: the same pipeline, no store, no checkpoints, no float cache.
+    """Rank > 0: the same pipeline; no store, no checkpoints (rank 0 sends the cached float
+    model, the config and the resume point).
 
     A stop or a divergence is agreed by all ranks at the same step and rank 0 records it.
     Anything else (this node lacks the dataset...) propagates: the process exits non-zero

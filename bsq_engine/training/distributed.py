@@ -31,6 +31,7 @@ from torch import nn
 
 __all__ = [
     "DistInfo",
+    "adopt_from_rank0",
     "all_sum",
     "any_rank",
     "broadcast_object",
@@ -204,6 +205,19 @@ def wrap(model: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
         return model
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+@torch.no_grad()
+def adopt_from_rank0(model: nn.Module, found, info: DistInfo):
+    """Rank 0's ``found`` on every rank; when it is not None (rank 0 loaded a cached float
+    model into ``model``), every rank's ``model`` also takes rank 0's weights, in place."""
+    if info.world_size == 1:
+        return found
+    found = broadcast_object(found, info)
+    if found is not None:
+        for tensor in model.state_dict().values():
+            dist.broadcast(tensor, src=0)
+    return found
 
 
 @torch.no_grad()

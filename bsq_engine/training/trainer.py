@@ -292,9 +292,9 @@ class Trainer:
     # ------------------------------------------------- float model reuse
     def _load_pretrained(self) -> bool:
         """Skip pretraining when an identical float model is cached (sweeps share one)."""
-        if not (self.float_cache and self.config.reuse_pretrained) or self.dist.world_size > 1:
-            return False  # DDP: only rank 0 sees the cache; every rank pretrains alike
-        hit = self.float_cache.load(self.config, self.model)
+        use_cache = self.float_cache and self.config.reuse_pretrained  # DDP: rank 0 only
+        hit = self.float_cache.load(self.config, self.model) if use_cache else None
+        hit = distributed.adopt_from_rank0(self.model, hit, self.dist)
         if hit is None:
             return False
         self.float_accuracy, records = hit
