@@ -1,4 +1,4 @@
-"""Sweeps on a local Ray instance: streamed metrics, one pretraining, dead workers.
+"""Sweeps on Ray: streamed metrics, one pretraining, dead workers; clear errors without Ray.
 
 One Ray instance (2 CPUs, no dashboard, 127.0.0.1) serves the whole module; every test has
 its own store, which is also the storage path the workers write checkpoints to.
@@ -13,17 +13,19 @@ import time
 
 import pytest
 
-ray = pytest.importorskip(
-    "ray", reason="Ray is not installed (optional: pip install -r requirements-cluster.txt)"
+from bsq_engine.cli.main import main
+from bsq_engine.runs import ray_executor
+from bsq_engine.runs.ray_executor import RayExecutor, ray_available
+from bsq_engine.runs.runner import execute_run
+from bsq_engine.runs.store import RunStore
+from bsq_engine.runs.sweep import run_sweep_blocking, start_sweep
+from bsq_engine.training.presets import make_config
+
+# Ray is optional: the tests marked with this need it, and start a local instance (slow).
+needs_ray = pytest.mark.skipif(
+    not ray_available(),
+    reason="Ray is not installed (optional: pip install -r requirements-cluster.txt)",
 )
-
-from bsq_engine.runs.ray_executor import RayExecutor  # noqa: E402
-from bsq_engine.runs.runner import execute_run  # noqa: E402
-from bsq_engine.runs.store import RunStore  # noqa: E402
-from bsq_engine.runs.sweep import run_sweep_blocking, start_sweep  # noqa: E402
-from bsq_engine.training.presets import make_config  # noqa: E402
-
-pytestmark = pytest.mark.slow
 TINY = {"pretrain_epochs": 1, "bsq_epochs": 3, "finetune_epochs": 1, "requant_interval": 1,
         "max_train": 256, "max_test": 128}  # fmt: skip
 
@@ -39,8 +41,25 @@ def _free_port() -> int:
     pytest.skip("no free port in 8660-8679 for Ray's GCS")
 
 
+def test_without_ray_the_cli_says_how_to_get_it(monkeypatch, capsys):
+    monkeypatch.setattr(ray_executor, "ray_available", lambda: False)
+    argv = ["sweep", "--model", "mlp", "--dataset", "digits", "--alphas", "0.1"]
+    assert main([*argv, "--executor", "ray"]) == 2
+    err = capsys.readouterr().err
+    assert "requirements-cluster.txt" in err and "--executor local" in err
+
+
+def test_an_unreachable_cluster_fails_fast():
+    port = _free_port()  # free = nobody listens there
+    with pytest.raises(ConnectionError, match="nothing answers"):
+        ray_executor._check_reachable(f"127.0.0.1:{port}")
+    ray_executor._check_reachable("auto")  # left to Ray
+
+
 @pytest.fixture(scope="module")
 def local_ray():
+    import ray
+
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
     env = {"RAY_GCS_SERVER_PORT": str(_free_port()), "BSQ_TORCH_THREADS": "1", "PYTHONPATH": path}
@@ -64,6 +83,8 @@ def executor(local_ray, bsq_home):
     ex.shutdown(timeout=30)
 
 
+@pytest.mark.slow
+@needs_ray
 def test_two_point_sweep_streams_into_the_drivers_store(executor, bsq_home):
     store = executor.store
     sweep_id = start_sweep(executor, model="mlp", dataset="digits", alphas=[0.1, 0.3],
@@ -102,6 +123,8 @@ def _wait_for(predicate, timeout=120.0):
     raise AssertionError("timed out waiting")
 
 
+@pytest.mark.slow
+@needs_ray
 def test_killed_worker_leaves_run_interrupted_and_resumable(executor):
     store = executor.store
     config = make_config(**{**TINY, "bsq_epochs": 40, "pretrain_epochs": 0})
@@ -125,6 +148,8 @@ def test_killed_worker_leaves_run_interrupted_and_resumable(executor):
     assert [e["global_epoch"] for e in epochs] == list(range(1, config.total_epochs + 1))
 
 
+@pytest.mark.slow
+@needs_ray
 def test_stop_cancels_the_ray_task_resumably(executor):
     store = executor.store
     config = make_config(**{**TINY, "bsq_epochs": 40, "pretrain_epochs": 0})
@@ -136,6 +161,8 @@ def test_stop_cancels_the_ray_task_resumably(executor):
     assert rid not in executor.active_runs()
 
 
+@pytest.mark.slow
+@needs_ray
 def test_train_page_offers_ray_for_sweeps(bsq_home):
     from apptest_helpers import open_page
 

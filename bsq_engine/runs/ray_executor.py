@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -57,6 +58,20 @@ def _import_ray():
     return ray
 
 
+def _check_reachable(address: str | None) -> None:
+    """Fail fast on a ``host:port`` nobody listens on (``ray.init`` would retry for minutes).
+
+    ``auto`` and ``ray://`` addresses are left to Ray, which reports those quickly.
+    """
+    if not address or address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except (OSError, ValueError) as exc:
+        raise ConnectionError(f"nothing answers at {address}: {exc}") from None
+
+
 @dataclass
 class _Task:
     run_id: str
@@ -86,7 +101,15 @@ class RayExecutor:
             if address is None:  # a fresh local instance
                 kwargs.update(num_cpus=num_cpus, include_dashboard=False,
                               _node_ip_address="127.0.0.1")  # fmt: skip
-            self.ray.init(**kwargs)
+            try:
+                _check_reachable(address)
+                self.ray.init(**kwargs)
+            except (ConnectionError, RuntimeError) as exc:
+                where = f"the Ray cluster at {address!r}" if address else "a local Ray"
+                raise ValueError(
+                    f"Could not start or reach {where} ({exc}). Start a cluster with `ray start "
+                    "--head`, or drop --ray-address for a local Ray, or use --executor local."
+                ) from exc
         gpus = self.ray.cluster_resources().get("GPU", 0)
         resources = {"num_gpus": 1} if gpus else {"num_cpus": 1}
         self._remote = self.ray.remote(max_retries=0, **resources)(ray_worker.train_task)
@@ -105,14 +128,14 @@ class RayExecutor:
         if callbacks:
             raise ValueError("Ray runs take no callbacks: they train on another process.")
         config = RunConfig.from_dict(config if isinstance(config, dict) else config.to_dict())
+        if self._closed:
+            raise RuntimeError("This Ray executor was shut down; create a new one.")
         run_id = self.store.create_run(
             config.to_dict(), name=name or config.name, sweep_id=sweep_id
         )
         self._link_checkpoint(run_id)
         shares = config.reuse_pretrained and config.pretrain_epochs > 0
         with self._lock:
-            if self._closed:
-                raise RuntimeError("This Ray executor was shut down; create a new one.")
             self._waiting.append(_Task(run_id, config, pretrain_key(config) if shares else None))
             if self._thread is None:  # the driver thread clears it, under the lock, on exit
                 self._thread = threading.Thread(target=self._drive, name="bsq-ray-driver",
