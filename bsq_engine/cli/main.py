@@ -71,7 +71,7 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, help="learning rate of the BSQ stage")
     g.add_argument("--batch-size", type=int)
     g.add_argument("--seed", type=int)
-    g.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    g.add_argument("--device", help="auto (default: CUDA, then MPS, then CPU), cpu, cuda[:N], mps")
     g.add_argument("--data-root", help="folder holding the dataset files")
     g.add_argument("--max-train", type=int, help="use a fixed random subset of the train split")
     g.add_argument("--max-test", type=int, help="use a fixed random subset of the test split")
