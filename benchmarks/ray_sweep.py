@@ -52,7 +52,7 @@ def _shape(store: RunStore, sweep_id: str) -> dict:
         epochs = store.epochs(rid)
         filled = sorted(k for k in epochs[0] if epochs[0][k] is not None) if epochs else []
         shape[run["alpha"]] = {
-            "status": run["status"], "epochs": len(epochs), "steps": len(store.steps(rid)),
+            "status": run["status"], "epochs": len(epochs),
             "layer_rows": len(store.layer_snapshots(rid)), "events": len(store.events(rid)),
             "epoch_columns": filled, "summary_keys": sorted(run["summary"] or {}),
         }  # fmt: skip

@@ -19,7 +19,8 @@ import pytest
 import torch
 from torch import nn
 
-from bsq_engine.runs.runner import checkpoint_path, execute_run
+from bsq_engine.runs.paths import checkpoint_path
+from bsq_engine.runs.runner import execute_run
 from bsq_engine.runs.store import RunStore
 from bsq_engine.training import distributed
 from bsq_engine.training.callbacks import Callback

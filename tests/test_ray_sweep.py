@@ -14,7 +14,7 @@ import time
 import pytest
 
 from bsq_engine.cli.main import main
-from bsq_engine.runs import ray_executor
+from bsq_engine.runs import paths, ray_executor, ray_worker
 from bsq_engine.runs.ray_executor import RayExecutor, ray_available
 from bsq_engine.runs.runner import execute_run
 from bsq_engine.runs.store import RunStore
@@ -105,12 +105,15 @@ def test_two_point_sweep_streams_into_the_drivers_store(executor, bsq_home):
         assert run["pid"] == os.getpid()  # the driver owns the rows (heartbeat, orphans)
         assert run["worker"].startswith("ray ") and run["device"] == "cpu"
         assert [e["global_epoch"] for e in store.epochs(rid)] == list(range(1, total + 1))
-        assert store.steps(rid) and store.latest_layers(rid)
+        assert store.latest_layers(rid) and store.events(rid) is not None
         assert run["summary"]["accuracy"] == run["accuracy"] > 0.2
     # one pretraining: the second run loaded the first one's float model and its curve
     pre = [[e for e in store.epochs(r["run_id"]) if e["stage"] == "pretrain"] for r in runs]
     assert pre[0][0]["seconds"] == pre[1][0]["seconds"]
     assert len(list((bsq_home / "float_cache").glob("*.safetensors"))) == 1
+    rid = runs[0]["run_id"]  # the workers wrote checkpoints where the store looks for them
+    assert ray_worker.checkpoint_in(bsq_home, rid) == paths.checkpoint_path(store, rid)
+    assert paths.checkpoint_path(store, rid).is_file()
 
 
 def _wait_for(predicate, timeout=120.0):

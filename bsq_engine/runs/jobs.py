@@ -2,8 +2,9 @@
 
 A FIFO queue feeds ``max_concurrent`` long-lived worker threads; each job runs through
 :func:`runner.execute_run`, so the store and checkpoints look the same as a CLI run. While a
-job trains, a :class:`LiveBufferCallback` keeps its state in memory behind a lock, and
-``snapshot()`` hands pages a copy without touching SQLite. Never imports Streamlit.
+job trains, a :class:`~bsq_engine.runs.live_buffer.LiveBufferCallback` keeps its state in
+memory, and ``snapshot()`` hands pages a copy without touching SQLite. Never imports
+Streamlit.
 """
 
 from __future__ import annotations
@@ -20,12 +21,18 @@ from pathlib import Path
 import torch
 
 from bsq_engine.runs import runner
+from bsq_engine.runs.live_buffer import LiveBufferCallback
 from bsq_engine.runs.status import ACTIVE, RESUMABLE, RunStatus
 from bsq_engine.runs.store import RunStore, default_home
-from bsq_engine.training.callbacks import Callback
 from bsq_engine.training.config import RunConfig
 
-__all__ = ["TORCH_THREADS_ENV", "JobManager", "LiveBufferCallback", "get_manager"]
+__all__ = [
+    "TORCH_THREADS_ENV",
+    "JobManager",
+    "LiveBufferCallback",
+    "get_manager",
+    "release_manager",
+]
 
 TORCH_THREADS_ENV = "BSQ_TORCH_THREADS"
 
@@ -47,91 +54,6 @@ def default_torch_threads() -> int | None:
         return int(raw)
     cores = os.cpu_count() or 1
     return max(1, cores - 1) if cores <= 4 else None
-
-
-class LiveBufferCallback(Callback):
-    """In-memory state of one running run, written by the worker, read by ``snapshot()``.
-
-    Pages poll several times a second; reading this instead of SQLite keeps ticks cheap.
-    Records are copied once on the way in and the lists again on the way out, so a
-    snapshot never changes under its reader. On (re)start it loads the epochs already in
-    the store, so a resumed run's curves start where the checkpoint left them.
-    """
-
-    def __init__(self, store: RunStore | None = None, run_id: str = "", max_events: int = 200):
-        self.store, self.run_id = store, run_id
-        self._lock = threading.Lock()
-        self._epochs: list[dict] = []
-        self._events: deque[dict] = deque(maxlen=max_events)
-        self._layers: list[dict] = []
-        self._step: dict | None = None
-        self._epoch_s: float | None = None  # moving average of real (not reused) epochs
-        self._state = {"stage": None, "epoch": 0, "epochs_in_stage": 0, "global_epoch": 0,
-                       "total_epochs": 0, "float_accuracy": None, "started_at": time.time(),
-                       "updated_at": time.time()}  # fmt: skip
-
-    def _update(self, trainer, **extra) -> None:  # caller holds the lock
-        stage = trainer.stage
-        self._state.update(
-            stage=getattr(stage, "value", stage), epoch=trainer.epoch,
-            epochs_in_stage=trainer.config.epochs_of(stage) if stage != "done" else 0,
-            global_epoch=trainer.global_epoch, total_epochs=trainer.config.total_epochs,
-            float_accuracy=trainer.float_accuracy, updated_at=time.time(), **extra,
-        )  # fmt: skip
-
-    def on_run_start(self, trainer) -> None:
-        done = self.store.epochs(self.run_id) if self.store is not None else []
-        with self._lock:
-            self._epochs = [{k: v for k, v in r.items() if k != "run_id"} for r in done]
-            self._update(trainer, started_at=time.time())
-
-    def on_stage_start(self, trainer, stage) -> None:
-        with self._lock:
-            self._update(trainer)
-
-    def on_step_end(self, trainer, step) -> None:
-        with self._lock:
-            self._step = dict(step)
-            self._state["updated_at"] = time.time()
-
-    def on_epoch_end(self, trainer, record, layers) -> None:
-        record = dict(record)
-        layers = None if layers is None else [_copy_layer(layer) for layer in layers]
-        with self._lock:
-            self._epochs.append(record)
-            if layers is not None:
-                self._layers = layers
-            if not record.get("reused") and record.get("seconds") is not None:
-                s, avg = record["seconds"], self._epoch_s  # recent epochs weigh most
-                self._epoch_s = s if avg is None else 0.3 * s + 0.7 * avg
-            self._update(trainer)
-
-    def on_requantize(self, trainer, events) -> None:
-        with self._lock:
-            self._events.extend(dict(e) for e in events)
-
-    def on_finish(self, trainer, summary) -> None:
-        with self._lock:
-            self._update(trainer)
-
-    def snapshot(self) -> dict:
-        """A consistent copy: plain dicts and lists, safe to keep and mutate."""
-        with self._lock:
-            snap = dict(self._state)
-            snap["epochs"] = [dict(r) for r in self._epochs]
-            snap["layers"] = [_copy_layer(layer) for layer in self._layers]
-            snap["events"] = [dict(e) for e in self._events]
-            snap["step"] = None if self._step is None else dict(self._step)
-            epoch_s = self._epoch_s
-        total, done = snap["total_epochs"], snap["global_epoch"]
-        snap["progress"] = min(done / total, 1.0) if total else 0.0
-        left = max(total - done, 0)
-        snap["eta_seconds"] = None if epoch_s is None else epoch_s * left
-        return snap
-
-
-def _copy_layer(layer: dict) -> dict:
-    return {k: list(v) if isinstance(v, list) else v for k, v in layer.items()}
 
 
 @dataclass
@@ -224,10 +146,7 @@ class JobManager:
             if job is None:
                 return None
             state, live = (RunStatus.RUNNING if job.running else RunStatus.QUEUED), job.live
-        if live is None:  # queued: no worker has taken it yet
-            return {"run_id": run_id, "status": state, "progress": 0.0, "epochs": [],
-                    "layers": [], "events": [], "step": None, "eta_seconds": None}  # fmt: skip
-        snap = live.snapshot()
+        snap = live.snapshot()  # every job has its buffer from the moment it is queued
         snap.update(run_id=run_id, status=state)
         return snap
 
@@ -346,6 +265,16 @@ def get_manager(home=None) -> JobManager:
                 atexit.register(_shutdown_all)
             manager = _MANAGERS[key] = JobManager(key)
         return manager
+
+
+def release_manager(home, timeout: float = 10.0) -> None:
+    """Shut down the manager of ``home`` if this process made one (tests, a closing app);
+    the next :func:`get_manager` makes a fresh one."""
+    key = str(Path(home).expanduser().resolve())
+    with _MANAGERS_LOCK:
+        manager = _MANAGERS.pop(key, None)
+    if manager is not None:
+        manager.shutdown(timeout)
 
 
 def _shutdown_all() -> None:

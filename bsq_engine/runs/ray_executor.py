@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bsq_engine.runs import ray_worker
+from bsq_engine.runs import paths, ray_worker
 from bsq_engine.runs.status import RunStatus
 from bsq_engine.runs.store import RunStore
 from bsq_engine.training.config import RunConfig
@@ -261,7 +261,7 @@ class RayExecutor:
     def _link_checkpoint(self, run_id: str) -> None:
         """Point the run's folder at the checkpoint on the storage (resume/export read it)."""
         target = ray_worker.checkpoint_in(self.storage, run_id)
-        local = self.store.run_dir(run_id) / target.name
+        local = paths.checkpoint_path(self.store, run_id)
         if target != local.resolve() and not local.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             local.symlink_to(target)

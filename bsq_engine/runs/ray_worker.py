@@ -5,7 +5,6 @@ thread and yields its messages. Driver side: :func:`apply` writes one message in
 driver's store. Messages are plain tuples of JSON-like values:
 
     ("start", {"device", "worker"})     the task runs; where
-    ("steps", [step, ...])              sampled steps (every 5th, sent about once a second)
     ("epoch", record, layers | None)    one epoch record and its layer snapshot
     ("events", [event, ...])            precision changes of one re-quantization
     ("stage_end", "pretrain" | ...)     a stage ended (the float model is now cached)
@@ -18,11 +17,11 @@ import os
 import queue
 import socket
 import threading
-import time
 import traceback
 from pathlib import Path
 
 from bsq_engine.data import DatasetUnavailable
+from bsq_engine.runs import paths
 from bsq_engine.runs.status import RunStatus
 from bsq_engine.training.callbacks import Callback, CheckpointCallback
 from bsq_engine.training.config import RunConfig
@@ -32,33 +31,19 @@ __all__ = ["apply", "checkpoint_in", "train_task"]
 
 
 def checkpoint_in(storage: str | Path, run_id: str) -> Path:
-    """The run's checkpoint under ``storage``: the same layout as a store's run folders
-    (``runner.checkpoint_path``), so storage == BSQ_HOME needs no link at all."""
-    return Path(storage) / "runs" / run_id / "checkpoint.safetensors"
+    """The run's checkpoint under ``storage``: the layout of a store's run folders
+    (``paths.checkpoint_path``, tested equal), so storage == BSQ_HOME needs no link."""
+    return paths.run_folder(storage, run_id) / "checkpoint.safetensors"
 
 
 class _Stream(Callback):
-    """Turns trainer hooks into messages on a queue (the generator yields them)."""
+    """Turns trainer hooks into messages on a queue (the generator yields them). Steps are
+    not sent: the store keeps epochs, and the driver's own heartbeat proves it alive."""
 
-    def __init__(self, out: queue.Queue, step_every: int = 5, flush_seconds: float = 1.0):
-        self.out, self.step_every, self.flush_seconds = out, step_every, flush_seconds
-        self._steps: list[dict] = []
-        self._last = time.monotonic()
-
-    def _flush(self) -> None:
-        if self._steps:
-            self.out.put(("steps", self._steps))
-            self._steps = []
-        self._last = time.monotonic()
-
-    def on_step_end(self, trainer, step) -> None:
-        if step["step"] % self.step_every == 0:
-            self._steps.append(dict(step))
-        if time.monotonic() - self._last >= self.flush_seconds:
-            self._flush()
+    def __init__(self, out: queue.Queue):
+        self.out = out
 
     def on_epoch_end(self, trainer, record, layers) -> None:
-        self._flush()
         self.out.put(("epoch", dict(record), layers))
 
     def on_requantize(self, trainer, events) -> None:
@@ -67,9 +52,6 @@ class _Stream(Callback):
 
     def on_stage_end(self, trainer, stage) -> None:
         self.out.put(("stage_end", getattr(stage, "value", str(stage))))
-
-    def on_finish(self, trainer, summary) -> None:
-        self._flush()
 
 
 def _train(trainer: Trainer, out: queue.Queue) -> None:
@@ -99,7 +81,7 @@ def train_task(run_id: str, config: dict, storage: str):
         RunConfig.from_dict(config),
         # checkpoint first: an epoch the driver has heard of is then already on the storage
         [CheckpointCallback(checkpoint_in(storage, run_id)), _Stream(out)],
-        run_id=run_id, stop_event=stop, cache_dir=Path(storage) / "float_cache",
+        run_id=run_id, stop_event=stop, cache_dir=paths.cache_dir(storage),
     )  # fmt: skip
     where = f"ray {socket.gethostname()} pid {os.getpid()}"
     yield ("start", {"device": str(trainer.device), "worker": where})
@@ -123,8 +105,6 @@ def apply(store, run_id: str, message: tuple) -> None:
         store.set_status(run_id, RunStatus.RUNNING)  # the driver owns the row: its pid, heartbeat
         where = message[1]
         store.set_placement(run_id, device=where["device"], worker=where["worker"])
-    elif kind == "steps":
-        store.add_steps(run_id, message[1])
     elif kind == "epoch":
         record, layers = message[1], message[2]
         store.add_epochs(run_id, [record])
@@ -140,7 +120,7 @@ def apply(store, run_id: str, message: tuple) -> None:
             store.finish(run_id, payload)
             return
         if payload and "\n" in payload:  # a traceback: to a file, one line in the table
-            path = store.run_dir(run_id) / "error.log"
+            path = paths.error_log_path(store, run_id)
             path.write_text(payload)
             payload = f"{payload.splitlines()[0]} Details in {path}"
         store.set_status(run_id, status, error=payload)
