@@ -78,6 +78,7 @@ def run_job(nproc: int, device: str) -> dict:
         "nproc": nproc, "cpu_s": cpu, "world_size": run["world_size"],
         "epoch_s": statistics.median(e["seconds"] for e in trained),
         "accuracy": run["accuracy"], "avg_bits": run["avg_bits"],
+        "test_loss": epochs[-1]["test_loss"],
         "bits": [layer["n_bits"] for layer in run["summary"]["layers"]],
     }  # fmt: skip
 
@@ -89,12 +90,14 @@ def compare(base: dict, other: dict) -> dict:
         "same_scheme": base["bits"] == other["bits"],
         "d_accuracy_pts": 100 * (other["accuracy"] - base["accuracy"]),
         "d_avg_bits": other["avg_bits"] - base["avg_bits"],
+        "d_test_loss": other["test_loss"] - base["test_loss"],  # finer than accuracy
     }
 
 
 def _agreement(r: dict) -> str:
     scheme = "same scheme" if r["same_scheme"] else "DIFFERENT scheme"
-    return f"{scheme}, accuracy {r['d_accuracy_pts']:+.2f} pts, avg bits {r['d_avg_bits']:+.3f}"
+    return (f"{scheme}, accuracy {r['d_accuracy_pts']:+.2f} pts, avg bits "
+            f"{r['d_avg_bits']:+.3f}, final test loss {r['d_test_loss']:+.2e}")  # fmt: skip
 
 
 def main() -> None:
