@@ -174,3 +174,20 @@ def test_train_page_offers_ray_for_sweeps(bsq_home):
     choice = at.radio(key="train.sweep_executor")
     assert choice.options == ["this machine's job queue", "Ray"]
     assert choice.value == "this machine's job queue"  # the local queue stays the default
+
+
+def test_backfill_replays_what_a_dying_worker_checkpointed(bsq_home):
+    """The race the kill test can hit: checkpoint written, its epoch message lost in flight."""
+    from bsq_engine.training.checkpoint import save_checkpoint
+
+    with RunStore(bsq_home) as store:
+        rid = store.create_run(make_config().to_dict(), status="running")
+        record = {"stage": "bsq", "epoch": 3, "global_epoch": 3, "test_acc": 0.5}
+        event = {"stage": "bsq", "epoch": 3, "layer": "fc1", "old_bits": 8, "new_bits": 6,
+                 "message": "fc1: 8 -> 6 bits"}  # fmt: skip
+        path = paths.checkpoint_path(store, rid)
+        save_checkpoint(path, {}, {"streamed": [("events", [event]), ("epoch", record, None)]})
+        assert ray_worker.backfill(store, rid, path) == 2
+        assert [e["global_epoch"] for e in store.epochs(rid)] == [3]
+        assert [e["new_bits"] for e in store.events(rid)] == [6]
+        assert ray_worker.backfill(store, rid, path.with_name("absent")) == 0

@@ -250,6 +250,10 @@ class RayExecutor:
         if task.stopping:
             status, error = RunStatus.STOPPED, None
         elif task.started:
+            # what the worker checkpointed but the driver never heard of (in flight at death)
+            ray_worker.backfill(
+                self.store, task.run_id, paths.checkpoint_path(self.store, task.run_id)
+            )
             status = RunStatus.INTERRUPTED
             error = (f"Interrupted: the Ray worker ({task.worker}) died: {first_line} "
                      "Resume it to continue from its last checkpoint.")  # fmt: skip

@@ -17,6 +17,7 @@ import os
 import queue
 import socket
 import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -24,10 +25,11 @@ from bsq_engine.data import DatasetUnavailable
 from bsq_engine.runs import paths
 from bsq_engine.runs.status import RunStatus
 from bsq_engine.training.callbacks import Callback, CheckpointCallback
+from bsq_engine.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from bsq_engine.training.config import RunConfig
 from bsq_engine.training.trainer import DivergenceError, RunStopped, Trainer
 
-__all__ = ["apply", "checkpoint_in", "train_task"]
+__all__ = ["apply", "backfill", "checkpoint_in", "train_task"]
 
 
 def checkpoint_in(storage: str | Path, run_id: str) -> Path:
@@ -52,6 +54,45 @@ class _Stream(Callback):
 
     def on_stage_end(self, trainer, stage) -> None:
         self.out.put(("stage_end", getattr(stage, "value", str(stage))))
+
+
+class _Checkpoint(CheckpointCallback):
+    """Checkpoints that also carry the messages streamed since the previous one.
+
+    A worker killed right after a checkpoint may take the last epoch's message with it (it
+    was still in flight to the driver); the driver then replays these from the checkpoint
+    (:func:`backfill`), so the store always covers what a resume skips. Must run after
+    ``_Stream`` in the callback list, so an epoch is queued before its checkpoint exists.
+    """
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.since: list[tuple] = []
+
+    def on_requantize(self, trainer, events) -> None:
+        super().on_requantize(trainer, events)
+        self.since.append(("events", list(events)))
+
+    def on_epoch_end(self, trainer, record, layers) -> None:
+        self.since.append(("epoch", dict(record), layers))
+        super().on_epoch_end(trainer, record, layers)
+
+    def save(self, trainer) -> None:
+        tensors, meta = trainer.checkpoint_state()
+        save_checkpoint(self.path, tensors, {**meta, "streamed": self.since})
+        self._last, self._requantized, self.since = time.monotonic(), False, []
+
+
+def backfill(store, run_id: str, checkpoint_file: Path) -> int:
+    """Replay the messages a checkpoint carries (upserts: those already stored are
+    rewritten unchanged); returns how many. A missing or unreadable file replays none."""
+    try:
+        messages = load_checkpoint(checkpoint_file)[1].get("streamed", [])
+    except CheckpointError:
+        return 0
+    for message in messages:
+        apply(store, run_id, tuple(message))
+    return len(messages)
 
 
 def _train(trainer: Trainer, out: queue.Queue) -> None:
@@ -79,8 +120,7 @@ def train_task(run_id: str, config: dict, storage: str):
     stop = threading.Event()
     trainer = Trainer(
         RunConfig.from_dict(config),
-        # checkpoint first: an epoch the driver has heard of is then already on the storage
-        [CheckpointCallback(checkpoint_in(storage, run_id)), _Stream(out)],
+        [_Stream(out), _Checkpoint(checkpoint_in(storage, run_id))],
         run_id=run_id, stop_event=stop, cache_dir=paths.cache_dir(storage),
     )  # fmt: skip
     where = f"ray {socket.gethostname()} pid {os.getpid()}"
