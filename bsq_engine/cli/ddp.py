@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import threading
 
-from bsq_engine.cli import commands as c
+from bsq_engine.cli import format as fmt
 from bsq_engine.runs.ddp import train_distributed
 from bsq_engine.runs.status import RunStatus
 from bsq_engine.training import distributed
@@ -36,13 +36,13 @@ class _Announce(Callback):
 
 def run_ddp(*, config=None, run_id: str | None = None, as_json: bool = False) -> int:
     """Train a new run (``config``) or resume ``run_id`` across the torchrun job."""
-    from bsq_engine.cli.main import _stop_on_signals  # main imports us lazily: no cycle
+    from bsq_engine.cli.train import _on_signals, _stop_handler  # it imports us lazily
 
     info = distributed.env_info()
     stop = threading.Event()
     bar = ProgressBarCallback(file=sys.stderr) if info.is_main else None
     rank0 = (_Announce(sys.stderr if as_json else sys.stdout), bar) if info.is_main else ()
-    with _stop_on_signals(stop):  # torchrun forwards Ctrl-C / SIGTERM to every rank
+    with _on_signals(_stop_handler(stop)):  # torchrun forwards Ctrl-C / SIGTERM to every rank
         try:
             run = train_distributed(config, run_id=run_id, stop_event=stop, callbacks=rank0)
         finally:
@@ -53,12 +53,12 @@ def run_ddp(*, config=None, run_id: str | None = None, as_json: bool = False) ->
     from bsq_engine.runs.store import RunStore
 
     with RunStore() as store:
-        summary = c.run_summary(store, run)
+        summary = fmt.run_summary(store, run)
     if as_json:
-        c.emit_json(summary)
+        fmt.emit_json(summary)
     if not as_json or summary["status"] != RunStatus.FINISHED:
-        c.print_outcome(summary)
+        fmt.print_outcome(summary)
     if summary["status"] == RunStatus.FINISHED and not as_json:
-        c.print_layers(summary["layers"])
+        fmt.print_layers(summary["layers"])
     print(f"world size {info.world_size}: only rank 0 wrote the store", file=sys.stderr)
     return 0 if summary["status"] == RunStatus.FINISHED else 1
