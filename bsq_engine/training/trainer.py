@@ -25,8 +25,9 @@ from bsq_engine.core.quantize import (
     scheme_summary,
     to_fixed_,
 )
-from bsq_engine.core.regularizer import bit_group_lasso, clip_planes_
+from bsq_engine.core.regularizer import clip_planes_
 from bsq_engine.data import load_dataset
+from bsq_engine.training import fast_path
 from bsq_engine.training.callbacks import Callback, CallbackList
 from bsq_engine.training.checkpoint import optimizer_tensors
 from bsq_engine.training.config import RunConfig, Stage
@@ -74,6 +75,7 @@ class Trainer:
         self.stage, self.epoch, self.global_epoch, self.global_step = Stage.PRETRAIN, 0, 0, 0
         self.float_accuracy: float | None = None
         self.model: nn.Module | None = None
+        self.memory_format = torch.contiguous_format
         self.optimizer: torch.optim.Optimizer | None = None
         self.started = time.time()
         self.elapsed_before = 0.0  # seconds spent by earlier attempts of a resumed run
@@ -92,12 +94,17 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(self.data.train_y) / cfg.batch_size)
 
     def _new_model(self) -> nn.Module:
-        return build_model(self.config, model_shape(self.data.info)).to(self.device)
+        return build_model(self.config, model_shape(self.data.info))
+
+    def _place_model(self) -> None:
+        """On the run's device, in the fastest memory format (``fast_path``)."""
+        self.memory_format = fast_path.memory_format_for(self.model)
+        self.model = self.model.to(self.device, memory_format=self.memory_format)
 
     def _build_optimizer(self) -> None:
         cfg = self.config
         lr = cfg.lr_at(self.stage, max(self.epoch, 1))
-        self.optimizer = torch.optim.SGD(
+        self.optimizer = fast_path.make_sgd(
             self.model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
 
@@ -135,7 +142,7 @@ class Trainer:
             self.model = prepare_fixed(self.model, cfg, self.plan)
         elif stage is Stage.FINETUNE and cfg.method == "bsq":
             self.model = to_fixed_(self.model)
-        self.model.to(self.device)
+        self._place_model()
         self._build_optimizer()
         self.callbacks.trigger("on_stage_start", self, stage)
 
@@ -190,13 +197,13 @@ class Trainer:
         use_reg = stage is Stage.BSQ and cfg.alpha > 0
         seed = cfg.seed * 100_003 + self.global_epoch  # per-epoch: resume replays the same order
         totals, step_ms = {"loss": 0.0, "correct": 0, "n": 0, "reg": 0.0}, []
+        compile_ = fast_path.compile_wanted(self.device)
+        forward = fast_path.step_forward(model, self.memory_format, use_reg, compile_)
         for xb, yb in self.data.train_loader(cfg.batch_size, seed=seed, device=self.device):
             if self.stop_event.is_set():
                 raise RunStopped(f"stopped by the user at {stage.value} epoch {self.epoch}")
             t0 = time.perf_counter()
-            logits = model(xb)
-            ce = F.cross_entropy(logits, yb)
-            reg = bit_group_lasso(model) if use_reg else None
+            logits, ce, reg = forward(xb, yb)
             loss = ce + cfg.alpha * reg if use_reg else ce
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -242,7 +249,7 @@ class Trainer:
         self.model.eval()
         loss, correct = 0.0, 0
         for xb, yb in self.data.test_loader(1024, device=self.device):
-            logits = self.model(xb)
+            logits = self.model(fast_path.to_memory_format(xb, self.memory_format))
             loss += float(F.cross_entropy(logits, yb, reduction="sum"))
             correct += int((logits.argmax(1) == yb).sum())
         n = max(len(self.data.test_y), 1)
@@ -309,7 +316,8 @@ class Trainer:
     def _restore(self, checkpoint: tuple[dict, dict]) -> tuple[Stage, int]:
         tensors, meta = checkpoint
         shape = model_shape(self.data.info)
-        self.model = model_from_checkpoint(self.config, shape, tensors, meta).to(self.device)
+        self.model = model_from_checkpoint(self.config, shape, tensors, meta)
+        self._place_model()
         self.stage, self.epoch = Stage(meta["stage"]), meta["epoch"]
         if self.stage is Stage.DONE:  # died after its final checkpoint: only finish remains
             self.stage = self.config.stages[-1]
