@@ -15,11 +15,11 @@ import streamlit as st
 
 from bsq_engine.runs.export import COUNTING_CONVENTION
 from bsq_engine.runs.status import RunStatus
-from bsq_engine.runs.store import RunNotFound
+from bsq_engine.runs.store import RunNotFound, StoreError
 from bsq_engine.training.config import Stage, describe_method
 from bsq_engine.units import format_bits, format_compression, format_duration, format_pct, is_number
 from dashboard.ui.accessors import RunView, export_files, load_run_view
-from dashboard.ui.state import manager, store
+from dashboard.ui.state import manager, plain, store
 from dashboard.views import charts, frames
 
 __all__ = ["POLL_S", "STATUS_COLORS", "render_run_panel"]
@@ -49,6 +49,9 @@ def render_run_panel(run_id: str, *, key: str = "panel") -> None:
     except RunNotFound:
         st.warning(f"There is no run `{run_id}` in this store; it may have been deleted.")
         st.page_link("pages/runs.py", label="See all runs", icon=":material/list:")
+        return
+    except StoreError as exc:  # a damaged row: its message says how to repair the store
+        st.error(plain(exc), icon=":material/error:")
         return
     if view.active:
         _live_panel(run_id, key)
