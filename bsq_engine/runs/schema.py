@@ -80,13 +80,21 @@ def _v2_to_v3(conn: sqlite3.Connection) -> None:
 
 
 def _v3_to_v4(conn: sqlite3.Connection) -> None:
+    """Where a run trains: ``device`` (cpu, cuda:1, mps), ``world_size`` (processes of a DDP
+    run, 1 otherwise) and ``worker`` (local worker thread, torchrun, or Ray node), shown in
+    the Runs table. Added for scale-out; old rows stay NULL (= unknown, shown blank)."""
+    for column in ("device TEXT", "world_size INTEGER", "worker TEXT"):
+        conn.execute(f"ALTER TABLE runs ADD COLUMN {column}")
+
+
+def _v4_to_v5(conn: sqlite3.Connection) -> None:
     """Runs can be tagged (a JSON list of strings) and carry a free-text note."""
     conn.execute("ALTER TABLE runs ADD COLUMN tags_json TEXT")
     conn.execute("ALTER TABLE runs ADD COLUMN note TEXT")
 
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
-    _v0_to_v1, _v1_to_v2, _v2_to_v3, _v3_to_v4,
+    _v0_to_v1, _v1_to_v2, _v2_to_v3, _v3_to_v4, _v4_to_v5,
 ]  # fmt: skip
 SCHEMA_VERSION = len(MIGRATIONS)
 
