@@ -70,7 +70,16 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
     conn.execute("UPDATE runs SET alpha = NULL WHERE method = 'uniform'")  # frozen literal
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v0_to_v1, _v1_to_v2]
+def _v2_to_v3(conn: sqlite3.Connection) -> None:
+    """``quarantine``: rows ``store repair`` took out of ``runs`` because they could not be
+    read or fixed, kept verbatim (``row_json``) with the reason, so nothing is lost."""
+    conn.execute(
+        "CREATE TABLE quarantine (id INTEGER PRIMARY KEY, run_id TEXT, row_json TEXT NOT NULL,"
+        " reason TEXT, quarantined_at REAL NOT NULL)"
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v0_to_v1, _v1_to_v2, _v2_to_v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

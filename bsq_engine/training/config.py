@@ -2,29 +2,37 @@
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import enum
-import math
 from dataclasses import dataclass, field
 
 from bsq_engine.core.quantize import BSQConfig
+from bsq_engine.training.validation import ConfigError, Problem, validate
 
 __all__ = [
     "CONFIG_VERSION",
     "METHODS",
+    "SENSITIVITIES",
+    "ConfigError",
     "RunConfig",
     "Stage",
     "alpha_of",
+    "describe_method",
     "stage_rank",
     "stages_for",
 ]
 
 CONFIG_VERSION = 1
-METHODS = ("bsq", "uniform")
+METHODS = ("bsq", "uniform", "scheme", "hawq")
+SENSITIVITIES = ("hessian", "loo")  # Hutchinson Hessian trace, or one-layer-at-a-time loss
+# Set while from_dict builds a config that was stored (validation.validate(new=False)).
+_FROM_STORE: contextvars.ContextVar[bool] = contextvars.ContextVar("from_store", default=False)
 
 
 class Stage(enum.StrEnum):
-    """Where a run is in its pipeline; ``QAT`` is the uniform baseline's BSQ-stage twin."""
+    """Where a run is in its pipeline; ``QAT`` is the fixed-scheme methods' BSQ-stage twin
+    (uniform, scheme, hawq: quantization-aware training of a scheme chosen up front)."""
 
     PRETRAIN = "pretrain"
     BSQ = "bsq"
@@ -37,6 +45,27 @@ def stages_for(method: str) -> list[Stage]:
     """The training stages of a method, in order (``DONE`` excluded)."""
     middle = Stage.BSQ if method == "bsq" else Stage.QAT
     return [Stage.PRETRAIN, middle, Stage.FINETUNE]
+
+
+def describe_method(config: dict) -> str:
+    """A run's method in a few words, from its config dict (tables, hovers, CLI lines).
+
+    >>> describe_method({"method": "uniform", "uniform_bits": 2, "first_last_bits": 8})
+    'uniform 2-bit, first/last 8-bit'
+    >>> describe_method({"method": "hawq", "avg_bits": 2.5, "sensitivity": "loo"})
+    'HAWQ-style (loo) at 2.5 avg bits'
+    """
+    method = config.get("method", "bsq")
+    if method == "uniform":
+        text = f"uniform {config.get('uniform_bits', '?')}-bit"
+        first_last = config.get("first_last_bits")
+        return text + (f", first/last {first_last}-bit" if first_last is not None else "")
+    if method == "scheme":
+        return "scheme " + "-".join(str(b) for b in config.get("scheme") or ())
+    if method == "hawq":
+        sensitivity = config.get("sensitivity", "hessian")
+        return f"HAWQ-style ({sensitivity}) at {config.get('avg_bits', 0):g} avg bits"
+    return f"BSQ alpha={config.get('alpha', 0):.4g}"
 
 
 def stage_rank(stage: str) -> int:
@@ -54,18 +83,10 @@ def stage_rank(stage: str) -> int:
 
 
 def alpha_of(method: str, alpha: float) -> float | None:
-    """The alpha a run really uses: None for a uniform run, which has no regularizer (its
+    """The alpha a run really uses: None for a fixed-scheme run (uniform, scheme, hawq: no
+    regularizer; its
     config still carries the field; the store, summaries and exports show NULL/None)."""
     return float(alpha) if method == "bsq" else None
-
-
-def _positive(name: str, value, kind=int, allow_zero=False) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (value < 0 or (value == 0 and not allow_zero)):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a number {bound}, got {value!r}.")
-    if kind is int and int(value) != value:
-        raise ValueError(f"{name} must be a whole number, got {value!r}.")
 
 
 @dataclass(frozen=True)
@@ -73,6 +94,11 @@ class RunConfig:
     """Everything that defines one run. ``bsq_epochs`` is the CLI's ``--epochs``.
 
     Defaults equal the default preset (MLP on digits); use ``presets.make_config`` for others.
+
+    Methods: ``bsq``; ``uniform`` (``uniform_bits`` everywhere, or ``first_last_bits`` on
+    the first and last quantized layers, the field's common practice); ``scheme`` (QAT of
+    the given bits per quantized layer, from the float model: the paper's Table-1 control);
+    ``hawq`` (bits chosen from measured ``sensitivity`` under an ``avg_bits`` budget).
 
     Learning-rate schedules are step decays (x0.1) at fractions of each stage, as in the
     paper's recipe (350 BSQ epochs with a decay at 250 -> ``(0.7,)``).
@@ -83,6 +109,10 @@ class RunConfig:
     method: str = "bsq"
     alpha: float = 0.2
     uniform_bits: int = 4
+    first_last_bits: int | None = None
+    scheme: tuple[int, ...] | None = None
+    avg_bits: float | None = None
+    sensitivity: str = "hessian"
     n_bits: int = 8
     max_bits: int = 8
     act_bits: int | None = None
@@ -109,55 +139,12 @@ class RunConfig:
     version: int = field(default=CONFIG_VERSION)
 
     def __post_init__(self):
-        object.__setattr__(self, "lr_milestones", tuple(self.lr_milestones))
-        object.__setattr__(self, "finetune_milestones", tuple(self.finetune_milestones))
-        self._check_names()
-        self._check_numbers()
-        self.bsq_config()  # validates n_bits / max_bits / act_bits with its own messages
-
-    def _check_names(self) -> None:
-        from bsq_engine.data import list_datasets
-        from bsq_engine.models import list_models
-
-        if self.model not in list_models():
-            raise ValueError(
-                f"Unknown model {self.model!r}. Choose one of: {', '.join(list_models())}."
-            )
-        if self.dataset not in list_datasets():
-            choices = ", ".join(list_datasets())
-            raise ValueError(f"Unknown dataset {self.dataset!r}. Choose one of: {choices}.")
-        if self.method not in METHODS:
-            raise ValueError(f"Unknown method {self.method!r}. Choose 'bsq' or 'uniform'.")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}.")
-
-    def _check_numbers(self) -> None:
-        if (
-            not (isinstance(self.alpha, int | float) and math.isfinite(self.alpha))
-            or self.alpha < 0
-        ):
-            raise ValueError(
-                f"alpha must be >= 0, got {self.alpha!r}. Larger alpha = fewer bits; "
-                "try 1e-3 .. 1e-2 (0 turns the regularizer off)."
-            )
-        for name in ("pretrain_epochs", "finetune_epochs"):
-            _positive(name, getattr(self, name), allow_zero=True)
-        for name in ("bsq_epochs", "requant_interval", "batch_size"):
-            _positive(name, getattr(self, name))
-        for name in ("lr", "finetune_lr", "pretrain_lr"):
-            _positive(name, getattr(self, name), kind=float)
-        _positive("momentum", self.momentum, kind=float, allow_zero=True)
-        _positive("weight_decay", self.weight_decay, kind=float, allow_zero=True)
-        if not 1 <= self.uniform_bits <= self.max_bits:
-            raise ValueError(f"uniform_bits must be 1..{self.max_bits}, got {self.uniform_bits}.")
-        for milestones in (self.lr_milestones, self.finetune_milestones):
-            if any(not 0 < m < 1 for m in milestones):
-                raise ValueError(
-                    f"LR milestones are fractions of a stage in (0, 1), got {milestones}."
-                )
-        for name in ("max_train", "max_test"):
-            if getattr(self, name) is not None:
-                _positive(name, getattr(self, name))
+        for name in ("lr_milestones", "finetune_milestones", "scheme"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        # Every problem at once, fields named by the caller (see training/validation.py).
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        validate(values, new=not _FROM_STORE.get())
 
     def bsq_config(self) -> BSQConfig:
         return BSQConfig(
@@ -171,23 +158,27 @@ class RunConfig:
         data = dataclasses.asdict(self)
         data["lr_milestones"] = list(self.lr_milestones)
         data["finetune_milestones"] = list(self.finetune_milestones)
+        data["scheme"] = None if self.scheme is None else list(self.scheme)
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> RunConfig:
-        """Build from JSON; unknown keys are an error so typos never pass silently."""
+        """Build from stored JSON; unknown keys are an error so typos never pass silently.
+        Types and ranges are checked; the upper bounds for new runs are not (old runs load).
+        """
+        if not isinstance(data, dict):
+            kind = type(data).__name__
+            raise ConfigError([Problem("config", f"must be a JSON object, got {kind}")])
         data = dict(data)
-        version = data.pop("version", CONFIG_VERSION)
-        if version > CONFIG_VERSION:
-            raise ValueError(
-                f"This config was written by a newer BSQ Explorer (version {version}); "
-                "upgrade the package to read it."
-            )
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"Unknown config keys {unknown}. Valid keys: {sorted(known)}.")
-        return cls(**data)
+        token = _FROM_STORE.set(True)  # stored: types and ranges, not the new-run bounds
+        try:
+            return cls(**data)
+        finally:
+            _FROM_STORE.reset(token)
 
     def replace(self, **changes) -> RunConfig:
         return dataclasses.replace(self, **changes)

@@ -21,7 +21,6 @@ from bsq_engine.core.quantize import (
     bit_report,
     layer_meta,
     prepare_bsq,
-    prepare_uniform,
     requantize_,
     scheme_summary,
     to_fixed_,
@@ -32,8 +31,10 @@ from bsq_engine.training import fast_path
 from bsq_engine.training.callbacks import Callback, CallbackList
 from bsq_engine.training.checkpoint import optimizer_tensors
 from bsq_engine.training.config import RunConfig, Stage
+from bsq_engine.training.diagnostics import bench_facts
 from bsq_engine.training.float_cache import FloatCache
 from bsq_engine.training.run_model import build_model, model_from_checkpoint, model_shape
+from bsq_engine.training.schemes import plan_scheme, prepare_fixed
 
 __all__ = ["DivergenceError", "RunStopped", "Trainer", "resolve_device"]
 
@@ -79,6 +80,9 @@ class Trainer:
         self.started = time.time()
         self.elapsed_before = 0.0  # seconds spent by earlier attempts of a resumed run
         self.pretrain_records: list[dict] = []  # kept with a cached float model
+        self.plan: dict | None = None  # fixed-scheme methods: bits per layer and why
+        self.quant_stage_accuracy: float | None = None  # end of BSQ / QAT, before finetune
+        self.last_test_acc: float | None = None
 
     # ----------------------------------------------------------------- set-up
     def _load_data(self):
@@ -134,7 +138,8 @@ class Trainer:
         elif stage is Stage.BSQ:
             self.model = prepare_bsq(self.model, cfg.bsq_config())
         elif stage is Stage.QAT:
-            self.model = prepare_uniform(self.model, cfg.uniform_bits, cfg.bsq_config())
+            self.plan = plan_scheme(self.model, cfg, self.data, self.device)
+            self.model = prepare_fixed(self.model, cfg, self.plan)
         elif stage is Stage.FINETUNE and cfg.method == "bsq":
             self.model = to_fixed_(self.model)
         self._place_model()
@@ -150,6 +155,8 @@ class Trainer:
         if stage is Stage.PRETRAIN:
             self.float_accuracy = self.evaluate()[1]
             self._save_pretrained()
+        elif stage in (Stage.BSQ, Stage.QAT):
+            self.quant_stage_accuracy = self.last_test_acc
         self.callbacks.trigger("on_stage_end", self, stage)
 
     def _run_epoch(self, stage: Stage, epoch: int) -> None:
@@ -164,6 +171,7 @@ class Trainer:
             self._build_optimizer()  # resized tensors: momentum starts fresh (the reference)
             self.callbacks.trigger("on_requantize", self, [e.to_dict() for e in events])
         test_loss, test_acc = self.evaluate()
+        self.last_test_acc = test_acc
         record = {
             "stage": stage.value, "epoch": epoch, "global_epoch": self.global_epoch,
             **train, "test_loss": test_loss, "test_acc": test_acc, "lr": lr,
@@ -262,6 +270,7 @@ class Trainer:
             "seconds": self.elapsed_before + time.time() - self.started,
             "device": str(self.device), "layers": summary["layers"],
         }  # fmt: skip
+        result.update(bench_facts(self))
         self.callbacks.trigger("on_finish", self, result)
         return result
 
@@ -300,6 +309,7 @@ class Trainer:
             "global_step": self.global_step, "float_accuracy": self.float_accuracy,
             "layers": layer_meta(self.model), "config": self.config.to_dict(),
             "elapsed": self.elapsed_before + time.time() - self.started, "format": 1,
+            "plan": self.plan, "quant_stage_accuracy": self.quant_stage_accuracy,
         }  # fmt: skip
         return tensors, meta
 
@@ -314,6 +324,7 @@ class Trainer:
             self.epoch = self.config.epochs_of(self.stage)
         self.global_epoch, self.global_step = meta["global_epoch"], meta["global_step"]
         self.float_accuracy, self.elapsed_before = meta["float_accuracy"], meta["elapsed"]
+        self.plan, self.quant_stage_accuracy = meta.get("plan"), meta.get("quant_stage_accuracy")
         self._build_optimizer()
         for name, param in self.model.named_parameters():
             buf = tensors.get(f"optim.{name}")
