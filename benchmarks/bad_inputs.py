@@ -88,7 +88,7 @@ CONFIG_CASES = [
     {"version": 0}, {"n_bits": True}, {"n_bits": 4.5}, {"n_bits": 0}, {"n_bits": "8"},
     {"seed": "abc"}, {"seed": -1}, {"seed": 2**40}, {"momentum": 5}, {"momentum": -1},
     {"weight_decay": float("nan")}, {"reuse_pretrained": "no"}, {"float_shortcuts": 1},
-    {"model": None}, {"model": "vgg"}, {"dataset": 3}, {"method": "hawq"}, {"alpha": "0.1"},
+    {"model": None}, {"model": "vgg"}, {"dataset": 3}, {"method": "magic"}, {"alpha": "0.1"},
     {"alpha": 1e308}, {"alpha": None}, {"batch_size": 0}, {"batch_size": 10**9},
     {"bsq_epochs": 10**23}, {"bsq_epochs": 2.5}, {"pretrain_epochs": True},
     {"max_train": 0}, {"max_test": "all"}, {"name": "a\nb"}, {"data_root": ""},
