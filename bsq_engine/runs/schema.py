@@ -79,7 +79,17 @@ def _v2_to_v3(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v0_to_v1, _v1_to_v2, _v2_to_v3]
+def _v3_to_v4(conn: sqlite3.Connection) -> None:
+    """Where a run trains: ``device`` (cpu, cuda:1, mps), ``world_size`` (processes of a DDP
+    run, 1 otherwise) and ``worker`` (local worker thread, torchrun, or Ray node), shown in
+    the Runs table. Added for scale-out; old rows stay NULL (= unknown, shown blank)."""
+    for column in ("device TEXT", "world_size INTEGER", "worker TEXT"):
+        conn.execute(f"ALTER TABLE runs ADD COLUMN {column}")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _v0_to_v1, _v1_to_v2, _v2_to_v3, _v3_to_v4,
+]  # fmt: skip
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
