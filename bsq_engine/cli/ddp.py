@@ -42,12 +42,9 @@ def run_ddp(*, config=None, run_id: str | None = None, as_json: bool = False) ->
     stop = threading.Event()
     bar = ProgressBarCallback(file=sys.stderr) if info.is_main else None
     rank0 = (_Announce(sys.stderr if as_json else sys.stdout), bar) if info.is_main else ()
-    with _on_signals(_stop_handler(stop)):  # torchrun forwards Ctrl-C / SIGTERM to every rank
-        try:
-            run = train_distributed(config, run_id=run_id, stop_event=stop, callbacks=rank0)
-        finally:
-            if bar is not None and bar.bar is not None:
-                bar.bar.close()
+    # torchrun forwards Ctrl-C / SIGTERM to every rank; the bar closes in its on_teardown.
+    with _on_signals(_stop_handler(stop)):
+        run = train_distributed(config, run_id=run_id, stop_event=stop, callbacks=rank0)
     if run is None:  # rank > 0: rank 0 reports; mirror its outcome in the exit code
         return 0
     from bsq_engine.runs.store import RunStore
