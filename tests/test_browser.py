@@ -158,7 +158,9 @@ def test_train_live_reload_and_finish(app, page):
         shot(page, "train_started")
     run_id = run_id_of(page)
     first = wait_for(lambda: bits_shown(page), 120, what="a Bits per layer chart")
-    assert all(b == 8 for b in first), f"a run starts at 8 bits everywhere, saw {first}"
+    # A run starts at 8 bits everywhere, but the fast path can finish the first BSQ epoch
+    # (and its re-quantization) before the first chart arrives: only the range is certain.
+    assert all(0 <= b <= 8 for b in first), f"bits per layer must be 0..8, saw {first}"
     dropped = wait_for(
         lambda: (b := bits_shown(page)) and min(b) < 8 and b, 120, what="a layer to drop"
     )
