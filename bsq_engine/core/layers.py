@@ -175,29 +175,9 @@ def _versions(*tensors: torch.Tensor) -> tuple[int, ...]:
 class BitConv2d(_ConvOp, BitLayer):
     """``Conv2d`` whose weight is ``s * Q_n(v(pos_planes, neg_planes))``."""
 
-    def __init__(
-        self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-        dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
-        n_bits: int = 8, device=None, dtype=None,
-    ):  # fmt: skip
-        super().__init__()
-        template = nn.Conv2d(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-            padding_mode, device=device, dtype=dtype,
-        )  # fmt: skip
-        self._init_from(template, n_bits)
-
 
 class BitLinear(_LinearOp, BitLayer):
     """``Linear`` whose weight is ``s * Q_n(v(pos_planes, neg_planes))``."""
-
-    def __init__(
-        self, in_features: int, out_features: int, bias: bool = True, *, n_bits: int = 8,
-        device=None, dtype=None,
-    ):  # fmt: skip
-        super().__init__()
-        template = nn.Linear(in_features, out_features, bias, device=device, dtype=dtype)
-        self._init_from(template, n_bits)
 
 
 class QuantLayer(_WeightOp):
@@ -283,26 +263,6 @@ class QuantLayer(_WeightOp):
 class QuantConv2d(_ConvOp, QuantLayer):
     """``Conv2d`` with a fixed ``n_bits`` weight quantizer."""
 
-    def __init__(
-        self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-        dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
-        n_bits: int = 8, device=None, dtype=None,
-    ):  # fmt: skip
-        super().__init__()
-        template = nn.Conv2d(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-            padding_mode, device=device, dtype=dtype,
-        )  # fmt: skip
-        self._init_from(template, n_bits)
-
 
 class QuantLinear(_LinearOp, QuantLayer):
     """``Linear`` with a fixed ``n_bits`` weight quantizer."""
-
-    def __init__(
-        self, in_features: int, out_features: int, bias: bool = True, *, n_bits: int = 8,
-        device=None, dtype=None,
-    ):  # fmt: skip
-        super().__init__()
-        template = nn.Linear(in_features, out_features, bias, device=device, dtype=dtype)
-        self._init_from(template, n_bits)

@@ -51,6 +51,18 @@ class _ConvOp:
     kind = "conv"
     _float_cls = nn.Conv2d
 
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+        dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
+        n_bits: int = 8, device=None, dtype=None,
+    ):  # fmt: skip
+        super().__init__()  # the layer class's nn.Module
+        template = nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+            padding_mode, device=device, dtype=dtype,
+        )  # fmt: skip
+        self._init_from(template, n_bits)
+
     @staticmethod
     def float_args(module: nn.Module) -> dict:
         """The constructor arguments of ``module`` (a Conv2d or one of ours) but its bits."""
@@ -87,6 +99,14 @@ class _ConvOp:
 class _LinearOp:
     kind = "linear"
     _float_cls = nn.Linear
+
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = True, *, n_bits: int = 8,
+        device=None, dtype=None,
+    ):  # fmt: skip
+        super().__init__()
+        template = nn.Linear(in_features, out_features, bias, device=device, dtype=dtype)
+        self._init_from(template, n_bits)
 
     @staticmethod
     def float_args(module: nn.Module) -> dict:
