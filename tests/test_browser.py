@@ -20,20 +20,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from shared import BROWSER_MARKS, CHROMIUM
 from shared import wait_for as _wait_for
 
-CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("BSQ_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="Debian's Chromium is not installed (apt-get install chromium); CI installs it",
-    ),
-]
+pytestmark = BROWSER_MARKS
 playwright = pytest.importorskip(
     "playwright.sync_api", reason="the playwright package is not installed (requirements-dev)"
 )

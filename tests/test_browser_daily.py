@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import re
 
-import pytest
-from shared import wait_for
+from shared import BROWSER_MARKS, wait_for
 from test_browser import app, browser, page, shot, url_of  # noqa: F401 - shared fixtures
 
-pytestmark = [pytest.mark.slow, pytest.mark.browser]
+pytestmark = BROWSER_MARKS
 
 _IN_VIEW_JS = """(cls) => { const el = document.querySelector('.' + cls);
   if (!el) return null; const r = el.getBoundingClientRect();

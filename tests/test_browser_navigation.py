@@ -12,20 +12,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from shared import BROWSER_MARKS, CHROMIUM
 
-CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[1]
 TITLES = ["Train", "Runs", "Pareto frontier", "Compare runs", "Learn"]
 FILE_NAMES = {"app", "train", "runs", "pareto", "compare", "learn"}
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="Debian's Chromium is not installed (apt-get install chromium); CI installs it",
-    ),
-]
+pytestmark = BROWSER_MARKS
 playwright = pytest.importorskip(
     "playwright.sync_api", reason="the playwright package is not installed (requirements-dev)"
 )

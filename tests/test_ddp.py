@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from shared import free_port
 from torch import nn
 
 from bsq_engine.runs.paths import checkpoint_path
@@ -83,22 +83,12 @@ def test_placement_is_stored_and_listed(bsq_home):
 # ---------------------------------------------------------------- 2 processes, Gloo
 
 
-def _free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    pytest.skip(f"no free port in {PORTS.start}-{PORTS.stop - 1} for torchrun's rendezvous")
-
-
 def _torchrun(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "BSQ_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(ROOT)}  # fmt: skip
+    port = free_port(PORTS, "torchrun's rendezvous")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", *args]  # fmt: skip
+           "--master_addr=127.0.0.1", f"--master_port={port}", *args]  # fmt: skip
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 
 import pytest
+from shared import free_port
 
 from bsq_engine.cli.main import main
 from bsq_engine.runs import paths, ray_executor, ray_worker
@@ -30,15 +30,7 @@ TINY = {"pretrain_epochs": 1, "bsq_epochs": 3, "finetune_epochs": 1, "requant_in
         "max_train": 256, "max_test": 128}  # fmt: skip
 
 
-def _free_port() -> int:
-    for port in range(8660, 8680):  # this project's port range
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    pytest.skip("no free port in 8660-8679 for Ray's GCS")
+RAY_PORTS = range(8660, 8680)  # this project's port range
 
 
 def test_without_ray_the_cli_says_how_to_get_it(monkeypatch, capsys):
@@ -50,7 +42,7 @@ def test_without_ray_the_cli_says_how_to_get_it(monkeypatch, capsys):
 
 
 def test_an_unreachable_cluster_fails_fast():
-    port = _free_port()  # free = nobody listens there
+    port = free_port(RAY_PORTS, "Ray's GCS")  # free = nobody listens there
     with pytest.raises(ConnectionError, match="nothing answers"):
         ray_executor._check_reachable(f"127.0.0.1:{port}")
     ray_executor._check_reachable("auto")  # left to Ray
@@ -62,7 +54,11 @@ def local_ray():
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
-    env = {"RAY_GCS_SERVER_PORT": str(_free_port()), "BSQ_TORCH_THREADS": "1", "PYTHONPATH": path}
+    env = {
+        "RAY_GCS_SERVER_PORT": str(free_port(RAY_PORTS, "Ray's GCS")),
+        "BSQ_TORCH_THREADS": "1",
+        "PYTHONPATH": path,
+    }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # the local raylet and its workers inherit these
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
