@@ -12,6 +12,9 @@ def bsq_home(tmp_path, monkeypatch):
     """Point ``BSQ_HOME`` at a fresh folder so no test reads or writes ~/.bsq_explorer."""
     home = tmp_path / "bsq_home"
     monkeypatch.setenv("BSQ_HOME", str(home))
+    # The app's default trains in a child process (seconds to spawn); tests that mean the
+    # process worker ask for it (tests/test_classroom_jobs.py, the browser tests).
+    monkeypatch.setenv("BSQ_WORKER", "thread")
     return home
 
 

@@ -1,9 +1,12 @@
 """Process-wide job manager: runs train in daemon worker threads, pages only read.
 
 A FIFO queue feeds ``max_concurrent`` long-lived worker threads; each job runs through
-:func:`runner.execute_run`, so the store and checkpoints look the same as a CLI run. While a
+:func:`runner.execute_run`, so the store and checkpoints look the same as a CLI run. With
+``worker="process"`` (the app's default, see ``runs.settings``) a worker thread hands its
+run to a child process instead (``runs.worker_process``) and only pumps its messages. While a
 job trains, a :class:`LiveBufferCallback` keeps its state in memory behind a lock, and
-``snapshot()`` hands pages a copy without touching SQLite. Never imports Streamlit.
+``snapshot()`` hands pages a copy without touching SQLite; ``version()`` says cheaply whether
+anything new arrived. Never imports Streamlit.
 """
 
 from __future__ import annotations
@@ -19,13 +22,18 @@ from pathlib import Path
 
 import torch
 
-from bsq_engine.runs import runner
+from bsq_engine.runs import runner, worker_process
+from bsq_engine.runs.queueing import queue_places, seconds_per_epoch
+from bsq_engine.runs.settings import WORKER_KINDS, ServerSettings
 from bsq_engine.runs.status import ACTIVE, RESUMABLE, RunStatus
 from bsq_engine.runs.store import RunStore, default_home
 from bsq_engine.training.callbacks import Callback
 from bsq_engine.training.config import RunConfig
 
-__all__ = ["TORCH_THREADS_ENV", "JobManager", "LiveBufferCallback", "get_manager"]
+__all__ = [
+    "TORCH_THREADS_ENV", "JobManager", "LiveBufferCallback", "QueueFull", "get_manager",
+    "trainer_state",
+]  # fmt: skip
 
 TORCH_THREADS_ENV = "BSQ_TORCH_THREADS"
 
@@ -56,6 +64,11 @@ class LiveBufferCallback(Callback):
     Records are copied once on the way in and the lists again on the way out, so a
     snapshot never changes under its reader. On (re)start it loads the epochs already in
     the store, so a resumed run's curves start where the checkpoint left them.
+
+    ``version`` counts the changes a page draws (a stage, an epoch, a re-quantization, the
+    end), not steps: a viewer whose version is unchanged has nothing to redraw. Every hook
+    goes through :meth:`apply` with a plain state dict, so a worker in a child process can
+    feed the same buffer from the messages it sends (see ``runs.worker_process``).
     """
 
     def __init__(self, store: RunStore | None = None, run_id: str = "", max_events: int = 200):
@@ -66,53 +79,62 @@ class LiveBufferCallback(Callback):
         self._layers: list[dict] = []
         self._step: dict | None = None
         self._epoch_s: float | None = None  # moving average of real (not reused) epochs
+        self._version = 0
         self._state = {"stage": None, "epoch": 0, "epochs_in_stage": 0, "global_epoch": 0,
                        "total_epochs": 0, "float_accuracy": None, "started_at": time.time(),
                        "updated_at": time.time()}  # fmt: skip
 
-    def _update(self, trainer, **extra) -> None:  # caller holds the lock
-        stage = trainer.stage
-        self._state.update(
-            stage=getattr(stage, "value", stage), epoch=trainer.epoch,
-            epochs_in_stage=trainer.config.epochs_of(stage) if stage != "done" else 0,
-            global_epoch=trainer.global_epoch, total_epochs=trainer.config.total_epochs,
-            float_accuracy=trainer.float_accuracy, updated_at=time.time(), **extra,
-        )  # fmt: skip
+    @property
+    def version(self) -> int:
+        return self._version  # an int read is atomic; no lock needed
 
     def on_run_start(self, trainer) -> None:
-        done = self.store.epochs(self.run_id) if self.store is not None else []
-        with self._lock:
-            self._epochs = [{k: v for k, v in r.items() if k != "run_id"} for r in done]
-            self._update(trainer, started_at=time.time())
+        self.apply("start", trainer_state(trainer))
 
     def on_stage_start(self, trainer, stage) -> None:
-        with self._lock:
-            self._update(trainer)
+        self.apply("stage", trainer_state(trainer))
 
     def on_step_end(self, trainer, step) -> None:
-        with self._lock:
-            self._step = dict(step)
-            self._state["updated_at"] = time.time()
+        self.apply("step", None, step=step)
 
     def on_epoch_end(self, trainer, record, layers) -> None:
-        record = dict(record)
-        layers = None if layers is None else [_copy_layer(layer) for layer in layers]
-        with self._lock:
-            self._epochs.append(record)
-            if layers is not None:
-                self._layers = layers
-            if not record.get("reused") and record.get("seconds") is not None:
-                s, avg = record["seconds"], self._epoch_s  # recent epochs weigh most
-                self._epoch_s = s if avg is None else 0.3 * s + 0.7 * avg
-            self._update(trainer)
+        self.apply("epoch", trainer_state(trainer), record=record, layers=layers)
 
     def on_requantize(self, trainer, events) -> None:
-        with self._lock:
-            self._events.extend(dict(e) for e in events)
+        self.apply("requantize", None, events=events)
 
     def on_finish(self, trainer, summary) -> None:
+        self.apply("finish", trainer_state(trainer))
+
+    def apply(self, kind: str, state: dict | None, **payload) -> None:
+        """Record one hook's data: ``kind`` is start|stage|step|epoch|requantize|finish."""
+        if kind == "start":  # outside the lock: SQLite may wait
+            done = self.store.epochs(self.run_id) if self.store is not None else []
+            payload["done"] = [{k: v for k, v in r.items() if k != "run_id"} for r in done]
         with self._lock:
-            self._update(trainer)
+            if kind == "step":
+                self._step = dict(payload["step"])
+                self._state["updated_at"] = time.time()
+                return  # not drawn: the version stays
+            if kind == "start":
+                self._epochs = payload["done"]
+                self._state["started_at"] = time.time()
+            elif kind == "epoch":
+                self._add_epoch(payload["record"], payload["layers"])
+            elif kind == "requantize":
+                self._events.extend(dict(e) for e in payload["events"])
+            if state is not None:
+                self._state.update(state, updated_at=time.time())
+            self._version += 1
+
+    def _add_epoch(self, record: dict, layers: list[dict] | None) -> None:  # lock held
+        record = dict(record)
+        self._epochs.append(record)
+        if layers is not None:
+            self._layers = [_copy_layer(layer) for layer in layers]
+        if not record.get("reused") and record.get("seconds") is not None:
+            s, avg = record["seconds"], self._epoch_s  # recent epochs weigh most
+            self._epoch_s = s if avg is None else 0.3 * s + 0.7 * avg
 
     def snapshot(self) -> dict:
         """A consistent copy: plain dicts and lists, safe to keep and mutate."""
@@ -122,16 +144,33 @@ class LiveBufferCallback(Callback):
             snap["layers"] = [_copy_layer(layer) for layer in self._layers]
             snap["events"] = [dict(e) for e in self._events]
             snap["step"] = None if self._step is None else dict(self._step)
+            snap["version"] = self._version
             epoch_s = self._epoch_s
         total, done = snap["total_epochs"], snap["global_epoch"]
         snap["progress"] = min(done / total, 1.0) if total else 0.0
         left = max(total - done, 0)
+        snap["epoch_s"] = epoch_s
         snap["eta_seconds"] = None if epoch_s is None else epoch_s * left
         return snap
 
 
+def trainer_state(trainer) -> dict:
+    """What the live view shows of a trainer, as plain values (picklable for a pipe)."""
+    stage = trainer.stage
+    return {
+        "stage": getattr(stage, "value", stage), "epoch": trainer.epoch,
+        "epochs_in_stage": trainer.config.epochs_of(stage) if stage != "done" else 0,
+        "global_epoch": trainer.global_epoch, "total_epochs": trainer.config.total_epochs,
+        "float_accuracy": trainer.float_accuracy,
+    }  # fmt: skip
+
+
 def _copy_layer(layer: dict) -> dict:
     return {k: list(v) if isinstance(v, list) else v for k, v in layer.items()}
+
+
+class QueueFull(ValueError):
+    """One owner already has the most queued runs a session may have; says what to do."""
 
 
 @dataclass
@@ -145,16 +184,25 @@ class _Job:
 
 
 class JobManager:
-    """Queue, run, stop and resume runs of one store; safe to call from any thread."""
+    """Queue, run, stop and resume runs of one store; safe to call from any thread.
 
-    def __init__(self, home=None, max_concurrent: int | None = None, torch_threads=None):
+    ``worker``: "thread" trains in this process; "process" in one child process per run.
+    ``max_queued_per_owner``: how many not-yet-running runs one owner may queue (None: no
+    cap); runs started without an owner (tests, the CLI's sweeps) are never capped.
+    """
+
+    def __init__(self, home=None, max_concurrent: int | None = None, torch_threads=None, *,
+                 worker: str = "thread", max_queued_per_owner: int | None = None):  # fmt: skip
         self.store = RunStore(home)
         cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
         self.max_concurrent = max_concurrent or max(1, cuda)  # one per GPU; CPU: one
         if max_concurrent is not None and max_concurrent < 1:
             raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent}.")
-        threads = torch_threads or default_torch_threads()
-        if threads:
+        if worker not in WORKER_KINDS:
+            raise ValueError(f"worker must be one of {WORKER_KINDS}, got {worker!r}.")
+        self.worker, self.max_queued_per_owner = worker, max_queued_per_owner
+        self.torch_threads = threads = torch_threads or default_torch_threads()
+        if threads and worker == "thread":  # a child process sets its own
             torch.set_num_threads(threads)
         self._cond = threading.Condition()
         self._queue: deque[_Job] = deque()
@@ -164,14 +212,18 @@ class JobManager:
 
     # -- public API ---------------------------------------------------------------------
 
-    def start(self, config, *, name=None, sweep_id=None, callbacks=()) -> str:
+    def start(self, config, *, name=None, sweep_id=None, callbacks=(), owner=None) -> str:
         """Queue a new run and return its id at once. ``callbacks`` run in the worker
-        thread next to the store's (e.g. a progress bar for the CLI)."""
+        thread next to the store's (e.g. a progress bar for the CLI; thread workers only).
+        ``owner`` is recorded (see ``runs.ownership``); :class:`QueueFull` past the cap."""
         # Round-trip through a dict: validates before anything is stored, and accepts a
         # RunConfig whose class was reloaded by Streamlit's file watcher (isinstance fails).
         config = RunConfig.from_dict(config if isinstance(config, dict) else config.to_dict())
+        if callbacks and self.worker == "process":
+            raise ValueError("Callbacks run in the worker thread; use worker='thread' for them.")
+        self._check_cap(owner, 1)
         run_id = self.store.create_run(
-            config.to_dict(), name=name or config.name, sweep_id=sweep_id
+            config.to_dict(), name=name or config.name, sweep_id=sweep_id, owner=owner
         )
         self._enqueue(run_id, False, callbacks)
         return run_id
@@ -191,10 +243,8 @@ class JobManager:
         status = self.store.get_run(run_id)["status"]
         if status == RunStatus.QUEUED:  # ours, or left queued by a process that died
             self.store.set_status(run_id, RunStatus.STOPPED, error="Stopped before it started.")
-        elif status == RunStatus.RUNNING:
-            raise ValueError(
-                f"Run {run_id!r} is training in another process; stop it there (Ctrl+C)."
-            )
+        elif status == RunStatus.RUNNING:  # another process trains it: it polls the store
+            self.store.request_stop(run_id)
 
     def resume(self, run_id: str, *, callbacks=()) -> None:
         """Queue an interrupted, stopped or failed run to continue from its last checkpoint.
@@ -230,6 +280,67 @@ class JobManager:
         snap = live.snapshot()
         snap.update(run_id=run_id, status=state)
         return snap
+
+    def version(self, run_id: str) -> int | None:
+        """A counter that changes only when the run has something new to draw; None when
+        the run is not queued or running here. Costs one dict lookup: poll it freely."""
+        with self._cond:
+            job = self._jobs.get(run_id)
+            if job is None:
+                return None
+            return job.live.version * 2 + job.running  # queued -> running is a change too
+
+    def queue(self) -> list[dict]:
+        """The queued runs in order: ``run_id``, ``place`` (1 = next), ``ahead`` (run ids
+        before it, running ones excluded), ``start_s`` (estimated seconds until it starts,
+        None while unknown). Estimates come from the running runs' time left and the
+        median seconds per epoch of finished runs of the same model and dataset."""
+        with self._cond:
+            running = [j for j in self._jobs.values() if j.running]
+            queued = [j.run_id for j in self._queue]
+        left = [self._time_left(job) for job in running]
+        rates: dict[tuple, float | None] = {}
+        durations = [(rid, self._expected_s(rid, rates)) for rid in queued]
+        return queue_places(left, durations, self.max_concurrent)
+
+    def _time_left(self, job: _Job) -> float | None:
+        snap = job.live.snapshot()
+        if snap["eta_seconds"] is not None:
+            return snap["eta_seconds"]
+        expected = self._expected_s(job.run_id, {})
+        return None if expected is None else expected * (1.0 - snap["progress"])
+
+    def _expected_s(self, run_id: str, rates: dict) -> float | None:
+        try:
+            run = self.store.get_run(run_id)
+        except KeyError:  # deleted meanwhile
+            return 0.0
+        pair = (run["model"], run["dataset"])
+        if pair not in rates:
+            done = self.store.list_runs(status=RunStatus.FINISHED, model=pair[0], dataset=pair[1])
+            rates[pair] = seconds_per_epoch(done[:10])
+        cfg = run["config"]
+        epochs = sum(int(cfg.get(k) or 0) for k in ("pretrain_epochs", "bsq_epochs",
+                                                    "finetune_epochs"))  # fmt: skip
+        return None if rates[pair] is None else rates[pair] * epochs
+
+    def _check_cap(self, owner: str | None, adding: int) -> None:
+        """Refuse (QueueFull) when ``owner`` would exceed its queued-run cap."""
+        if owner is None or self.max_queued_per_owner is None:
+            return
+        with self._cond:
+            ids = [j.run_id for j in self._queue]
+        mine = 0
+        for rid in ids:
+            try:
+                mine += self.store.get_run(rid).get("owner") == owner
+            except KeyError:
+                continue
+        if mine + adding > self.max_queued_per_owner:
+            raise QueueFull(
+                f"{owner} already has {mine} runs waiting (at most {self.max_queued_per_owner}"
+                " per person). Wait for one to start, or stop one you no longer need."
+            )
 
     def active_runs(self) -> list[str]:
         """Queued and running runs of this manager, running first, then in queue order."""
@@ -314,16 +425,37 @@ class JobManager:
             torch.cuda.set_device(index % torch.cuda.device_count())
         while (job := self._take()) is not None:
             try:
-                runner.execute_run(
-                    self.store, job.run_id, stop_event=job.stop_event,
-                    callbacks=(job.live, *job.callbacks), resume=job.resume,
-                )  # fmt: skip
+                if self._still_queued(job.run_id):  # not stopped or deleted meanwhile
+                    self._execute(job, index)
             except Exception as exc:  # could not even start (e.g. checkpoint broke since)
                 self._end(job.run_id, RunStatus.FAILED, str(exc))
             finally:
                 with self._cond:
                     self._jobs.pop(job.run_id, None)
                     self._cond.notify_all()
+
+    def _still_queued(self, run_id: str) -> bool:
+        """The CLI may stop (or delete) a run queued here; the store then says so."""
+        try:
+            return self.store.get_run(run_id)["status"] == RunStatus.QUEUED
+        except KeyError:
+            return False
+
+    def _execute(self, job: _Job, index: int) -> None:
+        if self.worker == "thread":
+            runner.execute_run(
+                self.store, job.run_id, stop_event=job.stop_event,
+                callbacks=(job.live, *job.callbacks), resume=job.resume,
+            )  # fmt: skip
+            return
+        cuda = index % torch.cuda.device_count() if torch.cuda.is_available() else None
+        code = worker_process.run_in_child(
+            self.store.home, job.run_id, resume=job.resume, live=job.live,
+            stop_event=job.stop_event, torch_threads=self.torch_threads, cuda_index=cuda,
+        )  # fmt: skip
+        if code != 0:  # crashed before recording an outcome (killed, out of memory...)
+            message = f"The training process exited with code {code}; see the server log."
+            self._end(job.run_id, RunStatus.FAILED, message)
 
     def _end(self, run_id: str, status: str, message: str) -> None:
         """Best effort: at exit or after a worker error, one run must not block the others."""
@@ -336,15 +468,21 @@ _MANAGERS: dict[str, JobManager] = {}
 _MANAGERS_LOCK = threading.Lock()
 
 
-def get_manager(home=None) -> JobManager:
-    """The one manager of ``home`` (default ``$BSQ_HOME``) in this process."""
+def get_manager(home=None, settings: ServerSettings | None = None) -> JobManager:
+    """The one manager of ``home`` (default ``$BSQ_HOME``) in this process, configured by
+    ``settings`` (default: ``ServerSettings.from_env()``) when it is first created."""
     key = str(Path(home if home is not None else default_home()).expanduser().resolve())
     with _MANAGERS_LOCK:
         manager = _MANAGERS.get(key)
         if manager is None or manager._closed:
             if not _MANAGERS:
                 atexit.register(_shutdown_all)
-            manager = _MANAGERS[key] = JobManager(key)
+            cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            settings = settings or ServerSettings.from_env(cuda)
+            manager = _MANAGERS[key] = JobManager(
+                key, settings.max_concurrent, worker=settings.worker,
+                max_queued_per_owner=settings.max_queued_per_user,
+            )  # fmt: skip
         return manager
 
 

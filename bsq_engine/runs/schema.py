@@ -85,7 +85,15 @@ def _v0_to_v1(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v0_to_v1]
+def _v1_to_v2(conn: sqlite3.Connection) -> None:
+    """Who may stop/resume/delete a run (``owner``: a session's name, "cli", NULL for runs
+    made before owners existed) and a stop asked for by another process (``stop_requested``:
+    when, NULL when none); the training process polls it (see ``runner``)."""
+    conn.execute("ALTER TABLE runs ADD COLUMN owner TEXT")
+    conn.execute("ALTER TABLE runs ADD COLUMN stop_requested REAL")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v0_to_v1, _v1_to_v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
