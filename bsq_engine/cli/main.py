@@ -1,8 +1,9 @@
 """``python -m bsq_engine <command>``: train, inspect, resume, export and sweep from a terminal.
 
 Commands: ``train``, ``resume``, ``sweep`` (run in the foreground with a progress bar on
-stderr), ``list``, ``runs``, ``show``, ``export``, ``delete``. Every command takes ``--json``
-(except ``delete``): the last line of stdout is then one JSON object (a list for ``runs``).
+stderr), ``list``, ``runs``, ``show``, ``export``, ``stop``, ``delete``. Every command takes
+``--json`` (except ``stop`` and ``delete``): the last line of stdout is then one JSON object
+(a list for ``runs``).
 
 Exit codes: 0 done; 1 a run failed or was stopped, or an action was refused; 2 bad arguments
 (one line on stderr, never a traceback); 130 interrupted outside a run.
@@ -20,8 +21,10 @@ from contextlib import contextmanager
 import torch
 
 from bsq_engine.cli import commands as c
+from bsq_engine.cli.control import cmd_stop
 from bsq_engine.runs import runner
 from bsq_engine.runs.jobs import TORCH_THREADS_ENV, default_torch_threads
+from bsq_engine.runs.ownership import CLI_OWNER
 from bsq_engine.runs.status import ACTIVE, RESUMABLE, RunStatus
 from bsq_engine.runs.store import RunStore
 from bsq_engine.training.callbacks import ProgressBarCallback
@@ -134,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(p)
     p.set_defaults(func=c.cmd_export)
 
+    p = sub.add_parser("stop", help="stop a queued or running run, whichever process trains it")
+    p.add_argument("run_id")
+    p.add_argument("--no-wait", action="store_true", help="return once the stop is asked")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
+    p.set_defaults(func=cmd_stop)
+
     p = sub.add_parser("delete", help="delete a run, its metrics and its folder")
     p.add_argument("run_id")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
@@ -203,7 +212,7 @@ def cmd_train(args) -> int:
     config = c.config_from(args.model, args.dataset, c.overrides_of(args))
     c.check_runnable(config)
     with RunStore() as store:
-        run_id = store.create_run(config.to_dict(), name=config.name)
+        run_id = store.create_run(config.to_dict(), name=config.name, owner=CLI_OWNER)
         print(f"run {run_id}", file=sys.stderr if args.json else sys.stdout, flush=True)
         return run_foreground(store, run_id, resume=False, as_json=args.json)
 
@@ -279,6 +288,7 @@ def cmd_sweep(args) -> int:
     sweep_id = sweep.start_sweep(
         manager, model=args.model, dataset=args.dataset, alphas=args.alphas,
         uniform_bits=tuple(args.uniform_bits), name=args.name, overrides=overrides,
+        owner=CLI_OWNER,
     )  # fmt: skip
     out = sys.stderr if args.json else sys.stdout
     print(f"sweep {sweep_id}: {len(configs)} runs queued", file=out, flush=True)

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from bsq_engine.runs import runner, worker_process
+from bsq_engine.runs.ownership import CLI_OWNER
 from bsq_engine.runs.queueing import queue_places, seconds_per_epoch
 from bsq_engine.runs.settings import WORKER_KINDS, ServerSettings
 from bsq_engine.runs.status import ACTIVE, RESUMABLE, RunStatus
@@ -221,7 +222,7 @@ class JobManager:
         config = RunConfig.from_dict(config if isinstance(config, dict) else config.to_dict())
         if callbacks and self.worker == "process":
             raise ValueError("Callbacks run in the worker thread; use worker='thread' for them.")
-        self._check_cap(owner, 1)
+        self.check_queue_room(owner, 1)
         run_id = self.store.create_run(
             config.to_dict(), name=name or config.name, sweep_id=sweep_id, owner=owner
         )
@@ -324,9 +325,10 @@ class JobManager:
                                                     "finetune_epochs"))  # fmt: skip
         return None if rates[pair] is None else rates[pair] * epochs
 
-    def _check_cap(self, owner: str | None, adding: int) -> None:
-        """Refuse (QueueFull) when ``owner`` would exceed its queued-run cap."""
-        if owner is None or self.max_queued_per_owner is None:
+    def check_queue_room(self, owner: str | None, adding: int) -> None:
+        """Raise :class:`QueueFull` when ``owner`` would exceed its queued-run cap with
+        ``adding`` more runs (no cap for no owner, nor for the command line)."""
+        if owner in (None, CLI_OWNER) or self.max_queued_per_owner is None:
             return
         with self._cond:
             ids = [j.run_id for j in self._queue]

@@ -64,21 +64,24 @@ def start_sweep(
     uniform_bits: list[int] = (),
     name: str | None = None,
     overrides: dict | None = None,
+    owner: str | None = None,
 ) -> str:
     """Register a sweep and queue its runs (alphas first, then uniform baselines).
 
-    Every config is validated first (a negative alpha raises ValueError), so a bad value
-    leaves no half-created sweep behind. Returns the sweep id.
+    Every config is validated first (a negative alpha raises ValueError), and the owner's
+    queue cap checked for all runs at once (``jobs.QueueFull``), so a refusal leaves no
+    half-created sweep behind. Returns the sweep id.
     """
     alphas, uniform_bits = list(alphas), list(uniform_bits)
     runs = _sweep_configs(model, dataset, alphas, uniform_bits, overrides)
+    manager.check_queue_room(owner, len(runs))
     if name is None:
         span = f"α {min(alphas):g}..{max(alphas):g}" if alphas else "uniform baselines"
         name = f"{model}-{dataset} sweep, {span}"
     sweep_config = {"alphas": alphas, "uniform_bits": uniform_bits, "overrides": overrides or {}}
     sweep_id = manager.store.create_sweep(name, model, dataset, sweep_config)
     for run_name, config in runs:
-        manager.start(config, name=run_name, sweep_id=sweep_id)
+        manager.start(config, name=run_name, sweep_id=sweep_id, owner=owner)
     return sweep_id
 
 
