@@ -295,8 +295,8 @@ def cmd_delete(args) -> int:
         run = store.get_run(args.run_id)
         rid = run["run_id"]
         if run["status"] == RunStatus.RUNNING:
-            print(f"error: run {rid} is being trained by process {run.get('pid')} on "
-                  f"{run.get('hostname')}; stop it first: python -m bsq_engine stop {rid}",
+            print(f"error: run {rid} is running (process {run.get('pid')} on "
+                  f"{run.get('hostname')}); stop it first: python -m bsq_engine stop {rid}",
                   file=sys.stderr)  # fmt: skip
             return 1
         if not args.yes:
