@@ -2,6 +2,8 @@
 
 import streamlit as st
 
+from dashboard.ui import identity
+
 st.set_page_config(
     page_title="BSQ Explorer",
     page_icon=":material/grain:",
@@ -16,4 +18,6 @@ pages = [
     st.Page("pages/compare.py", title="Compare runs", icon=":material/compare_arrows:"),
     st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
 ]
-st.navigation(pages).run()
+page = st.navigation(pages)
+identity.sidebar()  # every page: who this session is (owner of the runs it starts)
+page.run()

@@ -2,10 +2,12 @@
 
 import streamlit as st
 
+from bsq_engine.runs.jobs import QueueFull
 from bsq_engine.runs.store import SweepNotFound
 from bsq_engine.runs.sweep import start_sweep, sweep_progress
-from dashboard.ui import state, widgets
+from dashboard.ui import identity, state, widgets
 from dashboard.ui.run_panel import render_run_panel
+from dashboard.views import plain
 
 st.title("Train", anchor=False)
 st.caption(
@@ -23,7 +25,10 @@ def _start_run() -> None:
         st.error(f"Cannot start this run: {exc}", icon=":material/error:")
         return
     try:
-        run_id = state.manager().start(config)
+        run_id = state.manager().start(config, owner=identity.user_name())
+    except QueueFull as exc:
+        st.warning(plain.md(str(exc)), icon=":material/hourglass:")
+        return
     except (ValueError, RuntimeError) as exc:
         st.error(f"Could not queue the run: {exc} Reload the page and try again.")
         return
@@ -32,7 +37,7 @@ def _start_run() -> None:
 
 def _start_sweep(kwargs: dict) -> None:
     try:
-        sweep_id = start_sweep(state.manager(), **kwargs)
+        sweep_id = start_sweep(state.manager(), owner=identity.user_name(), **kwargs)
     except (ValueError, RuntimeError) as exc:
         st.error(f"Cannot start this sweep: {exc}", icon=":material/error:")
         return

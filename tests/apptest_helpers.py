@@ -18,6 +18,7 @@ Import what you need in a test module; importing the fixture makes pytest use it
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -181,11 +182,15 @@ def chart_titles(at: AppTest) -> list[str]:
     return titles
 
 
+_MD_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
+
+
 def page_text(at: AppTest) -> str:
-    """Every text element, metric, button label and chart title, one per line."""
+    """Every text element, metric, button label and chart title, one per line; Markdown
+    backslash escapes (``plain.md``) are removed, as a browser shows the text."""
     parts = []
     for kind in _TEXT_ELEMENTS:
-        parts += [str(e.value) for e in at.get(kind)]
+        parts += [_MD_ESCAPE.sub(r"\1", str(e.value)) for e in at.get(kind)]
     parts += [f"{m.label}: {m.value}" for m in at.metric]
     parts += [b.label for b in at.button]
     parts += chart_titles(at)

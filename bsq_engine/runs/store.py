@@ -264,6 +264,24 @@ class RunStore:
             raise self._not_found(run_id)
         return row[0] is not None
 
+    def change_marker(self, run_id: str) -> tuple:
+        """Changes whenever the run's status, epochs, layers or events do: one indexed read,
+        so pages watching a run another process trains can poll it cheaply."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT status, finished_at, stop_requested,"
+                " (SELECT COUNT(*) FROM epochs WHERE run_id = ?1),"
+                " (SELECT MAX(global_epoch) FROM layers WHERE run_id = ?1),"
+                " (SELECT COUNT(*) FROM events WHERE run_id = ?1) FROM runs WHERE run_id = ?1",
+                (run_id,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            raise self._not_found(run_id)
+        return tuple(row)
+
     def finish(self, run_id: str, summary: dict) -> None:
         """Mark a running run finished and keep its summary, atomically."""
         with self._write() as conn:

@@ -1,25 +1,28 @@
 """The view of one run, live or finished; used by the Train and Runs pages (and others).
 
 While a run is queued or running, the panel is an ``st.fragment`` that re-renders itself
-every ``POLL_S`` seconds; element keys are stable so charts update in place. When the run
-ends, the fragment calls ``st.rerun()`` once and the page shows the static, finished view
-(summary, downloads), which no longer polls.
+every half epoch (1-5 s, ``live.poll_interval``); element keys are stable so charts update
+in place. A tick reads nothing and builds nothing unless the run's version moved: the view
+and figures come from ``live.live_frame``, built once per (run, version) for all sessions.
+(Streamlit 1.5x+ removes a fragment's elements that a rerun does not re-emit, so a tick
+re-sends the shared elements rather than returning empty.) When the run ends, the fragment
+calls ``st.rerun()`` once and the page shows the static, finished view, which no longer polls.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-import time
 
 import streamlit as st
 
 from bsq_engine import units
 from bsq_engine.runs.export import COUNTING_CONVENTION
 from bsq_engine.runs.store import RunNotFound
-from dashboard.ui.accessors import RunView, export_files, load_run_view
+from dashboard.ui import identity, live
+from dashboard.ui.accessors import RunView, export_files
 from dashboard.ui.state import manager, store
-from dashboard.views import charts, frames
+from dashboard.views import charts, frames, plain
 
 __all__ = ["POLL_S", "STATUS_COLORS", "format_duration", "render_run_panel"]
 
@@ -31,8 +34,6 @@ STATUS_COLORS = {
 EXPORT_NAMES = (
     "scheme.json", "metrics.csv", "layers.csv", "quantized.safetensors", "float_model.safetensors",
 )  # fmt: skip
-_FIGURES = "run_panel.figures"  # session state: {panel key: (signature, figures, when, cost)}
-_MIN_REBUILD_S, _MAX_REBUILD_S = 2.0, 6.0
 _STAGE_LABELS = {
     "pretrain": "Pretraining (float)", "bsq": "BSQ training", "qat": "Quantized training",
     "finetune": "Finetuning", "done": "Final evaluation",
@@ -42,29 +43,32 @@ _STAGE_LABELS = {
 def render_run_panel(run_id: str, *, key: str = "panel") -> None:
     """Show run ``run_id``; ``key`` prefixes element keys (one panel per key per page)."""
     try:
-        view = load_run_view(run_id)
+        frame = live.live_frame(run_id, build_figures)
     except RunNotFound:
-        st.warning(f"There is no run `{run_id}` in this store; it may have been deleted.")
+        st.warning(f"There is no run {plain.md(plain.short(run_id))} in this store; it may "
+                   "have been deleted.")  # fmt: skip
         st.page_link("pages/runs.py", label="See all runs", icon=":material/list:")
         return
-    if view.active:
-        _live_panel(run_id, key)
+    if frame.view.active:  # the pace sets the tick; a new fragment per pace is fine
+        every = live.poll_interval(frame)
+        st.fragment(_live_body, run_every=every)(run_id, key, every)
     else:
-        _render(view, key)
+        _render(frame.view, key, frame.figures)
 
 
-@st.fragment(run_every=POLL_S)
-def _live_panel(run_id: str, key: str) -> None:
+def _live_body(run_id: str, key: str, every: float) -> None:
     try:
-        view = load_run_view(run_id)
+        frame = live.live_frame(run_id, build_figures)
     except RunNotFound:
         st.rerun()
-    if not view.active:
+    if not frame.view.active:
         st.rerun()  # once: the page re-renders the finished view, without polling
-    _render(view, key)
+    if not every / 2 <= live.poll_interval(frame) <= every * 2:
+        st.rerun()  # the run's pace changed (pretraining -> BSQ): a new tick length
+    _render(frame.view, key, frame.figures)
 
 
-def _render(view: RunView, key: str) -> None:
+def _render(view: RunView, key: str, figures: dict) -> None:
     _header(view)
     if view.active:
         _progress(view, key)
@@ -73,20 +77,22 @@ def _render(view: RunView, key: str) -> None:
     _tiles(view)
     if view.status == "finished":
         _downloads(view, key)
-    _charts(view, key)
+    _charts(view, key, figures)
 
 
 def _header(view: RunView) -> None:
     run, cfg = view.run, view.config
     title, badge = st.columns([4, 1], vertical_alignment="center")
-    title.subheader(run.get("name") or view.run_id, anchor=False)
+    title.subheader(plain.md(run.get("name") or view.run_id), anchor=False)
     with badge:
         st.badge(view.status, color=STATUS_COLORS.get(view.status, "gray"))
     if run.get("method") == "uniform":
         method = f"uniform {cfg.get('uniform_bits', '?')}-bit"
     else:
         method = f"BSQ, alpha = {run.get('alpha'):.4g}"
-    st.caption(f"{run.get('model')} on {run.get('dataset')} · {method} · run `{view.run_id}`")
+    owner = run.get("owner") or "no recorded owner"
+    st.caption(plain.md(f"{run.get('model')} on {run.get('dataset')} · {method} · "
+                        f"run {view.run_id} · started by {owner}"))  # fmt: skip
 
 
 def _progress(view: RunView, key: str) -> None:
@@ -101,7 +107,7 @@ def _progress(view: RunView, key: str) -> None:
         total = sum(per_stage[s] or 0 for s in ("pretrain", "bsq", "finetune")) or 1
         progress = (int(last["global_epoch"]) if last is not None else 0) / total
     if view.status == "queued":
-        text = "Queued: waits for a free worker (runs start one after another)."
+        text = _queue_text(view.run_id)
     else:
         text = f"{_STAGE_LABELS.get(stage, stage)} · epoch {epoch} of {per_stage.get(stage, '?')}"
         text += f" · {progress:.0%}"
@@ -110,12 +116,42 @@ def _progress(view: RunView, key: str) -> None:
             text += f" · about {format_duration(eta)} left"
     bar, button = st.columns([6, 1], vertical_alignment="bottom")
     bar.progress(min(max(float(progress), 0.0), 1.0), text=text)
-    if button.button("Stop", key=f"{key}-stop", icon=":material/stop_circle:", width="stretch"):
-        try:
-            manager().stop(view.run_id)
-            st.toast("Stopping after the current step...")
-        except (KeyError, ValueError) as exc:
-            st.error(f"Could not stop the run: {exc}")
+    refusal = identity.refusal(view.run, "stop")
+    # on_click: the callback runs before the fragment's next rerun even when a timed tick
+    # interrupts the click's own rerun (a plain `if st.button(...)` lost clicks that way).
+    button.button("Stop", key=f"{key}-stop", icon=":material/stop_circle:", width="stretch",
+                  on_click=_stop, args=(view.run,), disabled=refusal is not None,
+                  help=refusal)  # fmt: skip
+    message = st.session_state.pop(f"run_panel.stop.{view.run_id}", None)
+    if message:
+        st.toast(message)
+
+
+def _stop(run: dict) -> None:
+    """Stop button callback: the ownership rule again (a stale page may show the button)."""
+    refusal = identity.refusal(run, "stop")
+    try:
+        if refusal is not None:
+            raise ValueError(refusal)
+        manager().stop(run["run_id"])
+        message = "Stopping after the current step..."
+    except (KeyError, ValueError) as exc:
+        message = f"Could not stop the run: {exc}"
+    st.session_state[f"run_panel.stop.{run['run_id']}"] = message
+
+
+def _queue_text(run_id: str) -> str:
+    place = live.queue_place(run_id)
+    if place is None:
+        return "Queued: waits for a free worker."
+    text = f"Queued: place {place['place']} of {place['of']}"
+    if place["ahead"]:
+        names = ", ".join(plain.md(plain.short(n, 20)) for n in place["ahead"][:5])
+        more = len(place["ahead"]) - 5
+        text += f" · ahead: {names}" + (f" and {more} more" if more > 0 else "")
+    if place["start_s"] is not None:
+        text += f" · starts in about {format_duration(place['start_s'])}"
+    return text
 
 
 def _outcome(view: RunView) -> None:
@@ -163,29 +199,10 @@ def _tiles(view: RunView) -> None:
               help="Bit-level group Lasso times alpha, last BSQ epoch.")  # fmt: skip
 
 
-def _figures(view: RunView, key: str) -> dict:
-    """The panel's figures, rebuilt only when an epoch, a snapshot or an event arrived.
-
-    Building them costs far more than re-sending them (Plotly templates, Altair schema
-    checks), and it competes with the training thread for the GIL. So while a run is live,
-    a rebuild waits at least ``_MIN_REBUILD_S`` (or 3x the last build's time) and ticks in
-    between re-send the previous figures; the progress bar and tiles still move every tick.
-    """
+def build_figures(view: RunView) -> dict:
+    """The panel's figures of one view; ``live.live_frame`` calls it once per (run,
+    version) for every session, so a tick with nothing new builds nothing."""
     ep, layers = view.epochs, view.layers
-    signature = (
-        view.run_id, view.status, len(ep), int(ep["global_epoch"].max()) if len(ep) else 0,
-        int(layers["global_epoch"].max()) if len(layers) else -1, len(view.events),
-    )  # fmt: skip
-    cache = st.session_state.setdefault(_FIGURES, {})
-    if key in cache:
-        old, figures, built_at, cost = cache[key]
-        wait = min(max(_MIN_REBUILD_S, 3 * cost), _MAX_REBUILD_S)
-        first_data = (old[2] == 0 and len(ep)) or (old[4] == -1 and len(layers))
-        if not view.active or old[0] != view.run_id or first_data:
-            wait = 0.0  # a finished run, another run, or the first curve / first bars
-        if old == signature or time.monotonic() - built_at < wait:
-            return figures
-    started = time.monotonic()
     start_bits = int(view.config.get("n_bits") or 8)
     figures = {
         "bits": charts.bits_per_layer_chart(layers, start_bits=start_bits),
@@ -196,7 +213,8 @@ def _figures(view: RunView, key: str) -> dict:
         figures["acc"] = _vega_spec(charts.accuracy_chart(ep))
     if len(ep) and ep["avg_bits"].notna().any():
         figures["avg"] = _vega_spec(charts.bits_chart(ep))
-    cache[key] = (signature, figures, time.monotonic(), time.monotonic() - started)
+    if view.events:
+        figures["events"] = charts.events_table(view.events)[["stage", "epoch", "change"]]
     return figures
 
 
@@ -211,8 +229,7 @@ def _vega_spec(chart) -> dict:
     return spec
 
 
-def _charts(view: RunView, key: str) -> None:
-    figures = _figures(view, key)
+def _charts(view: RunView, key: str, figures: dict) -> None:
     left, right = st.columns(2)
     left.plotly_chart(figures["bits"], key=f"{key}-bits", width="stretch")
     right.plotly_chart(figures["density"], key=f"{key}-density", width="stretch")
@@ -228,18 +245,17 @@ def _charts(view: RunView, key: str) -> None:
     else:
         left.info("Average bits and compression are measured from the BSQ stage on.")
     with right:
-        _events(view, key)
+        _events(view, key, figures.get("events"))
 
 
-def _events(view: RunView, key: str) -> None:
+def _events(view: RunView, key: str, table) -> None:
     st.markdown("**Precision changes**")
-    if not view.events:
+    if table is None:
         every = view.config.get("requant_interval")
         st.caption(
             f"None yet: layers change precision at re-quantization (every {every} BSQ epochs)."
         )
         return
-    table = charts.events_table(view.events)[["stage", "epoch", "change"]]
     st.dataframe(table, key=f"{key}-events", hide_index=True, width="stretch")
 
 

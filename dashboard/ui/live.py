@@ -1,0 +1,141 @@
+"""Live run views shared by every session: read and built once per (run, version).
+
+Thirty students watching one run must cost the server little more than one. Each viewer's
+fragment asks :func:`live_frame` for the run; that costs one dict lookup (the job manager's
+version counter, or a cached one-row query for runs another process trains) while nothing
+changed, and returns the frame (RunView + figures) already built for that version. When
+the version moves, one session rebuilds (at most every ``MIN_BUILD_S`` per run) while the
+others keep drawing the previous frame instead of waiting. A module-level cache rather
+than ``st.cache_data``: that one unpickles a fresh copy of every figure on every hit, i.e.
+per viewer per tick, which is the cost this module exists to avoid. Frames are never
+mutated after they are published.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from dashboard.ui.accessors import RunView, load_run_view
+from dashboard.ui.state import manager, store
+
+__all__ = ["BUILDS", "MIN_BUILD_S", "LiveFrame", "live_frame", "poll_interval", "queue_place"]
+
+MIN_BUILD_S = 1.0  # a run with 0.2 s epochs redraws once a second, not five times
+_MARKER_TTL_S, _QUEUE_TTL_S, _MAX_FRAMES = 0.5, 2.0, 64
+BUILDS: Counter = Counter()  # builds per run id (tests: no rebuild while nothing changed)
+
+
+@dataclass(frozen=True)
+class LiveFrame:
+    run_id: str
+    version: tuple
+    view: RunView
+    figures: dict
+    built_at: float
+
+
+_LOCK = threading.Lock()
+_FRAMES: dict[str, LiveFrame] = {}
+_BUILDERS: dict[str, threading.Lock] = {}
+_MEMO: dict[tuple, tuple[float, object]] = {}
+
+
+def _memo(key: tuple, ttl: float, compute: Callable[[], object]) -> object:
+    """``compute()`` at most once per ``ttl`` seconds per key, process-wide."""
+    now = time.monotonic()
+    with _LOCK:
+        hit = _MEMO.get(key)
+    if hit is not None and now - hit[0] < ttl:
+        return hit[1]
+    value = compute()
+    with _LOCK:
+        _MEMO[key] = (now, value)
+    return value
+
+
+def live_version(run_id: str) -> tuple:
+    """Changes exactly when the run has something new to draw."""
+    version = manager().version(run_id)
+    if version is not None:
+        return ("live", version)
+    home = str(store().home)  # trained by another process (the CLI), or ended
+    return ("store", _memo(("marker", home, run_id), _MARKER_TTL_S,
+                           lambda: store().change_marker(run_id)))  # fmt: skip
+
+
+def live_frame(run_id: str, build: Callable[[RunView], dict]) -> LiveFrame:
+    """The shared frame of ``run_id`` now; ``build(view)`` makes its figures when needed.
+
+    Raises ``RunNotFound`` when the run is gone."""
+    version = live_version(run_id)
+    with _LOCK:
+        frame = _FRAMES.get(run_id)
+    if frame is not None and (frame.version == version or _too_soon(frame, version)):
+        return frame
+    with _LOCK:
+        builder = _BUILDERS.setdefault(run_id, threading.Lock())
+    if not builder.acquire(blocking=frame is None):
+        return frame  # another session is building this version: draw the last one
+    try:
+        with _LOCK:
+            current = _FRAMES.get(run_id)
+        if current is not None and current.version == version:
+            return current
+        view = load_run_view(run_id)
+        new = LiveFrame(run_id, version, view, build(view), time.monotonic())
+        with _LOCK:
+            _FRAMES[run_id] = new
+            BUILDS[run_id] += 1
+            while len(_FRAMES) > _MAX_FRAMES:
+                _FRAMES.pop(next(iter(_FRAMES)))
+        return new
+    finally:
+        builder.release()
+
+
+def _too_soon(frame: LiveFrame, version: tuple) -> bool:
+    """New epochs within MIN_BUILD_S of the last build wait; a status change never does."""
+    same_kind = frame.version[0] == version[0] == "live"
+    return same_kind and frame.view.active and time.monotonic() - frame.built_at < MIN_BUILD_S
+
+
+def poll_interval(frame: LiveFrame) -> float:
+    """Seconds between a viewer's ticks: about half an epoch, between 1 and 5 s; a queued
+    run only moves when another ends, so 3 s."""
+    view = frame.view
+    if view.status == "queued":
+        return 3.0
+    pace = (view.snapshot or {}).get("epoch_s")
+    if pace is None and len(view.epochs) and "seconds" in view.epochs:
+        pace = view.epochs["seconds"].tail(5).median()
+    if pace is None or pace != pace:  # NaN: no timed epoch yet
+        return 2.0
+    return min(max(float(pace) / 2, 1.0), 5.0)
+
+
+def queue_place(run_id: str) -> dict | None:
+    """``{"place", "of", "ahead": [owner names], "start_s"}`` of a run queued here, else None.
+
+    One queue read per ``_QUEUE_TTL_S`` for the whole server (20 queued runs, 30 viewers)."""
+    home = str(store().home)
+    places = _memo(("queue", home), _QUEUE_TTL_S, _queue_with_owners)
+    for place in places:
+        if place["run_id"] == run_id:
+            return {**place, "of": len(places)}
+    return None
+
+
+def _queue_with_owners() -> list[dict]:
+    places = manager().queue()
+    owners = {}
+    for place in places:
+        try:
+            owners[place["run_id"]] = store().get_run(place["run_id"]).get("owner") or "?"
+        except KeyError:
+            owners[place["run_id"]] = "?"
+    return [{**p, "owner": owners[p["run_id"]], "ahead": [owners[r] for r in p["ahead"]]}
+            for p in places]  # fmt: skip
