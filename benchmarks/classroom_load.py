@@ -9,16 +9,19 @@ browser contexts of Debian's Chromium (Playwright) on ``/?run=<id>``, watches fo
 - viewers that saw the live panel, and that saw it update (its progress text changed),
 - panel load and page-switch p50 / p95 (seconds, measured in the browsers),
 - the server's CPU: seconds per viewer-minute above the no-viewer rate, read from
-  ``/proc/<pid>/stat`` of the server and its child processes (so the browsers' own CPU
-  never counts), plus the server's total cores during the window,
+  ``/proc/<pid>/stat`` (so the browsers' own CPU never counts): of the server process
+  alone when the run trains in a child process, else of the server with its children;
+  plus the cores of the whole server (children included) and of its process alone,
 - the server's memory (RSS, children included),
 - the run's mean BSQ epoch time in the window against the no-viewer window.
 
-After the last N, one viewer presses **Stop** on its live panel and the time until the
-store says ``stopped`` is printed. The browsers run at a lower priority than the server
-(as on students' own laptops), yet share its cores, so absolute times are pessimistic.
+After the last N, the run's owner opens it and presses **Stop** on the live panel while
+every viewer still watches; the time until the store says ``stopped`` is printed. Students
+arrive ``--arrival`` seconds apart. The browsers share the server's cores (on students'
+laptops they would not), so absolute load times are pessimistic. ``BSQ_WORKER=thread``
+in the environment measures the run trained in a server thread instead of a child process.
 
-    nice -n 10 python benchmarks/classroom_load.py --viewers 1,10,30 --watch 60
+    nice -n 10 python benchmarks/classroom_load.py --viewers 1,10,30 --watch 75
 """
 
 from __future__ import annotations
@@ -89,10 +92,11 @@ def _tree(pid: int) -> list[int]:
     return found
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of the server, its live children and its reaped children."""
+def cpu_seconds(pid: int, children: bool = True) -> float:
+    """User + system CPU of the server, its live children and its reaped children (only
+    the server process itself with ``children=False``)."""
     total = 0.0
-    for index, member in enumerate(_tree(pid)):
+    for index, member in enumerate(_tree(pid) if children else [pid]):
         fields = _stat(member)
         if fields:  # utime, stime, cutime, cstime are fields 14-17 (11-14 here)
             own = int(fields[11]) + int(fields[12])
@@ -131,12 +135,14 @@ def run_status(home: Path, run_id: str) -> str:
 async def window(server: subprocess.Popen, home: Path, run_id: str, seconds: float) -> dict:
     """Server CPU and the run's new BSQ epochs over ``seconds`` of wall time."""
     seen = {g for g, _ in bsq_epochs(home, run_id)}
-    cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
+    cpu0, main0, t0 = cpu_seconds(server.pid), cpu_seconds(server.pid, False), time.monotonic()
     await asyncio.sleep(seconds)
     cpu, wall = cpu_seconds(server.pid) - cpu0, time.monotonic() - t0
+    main = cpu_seconds(server.pid, False) - main0
     new = [s for g, s in bsq_epochs(home, run_id) if g not in seen]
-    return {"cpu_s": cpu, "wall_s": wall, "cores": cpu / wall, "rss_mib": rss_mib(server.pid),
-            "epoch_s": statistics.mean(new) if new else None, "epochs": len(new)}  # fmt: skip
+    return {"cpu_s": cpu, "wall_s": wall, "cores": cpu / wall, "main_cores": main / wall,
+            "rss_mib": rss_mib(server.pid), "epoch_s": statistics.mean(new) if new else None,
+            "epochs": len(new)}  # fmt: skip
 
 
 # -- the browsers ----------------------------------------------------------------------------
@@ -170,10 +176,11 @@ async def _progress_text(page) -> str | None:
         return None
 
 
-async def viewer(browser, url: str, watch_s: float, timeout_s: float) -> dict:
-    """One student: open the run, watch it, switch to Runs and back."""
+async def viewer(browser, url: str, watch_s: float, timeout_s: float, delay_s: float) -> dict:
+    """One student: arrive after ``delay_s``, open the run, watch it, switch to Runs and back."""
     out = {"panel_s": None, "updated": False, "switch_s": [], "page": None, "context": None}
-    context = out["context"] = await browser.new_context(viewport={"width": 1280, "height": 900})
+    await asyncio.sleep(delay_s)
+    context = out["context"] = await browser.new_context(viewport={"width": 1280, "height": 720})
     page = out["page"] = await context.new_page()
     page.set_default_timeout(timeout_s * 1000)
     start = time.monotonic()
@@ -222,20 +229,29 @@ def _pct(values: list[float], q: float) -> float | None:
 
 async def one_n(browser, server, home, base, run_id, n, args, idle) -> tuple[dict, list]:
     url = f"{base}/?run={run_id}"
-    tasks = [asyncio.create_task(viewer(browser, f"{url}&user=student{i}", args.watch,
-                                        args.timeout)) for i in range(n)]  # fmt: skip
-    await asyncio.sleep(min(args.timeout, 20))  # let the panels load, then measure
+    tasks = [
+        asyncio.create_task(viewer(browser, f"{url}&user=student{i}", args.watch, args.timeout,
+                                   i * args.arrival))  # students arrive one by one
+        for i in range(n)
+    ]  # fmt: skip
+    # Measure once the last student has arrived and (mostly) loaded.
+    await asyncio.sleep(n * args.arrival + 20)
     stats = await window(server, home, run_id, args.watch - 25)
     results = await asyncio.gather(*tasks)
     panels = [r["panel_s"] for r in results]
     switches = [s for r in results for s in r["switch_s"]]
-    extra = (stats["cores"] - idle["cores"]) * 60  # CPU seconds per minute above no viewer
+    # CPU seconds per minute above no viewer: the server process alone when the run trains
+    # in a child process (its CPU is the training's, and drops when browsers compete for
+    # the cores), the whole tree when it trains in a server thread (cannot be told apart).
+    own = "main_cores" if stats["cores"] - stats["main_cores"] > 0.05 else "cores"
+    extra = (stats[own] - idle[own]) * 60
     row = {
         "viewers": n, "saw_panel": sum(p is not None for p in panels),
         "saw_update": sum(r["updated"] for r in results),
         "panel_p50_s": _pct(panels, 0.5), "panel_p95_s": _pct(panels, 0.95),
         "switch_p50_s": _pct(switches, 0.5), "switch_p95_s": _pct(switches, 0.95),
-        "server_cores": stats["cores"], "cpu_s_per_viewer_min": extra / n,
+        "server_cores": stats["cores"], "main_cores": stats["main_cores"],
+        "cpu_s_per_viewer_min": extra / n,
         "rss_mib": stats["rss_mib"], "epoch_s": stats["epoch_s"],
         "epoch_vs_idle": (stats["epoch_s"] / idle["epoch_s"]
                           if stats["epoch_s"] and idle["epoch_s"] else None),
@@ -249,7 +265,7 @@ async def measure(args) -> dict:
     home = Path(tempfile.mkdtemp(prefix="bsq_class_"))
     server = serve(home, args.port)
     base = f"http://127.0.0.1:{args.port}"
-    os.nice(5)  # the browsers started below: below the server, as on students' laptops
+    os.nice(args.browser_nice)  # the browsers started below (0: same priority as the server)
     rows, stop_s = [], None
     try:
         async with async_playwright() as p:
@@ -303,10 +319,11 @@ def _fmt(value) -> str:
 
 def print_table(result: dict) -> None:
     cols = ("viewers", "saw_panel", "saw_update", "panel_p50_s", "panel_p95_s", "switch_p50_s",
-            "switch_p95_s", "server_cores", "cpu_s_per_viewer_min", "rss_mib", "epoch_s",
-            "epoch_vs_idle")  # fmt: skip
+            "switch_p95_s", "server_cores", "main_cores", "cpu_s_per_viewer_min", "rss_mib",
+            "epoch_s", "epoch_vs_idle")  # fmt: skip
     idle = result["idle"]
-    print(f"\nno viewer: server {idle['cores']:.3f} cores, RSS {idle['rss_mib']:.0f} MiB, "
+    print(f"\nno viewer: server {idle['cores']:.3f} cores ({idle['main_cores']:.3f} in the "
+          f"server process itself), RSS {idle['rss_mib']:.0f} MiB, "
           f"BSQ epoch {_fmt(idle['epoch_s'])} s ({idle['epochs']} epochs)")  # fmt: skip
     print("| " + " | ".join(cols) + " |")
     print("|" + " --- |" * len(cols))
@@ -322,8 +339,10 @@ def main() -> None:
     parser.add_argument("--viewers", default="1,10,30",
                         type=lambda s: [int(x) for x in s.split(",") if x.strip()])  # fmt: skip
     parser.add_argument("--watch", type=float, default=75.0, help="seconds each N watches")
-    parser.add_argument("--timeout", type=float, default=120.0, help="panel load limit (s)")
+    parser.add_argument("--timeout", type=float, default=180.0, help="panel load limit (s)")
     parser.add_argument("--bsq-epochs", type=int, default=3000, help="long enough to last")
+    parser.add_argument("--arrival", type=float, default=1.0, help="seconds between students")
+    parser.add_argument("--browser-nice", type=int, default=0, help="niceness of the browsers")
     parser.add_argument("--port", type=int, default=8720)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

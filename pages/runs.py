@@ -4,18 +4,21 @@ import streamlit as st
 
 from bsq_engine import list_datasets, list_models
 from bsq_engine.runs.store import RunStatus
-from dashboard.ui import state
+from dashboard.ui import identity, state
 from dashboard.ui.accessors import ACTIVE, list_runs_frame
 from dashboard.ui.run_panel import render_run_panel
+from dashboard.views import plain
 
 RESUMABLE = {"interrupted", "stopped", "failed"}
 TABLE_VERSION = "runs.table_version"  # bumped to clear the selection after a change
 ALL = "all"
 
-COLUMNS = ["name", "status", "model", "dataset", "method", "alpha", "accuracy_pct", "avg_bits",
-           "compression", "bits", "duration_s", "created", "run_id"]  # fmt: skip
+COLUMNS = ["name", "owner", "status", "model", "dataset", "method", "alpha", "accuracy_pct",
+           "avg_bits", "compression", "bits", "duration_s", "created", "run_id"]  # fmt: skip
 COLUMN_CONFIG = {
     "name": st.column_config.TextColumn("Name"),
+    "owner": st.column_config.TextColumn("Started by", help="Only they (or an admin) can "
+                                         "stop, resume or delete it; 'cli': the command line"),
     "status": st.column_config.TextColumn("Status"),
     "model": st.column_config.TextColumn("Model"),
     "dataset": st.column_config.TextColumn("Dataset"),
@@ -49,14 +52,18 @@ def _filters() -> dict:
 
 
 def _each(action, run_ids: list[str], verb: str, done_text: str) -> None:
-    """Apply ``action`` to every run; say what worked and, per run, what did not."""
+    """Apply ``action`` to every run this session may control (the ownership rule, checked
+    again here: the table may be stale); say what worked and, per run, what did not."""
     done, problems = 0, []
     for run_id in run_ids:
         try:
+            refusal = identity.refusal(state.store().get_run(run_id), verb)
+            if refusal is not None:
+                raise ValueError(refusal)
             action(run_id)
             done += 1
         except (ValueError, KeyError, RuntimeError) as exc:
-            problems.append(f"`{run_id}`: {exc}")
+            problems.append(plain.md(f"{run_id}: {exc}"))
     if problems:
         state.set_flash("error", f"Could not {verb} " + "; ".join(problems))
     elif done:
@@ -72,17 +79,24 @@ def _actions(selected: list[str], status: dict[str, str]) -> None:
         return
     mgr, statuses = state.manager(), [status[r] for r in selected]
     one, some_active = len(selected) == 1, any(s in ACTIVE for s in statuses)
+    refusals = [r for r in (identity.refusal(state.store().get_run(rid), "stop")
+                            for rid in selected) if r]  # fmt: skip
+    if refusals:  # viewing is open to all; controls only to owners and admins
+        st.caption(refusals[0] + (f" ({len(refusals) - 1} more)" if len(refusals) > 1 else ""))
+    mine = not refusals
     row = st.container(horizontal=True)
     if row.button("Open", icon=":material/visibility:", disabled=not one, help="Show it below"):
         state.set_url_run(selected[0])
     resumable = all(s in RESUMABLE for s in statuses)
     hint = "Continue interrupted, stopped or failed runs from their last checkpoint"
-    if row.button("Resume", icon=":material/replay:", disabled=not resumable, help=hint):
+    if row.button("Resume", icon=":material/replay:", disabled=not (resumable and mine),
+                  help=hint):  # fmt: skip
         _each(mgr.resume, selected, "resume", "queued to resume")
-    if row.button("Stop", icon=":material/stop_circle:", disabled=not some_active):
+    if row.button("Stop", icon=":material/stop_circle:", disabled=not (some_active and mine)):
         _each(mgr.stop, [r for r in selected if status[r] in ACTIVE], "stop", "asked to stop")
     hint = "Stop running runs first" if some_active else "Asks for a confirmation"
-    if row.button("Delete", icon=":material/delete:", disabled=some_active, help=hint):
+    if row.button("Delete", icon=":material/delete:", disabled=some_active or not mine,
+                  help=hint):  # fmt: skip
         st.session_state[state.KEY_DELETE_PENDING] = list(selected)
     compare_ok = 2 <= len(selected) <= 4
     if row.button("Compare", icon=":material/compare_arrows:", disabled=not compare_ok,

@@ -42,6 +42,7 @@ def bsq_home(tmp_path, monkeypatch) -> Path:
     """An isolated, empty store for one test; its job manager is shut down afterwards."""
     monkeypatch.setenv("BSQ_HOME", str(tmp_path))
     monkeypatch.setenv("BSQ_TORCH_THREADS", "1")  # leave a core to the script thread
+    monkeypatch.setenv("BSQ_WORKER", "thread")  # no child process to spawn per run
     yield tmp_path
     from bsq_engine.runs.jobs import get_manager
 
@@ -84,6 +85,7 @@ def make_run(
     bits: Sequence[int] = (4, 3, 5),
     error: str | None = None,
     sweep_id: str | None = None,
+    owner: str | None = None,
     **config,
 ) -> str:
     """Write a run as the trainer would: queued -> running -> epochs -> ``status``.
@@ -93,7 +95,7 @@ def make_run(
     summary whose accuracy/avg_bits/compression follow from ``accuracy`` and ``bits``.
     """
     cfg = tiny_config(**config)
-    run_id = store.create_run(cfg.to_dict(), name=name, sweep_id=sweep_id)
+    run_id = store.create_run(cfg.to_dict(), name=name, sweep_id=sweep_id, owner=owner)
     if status == "queued":
         return run_id
     store.set_status(run_id, "running")

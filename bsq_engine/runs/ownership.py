@@ -6,7 +6,8 @@
 - The CLI is the machine's operator (it can open the store file anyway): it controls all.
 - An admin (a session that entered the password of ``BSQ_ADMIN_PASSWORD`` or of Streamlit
   secrets ``admin_password``) controls all.
-- Runs stored before owners existed (owner NULL) are controlled by an admin or the CLI only.
+- Runs stored before owners existed (owner NULL) stay open to everyone, as they were: they
+  come from a single-user install (a class server starts with owners recorded).
 
 Names are not a security boundary (anyone can type any name): they keep a class's students
 from stopping each other's runs by accident. The admin password is the one real gate, like
@@ -78,7 +79,9 @@ def can_control(run: dict, actor: Actor) -> bool:
     if actor.admin or actor.cli:
         return True
     owner = run.get("owner")
-    if owner is None or owner == CLI_OWNER or actor.name is None:
+    if owner is None:
+        return True
+    if owner == CLI_OWNER or actor.name is None:
         return False
     return owner.casefold() == actor.name.casefold()
 
@@ -92,8 +95,6 @@ def check_control(run: dict, actor: Actor, action: str) -> None:
     rid, owner = run.get("run_id"), run.get("owner")
     if owner == CLI_OWNER:
         who = f"it was started from the command line: `python -m bsq_engine {action} {rid}`"
-    elif owner is None:
-        who = "it has no recorded owner, so only an admin may"
     elif actor.name is None:
         who = f"it belongs to {owner}; type your name first (only an owner or an admin may)"
     else:

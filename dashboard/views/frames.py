@@ -27,7 +27,7 @@ LAYER_COLUMNS = [
 
 RUN_COLUMNS = [
     "run_id", "name", "status", "method", "model", "dataset", "alpha", "accuracy_pct",
-    "float_accuracy_pct", "avg_bits", "compression", "bits", "duration_s", "created",
+    "float_accuracy_pct", "avg_bits", "compression", "bits", "duration_s", "created", "owner",
 ]  # fmt: skip
 
 
@@ -172,6 +172,7 @@ def run_row(run: Mapping[str, Any]) -> dict[str, Any]:
         "bits": compact_bits(summary.get("layers")),
         "duration_s": _duration(run),
         "created": _timestamp(run.get("created_at") or run.get("created")),
+        "owner": run.get("owner"),
     }
 
 
