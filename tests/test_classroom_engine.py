@@ -45,7 +45,7 @@ def _wait_for(predicate, timeout=60.0):
         ("ana", Actor(None), False), ("ana", Actor("ben", admin=True), True),
         (CLI_OWNER, ANA, False), (CLI_OWNER, Actor("cli"), False),  # typed "cli" is no CLI
         (CLI_OWNER, Actor.command_line(), True), (CLI_OWNER, Actor(None, admin=True), True),
-        ("ana", Actor.command_line(), True), (None, ANA, False), (None, Actor(admin=True), True),
+        ("ana", Actor.command_line(), True), (None, ANA, True), (None, Actor(None), True),
     ],
 )  # fmt: skip
 def test_who_may_control_a_run(owner, actor, allowed):
