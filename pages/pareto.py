@@ -54,7 +54,7 @@ def _downloads(table, fig, model: str, dataset: str) -> None:
     st.caption("The chart's own toolbar (camera icon, top right of the chart) also saves a PNG.")
 
 
-def _frontier(model: str, dataset: str, x_mode: str, live: bool) -> None:
+def _frontier(model: str, dataset: str, x_mode: str, live: bool, by: str = "name") -> None:
     pair = list_runs_frame(model=model, dataset=dataset)
     active = pair.loc[pair["status"].isin(ACTIVE), "run_id"].tolist()
     if live and not active:
@@ -64,7 +64,7 @@ def _frontier(model: str, dataset: str, x_mode: str, live: bool) -> None:
     points, lines = pp.split_references(pp.load_references(), model, dataset)
     fig = pareto_chart(runs, x_mode, points if not points.empty else None)
     pp.add_published_marks(fig, lines, x_mode)
-    pp.label_points(fig, runs)
+    pp.label_points(fig, runs, by=by)
     fig.update_layout(height=560)
     event = st.plotly_chart(
         fig, key="pareto-chart", on_select="rerun", selection_mode="points", width="stretch",
@@ -125,7 +125,14 @@ x_mode = right.segmented_control(
     "x axis", list(X_LABELS), format_func=X_LABELS.get, default="compression",
     required=True, key="pareto-x",
 )  # fmt: skip
+by_owner = st.toggle(
+    "Class frontier: label each point by who started it", key="pareto-by-owner",
+    help="Every student's runs of this model and dataset, finished ones on the frontier "
+    "as they come in (the chart refreshes while any of them trains).",
+)  # fmt: skip
 model, dataset = pair_key.split("/", 1)
 pair_runs = all_runs[(all_runs["model"] == model) & (all_runs["dataset"] == dataset)]
 is_live = bool(pair_runs["status"].isin(ACTIVE).any())
-(_frontier_live if is_live else _frontier)(model, dataset, x_mode or "compression", is_live)
+(_frontier_live if is_live else _frontier)(
+    model, dataset, x_mode or "compression", is_live, "owner" if by_owner else "name"
+)

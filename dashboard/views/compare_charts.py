@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 from pandas.io.formats.style import Styler
 from plotly.subplots import make_subplots
 
+from dashboard.views import plain
 from dashboard.views.charts import (
     DENSITY_SCALE,
     GAP_COLOR,
@@ -45,10 +46,11 @@ def grouped_bits_chart(runs_layers: Mapping[str, Sequence[Mapping[str, Any]]]) -
         by_name = {layer["name"]: layer for layer in layers}
         bits = [by_name[n]["n_bits"] if n in by_name else None for n in order]
         weights = [by_name[n].get("n_weights") if n in by_name else None for n in order]
+        name = plain.template(label)  # run names are user text; Plotly renders HTML
         fig.add_bar(
-            x=order, y=bits, name=str(label), customdata=weights,
+            x=order, y=bits, name=name, customdata=weights,
             text=[bit_text(b) if b is not None else "" for b in bits], textposition="outside",
-            hovertemplate=f"{label}<br>%{{x}}: %{{text}} bits<br>%{{customdata:,}} weights"
+            hovertemplate=f"{name}<br>%{{x}}: %{{text}} bits<br>%{{customdata:,}} weights"
             "<extra></extra>",
         )  # fmt: skip
     if not order:
@@ -89,10 +91,11 @@ def overlay_curves(epochs: Mapping[str, pd.DataFrame], metric: str) -> go.Figure
     for run_label, df in epochs.items():
         data = df[["global_epoch", "stage", metric]].dropna(subset=[metric])
         y = data[metric] * 100.0 if percent else data[metric]
+        name = plain.template(run_label)
         fig.add_scatter(
-            x=data["global_epoch"], y=y, mode="lines", name=str(run_label),
+            x=data["global_epoch"], y=y, mode="lines", name=name,
             customdata=data["stage"].tolist(),
-            hovertemplate=f"{run_label}<br>epoch %{{x}} (%{{customdata}})<br>{label}: "
+            hovertemplate=f"{name}<br>epoch %{{x}} (%{{customdata}})<br>{label}: "
             + ("%{y:.2f}%" if percent else "%{y:.4g}") + "<extra></extra>",
         )  # fmt: skip
     return fig

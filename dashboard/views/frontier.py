@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from dashboard.views import plain
 from dashboard.views.charts import style_figure
 
 XMode = Literal["compression", "avg_bits"]
@@ -59,12 +60,17 @@ def _fmt(value: float, spec: str, missing: str = "—") -> str:
 def _hover(df: pd.DataFrame) -> list[str]:
     """Run name, method, alpha, scheme '8/5/3', accuracy %, compression, average bits."""
     return [
-        f"<b>{r.name_}</b> ({r.method}, {r.status})<br>alpha: {_fmt(r.alpha, '.3g')}"
+        f"<b>{plain.html(r.name_)}</b> ({r.method}, {r.status})"
+        f"{_by(getattr(r, 'owner', None))}<br>alpha: {_fmt(r.alpha, '.3g')}"
         f"<br>bits per layer: {r.bits or '—'}<br>accuracy: {_fmt(r.accuracy_pct, '.2f')}%"
         f"<br>compression: {_fmt(r.compression, '.2f')}x"
         f"<br>average bits: {_fmt(r.avg_bits, '.3f')}"
         for r in df.rename(columns={"name": "name_"}).itertuples()
     ]
+
+
+def _by(owner) -> str:
+    return f"<br>started by {plain.html(owner)}" if isinstance(owner, str) and owner else ""
 
 
 def _run_trace(df: pd.DataFrame, x_mode: XMode, style: dict, name: str) -> go.Scatter:

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from dashboard.views import plain
 from dashboard.views.frontier import REFERENCE_STYLE, XMode
 
 __all__ = [
@@ -34,9 +35,9 @@ REFERENCE_COLUMNS = [
 ]  # fmt: skip
 SHOWN = ("finished", "running")
 TABLE_COLUMNS = {
-    "name": "run", "method": "method", "alpha": "alpha", "bits": "bits per layer",
-    "accuracy_pct": "accuracy (%)", "avg_bits": "average bits", "compression": "compression (x)",
-    "run_id": "run id",
+    "name": "run", "owner": "started by", "method": "method", "alpha": "alpha",
+    "bits": "bits per layer", "accuracy_pct": "accuracy (%)", "avg_bits": "average bits",
+    "compression": "compression (x)", "run_id": "run id",
 }  # fmt: skip
 
 
@@ -144,9 +145,13 @@ def add_published_marks(fig: go.Figure, lines: pd.DataFrame, x_mode: XMode) -> g
     return fig
 
 
-def label_points(fig: go.Figure, runs: pd.DataFrame, traces=("BSQ", "uniform", "other")):
-    """Write each run's name next to its point, so a projected chart reads without hovering."""
-    names = dict(zip(runs["run_id"], runs["name"]))
+def label_points(fig: go.Figure, runs: pd.DataFrame, traces=("BSQ", "uniform", "other"),
+                 by: str = "name"):  # fmt: skip
+    """Write each run's name (``by="owner"``: who started it, the class frontier) next to
+    its point, so a projected chart reads without hovering."""
+    column = runs[by] if by in runs else runs["name"]
+    names = {rid: plain.html(label if isinstance(label, str) else "?")
+             for rid, label in zip(runs["run_id"], column)}  # fmt: skip
     for trace in fig.data:
         if trace.name == "running" and trace.customdata is not None:
             trace.update(text=[f"{names.get(rid, '')} (running)" for rid in trace.customdata])

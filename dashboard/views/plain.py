@@ -19,7 +19,7 @@ from __future__ import annotations
 import html as _html
 import string
 
-__all__ = ["html", "md", "short"]
+__all__ = ["html", "md", "short", "template"]
 
 _MD_SPECIAL = frozenset(string.punctuation)
 _MAX = 200
@@ -42,6 +42,16 @@ def html(text: object) -> str:
     '&lt;a href=&quot;http://h&quot;&gt;login&lt;/a&gt;'
     """
     return _html.escape(" ".join(str(text).split()), quote=True)
+
+
+def template(text: object) -> str:
+    """``text`` inside a Plotly ``hovertemplate``: HTML-escaped, and ``%{`` broken up so a
+    name cannot pull in trace values.
+
+    >>> template("a %{y} <b>")
+    'a %&#123;y} &lt;b&gt;'
+    """
+    return html(text).replace("%{", "%&#123;")
 
 
 def short(text: object, limit: int = _MAX) -> str:
