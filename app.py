@@ -8,7 +8,8 @@ st.set_page_config(
     page_title="BSQ Explorer",
     page_icon=":material/grain:",
     layout="wide",
-    initial_sidebar_state="expanded",
+    # Presentation mode (Learn page, ?present=1) gives the projector the whole width.
+    initial_sidebar_state="collapsed" if st.query_params.get("present") == "1" else "expanded",
 )
 
 pages = [

@@ -4,11 +4,12 @@ Thirty students watching one run must cost the server little more than one. Each
 fragment asks :func:`live_frame` for the run; that costs one dict lookup (the job manager's
 version counter, or a cached one-row query for runs another process trains) while nothing
 changed, and returns the frame (RunView + figures) already built for that version. When
-the version moves, one session rebuilds (at most every ``MIN_BUILD_S`` per run) while the
-others keep drawing the previous frame instead of waiting. A module-level cache rather
-than ``st.cache_data``: that one unpickles a fresh copy of every figure on every hit, i.e.
-per viewer per tick, which is the cost this module exists to avoid. Frames are never
-mutated after they are published.
+the version moves, one session rebuilds while the others keep drawing the previous frame
+instead of waiting. Builds of one run use at most 1/``BUILD_SHARE`` of a core (the next one
+waits 20x the last one's CPU time, between ``MIN_BUILD_S`` and ``MAX_BUILD_S``), however
+fast its epochs. A module-level cache rather than ``st.cache_data``: that one unpickles a
+fresh copy of every figure on every hit, i.e. per viewer per tick, which is the cost this
+module exists to avoid. Frames are never mutated after they are published.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from dataclasses import dataclass
 from dashboard.ui.accessors import RunView, load_run_view
 from dashboard.ui.state import manager, store
 
-__all__ = ["BUILDS", "MIN_BUILD_S", "LiveFrame", "live_frame", "poll_interval", "queue_place"]
+__all__ = ["BUILDS", "LiveFrame", "live_frame", "poll_interval", "queue_place"]
 
-MIN_BUILD_S = 1.0  # a run with 0.2 s epochs redraws once a second, not five times
+MIN_BUILD_S, MAX_BUILD_S, BUILD_SHARE = 1.0, 5.0, 20
 _MARKER_TTL_S, _QUEUE_TTL_S, _MAX_FRAMES = 0.5, 2.0, 64
 BUILDS: Counter = Counter()  # builds per run id (tests: no rebuild while nothing changed)
 
@@ -36,6 +37,11 @@ class LiveFrame:
     view: RunView
     figures: dict
     built_at: float
+    cost_s: float = 0.0  # CPU seconds the build took (this thread only)
+
+    @property
+    def rebuild_after_s(self) -> float:
+        return min(max(BUILD_SHARE * self.cost_s, MIN_BUILD_S), MAX_BUILD_S)
 
 
 _LOCK = threading.Lock()
@@ -85,8 +91,11 @@ def live_frame(run_id: str, build: Callable[[RunView], dict]) -> LiveFrame:
             current = _FRAMES.get(run_id)
         if current is not None and current.version == version:
             return current
+        started = time.thread_time()
         view = load_run_view(run_id)
-        new = LiveFrame(run_id, version, view, build(view), time.monotonic())
+        figures = build(view)
+        cost = time.thread_time() - started
+        new = LiveFrame(run_id, version, view, figures, time.monotonic(), cost)
         with _LOCK:
             _FRAMES[run_id] = new
             BUILDS[run_id] += 1
@@ -98,14 +107,16 @@ def live_frame(run_id: str, build: Callable[[RunView], dict]) -> LiveFrame:
 
 
 def _too_soon(frame: LiveFrame, version: tuple) -> bool:
-    """New epochs within MIN_BUILD_S of the last build wait; a status change never does."""
+    """New epochs soon after the last build wait; a status change never does."""
     same_kind = frame.version[0] == version[0] == "live"
-    return same_kind and frame.view.active and time.monotonic() - frame.built_at < MIN_BUILD_S
+    waited = time.monotonic() - frame.built_at
+    return same_kind and frame.view.active and waited < frame.rebuild_after_s
 
 
 def poll_interval(frame: LiveFrame) -> float:
-    """Seconds between a viewer's ticks: about half an epoch, between 1 and 5 s; a queued
-    run only moves when another ends, so 3 s."""
+    """Seconds between a viewer's ticks: about half an epoch, never shorter than the run's
+    rebuild spacing (a tick in between would re-send the same frame), between 1 and 5 s;
+    a queued run only moves when another ends, so 3 s."""
     view = frame.view
     if view.status == "queued":
         return 3.0
@@ -113,8 +124,8 @@ def poll_interval(frame: LiveFrame) -> float:
     if pace is None and len(view.epochs) and "seconds" in view.epochs:
         pace = view.epochs["seconds"].tail(5).median()
     if pace is None or pace != pace:  # NaN: no timed epoch yet
-        return 2.0
-    return min(max(float(pace) / 2, 1.0), 5.0)
+        pace = 4.0
+    return min(max(float(pace) / 2, frame.rebuild_after_s, 1.0), 5.0)
 
 
 def queue_place(run_id: str) -> dict | None:
