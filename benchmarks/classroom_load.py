@@ -18,8 +18,9 @@ browser contexts of Debian's Chromium (Playwright) on ``/?run=<id>``, watches fo
 After the last N, the run's owner opens it and presses **Stop** on the live panel while
 every viewer still watches; the time until the store says ``stopped`` is printed. Students
 arrive ``--arrival`` seconds apart. The browsers share the server's cores (on students'
-laptops they would not), so absolute load times are pessimistic. ``BSQ_WORKER=thread``
-in the environment measures the run trained in a server thread instead of a child process.
+laptops they would not), so absolute load times are pessimistic; by default the students
+are tabs of one browser context (shared caches), ``--contexts`` gives each its own.
+``BSQ_WORKER=thread`` in the environment measures the run trained in a server thread instead of a child process.
 
     nice -n 10 python benchmarks/classroom_load.py --viewers 1,10,30 --watch 75
 """
@@ -176,12 +177,14 @@ async def _progress_text(page) -> str | None:
         return None
 
 
-async def viewer(browser, url: str, watch_s: float, timeout_s: float, delay_s: float) -> dict:
-    """One student: arrive after ``delay_s``, open the run, watch it, switch to Runs and back."""
+async def viewer(where, url: str, watch_s: float, timeout_s: float, delay_s: float) -> dict:
+    """One student: arrive after ``delay_s``, open the run, watch it, switch to Runs and back.
+    ``where``: a browser (a context of its own) or a shared context (a tab in it)."""
     out = {"panel_s": None, "updated": False, "switch_s": [], "page": None, "context": None}
     await asyncio.sleep(delay_s)
-    context = out["context"] = await browser.new_context(viewport={"width": 1280, "height": 720})
-    page = out["page"] = await context.new_page()
+    if hasattr(where, "new_context"):
+        where = out["context"] = await where.new_context(viewport={"width": 1280, "height": 720})
+    page = out["page"] = await where.new_page()
     page.set_default_timeout(timeout_s * 1000)
     start = time.monotonic()
     try:
@@ -229,8 +232,12 @@ def _pct(values: list[float], q: float) -> float | None:
 
 async def one_n(browser, server, home, base, run_id, n, args, idle) -> tuple[dict, list]:
     url = f"{base}/?run={run_id}"
+    shared = None
+    if not args.contexts:  # tabs of one context share its HTTP and V8 code caches
+        shared = await browser.new_context(viewport={"width": 1280, "height": 720})
     tasks = [
-        asyncio.create_task(viewer(browser, f"{url}&user=student{i}", args.watch, args.timeout,
+        asyncio.create_task(viewer(shared or browser, f"{url}&user=student{i}", args.watch,
+                                   args.timeout,
                                    i * args.arrival))  # students arrive one by one
         for i in range(n)
     ]  # fmt: skip
@@ -256,6 +263,8 @@ async def one_n(browser, server, home, base, run_id, n, args, idle) -> tuple[dic
         "epoch_vs_idle": (stats["epoch_s"] / idle["epoch_s"]
                           if stats["epoch_s"] and idle["epoch_s"] else None),
     }  # fmt: skip
+    if shared is not None:  # closed with the tabs, after the owner's Stop
+        results.append({"context": shared, "page": None})
     return row, results
 
 
@@ -285,7 +294,7 @@ async def measure(args) -> dict:
                 if n == args.viewers[-1]:  # everyone still watching: the owner presses Stop
                     stop_s = await _owner_stops(browser, base, home, run_id, args.timeout)
                 for r in results:
-                    await r["context"].close()
+                    await (r["context"] or r["page"]).close()
             await browser.close()
     finally:
         server.terminate()
@@ -339,9 +348,13 @@ def main() -> None:
     parser.add_argument("--viewers", default="1,10,30",
                         type=lambda s: [int(x) for x in s.split(",") if x.strip()])  # fmt: skip
     parser.add_argument("--watch", type=float, default=75.0, help="seconds each N watches")
-    parser.add_argument("--timeout", type=float, default=180.0, help="panel load limit (s)")
+    parser.add_argument("--timeout", type=float, default=240.0, help="panel load limit (s)")
     parser.add_argument("--bsq-epochs", type=int, default=3000, help="long enough to last")
-    parser.add_argument("--arrival", type=float, default=1.0, help="seconds between students")
+    parser.add_argument("--arrival", type=float, default=2.0, help="seconds between students")
+    parser.add_argument("--contexts", action="store_true",
+                        help="a browser context per student (default: a tab each in one "
+                             "context: on one machine, N cold contexts cost the browsers "
+                             "minutes of CPU before any page shows)")  # fmt: skip
     parser.add_argument("--browser-nice", type=int, default=0, help="niceness of the browsers")
     parser.add_argument("--port", type=int, default=8720)
     parser.add_argument("--json", action="store_true")
