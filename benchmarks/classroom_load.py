@@ -20,7 +20,8 @@ every viewer still watches; the time until the store says ``stopped`` is printed
 arrive ``--arrival`` seconds apart. The browsers share the server's cores (on students'
 laptops they would not), so absolute load times are pessimistic; by default the students
 are tabs of one browser context (shared caches), ``--contexts`` gives each its own.
-``BSQ_WORKER=thread`` in the environment measures the run trained in a server thread instead of a child process.
+``BSQ_WORKER=thread`` in the environment measures the run trained in a server thread
+instead of a child process.
 
     nice -n 10 python benchmarks/classroom_load.py --viewers 1,10,30 --watch 75
 """
