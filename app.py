@@ -2,8 +2,6 @@
 
 import streamlit as st
 
-from dashboard.ui import identity
-
 st.set_page_config(
     page_title="BSQ Explorer",
     page_icon=":material/grain:",
@@ -19,6 +17,4 @@ pages = [
     st.Page("pages/compare.py", title="Compare runs", icon=":material/compare_arrows:"),
     st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
 ]
-page = st.navigation(pages)
-identity.sidebar()  # every page: who this session is (owner of the runs it starts)
-page.run()
+st.navigation(pages).run()

@@ -1,6 +1,8 @@
-"""The Streamlit dashboard's helpers.
+"""The Streamlit dashboard's helpers; ``pages/`` reach the engine only through them.
 
-``dashboard.ui`` holds the only modules that import Streamlit (page setup and session state,
-cached accessors, the run panel, widgets); ``dashboard.views`` is pure: frames and chart
-builders, one module per page.
+``dashboard.ui`` holds the only modules that import Streamlit: ``state`` (``page_setup``,
+URL and session keys), ``accessors`` (every read of the store, checkpoints and files),
+``run_panel``, ``widgets``, and ``<page>`` for the Streamlit pieces of one page.
+``dashboard.views`` is pure (no Streamlit, store, file I/O or threads): ``frames`` and
+``charts``, and ``<page>`` for the logic of one page.
 """

@@ -4,102 +4,12 @@ The selection lives in the URL (``?runs=a,b``) so a comparison can be shared. Ru
 method and status mix; while one of them trains, the views refresh every few seconds.
 """
 
-from __future__ import annotations
+from dashboard.ui import compare
+from dashboard.ui.state import page_setup
 
-import streamlit as st
-
-from bsq_engine.runs.export import COUNTING_CONVENTION
-from bsq_engine.runs.store import RunNotFound
-from dashboard.ui.accessors import ACTIVE, RunView, list_runs_frame, load_run_view
-from dashboard.ui.state import set_url_runs, store, url_runs
-from dashboard.views import compare as cp
-from dashboard.views import compare_charts as cc
-from dashboard.views.charts import METRIC_LABELS
-
-LIVE_S = 2.0
-MAX_RUNS = 4
-METRICS = ["test_acc", "train_acc", "test_loss", "train_loss", "avg_bits", "compression",
-           "alpha_reg", "lr"]  # fmt: skip
-KEY = "compare-runs"
-
-
-def _layers(view: RunView) -> list[dict]:
-    """Latest per-layer bits; the summary's layers when no snapshot was stored."""
-    if not view.layers.empty:
-        return view.layers.to_dict("records")
-    return list((view.run.get("summary") or {}).get("layers") or [])
-
-
-def _views(run_ids: list[str]) -> list[RunView]:
-    views = []
-    for run_id in run_ids:
-        try:
-            views.append(load_run_view(run_id))
-        except RunNotFound:
-            st.warning(f"Run `{run_id}` no longer exists; it was left out.")
-    return views
-
-
-def _comparison(run_ids: list[str], live: bool) -> None:
-    views = _views(run_ids)
-    if live and not any(v.active for v in views):
-        st.rerun()  # once: every run ended, show the static comparison
-    if len(views) < 2:
-        return
-    labels = cp.run_labels([v.run for v in views])
-    layers = {label: _layers(v) for label, v in zip(labels, views)}
-    st.plotly_chart(cc.grouped_bits_chart(layers), key="compare-bits", width="stretch")
-    max_bits = max(v.max_bits for v in views)
-    heat = cc.density_heatmaps({lb: v.layers for lb, v in zip(labels, views)}, max_bits)
-    st.plotly_chart(heat, key="compare-density", width="stretch")
-    metric = st.segmented_control(
-        "Curve", METRICS, format_func=lambda m: METRIC_LABELS.get(m, m), default="test_acc",
-        required=True, key="compare-metric",
-    )  # fmt: skip
-    epochs = {lb: v.epochs for lb, v in zip(labels, views)}
-    st.plotly_chart(cc.overlay_curves(epochs, metric or "test_acc"), key="compare-curves",
-                    width="stretch")  # fmt: skip
-    st.subheader("Summary", anchor=False)
-    st.caption("Highlighted rows differ between the runs.")
-    summary = cp.summary_frame([v.run for v in views])
-    st.dataframe(
-        cc.highlight_differences(summary),
-        key="compare-summary",
-        width="stretch",
-        height=35 * (len(summary) + 1) + 3,
-    )  # every row visible: no inner scroll
-    st.subheader("Export a winner", anchor=False)
-    st.caption(f"Bits per layer, accuracy and settings of each run as JSON. {COUNTING_CONVENTION}")
-    db = store()
-    row = st.container(horizontal=True)
-    for label, view in zip(labels, views):
-        row.download_button(
-            f"{label}: scheme.json", data=cp.scheme_file(db, view.run, _layers(view)),
-            file_name=f"{view.run_id}-scheme.json", mime="application/json",
-            key=f"compare-scheme-{view.run_id}", on_click="ignore", icon=":material/download:",
-        )  # fmt: skip
-
-
-_comparison_live = st.fragment(run_every=LIVE_S)(_comparison)
-
-st.title("Compare runs")
-st.caption("Pick two to four runs: any models, methods or statuses. The URL keeps the choice.")
-runs = list_runs_frame()
-if len(runs) < 2:
-    st.info("Comparing needs at least two runs.")
-    st.page_link("pages/train.py", label="Train a run", icon=":material/model_training:")
-    st.stop()
-labels_by_id = {r.run_id: cp.option_label(r) for r in runs.itertuples()}
-# First visit: the selection comes from the URL; later, runs deleted meanwhile drop out.
-wanted = st.session_state.get(KEY, url_runs())
-st.session_state[KEY] = [r for r in wanted if r in labels_by_id][:MAX_RUNS]
-chosen = st.multiselect(
-    "Runs", list(labels_by_id), key=KEY, format_func=labels_by_id.get,
-    max_selections=MAX_RUNS, placeholder="Choose 2 to 4 runs",
-)  # fmt: skip
-set_url_runs(chosen)
-if len(chosen) < 2:
-    st.info("Choose at least two runs to compare them.")
-    st.stop()
-is_live = bool(runs.loc[runs["run_id"].isin(chosen), "status"].isin(ACTIVE).any())
-(_comparison_live if is_live else _comparison)(chosen, is_live)
+page_setup(
+    "Compare runs",
+    "Pick two to four runs: any models, methods or statuses. The URL keeps the choice.",
+)
+if choice := compare.choose_runs():
+    compare.comparison(*choice)

@@ -1,14 +1,13 @@
 """Shared helpers for Streamlit AppTest page tests (Train, Runs, Pareto, Compare, ...).
 
-Import what you need in a test module; importing the fixture makes pytest use it::
+Import what you need in a test module; the ``bsq_home`` fixture (an empty store, its job
+manager shut down afterwards) comes from ``conftest.py``::
 
-    from apptest_helpers import bsq_home, make_run, open_page, run_until, page_text
+    from apptest_helpers import make_run, open_page, run_until, page_text
 
-- ``bsq_home``: fixture; an empty store in ``tmp_path`` (env ``BSQ_HOME``), and the job
-  manager of that store shut down afterwards (its worker threads joined).
 - ``make_run(store, ...)``: a realistic run written through the ``RunStore`` API only
   (config, epochs of every stage, layer snapshots, events, summary): instant, no training.
-- ``tiny_config(...)`` / ``train_run(...)``: a real 4-epoch MLP/digits run (~3 s on a CPU).
+- ``tiny_config(...)`` / ``train_run(...)``: a real run of ``shared.TINY`` (~1 s on a CPU).
 - ``open_page(page, **query)``: ``AppTest`` of ``app.py`` (the real router) on one page.
 - ``run_until(at, predicate)``: AppTest never fires ``st.fragment(run_every=...)``, so poll
   by calling ``at.run()`` until ``predicate(at)`` holds.
@@ -19,39 +18,26 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import pytest
+from shared import TINY, wait_for
 from streamlit.testing.v1 import AppTest
 
 from bsq_engine.runs.store import RunStore
 from bsq_engine.training.config import RunConfig
+from bsq_engine.training.presets import make_config
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app.py"
-TINY = dict(pretrain_epochs=1, bsq_epochs=2, finetune_epochs=1, requant_interval=1)
 _TEXT_ELEMENTS = ("markdown", "caption", "success", "info", "warning", "error", "title",
                   "subheader", "header", "text")  # fmt: skip
 _LAYERS = (("fc1", 64 * 256, 8), ("fc2", 256 * 128, 8), ("fc3", 128 * 10, 8))
 
 
-@pytest.fixture
-def bsq_home(tmp_path, monkeypatch) -> Path:
-    """An isolated, empty store for one test; its job manager is shut down afterwards."""
-    monkeypatch.setenv("BSQ_HOME", str(tmp_path))
-    monkeypatch.setenv("BSQ_TORCH_THREADS", "1")  # leave a core to the script thread
-    monkeypatch.setenv("BSQ_WORKER", "thread")  # no child process to spawn per run
-    yield tmp_path
-    from bsq_engine.runs.jobs import get_manager
-
-    get_manager(tmp_path).shutdown(timeout=30)
-
-
 def tiny_config(**overrides) -> RunConfig:
-    """MLP on digits, 1 + 2 + 1 epochs, re-quantizing every epoch: seconds on a CPU."""
-    return RunConfig(**{**TINY, **overrides})
+    """The ``tiny_config`` fixture's config with ``overrides`` (model, method, alpha, ...)."""
+    return make_config(**{**TINY, **overrides})
 
 
 def train_run(home: Path, timeout: float = 120, **overrides) -> str:
@@ -159,15 +145,16 @@ def run_until(
     at: AppTest, predicate: Callable[[AppTest], bool], timeout: float = 120, every: float = 0.3
 ) -> AppTest:
     """Re-run the page until ``predicate(at)`` is true (AppTest never fires run_every)."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def rerun_holds() -> bool:
         at.run()
         assert not at.exception, [e.value for e in at.exception]
-        if predicate(at):
-            return at
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met after {timeout}s; page:\n{page_text(at)}")
-        time.sleep(every)
+        return predicate(at)
+
+    wait_for(
+        rerun_holds, timeout, every=every, what=lambda: f"the page; it shows:\n{page_text(at)}"
+    )
+    return at
 
 
 def chart_titles(at: AppTest) -> list[str]:

@@ -1,30 +1,40 @@
-"""Shared fixtures: every test gets its own store folder and a config that trains in ~1 s."""
+"""Shared fixtures, one of each kind: every test gets its own store folder (``bsq_home``),
+training tests a config that trains in about a second (``tiny_config``), and job tests a
+manager (``manager``). Plain helpers (the tiny settings, ``wait_for``) are in ``shared.py``.
+
+Fast lane: ``python -m pytest -m "not slow"`` skips every test marked ``slow`` (it trains
+for more than ~2 s, or starts a server or a browser); ``python -m pytest`` runs them all.
+"""
 
 from __future__ import annotations
 
 import pytest
+from shared import TINY
 
 from bsq_engine.training.presets import make_config
 
 
 @pytest.fixture(autouse=True)
 def bsq_home(tmp_path, monkeypatch):
-    """Point ``BSQ_HOME`` at a fresh folder so no test reads or writes ~/.bsq_explorer."""
+    """Point ``BSQ_HOME`` at a fresh folder so no test reads or writes ~/.bsq_explorer;
+    training gets one thread (a core stays free for AppTest's script thread). The job
+    manager of that store, if the test made one, is shut down (workers joined) afterwards."""
     home = tmp_path / "bsq_home"
     monkeypatch.setenv("BSQ_HOME", str(home))
-    # The app's default trains in a child process (seconds to spawn); tests that mean the
-    # process worker ask for it (tests/test_classroom_jobs.py, the browser tests).
+    monkeypatch.setenv("BSQ_TORCH_THREADS", "1")
+    # The app's default trains in a child process (seconds to spawn per run); tests that
+    # mean that worker ask for it (test_classroom_engine.py, the browser tests' server).
     monkeypatch.setenv("BSQ_WORKER", "thread")
-    return home
+    yield home
+    from bsq_engine.runs.jobs import release_manager
+
+    release_manager(home, timeout=30)
 
 
 @pytest.fixture
 def tiny_config():
     """MLP on 256 digits: 1 pretrain + 2 BSQ (re-quantized each epoch) + 1 finetune epoch."""
-    return make_config(
-        pretrain_epochs=1, bsq_epochs=2, finetune_epochs=1, requant_interval=1,
-        max_train=256, max_test=128,
-    )  # fmt: skip
+    return make_config(**TINY)
 
 
 @pytest.fixture(autouse=True, scope="session")

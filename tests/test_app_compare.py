@@ -6,8 +6,7 @@ import json
 import re
 
 import pytest
-from apptest_helpers import (  # noqa: F401
-    bsq_home,
+from apptest_helpers import (
     chart_titles,
     make_run,
     open_page,
@@ -16,13 +15,14 @@ from apptest_helpers import (  # noqa: F401
 )
 
 from bsq_engine.runs.store import RunStore
+from dashboard.ui.accessors import scheme_file
 from dashboard.views import compare as cp
 
 PAGE = "pages/compare.py"
 
 
 @pytest.fixture
-def pair(bsq_home):  # noqa: F811
+def pair(bsq_home):
     """A BSQ run and a uniform 4-bit run of the same model and dataset."""
     store = RunStore(bsq_home)
     bsq = make_run(store, name="bsq-a0.1", alpha=0.1, accuracy=0.93, bits=(4, 3, 5))
@@ -80,15 +80,16 @@ def test_a_running_run_compares_live(pair):
     assert "Bits per layer by run" in chart_titles(at)
 
 
-def test_scheme_from_summary_and_from_a_real_export(pair, bsq_home):  # noqa: F811
+@pytest.mark.slow  # trains for seconds
+def test_scheme_from_summary_and_from_a_real_export(pair, bsq_home):
     store, _, uni = pair
     run = store.get_run(uni)
-    scheme = json.loads(cp.scheme_file(store, run, run["summary"]["layers"])())
+    scheme = json.loads(scheme_file(store, run, run["summary"]["layers"])())
     assert scheme["method"] == "uniform" and scheme["alpha"] is None  # no checkpoint: summary
     assert [layer["n_bits"] for layer in scheme["layers"]] == [4, 4, 4]
     trained = train_run(bsq_home, alpha=0.3)
     real = store.get_run(trained)
-    exported = json.loads(cp.scheme_file(store, real, [])())
+    exported = json.loads(scheme_file(store, real, [])())
     assert exported["run_id"] == trained and exported["counting_convention"]
     assert (store.run_dir(trained) / "export" / "scheme.json").exists()
 

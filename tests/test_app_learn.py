@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from apptest_helpers import (  # noqa: F401
-    bsq_home,
+from apptest_helpers import (
     chart_titles,
     make_run,
     open_page,
@@ -21,7 +20,7 @@ def _metric(at, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
 
 
-def test_step_one_shows_the_bits_of_a_hand_picked_value(bsq_home):  # noqa: F811
+def test_step_one_shows_the_bits_of_a_hand_picked_value(bsq_home):
     at = open_page(PAGE)
     assert not at.exception
     # 0.6 at 3 bits: q = round(0.6 * 7) = 4 = 0b100, Q = 4/7
@@ -38,7 +37,7 @@ def test_step_one_shows_the_bits_of_a_hand_picked_value(bsq_home):  # noqa: F811
 
 
 @pytest.mark.parametrize("step", [1, 2, 3, 4, 5])
-def test_every_step_renders_without_runs(bsq_home, step):  # noqa: F811
+def test_every_step_renders_without_runs(bsq_home, step):
     at = open_page(PAGE, step=str(step))
     assert not at.exception, [e.value for e in at.exception]
     assert at.segmented_control(key="learn-step").value == step
@@ -50,7 +49,8 @@ def test_every_step_renders_without_runs(bsq_home, step):  # noqa: F811
         assert len(at.dataframe) == 2  # per-plane penalties, per-layer reweighing
 
 
-def test_steps_use_a_real_finished_run(bsq_home):  # noqa: F811
+@pytest.mark.slow  # trains for seconds
+def test_steps_use_a_real_finished_run(bsq_home):
     run_id = train_run(bsq_home, alpha=0.3)
     for step in (2, 3):
         at = open_page(PAGE, step=str(step), run=run_id)
@@ -65,7 +65,7 @@ def test_steps_use_a_real_finished_run(bsq_home):  # noqa: F811
     assert frames == ["bsq 1", "bsq 2", "finetune 1"]  # snapshots from the BSQ stage on
 
 
-def test_replay_lists_the_events_of_an_epoch_and_plays(bsq_home):  # noqa: F811
+def test_replay_lists_the_events_of_an_epoch_and_plays(bsq_home):
     store = RunStore(bsq_home)
     run_id = make_run(store, name="replayed", alpha=0.2, bits=(4, 3, 5))
     at = open_page(PAGE, step="4", run=run_id)
@@ -82,7 +82,7 @@ def test_replay_lists_the_events_of_an_epoch_and_plays(bsq_home):  # noqa: F811
     assert at.select_slider(key="learn-frame").value > first
 
 
-def test_presentation_mode_is_kept_in_the_url(bsq_home):  # noqa: F811
+def test_presentation_mode_is_kept_in_the_url(bsq_home):
     at = open_page(PAGE, present="1", step="3")
     assert not at.exception
     assert at.toggle(key="learn-present").value is True
@@ -92,7 +92,7 @@ def test_presentation_mode_is_kept_in_the_url(bsq_home):  # noqa: F811
     assert "present" not in at.query_params
 
 
-def test_presentation_mode_hides_the_run_picker(bsq_home):  # noqa: F811
+def test_presentation_mode_hides_the_run_picker(bsq_home):
     run_id = make_run(RunStore(bsq_home), name="shown", alpha=0.2)
     at = open_page(PAGE, present="1", step="2", run=run_id)
     assert not at.exception
@@ -101,7 +101,7 @@ def test_presentation_mode_hides_the_run_picker(bsq_home):  # noqa: F811
     assert at.selectbox(key="learn-run-model").value == run_id
 
 
-def test_try_it_starts_a_run_through_the_job_manager(bsq_home):  # noqa: F811
+def test_try_it_starts_a_run_through_the_job_manager(bsq_home):
     at = open_page(PAGE, step="5")
     next(b for b in at.button if b.label == "Start the run").click().run()
     assert not at.exception

@@ -7,7 +7,7 @@ import base64
 import numpy as np
 import plotly.io as pio
 import pytest
-from apptest_helpers import bsq_home, chart_titles, make_run, open_page, page_text  # noqa: F401
+from apptest_helpers import chart_titles, make_run, open_page, page_text
 
 from bsq_engine.runs.store import RunStore
 
@@ -24,7 +24,7 @@ FRONTIER = {"a0.01", "a0.1", "a1.0"}
 
 
 @pytest.fixture
-def runs(bsq_home):  # noqa: F811
+def runs(bsq_home):
     store = RunStore(bsq_home)
     ids = {name: make_run(store, name=name, alpha=a, accuracy=acc, bits=b)
            for name, (a, acc, b) in FIXTURE.items()}  # fmt: skip
@@ -94,13 +94,13 @@ def test_csv_download_and_sweep_link(runs):
     assert "Frontier as CSV" in labels
 
 
-def test_empty_store_points_to_a_sweep(bsq_home):  # noqa: F811
+def test_empty_store_points_to_a_sweep(bsq_home):
     at = open_page(PAGE)
     assert not at.exception
     assert "Run a sweep to draw a frontier" in [link.label for link in at.page_link]
 
 
-def test_running_run_is_a_live_point(bsq_home):  # noqa: F811
+def test_running_run_is_a_live_point(bsq_home):
     store = RunStore(bsq_home)
     make_run(store, name="done", alpha=0.1, accuracy=0.93, bits=(4, 3, 5))
     live = make_run(store, name="live", status="running", alpha=0.3, accuracy=0.7)

@@ -2,7 +2,6 @@
 
 import pytest
 from apptest_helpers import (
-    bsq_home,  # noqa: F401 - pytest fixture
     button,
     make_run,
     open_page,
@@ -84,6 +83,7 @@ def test_delete_needs_a_confirmation(runs):
     assert any("1 run(s) deleted" in s.value for s in at.success)
 
 
+@pytest.mark.slow  # trains for seconds
 def test_resume_queues_a_stopped_run(runs):
     at = open_page("pages/runs.py")
     _select(at, int(_row(at, runs["stopped"])[0]))
@@ -117,6 +117,7 @@ def test_empty_store_says_so():
     assert any("No runs yet" in i.value for i in at.info)
 
 
+@pytest.mark.slow  # trains for seconds
 def test_finished_run_offers_its_exports():
     run_id = train_run(get_manager().store.home)
     at = open_page("pages/runs.py", run=run_id)

@@ -8,6 +8,7 @@ compare two runs; step through the lesson. Screenshots go to ``test-artifacts/``
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import socket
@@ -19,12 +20,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from shared import wait_for as _wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("BSQ_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.browser,
     pytest.mark.skipif(
         not CHROMIUM.exists(),
@@ -128,14 +131,7 @@ def shot(page, name: str) -> Path:
     return path
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+wait_for = functools.partial(_wait_for, every=0.5)  # a browser round trip per poll
 
 
 def url_of(page) -> str:
@@ -198,7 +194,7 @@ def test_sweep_pareto_and_compare(app, page):
     import pandas as pd
 
     from bsq_engine.runs.store import RunStore
-    from dashboard.views.frontier import pareto_front
+    from dashboard.views.pareto import pareto_front
 
     page.goto(app.url)
     page.get_by_text("Pick a model and dataset").wait_for()

@@ -9,17 +9,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bsq_engine.runs.queries import downsample
 from dashboard.views.charts import (
     accuracy_chart,
     bits_chart,
     bits_per_layer_chart,
     curves_chart,
     density_heatmap,
-    describe_event,
     events_table,
     loss_chart,
 )
-from dashboard.views.compare_charts import (
+from dashboard.views.compare import (
     density_heatmaps,
     differing_rows,
     grouped_bits_chart,
@@ -29,11 +29,10 @@ from dashboard.views.compare_charts import (
 )
 from dashboard.views.frames import (
     density_matrix,
-    downsample,
     epochs_frame,
-    latest_snapshot,
     layers_frame,
     runs_frame,
+    snapshot_at,
 )
 
 
@@ -70,7 +69,7 @@ def _layer(g, idx, name, n_bits, offset, stage="bsq"):
 def snapshot():
     rows = [_layer(3, i, n, 8, 0) for i, n in enumerate(["conv1", "conv2", "fc"])]
     rows += [_layer(5, 0, "conv1", 8, 0), _layer(5, 1, "conv2", 5, 2), _layer(5, 2, "fc", 0, 0)]
-    return latest_snapshot(layers_frame(rows[::-1]))
+    return snapshot_at(layers_frame(rows[::-1]), 5)
 
 
 def test_epochs_frame_sorts_and_turns_none_into_nan(records):
@@ -81,7 +80,7 @@ def test_epochs_frame_sorts_and_turns_none_into_nan(records):
     assert epochs_frame([]).empty
 
 
-def test_latest_snapshot_keeps_last_epoch_in_layer_order(snapshot):
+def test_snapshot_at_keeps_one_epoch_in_layer_order(snapshot):
     assert snapshot["name"].tolist() == ["conv1", "conv2", "fc"]
     assert snapshot["n_bits"].tolist() == [8, 5, 0]
     assert set(snapshot["global_epoch"]) == {5}
@@ -179,10 +178,12 @@ def test_events_table_is_readable_and_ordered():
     ]  # fmt: skip
     df = events_table(events)
     assert df["layer"].tolist() == ["conv2", "fc"]
-    assert df.loc[0, "change"] == "conv2: 8 -> 5 bits, dropped 2 MSB and 1 LSB, bsq epoch 12"
+    # no stored message: the engine's wording (PrecisionEvent.message), the one home
+    assert df.loc[0, "change"] == "conv2: 8 -> 5 bits (dropped 2 MSB, 1 LSB) at epoch 12"
     assert "pruned" in df.loc[1, "change"]
     grown = {**events[1], "new_bits": 6, "msb_dropped": 0, "lsb_dropped": 0, "grown": 1}
-    assert "grew 1 bit(s)" in describe_event(grown)
+    assert "grew 1 MSB on overflow" in events_table([grown]).loc[0, "change"]
+    assert events_table([{**grown, "message": "as stored"}]).loc[0, "change"] == "as stored"
     assert events_table([]).empty
 
 

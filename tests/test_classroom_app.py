@@ -8,7 +8,6 @@ import threading
 
 import pytest
 from apptest_helpers import (
-    bsq_home,  # noqa: F401 - pytest fixture
     button,
     make_run,
     open_page,

@@ -62,6 +62,7 @@ def trained(tmp_path_factory):
 
 
 # ---------------------------------------------------------------- train, runs, show
+@pytest.mark.slow  # trains for seconds
 def test_train_json_reports_the_summary(trained):
     _, summary, proc = trained
     assert set(summary) >= SUMMARY_KEYS
@@ -78,6 +79,7 @@ def test_train_json_reports_the_summary(trained):
     assert weighted == pytest.approx(summary["avg_bits"])
 
 
+@pytest.mark.slow  # trains for seconds
 def test_trained_run_shows_in_runs_and_show(trained, capsys, monkeypatch):
     home, summary, _ = trained
     proc = _cli("runs", "--json", home=home)
@@ -240,6 +242,7 @@ def test_resume_finishes_a_stopped_run(capsys):
     assert code == 2 and "already finished" in err
 
 
+@pytest.mark.slow  # trains for seconds
 def test_ctrl_c_stops_the_run_cleanly(tmp_path):
     """SIGINT mid-training: exit 1, the run is `stopped` (resumable), no traceback."""
     argv = [sys.executable, "-m", "bsq_engine", "train", "--max-train", "256", "--json"]

@@ -1,4 +1,4 @@
-"""Export: bit packing round trips, and a rebuilt model that scores exactly like its run."""
+"""Export: a rebuilt model that scores exactly like its run."""
 
 from __future__ import annotations
 
@@ -8,18 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from bsq_engine.core.quantize import quantized_layers
 from bsq_engine.data import load_dataset
-from bsq_engine.runs.export import (
-    export_run,
-    load_quantized,
-    load_run_model,
-    pack_bits,
-    unpack_bits,
-)
+from bsq_engine.runs.export import export_run, load_quantized, load_run_model
 from bsq_engine.runs.runner import execute_run
 from bsq_engine.runs.store import RunNotFound, RunStore
 from bsq_engine.training.checkpoint import CheckpointError
@@ -27,50 +19,6 @@ from bsq_engine.training.presets import make_config
 
 TINY = dict(pretrain_epochs=1, bsq_epochs=2, finetune_epochs=1, requant_interval=1,
             max_train=256)  # fmt: skip
-
-
-# ---------------------------------------------------------------- packing
-@st.composite
-def _ints(draw):
-    n_bits = draw(st.integers(1, 8))
-    top = 2**n_bits - 1
-    values = draw(st.lists(st.integers(-top, top), min_size=0, max_size=300))
-    return n_bits, values
-
-
-@given(_ints())
-@settings(max_examples=200, deadline=None)
-def test_pack_unpack_round_trip(case):
-    n_bits, values = case
-    q = torch.tensor(values, dtype=torch.long)
-    packed = pack_bits(q, n_bits)
-    assert packed.dtype == torch.uint8
-    assert packed.numel() == -(-len(values) * (n_bits + 1) // 8)  # n + 1 bits per weight
-    assert unpack_bits(packed, n_bits, len(values)).tolist() == values
-
-
-def test_pack_layout_is_sign_then_magnitude_msb_first():
-    # 2 bits: +3 -> 0 11, -1 -> 1 01, +0 -> 0 00 => 011 101 00|0 (padded) -> 0x74, 0x00
-    assert pack_bits(torch.tensor([3, -1, 0]), 2).tolist() == [0b01110100, 0]
-
-
-def test_pack_keeps_the_shape_out_and_spans_chunks():
-    q = torch.randint(-7, 8, (3, 5, 7))
-    assert torch.equal(unpack_bits(pack_bits(q, 3), 3, q.numel()).reshape(q.shape), q)
-    big = torch.randint(-1, 2, ((1 << 20) + 13,))  # more than one packing chunk
-    assert torch.equal(unpack_bits(pack_bits(big, 1), 1, big.numel()), big)
-
-
-def test_zero_bits_pack_to_nothing():
-    assert pack_bits(torch.zeros(10, dtype=torch.long), 0).numel() == 0
-    assert unpack_bits(torch.zeros(0, dtype=torch.uint8), 0, 10).tolist() == [0] * 10
-
-
-def test_pack_refuses_values_that_do_not_fit():
-    with pytest.raises(ValueError, match="2\\^2 - 1"):
-        pack_bits(torch.tensor([4]), 2)
-    with pytest.raises(ValueError, match="need"):
-        unpack_bits(torch.zeros(1, dtype=torch.uint8), 4, 4)
 
 
 # ---------------------------------------------------------------- exporting runs

@@ -10,10 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
+from shared import wait_for
 
 from bsq_engine.runs import jobs
 from bsq_engine.runs.jobs import JobManager, LiveBufferCallback, default_torch_threads, get_manager
-from bsq_engine.runs.runner import ResumeError, checkpoint_path
+from bsq_engine.runs.paths import checkpoint_path
+from bsq_engine.runs.runner import ResumeError
 from bsq_engine.runs.store import RunStore
 from bsq_engine.training.callbacks import Callback
 
@@ -53,13 +55,6 @@ def long_config(tiny_config):
 
 def epoch_keys(store, run_id):
     return [(r["stage"], r["epoch"]) for r in store.epochs(run_id)]
-
-
-def wait_for(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
 
 
 def test_start_returns_at_once_and_finishes(manager, tiny_config):
@@ -168,6 +163,7 @@ def test_shutdown_stops_joins_and_is_idempotent(manager, tiny_config, long_confi
         manager.start(tiny_config)
 
 
+@pytest.mark.slow  # trains for seconds
 def test_orphan_of_a_dead_process_becomes_interrupted(bsq_home, tiny_config):
     # A bare package object skips bsq_engine/__init__ (torch, sklearn): the store is stdlib
     # only, and the child then starts in a fraction of a second.
@@ -188,6 +184,7 @@ def test_orphan_of_a_dead_process_becomes_interrupted(bsq_home, tiny_config):
     assert run["status"] == "interrupted" and "ended without finishing" in run["error"]
 
 
+@pytest.mark.slow  # trains for seconds
 def test_resume_continues_from_the_checkpoint(manager, tiny_config):
     config = tiny_config.replace(bsq_epochs=4, requant_interval=2)
     hits = OnStep(lambda step: step["epoch"] == 4 and manager.stop(run_id))
@@ -216,6 +213,7 @@ def test_resume_refuses_a_corrupt_checkpoint(manager, tiny_config):
     assert manager.status(run_id) == "stopped" and manager.active_runs() == []
 
 
+@pytest.mark.slow  # trains for seconds
 def test_readers_never_error_while_a_run_writes(manager, bsq_home, tiny_config):
     run_id = manager.start(tiny_config.replace(bsq_epochs=4))
     errors, reads = [], [0]
@@ -225,7 +223,7 @@ def test_readers_never_error_while_a_run_writes(manager, bsq_home, tiny_config):
             while run_id in manager.active_runs():
                 store.list_runs()
                 store.epochs(run_id)
-                store.steps(run_id, max_points=50)
+                store.events(run_id)
                 store.latest_layers(run_id)
                 manager.snapshot(run_id)
                 reads[0] += 1

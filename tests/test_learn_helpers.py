@@ -12,9 +12,10 @@ import torch
 from torch import nn
 
 from bsq_engine.core.quantize import prepare_bsq, prepare_uniform, quantized_layers, requantize_
+from dashboard.ui import accessors
 from dashboard.views import learn
 from dashboard.views import pareto as pp
-from dashboard.views.frames import layers_frame, runs_frame
+from dashboard.views.frames import layers_frame, runs_frame, snapshot_at
 
 
 @pytest.mark.parametrize(
@@ -98,7 +99,7 @@ def test_replay_frames_snapshots_and_events():
             for s, e, g in epochs for n in "ab"]  # fmt: skip
     df = layers_frame(rows)
     assert learn.replay_frames(df) == [3, 4, 5]
-    snap = learn.snapshot_at(df, 4)
+    snap = snapshot_at(df, 4)
     assert snap["name"].tolist() == ["a", "b"]
     events = [{"stage": "bsq", "epoch": 2, "layer": "a"}, {"stage": "bsq", "epoch": 1}]
     assert learn.epoch_events(events, snap) == [events[0]]
@@ -106,7 +107,7 @@ def test_replay_frames_snapshots_and_events():
 
 
 def test_lesson_model_is_converted(tmp_path):
-    model, source = learn.lesson_model("mlp", tmp_path)
+    model, source = accessors.lesson_model("mlp", tmp_path)
     assert [n for n, _ in quantized_layers(model)] == ["fc1", "fc2", "fc3"]
     assert "untrained" in source
 
@@ -141,7 +142,7 @@ def test_chart_runs_places_running_runs_from_the_snapshot():
 
 
 def test_references_split_and_marks():
-    refs = pp.load_references()
+    refs = accessors.load_references()
     points, lines = pp.split_references(refs, "resnet20", "cifar10")
     assert points.empty and len(lines) == 3
     assert lines["accuracy"].isna().sum() == 2  # the spec gives no BSQ/HAWQ accuracy

@@ -190,6 +190,7 @@ def test_convs_are_kaiming_initialised():
     assert abs(conv.weight.std().item() - (2 / (64 * 9)) ** 0.5) < 0.005
 
 
+@pytest.mark.slow  # trains for seconds
 @pytest.mark.parametrize("name", ["mlp", "lenet5"])
 def test_small_models_learn_digits_from_scratch(name):
     """Init + data pipeline sanity: a few epochs on digits must beat chance by far."""

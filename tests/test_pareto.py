@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from dashboard.views.frames import runs_frame
-from dashboard.views.frontier import frontier_points, pareto_chart, pareto_front
+from dashboard.views.pareto import frontier_points, pareto_chart, pareto_front
 
 
 def _pts(xs, ys) -> pd.DataFrame:

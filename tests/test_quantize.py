@@ -42,7 +42,10 @@ def _count(model: nn.Module, types) -> int:
 # ---------------------------------------------------------------- prepare
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n == "resnet18" else n for n in list_models()],
+)  # resnet18 (ImageNet size, 11 M weights) takes seconds to convert
 def test_prepare_bsq_swaps_every_conv_and_linear(name):
     torch.manual_seed(0)
     in_channels, size = _shape_for(name)

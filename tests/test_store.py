@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -10,9 +11,11 @@ import threading
 import time
 from contextlib import closing
 
+import pandas as pd
 import pytest
 
-from bsq_engine.runs.schema import SCHEMA_VERSION
+from bsq_engine.runs.queries import downsample
+from bsq_engine.runs.schema import MIGRATIONS, SCHEMA_VERSION
 from bsq_engine.runs.status import TRANSITIONS
 from bsq_engine.runs.store import RunNotFound, RunStatus, RunStore, StoreError, default_home
 
@@ -146,21 +149,18 @@ def test_finish_summary_and_convenience_keys(store):
     assert run["status"] == "finished" and run["summary"] == summary
     assert (run["accuracy"], run["avg_bits"], run["seconds"]) == (0.95, 3.5, 12.5)
     assert run["compression"] == pytest.approx(32 / 3.5)
-    store.set_summary(run_id, {**summary, "accuracy": 0.96})
-    assert store.get_run(run_id)["accuracy"] == 0.96
 
 
 def test_upsert_never_duplicates(store):
     run_id = running_run(store)
     store.add_epochs(run_id, [epoch("bsq", 1, 1, acc=0.1, unknown_key="ignored")])
     store.add_epochs(run_id, [epoch("bsq", 1, 1, acc=0.2)])
-    store.add_steps(run_id, [{"stage": "bsq", "step": 0, "epoch": 1, "loss": 2.0}] * 2)
     store.add_layers(run_id, "bsq", 1, 1, [layer("conv1", 8), layer("fc", 6)])
     store.add_layers(run_id, "bsq", 1, 1, [layer("conv1", 7), layer("fc", 6)])
     store.add_events(run_id, [event("bsq", 1, "conv1", 8, 7)] * 2)
     rows = store.epochs(run_id)
     assert len(rows) == 1 and rows[0]["test_acc"] == 0.2 and "unknown_key" not in rows[0]
-    assert len(store.steps(run_id)) == 1 and len(store.events(run_id)) == 1
+    assert len(store.events(run_id)) == 1
     snap = store.layer_snapshots(run_id)
     assert [(r["name"], r["n_bits"]) for r in snap] == [("conv1", 7), ("fc", 6)]
     assert snap[0]["density"] == [0.5] * 7 and snap[0]["group_norm"] == [1.0] * 7
@@ -189,13 +189,11 @@ def test_truncate_after(store):
                  ("finetune", 1)]  # fmt: skip
     for g, (stage, e) in enumerate(positions, start=1):
         store.add_epochs(run_id, [epoch(stage, e, g)])
-        store.add_steps(run_id, [{"stage": stage, "step": e * 10, "epoch": e, "loss": 1.0}])
         store.add_layers(run_id, stage, e, g, [layer("conv1", 4)])
         store.add_events(run_id, [event(stage, e, "conv1", 5, 4)])
     store.truncate_after(run_id, STAGES, "bsq", 2)
     kept = [(r["stage"], r["epoch"]) for r in store.epochs(run_id)]
     assert kept == positions[:4]
-    assert [(r["stage"], r["epoch"]) for r in store.steps(run_id)] == positions[:4]
     assert [(r["stage"], r["epoch"]) for r in store.layer_snapshots(run_id)] == positions[:4]
     assert [(r["stage"], r["epoch"]) for r in store.events(run_id)] == positions[:4]
     store.truncate_after(run_id, STAGES, "finetune", 0)  # nothing after: a no-op
@@ -204,19 +202,40 @@ def test_truncate_after(store):
         store.truncate_after(run_id, STAGES, "warmup", 1)
 
 
-def test_steps_downsampling(store):
-    run_id = running_run(store)
-    store.add_steps(run_id, [{"stage": "bsq", "step": i, "epoch": 1, "loss": i} for i in range(51)])
-    store.add_steps(run_id, [{"stage": "pretrain", "step": i, "epoch": 1} for i in range(50)])
-    full = store.steps(run_id)
-    assert [r["stage"] for r in full[:50]] == ["pretrain"] * 50  # training order, not insertion
-    thin = store.steps(run_id, max_points=11)
-    assert len(thin) == 11 and thin[0] == full[0] and thin[-1] == full[-1]
-    # 101 rows -> every 10th; pretrain rows 0..49 come first, then bsq rows 0..50
-    assert [r["step"] for r in thin] == [0, 10, 20, 30, 40, 0, 10, 20, 30, 40, 50]
-    assert store.steps(run_id, max_points=1000) == full
+def test_downsample_keeps_ends_for_rows_and_frames():
+    rows = [{"step": i} for i in range(101)]
+    thin = downsample(rows, 11)
+    assert len(thin) == 11 and thin[0] == rows[0] and thin[-1] == rows[-1]
+    assert [r["step"] for r in thin] == list(range(0, 101, 10))
+    assert downsample(rows, 1000) is rows and downsample(rows, 1) == rows[-1:]
+    frame = pd.DataFrame({"v": range(1000)})
+    out = downsample(frame, 50)
+    assert len(out) == 50 and out["v"].iloc[0] == 0 and out["v"].iloc[-1] == 999
     with pytest.raises(ValueError, match="max_points"):
-        store.steps(run_id, max_points=0)
+        downsample(rows, 0)
+
+
+def test_v1_store_migrates_without_steps_and_with_null_uniform_alpha(tmp_path):
+    home = tmp_path / "old"
+    home.mkdir()
+    conn = sqlite3.connect(home / "runs.db", isolation_level=None)
+    MIGRATIONS[0](conn)  # exactly what release 1 created
+    conn.execute("PRAGMA user_version = 1")
+    for rid, method in (("b", "bsq"), ("u", "uniform")):
+        conn.execute(
+            "INSERT INTO runs (run_id, status, method, model, dataset, alpha, config_json,"
+            " created_at) VALUES (?, 'finished', ?, 'mlp', 'digits', 0.2, ?, 1.0)",
+            (rid, method, json.dumps({**CONFIG, "method": method, "alpha": 0.2})),
+        )
+    conn.execute("INSERT INTO steps (run_id, stage, step) VALUES ('b', 'bsq', 5)")
+    conn.close()
+    store = RunStore(home)
+    assert store.get_run("b")["alpha"] == 0.2 and store.get_run("u")["alpha"] is None
+    tables = {r[0] for r in sqlite3.connect(home / "runs.db").execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table'")}  # fmt: skip
+    assert "steps" not in tables and {"runs", "epochs", "layers", "events"} <= tables
+    uniform = store.create_run({**CONFIG, "method": "uniform"})
+    assert store.get_run(uniform)["alpha"] is None
 
 
 def dead_pid() -> int:
@@ -312,7 +331,7 @@ def test_migrates_version_zero_db(tmp_path, other_table):
     assert raw_sql(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert raw_sql(db, "PRAGMA journal_mode") == [("wal",)]
     tables = {r[0] for r in raw_sql(db, "SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"runs", "epochs", "steps", "layers", "events", "sweeps"} <= tables
+    assert {"runs", "epochs", "layers", "events", "sweeps"} <= tables and "steps" not in tables
     with RunStore(tmp_path) as s:  # reopening an up-to-date store migrates nothing
         assert len(s.list_runs()) == 1
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bsq_engine.runs.runner import cache_dir
+from bsq_engine.runs.paths import cache_dir
 from bsq_engine.runs.sweep import log_alphas, run_sweep_blocking, start_sweep, sweep_progress
 
 TINY = dict(
@@ -30,6 +30,7 @@ def test_sweep_validation_creates_nothing(manager):
     assert manager.store.list_sweeps() == [] and manager.store.list_runs() == []
 
 
+@pytest.mark.slow  # trains for seconds
 def test_sweep_runs_share_one_pretrained_model(manager):
     sweep_id = start_sweep(
         manager, model="mlp", dataset="digits", alphas=[0.1, 5.0], uniform_bits=[4],

@@ -212,6 +212,27 @@ def test_stop_event_raises_within_one_step(stop_step):
     assert stopper.seen == stop_step
 
 
+class _Teardown(Callback):
+    def __init__(self):
+        self.calls = []
+
+    def on_finish(self, trainer, summary):
+        self.calls.append("finish")
+
+    def on_teardown(self, trainer):
+        self.calls.append("teardown")
+
+
+def test_teardown_fires_last_whether_the_run_finishes_or_stops():
+    done = _Teardown()
+    Trainer(make_config(**_TINY), [done]).run()
+    assert done.calls == ["finish", "teardown"]
+    stop, stopped = threading.Event(), _Teardown()
+    with pytest.raises(RunStopped):
+        Trainer(make_config(**_TINY), [_StopAt(stop, 2), stopped], stop_event=stop).run()
+    assert stopped.calls == ["teardown"]
+
+
 # ---------------------------------------------------------------- uniform baseline
 
 

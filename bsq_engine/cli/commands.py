@@ -16,7 +16,7 @@ import time
 
 from bsq_engine.data import DatasetUnavailable, get_dataset_info, list_datasets
 from bsq_engine.models import get_model_info, list_models
-from bsq_engine.runs import runner
+from bsq_engine.runs import paths
 from bsq_engine.runs.export import export_run
 from bsq_engine.runs.status import RunStatus
 from bsq_engine.runs.store import RunNotFound, RunStore, StoreError, SweepNotFound
@@ -248,7 +248,7 @@ def cmd_show(args) -> int:
         summary = run_summary(store, run)
         layers, events = layers_of(store, run), store.events(run["run_id"])
         n_epochs = len(store.epochs(run["run_id"]))
-        checkpoint = runner.checkpoint_path(store, run["run_id"])
+        checkpoint = paths.checkpoint_path(store, run["run_id"])
     detail = {**summary, "layers": layers, "config": run["config"], "events": events,
               "epochs": n_epochs, "created_at": run.get("created_at"),
               "checkpoint": str(checkpoint) if checkpoint.is_file() else None}  # fmt: skip

@@ -28,6 +28,7 @@ __all__ = [
     "apply_layer_meta_",
     "bit_report",
     "layer_meta",
+    "memory_weights",
     "prepare_bsq",
     "prepare_uniform",
     "quantized_layers",
@@ -245,6 +246,20 @@ def bit_report(model: nn.Module, max_bits: int | None = None) -> list[dict]:
             }
         )
     return records
+
+
+def memory_weights(layers: list[dict]) -> list[float]:
+    """The regularizer's memory weight ``N_l * n_l / N`` of each layer (BSQ_METHOD.md 2).
+
+    ``layers``: ``[{"n_weights": N_l, "n_bits": n_l}, ...]``; ``N`` is their total weights.
+
+    >>> memory_weights([{"n_weights": 2, "n_bits": 8}, {"n_weights": 6, "n_bits": 4}])
+    [2.0, 3.0]
+    """
+    total = sum(layer["n_weights"] for layer in layers)
+    if not total:
+        return [0.0] * len(layers)
+    return [layer["n_weights"] * layer["n_bits"] / total for layer in layers]
 
 
 def scheme_summary(model: nn.Module) -> dict:

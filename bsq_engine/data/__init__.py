@@ -1,8 +1,8 @@
 """Dataset registry: `load_dataset(name, root=None)` -> `DataBundle`.
 
 Importing this package registers the built-in datasets (the module imports below exist for
-that side effect) in the order `list_datasets()` reports; `digits` comes first and is the
-default because it is bundled with scikit-learn and trains in seconds.
+that side effect) in the order `list_datasets()` reports; `digits` comes first (the default
+of `RunConfig.dataset`) because it is bundled with scikit-learn and trains in seconds.
 """
 
 from . import sources  # noqa: F401  (registers digits, fashion_mnist, mnist)
@@ -23,10 +23,7 @@ from .registry import (
     load_dataset,
 )
 
-DEFAULT_DATASET = "digits"
-
 __all__ = [
-    "DEFAULT_DATASET",
     "BatchLoader",
     "DataBundle",
     "DatasetInfo",

@@ -9,11 +9,10 @@
     float_model.safetensors  the same model's effective weights in float32 (size reference)
     export.json              the files and their measured sizes
 
-Packed layout of one layer with ``n`` bits: each weight takes ``n + 1`` bits, the sign first
-(1 = negative), then the magnitude MSB first; weights follow each other in row-major order
-and the bit stream fills bytes MSB first (as ``numpy.packbits``); the last byte is padded
-with zeros. A pruned layer (``n = 0``) stores no bytes. ``load_quantized`` rebuilds the model
-from ``quantized.safetensors`` alone, with exactly the run's effective weights.
+Packed layout of one layer: see ``bsq_engine.core.packing`` (``n + 1`` bits per weight, sign
+first, then the magnitude MSB first, bytes filled as ``numpy.packbits``). ``load_quantized``
+rebuilds the model from ``quantized.safetensors`` alone, with exactly the run's effective
+weights.
 """
 
 from __future__ import annotations
@@ -25,26 +24,16 @@ import os
 import stat
 from pathlib import Path
 
-import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from bsq_engine.core.quantize import (
-    apply_layer_meta_,
-    bit_report,
-    prepare_bsq,
-    prepare_uniform,
-    quantized_layers,
-    scheme_summary,
-    to_fixed_,
-)
-from bsq_engine.data import get_dataset_info, load_dataset
-from bsq_engine.models import create_model
-from bsq_engine.runs.runner import checkpoint_path
+from bsq_engine.core.packing import pack_bits, unpack_bits
+from bsq_engine.core.quantize import bit_report, quantized_layers, scheme_summary
+from bsq_engine.runs.paths import checkpoint_path
 from bsq_engine.training.checkpoint import CheckpointError, load_checkpoint
 from bsq_engine.training.config import RunConfig, Stage
-from bsq_engine.training.trainer import build_model
+from bsq_engine.training.run_model import build_model, model_from_checkpoint, shape_of
 
 __all__ = [
     "COUNTING_CONVENTION",
@@ -52,8 +41,6 @@ __all__ = [
     "export_run",
     "load_quantized",
     "load_run_model",
-    "pack_bits",
-    "unpack_bits",
 ]
 
 EXPORT_FORMAT = 1
@@ -63,83 +50,9 @@ COUNTING_CONVENTION = (
     "excluded); compression = 32 / average bits."
 )
 _META_KEY = "bsq_export"
-_CHUNK = 1 << 20  # weights per packing chunk: a multiple of 8, so chunks end on a byte
-
-
-# ---------------------------------------------------------------- bit packing
-def pack_bits(q: torch.Tensor, n_bits: int) -> torch.Tensor:
-    """Signed integers (``|q| <= 2^n - 1``) -> uint8 bytes, ``n_bits + 1`` bits per weight.
-
-    >>> pack_bits(torch.tensor([3, -1]), 2).tolist()  # 0 11, 1 01 -> 0111 0100
-    [116]
-    """
-    if n_bits == 0:
-        return torch.zeros(0, dtype=torch.uint8)
-    if not 1 <= n_bits <= 62:
-        raise ValueError(f"n_bits must be 0..62, got {n_bits}.")
-    flat = q.detach().reshape(-1).long().cpu()
-    if flat.numel() and int(flat.abs().max()) > 2**n_bits - 1:
-        raise ValueError(
-            f"|q| must be <= 2^{n_bits} - 1 = {2**n_bits - 1} to pack in {n_bits} bits."
-        )
-    code = flat.abs() | ((flat < 0).long() << n_bits)  # (N,) sign bit above the magnitude
-    shifts = torch.arange(n_bits, -1, -1)  # (n + 1,) sign first, then MSB .. LSB
-    weights = 2 ** torch.arange(7, -1, -1)  # (8,) MSB-first byte filling
-    chunks = []
-    for start in range(0, flat.numel(), _CHUNK):
-        bits = ((code[start : start + _CHUNK, None] >> shifts) & 1).reshape(-1)  # (n_w*(n+1),)
-        pad = (-bits.numel()) % 8
-        bits = torch.cat([bits, bits.new_zeros(pad)]).reshape(-1, 8)  # (bytes, 8)
-        chunks.append((bits * weights).sum(1).to(torch.uint8))
-    return torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.uint8)
-
-
-def unpack_bits(packed: torch.Tensor, n_bits: int, numel: int) -> torch.Tensor:
-    """Inverse of :func:`pack_bits`: ``numel`` signed int64 values.
-
-    >>> unpack_bits(torch.tensor([116], dtype=torch.uint8), 2, 2).tolist()
-    [3, -1]
-    """
-    if n_bits == 0:
-        return torch.zeros(numel, dtype=torch.long)
-    width = n_bits + 1
-    needed = math.ceil(numel * width / 8)
-    if packed.numel() < needed:
-        raise ValueError(
-            f"{numel} weights of {n_bits} bits need {needed} bytes, got {packed.numel()}."
-        )
-    packed = packed.reshape(-1).long().cpu()
-    byte_shifts = torch.arange(7, -1, -1)  # (8,)
-    place = 2 ** torch.arange(n_bits - 1, -1, -1)  # (n,) magnitude place values, MSB first
-    out = []
-    chunk_bytes = _CHUNK * width // 8
-    for i, start in enumerate(range(0, needed, chunk_bytes)):
-        count = min(_CHUNK, numel - i * _CHUNK)
-        bits = ((packed[start : start + chunk_bytes, None] >> byte_shifts) & 1).reshape(-1)
-        bits = bits[: count * width].reshape(count, width)  # (count, n + 1)
-        magnitude = (bits[:, 1:] * place).sum(1)
-        out.append(torch.where(bits[:, 0] == 1, -magnitude, magnitude))
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
 # ---------------------------------------------------------------- loading a run
-def _dataset_info(config: RunConfig):
-    """The run dataset's ``DatasetInfo``, without loading the data when the registry knows
-    its shapes (a user's image folder is only known once loaded)."""
-    if config.dataset == "imagefolder":
-        return load_dataset(config.dataset, config.data_root, False, 1, 1).info
-    return get_dataset_info(config.dataset)
-
-
-def _model_args(info) -> dict:
-    """The shape arguments of ``create_model`` (kept in the export's metadata)."""
-    return {
-        "in_channels": info.in_channels,
-        "num_classes": info.num_classes,
-        "image_size": info.image_size,
-    }
-
-
 def load_run_model(store, run_id: str) -> tuple[nn.Module, RunConfig, dict]:
     """The model of a run's final checkpoint (stage ``done``), on the CPU, in eval mode.
 
@@ -155,7 +68,7 @@ def load_run_model(store, run_id: str) -> tuple[nn.Module, RunConfig, dict]:
             f"`python -m bsq_engine resume {run_id}` and export it once finished."
         )
     config = RunConfig.from_dict(meta["config"])
-    model = build_model(config, _dataset_info(config), tensors, meta)
+    model = model_from_checkpoint(config, shape_of(config), tensors, meta)
     return model.eval(), config, meta
 
 
@@ -246,7 +159,7 @@ def _scheme(run: dict, model: nn.Module, config: RunConfig, meta: dict) -> dict:
         "model": config.model,
         "dataset": config.dataset,
         "method": config.method,
-        "alpha": config.alpha if config.method == "bsq" else None,
+        "alpha": config.used_alpha,
         "uniform_bits": config.uniform_bits if config.method == "uniform" else None,
         "act_bits": config.act_bits,
         "accuracy": run.get("accuracy"),
@@ -282,7 +195,7 @@ def export_run(store, run_id: str, out_dir: str | Path) -> dict:
     _write_csv(files["layers"], _layer_rows(model, config))
     tensors, layers = _quantized_tensors(model)
     header = {"format": EXPORT_FORMAT, "run_id": run_id, "config": config.to_dict(),
-              "model_args": _model_args(_dataset_info(config)), "layers": layers}  # fmt: skip
+              "model_args": shape_of(config), "layers": layers}  # fmt: skip
     _save(files["quantized"], tensors, {_META_KEY: json.dumps(header)})
     _save(files["float"], _float_tensors(model), {"run_id": run_id})
     mode = stat.S_IMODE(files["scheme"].stat().st_mode)  # the umask's choice for new files
@@ -329,12 +242,7 @@ def load_quantized(path: str | Path) -> nn.Module:
     """
     tensors, header = _read_export(Path(path).expanduser())
     config = RunConfig.from_dict(header["config"])
-    model = create_model(config.model, **header["model_args"])
-    if config.method == "bsq":
-        model = to_fixed_(prepare_bsq(model, config.bsq_config()))
-    else:
-        model = prepare_uniform(model, config.uniform_bits, config.bsq_config())
-    apply_layer_meta_(model, header["layers"])
+    model = build_model(config, header["model_args"], Stage.DONE, header["layers"])
     state = {}
     for name, info in header["layers"].items():
         q = unpack_bits(tensors.pop(f"{name}.qweight"), info["n_bits"], info["numel"])

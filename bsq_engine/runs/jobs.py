@@ -4,9 +4,9 @@ A FIFO queue feeds ``max_concurrent`` long-lived worker threads; each job runs t
 :func:`runner.execute_run`, so the store and checkpoints look the same as a CLI run. With
 ``worker="process"`` (the app's default, see ``runs.settings``) a worker thread hands its
 run to a child process instead (``runs.worker_process``) and only pumps its messages. While a
-job trains, a :class:`LiveBufferCallback` keeps its state in memory behind a lock, and
-``snapshot()`` hands pages a copy without touching SQLite; ``version()`` says cheaply whether
-anything new arrived. Never imports Streamlit.
+job trains, a :class:`~bsq_engine.runs.live_buffer.LiveBufferCallback` keeps its state in
+memory: ``snapshot()`` hands pages a copy without touching SQLite, ``version()`` says cheaply
+whether anything new arrived. Never imports Streamlit.
 """
 
 from __future__ import annotations
@@ -23,18 +23,22 @@ from pathlib import Path
 import torch
 
 from bsq_engine.runs import runner, worker_process
+from bsq_engine.runs.live_buffer import LiveBufferCallback
 from bsq_engine.runs.ownership import CLI_OWNER
 from bsq_engine.runs.queueing import queue_places, seconds_per_epoch
 from bsq_engine.runs.settings import WORKER_KINDS, ServerSettings
 from bsq_engine.runs.status import ACTIVE, RESUMABLE, RunStatus
 from bsq_engine.runs.store import RunStore, default_home
-from bsq_engine.training.callbacks import Callback
 from bsq_engine.training.config import RunConfig
 
 __all__ = [
-    "TORCH_THREADS_ENV", "JobManager", "LiveBufferCallback", "QueueFull", "get_manager",
-    "trainer_state",
-]  # fmt: skip
+    "TORCH_THREADS_ENV",
+    "JobManager",
+    "LiveBufferCallback",
+    "QueueFull",
+    "get_manager",
+    "release_manager",
+]
 
 TORCH_THREADS_ENV = "BSQ_TORCH_THREADS"
 
@@ -56,118 +60,6 @@ def default_torch_threads() -> int | None:
         return int(raw)
     cores = os.cpu_count() or 1
     return max(1, cores - 1) if cores <= 4 else None
-
-
-class LiveBufferCallback(Callback):
-    """In-memory state of one running run, written by the worker, read by ``snapshot()``.
-
-    Pages poll several times a second; reading this instead of SQLite keeps ticks cheap.
-    Records are copied once on the way in and the lists again on the way out, so a
-    snapshot never changes under its reader. On (re)start it loads the epochs already in
-    the store, so a resumed run's curves start where the checkpoint left them.
-
-    ``version`` counts the changes a page draws (a stage, an epoch, a re-quantization, the
-    end), not steps: a viewer whose version is unchanged has nothing to redraw. Every hook
-    goes through :meth:`apply` with a plain state dict, so a worker in a child process can
-    feed the same buffer from the messages it sends (see ``runs.worker_process``).
-    """
-
-    def __init__(self, store: RunStore | None = None, run_id: str = "", max_events: int = 200):
-        self.store, self.run_id = store, run_id
-        self._lock = threading.Lock()
-        self._epochs: list[dict] = []
-        self._events: deque[dict] = deque(maxlen=max_events)
-        self._layers: list[dict] = []
-        self._step: dict | None = None
-        self._epoch_s: float | None = None  # moving average of real (not reused) epochs
-        self._version = 0
-        self._state = {"stage": None, "epoch": 0, "epochs_in_stage": 0, "global_epoch": 0,
-                       "total_epochs": 0, "float_accuracy": None, "started_at": time.time(),
-                       "updated_at": time.time()}  # fmt: skip
-
-    @property
-    def version(self) -> int:
-        return self._version  # an int read is atomic; no lock needed
-
-    def on_run_start(self, trainer) -> None:
-        self.apply("start", trainer_state(trainer))
-
-    def on_stage_start(self, trainer, stage) -> None:
-        self.apply("stage", trainer_state(trainer))
-
-    def on_step_end(self, trainer, step) -> None:
-        self.apply("step", None, step=step)
-
-    def on_epoch_end(self, trainer, record, layers) -> None:
-        self.apply("epoch", trainer_state(trainer), record=record, layers=layers)
-
-    def on_requantize(self, trainer, events) -> None:
-        self.apply("requantize", None, events=events)
-
-    def on_finish(self, trainer, summary) -> None:
-        self.apply("finish", trainer_state(trainer))
-
-    def apply(self, kind: str, state: dict | None, **payload) -> None:
-        """Record one hook's data: ``kind`` is start|stage|step|epoch|requantize|finish."""
-        if kind == "start":  # outside the lock: SQLite may wait
-            done = self.store.epochs(self.run_id) if self.store is not None else []
-            payload["done"] = [{k: v for k, v in r.items() if k != "run_id"} for r in done]
-        with self._lock:
-            if kind == "step":
-                self._step = dict(payload["step"])
-                self._state["updated_at"] = time.time()
-                return  # not drawn: the version stays
-            if kind == "start":
-                self._epochs = payload["done"]
-                self._state["started_at"] = time.time()
-            elif kind == "epoch":
-                self._add_epoch(payload["record"], payload["layers"])
-            elif kind == "requantize":
-                self._events.extend(dict(e) for e in payload["events"])
-            if state is not None:
-                self._state.update(state, updated_at=time.time())
-            self._version += 1
-
-    def _add_epoch(self, record: dict, layers: list[dict] | None) -> None:  # lock held
-        record = dict(record)
-        self._epochs.append(record)
-        if layers is not None:
-            self._layers = [_copy_layer(layer) for layer in layers]
-        if not record.get("reused") and record.get("seconds") is not None:
-            s, avg = record["seconds"], self._epoch_s  # recent epochs weigh most
-            self._epoch_s = s if avg is None else 0.3 * s + 0.7 * avg
-
-    def snapshot(self) -> dict:
-        """A consistent copy: plain dicts and lists, safe to keep and mutate."""
-        with self._lock:
-            snap = dict(self._state)
-            snap["epochs"] = [dict(r) for r in self._epochs]
-            snap["layers"] = [_copy_layer(layer) for layer in self._layers]
-            snap["events"] = [dict(e) for e in self._events]
-            snap["step"] = None if self._step is None else dict(self._step)
-            snap["version"] = self._version
-            epoch_s = self._epoch_s
-        total, done = snap["total_epochs"], snap["global_epoch"]
-        snap["progress"] = min(done / total, 1.0) if total else 0.0
-        left = max(total - done, 0)
-        snap["epoch_s"] = epoch_s
-        snap["eta_seconds"] = None if epoch_s is None else epoch_s * left
-        return snap
-
-
-def trainer_state(trainer) -> dict:
-    """What the live view shows of a trainer, as plain values (picklable for a pipe)."""
-    stage = trainer.stage
-    return {
-        "stage": getattr(stage, "value", stage), "epoch": trainer.epoch,
-        "epochs_in_stage": trainer.config.epochs_of(stage) if stage != "done" else 0,
-        "global_epoch": trainer.global_epoch, "total_epochs": trainer.config.total_epochs,
-        "float_accuracy": trainer.float_accuracy,
-    }  # fmt: skip
-
-
-def _copy_layer(layer: dict) -> dict:
-    return {k: list(v) if isinstance(v, list) else v for k, v in layer.items()}
 
 
 class QueueFull(ValueError):
@@ -275,10 +167,7 @@ class JobManager:
             if job is None:
                 return None
             state, live = (RunStatus.RUNNING if job.running else RunStatus.QUEUED), job.live
-        if live is None:  # queued: no worker has taken it yet
-            return {"run_id": run_id, "status": state, "progress": 0.0, "epochs": [],
-                    "layers": [], "events": [], "step": None, "eta_seconds": None}  # fmt: skip
-        snap = live.snapshot()
+        snap = live.snapshot()  # every job has its buffer from the moment it is queued
         snap.update(run_id=run_id, status=state)
         return snap
 
@@ -486,6 +375,16 @@ def get_manager(home=None, settings: ServerSettings | None = None) -> JobManager
                 max_queued_per_owner=settings.max_queued_per_user,
             )  # fmt: skip
         return manager
+
+
+def release_manager(home, timeout: float = 10.0) -> None:
+    """Shut down the manager of ``home`` if this process made one (tests, a closing app);
+    the next :func:`get_manager` makes a fresh one."""
+    key = str(Path(home).expanduser().resolve())
+    with _MANAGERS_LOCK:
+        manager = _MANAGERS.pop(key, None)
+    if manager is not None:
+        manager.shutdown(timeout)
 
 
 def _shutdown_all() -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from pathlib import Path
 
 from bsq_engine.data import DatasetUnavailable
+from bsq_engine.runs.paths import cache_dir, checkpoint_path, error_log_path
 from bsq_engine.runs.status import RunStatus
 from bsq_engine.runs.store import RunStore
 from bsq_engine.training.callbacks import Callback, CheckpointCallback, StoreCallback
@@ -20,7 +20,7 @@ from bsq_engine.training.checkpoint import CheckpointError, load_checkpoint
 from bsq_engine.training.config import RunConfig
 from bsq_engine.training.trainer import DivergenceError, RunStopped, Trainer
 
-__all__ = ["ResumeError", "cache_dir", "checkpoint_path", "execute_run", "load_resume_point"]
+__all__ = ["ResumeError", "execute_run", "load_resume_point"]
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +30,6 @@ _USER_ERRORS = (DivergenceError, DatasetUnavailable, ValueError)
 
 class ResumeError(ValueError):
     """A run cannot be resumed (unreadable checkpoint, bad config); nothing was changed."""
-
-
-def cache_dir(home: str | Path) -> Path:
-    """Folder of the pretrained float models shared by every run of one store."""
-    return Path(home) / "float_cache"
-
-
-def checkpoint_path(store: RunStore, run_id: str) -> Path:
-    """The run's single, atomically replaced checkpoint (export reads the final one)."""
-    return store.run_dir(run_id) / "checkpoint.safetensors"
 
 
 def load_resume_point(store: RunStore, run_id: str) -> tuple[RunConfig, tuple | None]:
@@ -145,7 +135,7 @@ def execute_run(
 
 def _log_unexpected(store: RunStore, run_id: str, exc: Exception) -> str:
     """Write the traceback next to the run; return the one-line message users see."""
-    path = store.run_dir(run_id) / "error.log"
+    path = error_log_path(store, run_id)
     try:
         path.write_text("".join(traceback.format_exception(exc)))
         where = f"Details in {path}"

@@ -2,12 +2,12 @@
 
 Layout under ``BSQ_HOME`` (default ``~/.bsq_explorer``)::
 
-    runs.db             runs, epochs, steps, layers, events, sweeps (see ``_schema.py``)
+    runs.db             runs, epochs, layers, events, sweeps (see ``schema.py``)
     runs/<run_id>/      checkpoints and exports of one run
 
 Every connection belongs to one thread, so the training thread and the pages each hold their
 own; WAL lets them read and write at the same time. Metric writes are upserts keyed by
-(run, stage, epoch|step), so a resumed run that re-writes an epoch never duplicates it.
+(run, stage, epoch), so a resumed run that re-writes an epoch never duplicates it.
 Record shapes are documented in ``docs/ARCHITECTURE.md``.
 """
 
@@ -24,27 +24,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Self
 
-from bsq_engine.runs.schema import (
-    SCHEMA_VERSION,
-    RunNotFound,
-    StoreError,
-    SweepNotFound,
+from bsq_engine.runs.connection import RunNotFound, StoreError, SweepNotFound, connect, enable_wal
+from bsq_engine.runs.metrics import METRIC_TABLES, RunMetrics
+from bsq_engine.runs.orphans import orphan_reason
+from bsq_engine.runs.paths import db_path, run_folder
+from bsq_engine.runs.queries import run_dict
+from bsq_engine.runs.records import (
     check_id,
-    connect,
-    decode_layer,
     decode_sweep,
     default_name,
-    downsample,
     dumps,
-    enable_wal,
-    migrate,
     new_id,
-    orphan_reason,
-    run_dict,
-    stage_rank,
-    table_rows,
-    upsert_sql,
+    stored_alpha,
 )
+from bsq_engine.runs.schema import SCHEMA_VERSION, migrate
 from bsq_engine.runs.status import ENDED, RunStatus, check_transition, parse_status
 
 __all__ = [
@@ -59,7 +52,6 @@ __all__ = [
 ]
 
 ORPHAN_AFTER_S = 120.0  # a running run silent this long (another host) is presumed dead
-_METRIC_TABLES = ("epochs", "steps", "layers", "events")
 # Runs this process moved to `running`: the pid alone cannot tell us from a dead process whose
 # pid we inherited (containers restart with the same small pids).
 _OWNED: set[tuple[str, str]] = set()
@@ -71,13 +63,14 @@ def default_home() -> Path:
     return Path(os.environ.get("BSQ_HOME") or "~/.bsq_explorer").expanduser()
 
 
-class RunStore:
-    """Runs, their metrics and their folders. Safe to share between threads."""
+class RunStore(RunMetrics):
+    """Runs, their metrics (methods from :class:`RunMetrics`) and their folders. Safe to share
+    between threads."""
 
     def __init__(self, home: Path | str | None = None, *, orphan_after: float = ORPHAN_AFTER_S):
         self.home = Path(home).expanduser() if home is not None else default_home()
         self.home.mkdir(parents=True, exist_ok=True)
-        self.db_path = self.home / "runs.db"
+        self.db_path = db_path(self.home)
         self._key = str(self.db_path.resolve())  # one store, however its path was spelled
         self.orphan_after = orphan_after
         self._local = threading.local()
@@ -164,7 +157,7 @@ class RunStore:
                 "INSERT INTO runs (run_id, name, status, method, model, dataset, alpha,"
                 " config_json, created_at, sweep_id, owner) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (rid, name, status.value, config["method"], config["model"], config["dataset"],
-                 float(config["alpha"]), dumps(config), now, sweep_id, owner),
+                 stored_alpha(config), dumps(config), now, sweep_id, owner),
             )  # fmt: skip
             if status is RunStatus.RUNNING:
                 self._start(conn, rid, now)
@@ -293,28 +286,19 @@ class RunStore:
             )
         self._disown(run_id)
 
-    def set_summary(self, run_id: str, summary: dict | None) -> None:
-        """Replace the summary without touching the status (e.g. partial results of a stop)."""
-        with self._write() as conn:
-            self._status(conn, run_id)
-            conn.execute(
-                "UPDATE runs SET summary_json = ? WHERE run_id = ?",
-                (None if summary is None else dumps(summary), run_id),
-            )
-
     def delete_run(self, run_id: str) -> None:
         """Delete the run's rows and its folder (checkpoints, exports)."""
         with self._write() as conn:
             self._status(conn, run_id)
-            for table in ("runs", *_METRIC_TABLES):
+            for table in ("runs", *METRIC_TABLES):
                 conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
         self._disown(run_id)
-        shutil.rmtree(self.home / "runs" / run_id, ignore_errors=True)
+        shutil.rmtree(run_folder(self.home, run_id), ignore_errors=True)
 
     def run_dir(self, run_id: str) -> Path:
         """``<home>/runs/<run_id>/``, created on demand."""
         check_id(run_id)
-        path = self.home / "runs" / run_id
+        path = run_folder(self.home, run_id)
         path.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -337,100 +321,13 @@ class RunStore:
     def _interrupt(self, run_id: str, beat: float | None, reason: str) -> bool:
         """Conditional update: a heartbeat or finish that raced us wins."""
         with self._write() as conn:
+            error = f"Interrupted: {reason}. Resume it to continue."
             cur = conn.execute(
-                "UPDATE runs SET status = 'interrupted', finished_at = ?, error = ?"
-                f" WHERE run_id = ? AND status = '{RunStatus.RUNNING}' AND heartbeat IS ?",
-                (time.time(), f"Interrupted: {reason}. Resume it to continue.", run_id, beat),
+                "UPDATE runs SET status = ?, finished_at = ?, error = ?"
+                " WHERE run_id = ? AND status = ? AND heartbeat IS ?",
+                (RunStatus.INTERRUPTED, time.time(), error, run_id, RunStatus.RUNNING, beat),
             )
         return cur.rowcount == 1
-
-    # -- metrics ------------------------------------------------------------------------
-
-    def add_epochs(self, run_id: str, records: list[dict]) -> None:
-        """Upsert epoch records (one transaction); unknown keys are ignored."""
-        self._upsert(run_id, "epochs", records)
-
-    def add_steps(self, run_id: str, records: list[dict]) -> None:
-        """Upsert sampled per-step records (one transaction)."""
-        self._upsert(run_id, "steps", records)
-
-    def add_layers(
-        self, run_id: str, stage: str, epoch: int, global_epoch: int, layers: list[dict]
-    ) -> None:
-        """Upsert one layer snapshot; ``layer_index`` is the position in ``layers``."""
-        records = [
-            {
-                **layer,
-                "stage": stage,
-                "epoch": epoch,
-                "global_epoch": global_epoch,
-                "layer_index": i,
-                "density_json": dumps(layer.get("density")),
-                "group_norm_json": dumps(layer.get("group_norm")),
-            }
-            for i, layer in enumerate(layers)
-        ]
-        self._upsert(run_id, "layers", records)
-
-    def add_events(self, run_id: str, events: list[dict]) -> None:
-        """Upsert precision-change events, unique per (stage, epoch, layer)."""
-        self._upsert(run_id, "events", events)
-
-    def _upsert(self, run_id: str, table: str, records: list[dict]) -> None:
-        sql, rows = upsert_sql(table), table_rows(run_id, records, table)
-        with self._write() as conn:
-            self._status(conn, run_id)
-            conn.executemany(sql, rows)
-            # Any write by the owner proves it alive, even if it forgot to heartbeat.
-            conn.execute(
-                "UPDATE runs SET heartbeat = ? WHERE run_id = ? AND status = ?",
-                (time.time(), run_id, RunStatus.RUNNING),
-            )
-
-    def epochs(self, run_id: str) -> list[dict]:
-        """Epoch rows of every stage, ordered by global epoch."""
-        return self._rows("SELECT * FROM epochs WHERE run_id = ? ORDER BY global_epoch", run_id)
-
-    def steps(self, run_id: str, *, max_points: int | None = None) -> list[dict]:
-        """Sampled step rows in training order; ``max_points`` thins them evenly for charts."""
-        rows = self._rows("SELECT * FROM steps WHERE run_id = ?", run_id)
-        rows.sort(key=lambda r: (stage_rank(r["stage"]), r["step"]))
-        return rows if max_points is None else downsample(rows, max_points)
-
-    def layer_snapshots(self, run_id: str) -> list[dict]:
-        """Every layer row of every snapshot, density/group_norm decoded."""
-        sql = "SELECT * FROM layers WHERE run_id = ? ORDER BY global_epoch, layer_index"
-        return [decode_layer(r) for r in self._rows(sql, run_id)]
-
-    def latest_layers(self, run_id: str) -> list[dict]:
-        """The last snapshot only (the current or final precision of each layer)."""
-        sql = (
-            "SELECT * FROM layers WHERE run_id = ?1 AND global_epoch ="
-            " (SELECT MAX(global_epoch) FROM layers WHERE run_id = ?1) ORDER BY layer_index"
-        )
-        return [decode_layer(r) for r in self._rows(sql, run_id)]
-
-    def events(self, run_id: str) -> list[dict]:
-        """Precision-change events in training order."""
-        rows = self._rows("SELECT * FROM events WHERE run_id = ? ORDER BY id", run_id)
-        rows.sort(key=lambda r: (stage_rank(r["stage"]), r["epoch"]))  # stable: keeps id order
-        for row in rows:
-            del row["id"]
-        return rows
-
-    def truncate_after(self, run_id: str, stage_order: list[str], stage: str, epoch: int) -> None:
-        """Delete metric rows after (stage, epoch), so a resumed run re-writes them cleanly."""
-        if stage not in stage_order:
-            raise ValueError(f"Stage {stage!r} is not in stage_order {stage_order}.")
-        later = list(stage_order[stage_order.index(stage) + 1 :])
-        cond = f"stage = ? AND epoch > ? OR stage IN ({','.join('?' * len(later))})"
-        with self._write() as conn:
-            self._status(conn, run_id)
-            for table in _METRIC_TABLES:
-                conn.execute(
-                    f"DELETE FROM {table} WHERE run_id = ? AND ({cond})",
-                    (run_id, stage, epoch, *later),
-                )
 
     # -- sweeps -------------------------------------------------------------------------
 

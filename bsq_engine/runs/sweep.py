@@ -47,10 +47,8 @@ def _sweep_configs(model, dataset, alphas, uniform_bits, overrides) -> list[tupl
         config = make_config(model, dataset, **{**base, "method": "bsq", "alpha": alpha})
         runs.append((f"α={alpha:g}", config))
     for bits in uniform_bits:
-        # alpha does nothing in a uniform run; 0 keeps the runs table honest
-        config = make_config(
-            model, dataset, **{**base, "method": "uniform", "uniform_bits": bits, "alpha": 0.0}
-        )
+        # a uniform run has no alpha: the store keeps NULL, whatever the config holds
+        config = make_config(model, dataset, **{**base, "method": "uniform", "uniform_bits": bits})
         runs.append((f"uniform {bits}-bit", config))
     return runs
 

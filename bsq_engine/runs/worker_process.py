@@ -117,7 +117,7 @@ class _Forward(Callback):
         self.out, self.stop = out, stop
 
     def _send(self, kind: str, trainer, **payload) -> None:
-        from bsq_engine.runs.jobs import trainer_state
+        from bsq_engine.runs.live_buffer import trainer_state
 
         state = None if trainer is None else trainer_state(trainer)
         try:

@@ -38,17 +38,20 @@ class Callback:
 
     def on_finish(self, trainer, summary: dict) -> None: ...
 
+    def on_teardown(self, trainer) -> None:
+        """Always last, whether the run finished, stopped or failed: release resources
+        (close a progress bar, a file) here rather than in ``on_finish``."""
 
-class CallbackList(Callback):
-    """Fans every hook out to a list of callbacks, in order."""
+
+class CallbackList:
+    """Fans a hook out to a list of callbacks, in order (minGPT's two-line trigger)."""
 
     def __init__(self, callbacks: list[Callback]):
         self.callbacks = callbacks
 
-    def __getattribute__(self, name):
-        if name.startswith("on_"):
-            return lambda *args: [getattr(c, name)(*args) for c in self.callbacks] and None
-        return super().__getattribute__(name)
+    def trigger(self, hook: str, *args) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(*args)
 
 
 class ProgressBarCallback(Callback):
@@ -79,8 +82,9 @@ class ProgressBarCallback(Callback):
         for event in events:
             self.bar.write(f"  {event['message']}", file=self.file)
 
-    def on_finish(self, trainer, summary) -> None:
-        self.bar.close()
+    def on_teardown(self, trainer) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 class CheckpointCallback(Callback):
@@ -113,30 +117,22 @@ class CheckpointCallback(Callback):
 
 
 class StoreCallback(Callback):
-    """Persists a run into a ``RunStore``: every epoch, layer snapshot and event, sampled
-    steps in batches, and a heartbeat so a dead process is recognised."""
+    """Persists a run into a ``RunStore``: every epoch, layer snapshot and event, and a
+    heartbeat every ``beat_seconds`` of training so a dead process is recognised."""
 
-    def __init__(self, store, run_id: str, step_every: int = 5, flush_seconds: float = 2.0):
-        self.store, self.run_id = store, run_id
-        self.step_every, self.flush_seconds = step_every, flush_seconds
-        self._steps: list[dict] = []
-        self._last_flush = time.monotonic()
+    def __init__(self, store, run_id: str, beat_seconds: float = 2.0):
+        self.store, self.run_id, self.beat_seconds = store, run_id, beat_seconds
+        self._last_beat = time.monotonic()
 
     def on_step_end(self, trainer, step) -> None:
-        if step["step"] % self.step_every == 0:
-            self._steps.append(step)
-        if time.monotonic() - self._last_flush >= self.flush_seconds:
-            self._flush()
+        if time.monotonic() - self._last_beat >= self.beat_seconds:
+            self._beat()
 
-    def _flush(self) -> None:
-        if self._steps:
-            self.store.add_steps(self.run_id, self._steps)
-            self._steps = []
+    def _beat(self) -> None:
         self.store.heartbeat(self.run_id)
-        self._last_flush = time.monotonic()
+        self._last_beat = time.monotonic()
 
     def on_epoch_end(self, trainer, record, layers) -> None:
-        self._flush()
         self.store.add_epochs(self.run_id, [record])
         if layers is not None:
             self.store.add_layers(
@@ -148,4 +144,4 @@ class StoreCallback(Callback):
             self.store.add_events(self.run_id, events)
 
     def on_finish(self, trainer, summary) -> None:
-        self._flush()
+        self._beat()

@@ -9,7 +9,15 @@ from dataclasses import dataclass, field
 
 from bsq_engine.core.quantize import BSQConfig
 
-__all__ = ["CONFIG_VERSION", "METHODS", "RunConfig", "Stage", "stages_for"]
+__all__ = [
+    "CONFIG_VERSION",
+    "METHODS",
+    "RunConfig",
+    "Stage",
+    "alpha_of",
+    "stage_rank",
+    "stages_for",
+]
 
 CONFIG_VERSION = 1
 METHODS = ("bsq", "uniform")
@@ -29,6 +37,26 @@ def stages_for(method: str) -> list[Stage]:
     """The training stages of a method, in order (``DONE`` excluded)."""
     middle = Stage.BSQ if method == "bsq" else Stage.QAT
     return [Stage.PRETRAIN, middle, Stage.FINETUNE]
+
+
+def stage_rank(stage: str) -> int:
+    """Position of a stage in its pipeline, for sorting stored rows into training order:
+    ``bsq`` and its uniform twin ``qat`` share one; ``done`` and unknown names sort last.
+
+    >>> [stage_rank(s) for s in ("pretrain", "bsq", "qat", "finetune", "done", "x")]
+    [0, 1, 1, 2, 3, 3]
+    """
+    for method in METHODS:
+        order = stages_for(method)
+        if stage in order:
+            return order.index(stage)
+    return len(stages_for(METHODS[0]))
+
+
+def alpha_of(method: str, alpha: float) -> float | None:
+    """The alpha a run really uses: None for a uniform run, which has no regularizer (its
+    config still carries the field; the store, summaries and exports show NULL/None)."""
+    return float(alpha) if method == "bsq" else None
 
 
 def _positive(name: str, value, kind=int, allow_zero=False) -> None:
@@ -163,6 +191,11 @@ class RunConfig:
 
     def replace(self, **changes) -> RunConfig:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def used_alpha(self) -> float | None:
+        """``alpha``, or None for a uniform run (see :func:`alpha_of`)."""
+        return alpha_of(self.method, self.alpha)
 
     @property
     def stages(self) -> list[Stage]:

@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from bsq_engine.core.quantize import (
-    apply_layer_meta_,
     bit_report,
     layer_meta,
     prepare_bsq,
@@ -29,11 +28,11 @@ from bsq_engine.core.quantize import (
 )
 from bsq_engine.core.regularizer import bit_group_lasso, clip_planes_
 from bsq_engine.data import load_dataset
-from bsq_engine.models import create_model
 from bsq_engine.training.callbacks import Callback, CallbackList
 from bsq_engine.training.checkpoint import optimizer_tensors
 from bsq_engine.training.config import RunConfig, Stage
 from bsq_engine.training.float_cache import FloatCache
+from bsq_engine.training.run_model import build_model, model_from_checkpoint, model_shape
 
 __all__ = ["DivergenceError", "RunStopped", "Trainer", "resolve_device"]
 
@@ -52,30 +51,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but no CUDA GPU is visible; use 'cpu'.")
     return torch.device(name)
-
-
-def build_model(config: RunConfig, info, tensors: dict, meta: dict) -> nn.Module:
-    """Rebuild a run's model from a checkpoint ``(tensors, meta)``: right layer classes,
-    right number of planes per layer, then the saved weights. ``info``: the DatasetInfo."""
-    stage = Stage(meta["stage"])
-    torch.manual_seed(config.seed)
-    model = create_model(
-        config.model,
-        in_channels=info.in_channels,
-        num_classes=info.num_classes,
-        image_size=info.image_size,
-    )
-    if stage is not Stage.PRETRAIN:
-        if config.method == "bsq":
-            model = prepare_bsq(model, config.bsq_config())
-            if stage in (Stage.FINETUNE, Stage.DONE):
-                model = to_fixed_(model)
-        else:
-            model = prepare_uniform(model, config.uniform_bits, config.bsq_config())
-        apply_layer_meta_(model, meta["layers"])
-    state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    model.load_state_dict(state)
-    return model
 
 
 class Trainer:
@@ -106,18 +81,14 @@ class Trainer:
     # ----------------------------------------------------------------- set-up
     def _load_data(self):
         cfg = self.config
-        self.data = load_dataset(cfg.dataset, cfg.data_root, False, cfg.max_train, cfg.max_test)
+        self.data = load_dataset(
+            cfg.dataset, cfg.data_root, download=False,
+            max_train=cfg.max_train, max_test=cfg.max_test,
+        )  # fmt: skip
         self.steps_per_epoch = math.ceil(len(self.data.train_y) / cfg.batch_size)
 
     def _new_model(self) -> nn.Module:
-        info = self.data.info
-        torch.manual_seed(self.config.seed)
-        return create_model(
-            self.config.model,
-            in_channels=info.in_channels,
-            num_classes=info.num_classes,
-            image_size=info.image_size,
-        ).to(self.device)
+        return build_model(self.config, model_shape(self.data.info)).to(self.device)
 
     def _build_optimizer(self) -> None:
         cfg = self.config
@@ -129,19 +100,22 @@ class Trainer:
     # -------------------------------------------------------------- the loop
     def run(self, resume: tuple[dict, dict] | None = None) -> dict:
         """Run (or, given a loaded checkpoint ``(tensors, meta)``, continue) the pipeline."""
-        self._load_data()
-        position = self._restore(resume) if resume else None
-        self.callbacks.on_run_start(self)
-        for stage in self.config.stages:
-            if position and self._stage_index(stage) < self._stage_index(position[0]):
-                continue
-            resumed_mid_stage = position is not None and position[0] == stage
-            start_epoch = position[1] + 1 if resumed_mid_stage else 1
-            if not resumed_mid_stage:
-                self._enter_stage(stage)
-            self._run_stage(stage, start_epoch)
-            position = None
-        return self._finish()
+        try:
+            self._load_data()
+            position = self._restore(resume) if resume else None
+            self.callbacks.trigger("on_run_start", self)
+            for stage in self.config.stages:
+                if position and self._stage_index(stage) < self._stage_index(position[0]):
+                    continue
+                resumed_mid_stage = position is not None and position[0] == stage
+                start_epoch = position[1] + 1 if resumed_mid_stage else 1
+                if not resumed_mid_stage:
+                    self._enter_stage(stage)
+                self._run_stage(stage, start_epoch)
+                position = None
+            return self._finish()
+        finally:  # finished, stopped or failed: callbacks release what they hold
+            self.callbacks.trigger("on_teardown", self)
 
     def _stage_index(self, stage: Stage) -> int:
         return self.config.stages.index(Stage(stage))
@@ -158,18 +132,18 @@ class Trainer:
             self.model = to_fixed_(self.model)
         self.model.to(self.device)
         self._build_optimizer()
-        self.callbacks.on_stage_start(self, stage)
+        self.callbacks.trigger("on_stage_start", self, stage)
 
     def _run_stage(self, stage: Stage, start_epoch: int) -> None:
         if stage is Stage.PRETRAIN and start_epoch == 1 and self._load_pretrained():
-            self.callbacks.on_stage_end(self, stage)
+            self.callbacks.trigger("on_stage_end", self, stage)
             return
         for epoch in range(start_epoch, self.config.epochs_of(stage) + 1):
             self._run_epoch(stage, epoch)
         if stage is Stage.PRETRAIN:
             self.float_accuracy = self.evaluate()[1]
             self._save_pretrained()
-        self.callbacks.on_stage_end(self, stage)
+        self.callbacks.trigger("on_stage_end", self, stage)
 
     def _run_epoch(self, stage: Stage, epoch: int) -> None:
         self.epoch, self.global_epoch = epoch, self.global_epoch + 1
@@ -181,7 +155,7 @@ class Trainer:
         if stage is Stage.BSQ and self._requant_due(epoch):
             events = requantize_(self.model, self.config.max_bits, stage=stage.value, epoch=epoch)
             self._build_optimizer()  # resized tensors: momentum starts fresh (the reference)
-            self.callbacks.on_requantize(self, [e.to_dict() for e in events])
+            self.callbacks.trigger("on_requantize", self, [e.to_dict() for e in events])
         test_loss, test_acc = self.evaluate()
         record = {
             "stage": stage.value, "epoch": epoch, "global_epoch": self.global_epoch,
@@ -196,7 +170,7 @@ class Trainer:
             summary = scheme_summary(self.model)
             record.update(avg_bits=summary["avg_bits"], compression=summary["compression"])
             layers = bit_report(self.model, self.config.max_bits)
-        self.callbacks.on_epoch_end(self, record, layers)
+        self.callbacks.trigger("on_epoch_end", self, record, layers)
 
     def _requant_due(self, epoch: int) -> bool:
         last = self.config.epochs_of(Stage.BSQ)
@@ -230,7 +204,7 @@ class Trainer:
             totals["correct"] += correct
             totals["n"] += len(yb)
             totals["reg"] += reg_value * len(yb)
-            self.callbacks.on_step_end(self, {
+            self.callbacks.trigger("on_step_end", self, {
                 "stage": stage.value, "epoch": self.epoch, "step": self.global_step,
                 "loss": loss_value, "reg": reg_value, "lr": lr,
                 "batch_acc": correct / len(yb), "step_ms": step_ms[-1],
@@ -274,14 +248,14 @@ class Trainer:
         result = {
             "run_id": self.run_id, "model": cfg.model,
             "dataset": cfg.dataset, "method": cfg.method,
-            "alpha": cfg.alpha if cfg.method == "bsq" else None,
+            "alpha": cfg.used_alpha,
             "uniform_bits": cfg.uniform_bits if cfg.method == "uniform" else None,
             "float_accuracy": self.float_accuracy, "accuracy": accuracy,
             "avg_bits": summary["avg_bits"], "compression": summary["compression"],
             "seconds": self.elapsed_before + time.time() - self.started,
             "device": str(self.device), "layers": summary["layers"],
         }  # fmt: skip
-        self.callbacks.on_finish(self, result)
+        self.callbacks.trigger("on_finish", self, result)
         return result
 
     # ------------------------------------------------- float model reuse
@@ -296,7 +270,7 @@ class Trainer:
         for record in records:
             self.global_epoch = record["global_epoch"]
             self.epoch = record["epoch"]
-            self.callbacks.on_epoch_end(self, dict(record, reused=True), None)
+            self.callbacks.trigger("on_epoch_end", self, dict(record, reused=True), None)
         self.float_accuracy = self.evaluate()[1]
         return True
 
@@ -324,7 +298,8 @@ class Trainer:
 
     def _restore(self, checkpoint: tuple[dict, dict]) -> tuple[Stage, int]:
         tensors, meta = checkpoint
-        self.model = build_model(self.config, self.data.info, tensors, meta).to(self.device)
+        shape = model_shape(self.data.info)
+        self.model = model_from_checkpoint(self.config, shape, tensors, meta).to(self.device)
         self.stage, self.epoch = Stage(meta["stage"]), meta["epoch"]
         if self.stage is Stage.DONE:  # died after its final checkpoint: only finish remains
             self.stage = self.config.stages[-1]

@@ -1,2 +1,2 @@
 """The only dashboard modules that import Streamlit: page setup and state, accessors, the run
-panel and the form widgets."""
+panel, the form widgets, and one module per page (train, runs, pareto, compare, learn)."""

@@ -1,31 +1,47 @@
-"""Read one run (or all runs) as DataFrames, merging the live snapshot with the store.
+"""Everything the pages read from disk: runs as DataFrames, exports, models, references.
 
 A run that is live in this process is read from the job manager's snapshot (fresh, no disk)
 on top of what the store already holds; any other run comes from the store alone. Only
-ended runs are cached: a running run must never be served stale.
+ended runs are cached: a running run must never be served stale. ``dashboard.views`` stays
+pure because every file, checkpoint and store read happens here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
+import torch
+from torch import nn
 
+from bsq_engine.core.quantize import BSQConfig, prepare_bsq
+from bsq_engine.data import get_dataset_info
+from bsq_engine.models import create_model
+from bsq_engine.runs.export import export_run, load_run_model
+from bsq_engine.runs.paths import cache_dir
+from bsq_engine.runs.status import ACTIVE, RunStatus
+from bsq_engine.runs.store import RunNotFound
+from bsq_engine.training.checkpoint import CheckpointError
+from bsq_engine.training.float_cache import FloatCache
+from bsq_engine.training.presets import make_config
 from dashboard.ui.state import manager, store
-from dashboard.views import frames
+from dashboard.views import compare, frames, pareto
 
 __all__ = [
-    "ACTIVE",
     "RunView",
     "export_files",
+    "lesson_model",
     "list_runs_frame",
+    "load_references",
     "load_run_view",
+    "model_for_lesson",
+    "scheme_file",
 ]
 
-ACTIVE = frozenset({"queued", "running"})
 _CACHE_TTL_S = 300
 
 
@@ -158,8 +174,6 @@ def list_runs_frame(**filters: Any) -> pd.DataFrame:
 
 @st.cache_data(ttl=_CACHE_TTL_S, max_entries=64, show_spinner="Preparing exports...")
 def _export(home: str, run_id: str, finished_at: float | None) -> dict[str, str]:
-    from bsq_engine.runs.export import export_run
-
     out = store().run_dir(run_id) / "export"
     result = export_run(store(), run_id, out)
     return {name: str(path) for name, path in result["files"].items()}
@@ -178,3 +192,72 @@ def export_files(run_id: str) -> dict[str, Path]:
         files = _export(str(store().home), run_id, run.get("finished_at"))
         paths = {name: Path(p) for name, p in files.items()}
     return paths
+
+
+def scheme_file(db, run: dict, layers: list[dict]) -> Callable[[], bytes]:
+    """A callable for a deferred download: the exported ``scheme.json`` of a finished run
+    (written into its folder once), else the scheme from the stored summary."""
+
+    def _data() -> bytes:
+        if run.get("status") == RunStatus.FINISHED:
+            folder = db.run_dir(run["run_id"]) / "export"
+            try:
+                if not (folder / "scheme.json").exists():
+                    export_run(db, run["run_id"], folder)
+                return (folder / "scheme.json").read_bytes()
+            except Exception:  # no final checkpoint (e.g. records written without training)
+                pass
+        return compare.scheme_json(run, layers)
+
+    return _data
+
+
+REFERENCE_PATH = Path(__file__).resolve().parents[2] / "assets" / "paper_reference.csv"
+
+
+def load_references(path: Path | str = REFERENCE_PATH) -> pd.DataFrame:
+    """Published figures of the paper (``assets/paper_reference.csv``) for the Pareto page."""
+    return pareto.references_frame(pd.read_csv(path))
+
+
+# ---------------------------------------------------------------- the Learn page's models
+LESSON_DATASET = "digits"
+
+
+def lesson_model(model_name: str = "mlp", home: Path | str | None = None) -> tuple[nn.Module, str]:
+    """A model converted to 8-bit planes for the lesson, and where its weights come from.
+
+    The float weights are the store's cached pretrained model of the preset (the one a
+    "Try it" run trains) when it exists, else a fresh initialisation.
+    """
+    info = get_dataset_info(LESSON_DATASET)
+    torch.manual_seed(0)
+    model = create_model(
+        model_name, in_channels=info.in_channels, num_classes=info.num_classes,
+        image_size=info.image_size,
+    )  # fmt: skip
+    source = f"a freshly initialised (untrained) {model_name}"
+    if home is not None:
+        hit = FloatCache(cache_dir(home)).load(make_config(model_name, LESSON_DATASET), model)
+        if hit is not None:
+            source = f"the pretrained float {model_name} of this store (test accuracy {hit[0]:.1%})"
+    return prepare_bsq(model, BSQConfig()), source
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the model...")
+def _model(run_id: str | None, finished_at: float | None, home: str, fresh: str):
+    # finished_at keys the cache: a resumed and re-finished run has a new final model.
+    if run_id is not None:
+        try:
+            model, config, _ = load_run_model(store(), run_id)
+            return model, f"the final model of run **{run_id}** ({config.model})"
+        except (CheckpointError, RunNotFound, ValueError):
+            pass
+    return lesson_model(fresh, home)
+
+
+def model_for_lesson(run: dict | None, fresh: str) -> tuple[nn.Module, str]:
+    """The final model of ``run`` (a store run dict), else the ``fresh`` lesson model; with
+    a sentence saying where its weights come from."""
+    run_id = run["run_id"] if run else None
+    return _model(run_id, run.get("finished_at") if run else None, str(store().home), fresh)

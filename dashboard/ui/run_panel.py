@@ -11,37 +11,40 @@ calls ``st.rerun()`` once and the page shows the static, finished view, which no
 
 from __future__ import annotations
 
-import math
 import threading
 
 import streamlit as st
 
-from bsq_engine import units
 from bsq_engine.runs.export import COUNTING_CONVENTION
+from bsq_engine.runs.status import RunStatus
 from bsq_engine.runs.store import RunNotFound
+from bsq_engine.training.config import Stage
+from bsq_engine.units import format_bits, format_compression, format_duration, format_pct, is_number
 from dashboard.ui import identity, live
 from dashboard.ui.accessors import RunView, export_files
 from dashboard.ui.state import manager, store
 from dashboard.views import charts, frames, plain
 
-__all__ = ["POLL_S", "STATUS_COLORS", "format_duration", "render_run_panel"]
+__all__ = ["POLL_S", "STATUS_COLORS", "render_run_panel"]
 
 POLL_S = 1.0
+_S = RunStatus
 STATUS_COLORS = {
-    "queued": "gray", "running": "blue", "finished": "green",
-    "failed": "red", "stopped": "orange", "interrupted": "orange",
+    _S.QUEUED: "gray", _S.RUNNING: "blue", _S.FINISHED: "green",
+    _S.FAILED: "red", _S.STOPPED: "orange", _S.INTERRUPTED: "orange",
 }  # fmt: skip
 EXPORT_NAMES = (
     "scheme.json", "metrics.csv", "layers.csv", "quantized.safetensors", "float_model.safetensors",
 )  # fmt: skip
 _STAGE_LABELS = {
-    "pretrain": "Pretraining (float)", "bsq": "BSQ training", "qat": "Quantized training",
-    "finetune": "Finetuning", "done": "Final evaluation",
+    Stage.PRETRAIN: "Pretraining (float)", Stage.BSQ: "BSQ training",
+    Stage.QAT: "Quantized training", Stage.FINETUNE: "Finetuning", Stage.DONE: "Final evaluation",
 }  # fmt: skip
 
 
 def render_run_panel(run_id: str, *, key: str = "panel") -> None:
     """Show run ``run_id``; ``key`` prefixes element keys (one panel per key per page)."""
+    _start_warm_up()
     try:
         frame = live.live_frame(run_id, build_figures)
     except RunNotFound:
@@ -75,7 +78,7 @@ def _render(view: RunView, key: str, figures: dict) -> None:
     else:
         _outcome(view)
     _tiles(view)
-    if view.status == "finished":
+    if view.status == RunStatus.FINISHED:
         _downloads(view, key)
     _charts(view, key, figures)
 
@@ -89,7 +92,8 @@ def _header(view: RunView) -> None:
     if run.get("method") == "uniform":
         method = f"uniform {cfg.get('uniform_bits', '?')}-bit"
     else:
-        method = f"BSQ, alpha = {run.get('alpha'):.4g}"
+        alpha = run.get("alpha")
+        method = f"BSQ, alpha = {alpha:.4g}" if is_number(alpha) else "BSQ"
     owner = run.get("owner") or "no recorded owner"
     st.caption(plain.md(f"{run.get('model')} on {run.get('dataset')} · {method} · "
                         f"run {view.run_id} · started by {owner}"))  # fmt: skip
@@ -98,22 +102,21 @@ def _header(view: RunView) -> None:
 def _progress(view: RunView, key: str) -> None:
     snap, cfg = view.snapshot or {}, view.config
     last = view.epochs.iloc[-1] if not view.epochs.empty else None
-    stage = snap.get("stage") or (last["stage"] if last is not None else "pretrain")
+    stage = snap.get("stage") or (last["stage"] if last is not None else Stage.PRETRAIN)
     epoch = snap["epoch"] if "epoch" in snap else (int(last["epoch"]) if last is not None else 0)
-    per_stage = {"pretrain": cfg.get("pretrain_epochs"), "bsq": cfg.get("bsq_epochs"),
-                 "qat": cfg.get("bsq_epochs"), "finetune": cfg.get("finetune_epochs")}  # fmt: skip
+    per_stage = frames.stage_epochs(cfg)
     progress = snap.get("progress")
     if progress is None:
-        total = sum(per_stage[s] or 0 for s in ("pretrain", "bsq", "finetune")) or 1
+        total = sum(per_stage.values()) or 1
         progress = (int(last["global_epoch"]) if last is not None else 0) / total
-    if view.status == "queued":
+    if view.status == RunStatus.QUEUED:
         text = _queue_text(view.run_id)
     else:
         text = f"{_STAGE_LABELS.get(stage, stage)} · epoch {epoch} of {per_stage.get(stage, '?')}"
         text += f" · {progress:.0%}"
         eta = snap.get("eta_seconds")
-        if eta is not None and math.isfinite(eta):
-            text += f" · about {format_duration(eta)} left"
+        if is_number(eta):
+            text += f" · about {format_duration(eta, missing='—')} left"
     bar, button = st.columns([6, 1], vertical_alignment="bottom")
     bar.progress(min(max(float(progress), 0.0), 1.0), text=text)
     refusal = identity.refusal(view.run, "stop")
@@ -156,46 +159,46 @@ def _queue_text(run_id: str) -> str:
 
 def _outcome(view: RunView) -> None:
     run, status = view.run, view.status
-    if status == "finished":
+    if status == RunStatus.FINISHED:
         acc, flt = run.get("accuracy"), run.get("float_accuracy")
-        text = f"Finished in {format_duration(run.get('seconds'))}: "
-        text += f"**{_pct(acc)}** test accuracy"
-        if flt is not None and acc is not None:
-            text += f" (float model {_pct(flt)}, {100 * (acc - flt):+.2f} points)"
+        text = f"Finished in {format_duration(run.get('seconds'), missing='—')}: "
+        text += f"**{format_pct(acc)}** test accuracy"
+        if is_number(flt) and is_number(acc):
+            text += f" (float model {format_pct(flt)}, {100 * (acc - flt):+.2f} points)"
         if run.get("avg_bits") is not None:
-            text += f" at **{run['avg_bits']:.2f} average bits**"
-            text += f" = {run['compression']:.1f}x compression."
+            text += f" at **{format_bits(run['avg_bits'])} average bits**"
+            text += f" = {format_compression(run['compression'])} compression."
         st.success(text)
-    elif status == "failed":
+    elif status == RunStatus.FAILED:
         st.error(f"This run failed: {_clean_error(run.get('error'))}")
         st.caption("Change the settings and start a new run, or resume it from the Runs page.")
-    elif status in ("stopped", "interrupted"):
+    elif status in (RunStatus.STOPPED, RunStatus.INTERRUPTED):
         reason = _clean_error(run.get("error")) if run.get("error") else "It was stopped."
         st.warning(f"This run did not finish. {reason} Resume it from the Runs page.")
 
 
 def _tiles(view: RunView) -> None:
     run, last = view.run, (view.epochs.iloc[-1] if not view.epochs.empty else None)
-    done = view.status == "finished"
+    done = view.status == RunStatus.FINISHED
     acc = run.get("accuracy") if done or last is None else last["test_acc"]
     flt = run.get("float_accuracy") or (view.snapshot or {}).get("float_accuracy")
     bits = run.get("avg_bits") if done or last is None else last["avg_bits"]
     comp = run.get("compression") if done or last is None else last["compression"]
-    quantized = done or (last is not None and last["stage"] != "pretrain")
-    compare = quantized and _num(acc) and _num(flt)
+    quantized = done or (last is not None and last["stage"] != Stage.PRETRAIN)
+    compare = quantized and is_number(acc) and is_number(flt)
     delta = f"{100 * (acc - flt):+.2f} pts vs float" if compare else None
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Test accuracy", _pct(acc), delta, border=True)
-    c2.metric("Average bits", f"{bits:.2f}" if _num(bits) else "—", border=True,
+    c1.metric("Test accuracy", format_pct(acc), delta, border=True)
+    c2.metric("Average bits", format_bits(bits), border=True,
               help="Weighted by layer size; measured from the BSQ stage on.")  # fmt: skip
-    c3.metric("Compression", f"{comp:.1f}x" if _num(comp) else "—", border=True,
+    c3.metric("Compression", format_compression(comp), border=True,
               help=COUNTING_CONVENTION)  # fmt: skip
     if run.get("method") == "uniform":
         c4.metric("Regularizer", "off", border=True, help="Uniform k-bit runs use no regularizer.")
         return
-    bsq = view.epochs[view.epochs["stage"] == "bsq"]
+    bsq = view.epochs[view.epochs["stage"] == Stage.BSQ]
     reg = bsq["alpha_reg"].iloc[-1] if not bsq.empty else None
-    c4.metric("Regularizer (alpha·R)", f"{reg:.4g}" if _num(reg) else "—", border=True,
+    c4.metric("Regularizer (alpha·R)", f"{reg:.4g}" if is_number(reg) else "—", border=True,
               help="Bit-level group Lasso times alpha, last BSQ epoch.")  # fmt: skip
 
 
@@ -286,7 +289,7 @@ def _warm_up() -> None:
     """Build one figure of each kind, so the first live tick is not the one paying for
     Plotly's template and Altair's schema loading (seconds on a busy 2-core machine)."""
     try:
-        epochs = frames.epochs_frame([{"stage": "pretrain", "epoch": 1, "global_epoch": 1}])
+        epochs = frames.epochs_frame([{"stage": Stage.PRETRAIN, "epoch": 1, "global_epoch": 1}])
         charts.bits_per_layer_chart(frames.layers_frame([]), start_bits=8).to_json()
         charts.density_heatmap(frames.layers_frame([]), 8).to_json()
         _vega_spec(charts.loss_chart(epochs))
@@ -294,20 +297,15 @@ def _warm_up() -> None:
         pass
 
 
-threading.Thread(target=_warm_up, name="bsq-chart-warm-up", daemon=True).start()
+_warm_up_started = threading.Event()
 
 
-def format_duration(seconds: float | None) -> str:
-    """'12 s', '3 min 05 s', '1 h 02 min'; '—' when unknown."""
-    return units.format_duration(seconds, missing="—")
-
-
-def _num(value) -> bool:
-    return value is not None and isinstance(value, int | float) and math.isfinite(value)
-
-
-def _pct(value) -> str:
-    return f"{100 * value:.2f} %" if _num(value) else "—"
+def _start_warm_up() -> None:
+    """Warm the chart libraries once per process, from the first panel drawn (importing
+    this module never starts a thread)."""
+    if not _warm_up_started.is_set():
+        _warm_up_started.set()
+        threading.Thread(target=_warm_up, name="bsq-chart-warm-up", daemon=True).start()
 
 
 def _clean_error(error: str | None) -> str:

@@ -1,6 +1,8 @@
-"""App-wide state: the job manager, the run store, URL parameters and session keys.
+"""App-wide state: ``page_setup``, the job manager, the run store, URL parameters and
+session keys.
 
-Pages reach the engine only through ``manager()`` / ``store()``; run ids live in the URL
+Every page calls ``page_setup()`` first; ``dashboard.ui`` modules reach the engine through
+``manager()`` / ``store()`` (pages never import the engine). Run ids live in the URL
 (``?run=<id>`` for one run, ``?runs=a,b,c`` for a comparison) so reloads and shared links
 re-attach. Session-state keys are named here once so pages never collide.
 """
@@ -10,12 +12,14 @@ from __future__ import annotations
 import streamlit as st
 
 from bsq_engine.runs.store import RunStore, default_home
+from dashboard.ui import identity
 
 __all__ = [
     "KEY_DELETE_PENDING",
     "KEY_FLASH",
     "KEY_SWEEP_ID",
     "manager",
+    "page_setup",
     "pop_flash",
     "set_flash",
     "set_url_run",
@@ -92,3 +96,14 @@ def pop_flash() -> None:
     if flash:
         kind, message = flash
         getattr(st, kind, st.info)(message)
+
+
+def page_setup(title: str | None = None, caption: str | None = None) -> None:
+    """Every page's first call (the OpenMS template's anchor): its title and caption, then
+    the message a previous rerun left with ``set_flash``."""
+    identity.sidebar()  # who this session is: the owner of the runs it starts
+    if title:
+        st.title(title, anchor=False)
+    if caption:
+        st.caption(caption)
+    pop_flash()

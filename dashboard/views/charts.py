@@ -6,6 +6,7 @@ is unit-testable and the pages stay thin.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -14,7 +15,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from dashboard.views.frames import STAGES, bit_labels, density_matrix, downsample, plane_matrix
+from bsq_engine.core.quantize import PrecisionEvent
+from bsq_engine.runs.queries import downsample
+from bsq_engine.training.config import Stage
+from dashboard.views.frames import bit_labels, density_matrix, plane_matrix
 
 TEMPLATE = "plotly_white"
 BAR_COLOR = "#4C78A8"
@@ -231,34 +235,23 @@ def bits_chart(epochs_df: pd.DataFrame, max_points: int = 500) -> alt.LayerChart
     return chart.configure_view(strokeWidth=0).configure(background="white")
 
 
-def describe_event(event: Mapping[str, Any]) -> str:
-    """'conv2: 8 -> 5 bits, dropped 2 MSB and 1 LSB, bsq epoch 12'."""
-    old, new = int(event.get("old_bits", 0)), int(event.get("new_bits", 0))
-    parts = []
-    msb, lsb = int(event.get("msb_dropped", 0) or 0), int(event.get("lsb_dropped", 0) or 0)
-    dropped = [f"{n} {end}" for n, end in ((msb, "MSB"), (lsb, "LSB")) if n]
-    if dropped:
-        parts.append("dropped " + " and ".join(dropped))
-    grown = event.get("grown")
-    if grown:
-        n = "" if isinstance(grown, bool) else f" {int(grown)} bit(s)"
-        parts.append(f"grew{n} on overflow")
-    if new == 0:
-        parts.append("pruned")
-    stage = event.get("stage") or ""
-    parts.append(f"{stage} epoch {event.get('epoch')}".strip())
-    return f"{event.get('layer')}: {old} -> {new} bits, " + ", ".join(parts)
+def _message(event: Mapping[str, Any]) -> str:
+    """The event's own wording; an event stored without one gets the engine's wording."""
+    if event.get("message"):
+        return str(event["message"])
+    known = {f.name for f in dataclasses.fields(PrecisionEvent)} - {"message"}
+    return PrecisionEvent(**{k: v for k, v in event.items() if k in known}).message
 
 
 def events_table(events: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """Readable precision-change log in training order (stage, epoch, layer, change)."""
     rows = [
         {"stage": e.get("stage"), "epoch": e.get("epoch"), "layer": e.get("layer"),
-         "old_bits": e.get("old_bits"), "new_bits": e.get("new_bits"),
-         "change": describe_event(e)}
+         "old_bits": e.get("old_bits"), "new_bits": e.get("new_bits"), "change": _message(e)}
         for e in events
     ]  # fmt: skip
     df = pd.DataFrame(rows, columns=["stage", "epoch", "layer", "old_bits", "new_bits", "change"])
-    order = df["stage"].map({s: i for i, s in enumerate(STAGES)}).fillna(len(STAGES))
+    stages = list(Stage)
+    order = df["stage"].map({s.value: i for i, s in enumerate(stages)}).fillna(len(stages))
     df = df.assign(_order=order).sort_values(["_order", "epoch"], kind="stable")
     return df.drop(columns="_order").reset_index(drop=True)

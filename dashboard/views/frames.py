@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-STAGES = ("pretrain", "bsq", "finetune")
+from bsq_engine.training.config import RunConfig, Stage
+from bsq_engine.units import is_number
 
 EPOCH_COLUMNS = [
     "stage", "epoch", "global_epoch", "train_loss", "train_acc", "test_loss", "test_acc",
@@ -62,13 +63,24 @@ def layers_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def latest_snapshot(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the last snapshot (highest global_epoch), in layer order."""
-    if df.empty:
-        return df.copy()
-    last = df["global_epoch"].max()
-    out = df[df["global_epoch"] == last].sort_values("layer_index", kind="stable")
-    return out.reset_index(drop=True)
+def snapshot_at(snapshots: pd.DataFrame, global_epoch: int) -> pd.DataFrame:
+    """The layer rows of one snapshot (``global_epoch``), in layer order."""
+    rows = snapshots[snapshots["global_epoch"] == global_epoch]
+    return rows.sort_values("layer_index", kind="stable").reset_index(drop=True)
+
+
+def stage_epochs(config: Mapping[str, Any]) -> dict[Stage, int]:
+    """Epochs of each training stage of a stored config (``RunConfig.epochs_of``, so the
+    uniform baseline's QAT stage counts its ``bsq_epochs``); empty if it does not parse.
+
+    >>> stage_epochs({"method": "uniform", "bsq_epochs": 7})[Stage.QAT]
+    7
+    """
+    try:
+        cfg = RunConfig.from_dict(dict(config))
+    except (TypeError, ValueError):
+        return {}
+    return {stage: cfg.epochs_of(stage) for stage in cfg.stages}
 
 
 def bit_labels(max_bits: int) -> list[str]:
@@ -109,27 +121,15 @@ def density_matrix(
     return matrix, [str(n) for n in snapshot_df["name"]], bit_labels(max_bits)
 
 
-def downsample(df: pd.DataFrame, max_points: int) -> pd.DataFrame:
-    """Evenly thin a long series to at most max_points rows, always keeping first and last.
-
-    Live charts are redrawn every tick; thousands of points make the browser stutter.
-    """
-    if max_points < 2:
-        raise ValueError(f"max_points must be at least 2, got {max_points}")
-    if len(df) <= max_points:
-        return df
-    keep = np.unique(np.linspace(0, len(df) - 1, max_points).round().astype(int))
-    return df.iloc[keep]
-
-
 def compact_bits(layers: Iterable[Mapping[str, Any]] | None) -> str:
     """'8/5/3/0' from summary layers: a scheme readable in one hover line."""
     return "/".join(str(int(layer.get("n_bits", 0))) for layer in layers or [])
 
 
-def _pct(value: Any) -> float:
-    """Accuracy fraction (0-1) to percent; None stays NaN."""
-    return float(value) * 100.0 if value is not None else np.nan
+def _percent(value: Any) -> float:
+    """Accuracy fraction (0-1) as a number of percent for a table column; missing is NaN
+    (the text form is ``bsq_engine.units.format_pct``)."""
+    return 100.0 * float(value) if is_number(value) else np.nan
 
 
 def _timestamp(value: Any) -> pd.Timestamp | None:
@@ -154,6 +154,16 @@ def _duration(run: Mapping[str, Any]) -> float:
     return (end - start).total_seconds()
 
 
+def shown_alpha(run: Mapping[str, Any]) -> float | None:
+    """A run's alpha as shown: None (blank) for a uniform baseline, which has none. The
+    store keeps NULL for it; runs stored before that kept an unused placeholder.
+
+    >>> [shown_alpha({"method": m, "alpha": 0.2}) for m in ("uniform", "bsq")]
+    [None, 0.2]
+    """
+    return run.get("alpha") if run.get("method") == "bsq" else None
+
+
 def run_row(run: Mapping[str, Any]) -> dict[str, Any]:
     """Flatten one run dict into a table row (accuracy in %, scheme as '8/5/3')."""
     summary = run.get("summary") or {}
@@ -164,9 +174,9 @@ def run_row(run: Mapping[str, Any]) -> dict[str, Any]:
         "method": run.get("method"),
         "model": run.get("model"),
         "dataset": run.get("dataset"),
-        "alpha": run.get("alpha"),
-        "accuracy_pct": _pct(run.get("accuracy")),
-        "float_accuracy_pct": _pct(run.get("float_accuracy")),
+        "alpha": shown_alpha(run),
+        "accuracy_pct": _percent(run.get("accuracy")),
+        "float_accuracy_pct": _percent(run.get("float_accuracy")),
         "avg_bits": run.get("avg_bits"),
         "compression": run.get("compression"),
         "bits": compact_bits(summary.get("layers")),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,12 +29,7 @@ from bsq_engine.core.functional import (
     to_bit_planes,
 )
 from bsq_engine.core.layers import BitLayer
-from bsq_engine.core.quantize import BSQConfig, prepare_bsq, quantized_layers
-from bsq_engine.data import get_dataset_info
-from bsq_engine.models import create_model
-from bsq_engine.runs.runner import cache_dir
-from bsq_engine.training.float_cache import FloatCache
-from bsq_engine.training.presets import make_config
+from bsq_engine.core.quantize import memory_weights, quantized_layers
 from dashboard.views.charts import TEMPLATE, style_figure
 
 __all__ = [
@@ -44,14 +38,12 @@ __all__ = [
     "bits_figure",
     "epoch_events",
     "layer_planes",
-    "lesson_model",
     "penalty_figure",
     "penalty_table",
     "plane_label",
     "planes_figure",
     "replay_frames",
     "reweigh_table",
-    "snapshot_at",
     "value_bits",
 ]
 
@@ -162,42 +154,16 @@ def layer_planes(name: str, layer: nn.Module, max_side: int = 64) -> LayerPlanes
     return LayerPlanes(name, n_bits, shape, _images(pos), _images(neg), density, norm, q.numel())
 
 
-LESSON_DATASET = "digits"
-
-
-def lesson_model(model_name: str = "mlp", home: Path | str | None = None) -> tuple[nn.Module, str]:
-    """A model converted to 8-bit planes for the lesson, and where its weights come from.
-
-    The float weights are the store's cached pretrained model of the preset (the one a
-    "Try it" run trains) when it exists, else a fresh initialisation.
-    """
-    info = get_dataset_info(LESSON_DATASET)
-    torch.manual_seed(0)
-    model = create_model(
-        model_name, in_channels=info.in_channels, num_classes=info.num_classes,
-        image_size=info.image_size,
-    )  # fmt: skip
-    source = f"a freshly initialised (untrained) {model_name}"
-    if home is not None:
-        hit = FloatCache(cache_dir(home)).load(make_config(model_name, LESSON_DATASET), model)
-        if hit is not None:
-            source = f"the pretrained float {model_name} of this store (test accuracy {hit[0]:.1%})"
-    return prepare_bsq(model, BSQConfig()), source
-
-
-def _layer_factors(model: nn.Module) -> list[dict[str, Any]]:
-    layers = quantized_layers(model)
-    total = sum(layer.n_weights for _, layer in layers) or 1
-    return [
-        {"layer": name, "kind": layer.kind, "N_l": layer.n_weights, "n_l": layer.reported_bits,
-         "factor": layer.n_weights * layer.reported_bits / total}
-        for name, layer in layers
-    ]  # fmt: skip
-
-
 def reweigh_table(model: nn.Module) -> pd.DataFrame:
-    """Memory-aware reweighing: each layer's ``N_l * n_l / N`` and its share of the memory."""
-    df = pd.DataFrame(_layer_factors(model), columns=["layer", "kind", "N_l", "n_l", "factor"])
+    """Memory-aware reweighing: each layer's ``N_l * n_l / N`` (the regularizer's own
+    ``memory_weights``) and its share of the memory."""
+    layers = quantized_layers(model)
+    counts = [{"n_weights": layer.n_weights, "n_bits": layer.reported_bits} for _, layer in layers]
+    df = pd.DataFrame({
+        "layer": [name for name, _ in layers], "kind": [layer.kind for _, layer in layers],
+        "N_l": [c["n_weights"] for c in counts], "n_l": [c["n_bits"] for c in counts],
+        "factor": memory_weights(counts),
+    })  # fmt: skip
     bits = df["N_l"] * df["n_l"]
     df["memory share"] = bits / bits.sum() if bits.sum() else 0.0
     return df
@@ -226,12 +192,6 @@ def replay_frames(snapshots: pd.DataFrame) -> list[int]:
     if snapshots.empty:
         return []
     return sorted(int(e) for e in snapshots["global_epoch"].unique())
-
-
-def snapshot_at(snapshots: pd.DataFrame, global_epoch: int) -> pd.DataFrame:
-    """The layer rows of one snapshot, in layer order."""
-    rows = snapshots[snapshots["global_epoch"] == global_epoch]
-    return rows.sort_values("layer_index", kind="stable").reset_index(drop=True)
 
 
 def epoch_events(

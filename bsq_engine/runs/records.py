@@ -1,0 +1,115 @@
+"""How runs and their metric rows are written: ids, names, JSON and row codecs.
+
+Records come in as dicts (the shapes of docs/ARCHITECTURE.md) and go out as bind tuples in
+column order; JSON columns come back decoded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from typing import Any
+
+from bsq_engine.training.config import alpha_of
+
+__all__ = [
+    "EPOCH_COLS",
+    "EVENT_COLS",
+    "LAYER_COLS",
+    "check_id",
+    "decode_layer",
+    "decode_sweep",
+    "default_name",
+    "dumps",
+    "new_id",
+    "stored_alpha",
+    "table_rows",
+    "upsert_sql",
+]
+
+EPOCH_COLS = (
+    "stage", "epoch", "global_epoch", "train_loss", "train_acc", "test_loss", "test_acc", "reg",
+    "alpha_reg", "lr", "avg_bits", "compression", "seconds", "step_ms",
+)  # fmt: skip
+LAYER_COLS = (
+    "stage", "epoch", "global_epoch", "layer_index", "name", "n_bits", "n_weights",
+    "density_json", "group_norm_json", "msb_offset",
+)  # fmt: skip
+EVENT_COLS = (
+    "stage", "epoch", "layer", "old_bits", "new_bits", "msb_dropped", "lsb_dropped", "grown",
+    "message",
+)  # fmt: skip
+_COLS = {"epochs": EPOCH_COLS, "layers": LAYER_COLS, "events": EVENT_COLS}
+_KEYS = {"epochs": ("stage", "epoch"), "layers": ("name",), "events": ("stage", "epoch", "layer")}
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def new_id() -> str:
+    """Sortable by creation time, unique enough: ``20261128-104501-a3f9``."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + os.urandom(2).hex()
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, default=_jsonable)
+
+
+def _jsonable(obj: Any) -> Any:
+    """Tensors / numpy scalars and arrays, enums, paths: whatever a config may carry."""
+    for attr in ("tolist", "item"):
+        if hasattr(obj, attr):
+            return getattr(obj, attr)()
+    return str(obj)
+
+
+def _scalar(value: Any) -> Any:
+    """sqlite3 cannot bind numpy/torch scalars; unwrap them."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def upsert_sql(table: str) -> str:
+    """Upsert: a resumed run re-writing a row replaces it instead of duplicating it."""
+    cols = ("run_id", *_COLS[table])
+    return (
+        f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+    )
+
+
+def table_rows(run_id: str, records: list[dict], table: str) -> list[tuple]:
+    """Bind tuples in column order; extra keys are ignored, missing key columns refused."""
+    for record in records:
+        absent = [k for k in _KEYS[table] if record.get(k) is None]
+        if absent:
+            raise ValueError(f"A {table} record needs {', '.join(absent)}; got {sorted(record)}.")
+    return [(run_id, *(_scalar(r.get(c)) for c in _COLS[table])) for r in records]
+
+
+def stored_alpha(config: dict) -> float | None:
+    """The runs table's alpha: NULL for a uniform run, whose config alpha is unused."""
+    return alpha_of(config["method"], config["alpha"])
+
+
+def default_name(config: dict) -> str:
+    """``lenet5-mnist-bsq-a0.005``; refuses a config without the columns the runs table keeps."""
+    missing = [k for k in ("model", "dataset", "method", "alpha") if k not in config]
+    if missing:
+        raise ValueError(f"Run config is missing {', '.join(missing)}; pass RunConfig.to_dict().")
+    return f"{config['model']}-{config['dataset']}-{config['method']}-a{float(config['alpha']):g}"
+
+
+def check_id(run_id: str) -> None:
+    """Ids become folder names, so nothing that could escape ``runs/``."""
+    if not _SAFE_ID.match(run_id) or ".." in run_id:
+        raise ValueError(f"Invalid run id {run_id!r}; use letters, digits, '.', '_' or '-'.")
+
+
+def decode_sweep(row: dict) -> dict:
+    row["config"] = json.loads(row.pop("config_json"))
+    return row
+
+
+def decode_layer(row: dict) -> dict:
+    row["density"] = json.loads(row.pop("density_json") or "null")
+    row["group_norm"] = json.loads(row.pop("group_norm_json") or "null")
+    return row
