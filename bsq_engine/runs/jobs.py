@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import os
 import threading
 import time
 from collections import deque
@@ -25,8 +24,13 @@ import torch
 from bsq_engine.runs import runner, worker_process
 from bsq_engine.runs.live_buffer import LiveBufferCallback
 from bsq_engine.runs.ownership import CLI_OWNER
-from bsq_engine.runs.queueing import queue_places, seconds_per_epoch
-from bsq_engine.runs.settings import WORKER_KINDS, ServerSettings
+from bsq_engine.runs.queueing import estimate_queue
+from bsq_engine.runs.settings import (
+    TORCH_THREADS_ENV,
+    WORKER_KINDS,
+    ServerSettings,
+    default_torch_threads,
+)
 from bsq_engine.runs.status import ACTIVE, RESUMABLE, RunStatus
 from bsq_engine.runs.store import RunStore, default_home
 from bsq_engine.training.config import RunConfig
@@ -39,27 +43,6 @@ __all__ = [
     "get_manager",
     "release_manager",
 ]
-
-TORCH_THREADS_ENV = "BSQ_TORCH_THREADS"
-
-
-def default_torch_threads() -> int | None:
-    """Intra-op threads for training: ``$BSQ_TORCH_THREADS``, else one core left free on
-    small machines, else None (keep torch's own choice).
-
-    ``torch.set_num_threads`` is process-wide, and the Streamlit server shares the process
-    with the workers: on a 2-core laptop, training on both cores starves the page's script
-    runs and websocket (ticks arrive late, clicks feel dead). Leaving one core free costs
-    little because small models barely scale past one thread
-    (``benchmarks/snapshot_and_store.py --threads-compare`` measures both sides).
-    """
-    raw = os.environ.get(TORCH_THREADS_ENV, "").strip()
-    if raw:
-        if not raw.isdigit() or int(raw) < 1:
-            raise ValueError(f"{TORCH_THREADS_ENV} must be a whole number >= 1, got {raw!r}.")
-        return int(raw)
-    cores = os.cpu_count() or 1
-    return max(1, cores - 1) if cores <= 4 else None
 
 
 class QueueFull(ValueError):
@@ -186,33 +169,9 @@ class JobManager:
         None while unknown). Estimates come from the running runs' time left and the
         median seconds per epoch of finished runs of the same model and dataset."""
         with self._cond:
-            running = [j for j in self._jobs.values() if j.running]
+            running = [(j.run_id, j.live.snapshot()) for j in self._jobs.values() if j.running]
             queued = [j.run_id for j in self._queue]
-        left = [self._time_left(job) for job in running]
-        rates: dict[tuple, float | None] = {}
-        durations = [(rid, self._expected_s(rid, rates)) for rid in queued]
-        return queue_places(left, durations, self.max_concurrent)
-
-    def _time_left(self, job: _Job) -> float | None:
-        snap = job.live.snapshot()
-        if snap["eta_seconds"] is not None:
-            return snap["eta_seconds"]
-        expected = self._expected_s(job.run_id, {})
-        return None if expected is None else expected * (1.0 - snap["progress"])
-
-    def _expected_s(self, run_id: str, rates: dict) -> float | None:
-        try:
-            run = self.store.get_run(run_id)
-        except KeyError:  # deleted meanwhile
-            return 0.0
-        pair = (run["model"], run["dataset"])
-        if pair not in rates:
-            done = self.store.list_runs(status=RunStatus.FINISHED, model=pair[0], dataset=pair[1])
-            rates[pair] = seconds_per_epoch(done[:10])
-        cfg = run["config"]
-        epochs = sum(int(cfg.get(k) or 0) for k in ("pretrain_epochs", "bsq_epochs",
-                                                    "finetune_epochs"))  # fmt: skip
-        return None if rates[pair] is None else rates[pair] * epochs
+        return estimate_queue(self.store, running, queued, self.max_concurrent)
 
     def check_queue_room(self, owner: str | None, adding: int) -> None:
         """Raise :class:`QueueFull` when ``owner`` would exceed its queued-run cap with

@@ -129,4 +129,3 @@ def trainer_state(trainer) -> dict:
 
 def _copy_layer(layer: dict) -> dict:
     return {k: list(v) if isinstance(v, list) else v for k, v in layer.items()}
-

@@ -1,7 +1,8 @@
 """Where a queued run stands: its place, who is ahead, and when it should start.
 
-Pure functions over plain numbers, so the estimate is testable without training: the job
-manager feeds them the running runs' time left and the queued runs' expected durations.
+``queue_places`` is a pure function over plain numbers, so the estimate is testable without
+training; ``estimate_queue`` feeds it a job manager's running runs' time left and its queued
+runs' expected durations (read from the store).
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import heapq
 import statistics
 
-__all__ = ["queue_places", "seconds_per_epoch"]
+from bsq_engine.runs.status import RunStatus
+
+__all__ = ["estimate_queue", "queue_places", "seconds_per_epoch"]
 
 
 def queue_places(
@@ -42,6 +45,35 @@ def queue_places(
         heapq.heappush(free, inf if duration is None else start + max(float(duration), 0.0))
         ahead.append(run_id)
     return places
+
+
+def estimate_queue(store, running: list[tuple[str, dict]], queued: list[str],
+                   workers: int) -> list[dict]:  # fmt: skip
+    """``queue_places`` of a job manager's queue: ``running`` as (run id, live snapshot),
+    ``queued`` run ids in order; durations from finished runs of the same pair."""
+    rates: dict[tuple, float | None] = {}
+    left = []
+    for run_id, snap in running:
+        if snap["eta_seconds"] is not None:
+            left.append(snap["eta_seconds"])
+            continue
+        expected = _expected_s(store, run_id, rates)
+        left.append(None if expected is None else expected * (1.0 - snap["progress"]))
+    durations = [(rid, _expected_s(store, rid, rates)) for rid in queued]
+    return queue_places(left, durations, workers)
+
+
+def _expected_s(store, run_id: str, rates: dict) -> float | None:
+    try:
+        run = store.get_run(run_id)
+    except KeyError:  # deleted meanwhile: it will not take a worker
+        return 0.0
+    pair = (run["model"], run["dataset"])
+    if pair not in rates:
+        done = store.list_runs(status=RunStatus.FINISHED, model=pair[0], dataset=pair[1])
+        rates[pair] = seconds_per_epoch(done[:10])
+    epochs = _total_epochs(run["config"])
+    return None if rates[pair] is None else rates[pair] * epochs
 
 
 def seconds_per_epoch(finished: list[dict]) -> float | None:

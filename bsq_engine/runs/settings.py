@@ -21,9 +21,30 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-__all__ = ["ServerSettings", "default_max_concurrent"]
+__all__ = ["TORCH_THREADS_ENV", "ServerSettings", "default_max_concurrent", "default_torch_threads"]
+
 
 WORKER_KINDS = ("process", "thread")
+TORCH_THREADS_ENV = "BSQ_TORCH_THREADS"
+
+
+def default_torch_threads() -> int | None:
+    """Intra-op threads for training: ``$BSQ_TORCH_THREADS``, else one core left free on
+    small machines, else None (keep torch's own choice).
+
+    ``torch.set_num_threads`` is process-wide, and the Streamlit server shares the process
+    with the workers: on a 2-core laptop, training on both cores starves the page's script
+    runs and websocket (ticks arrive late, clicks feel dead). Leaving one core free costs
+    little because small models barely scale past one thread
+    (``benchmarks/snapshot_and_store.py --threads-compare`` measures both sides).
+    """
+    raw = os.environ.get(TORCH_THREADS_ENV, "").strip()
+    if raw:
+        if not raw.isdigit() or int(raw) < 1:
+            raise ValueError(f"{TORCH_THREADS_ENV} must be a whole number >= 1, got {raw!r}.")
+        return int(raw)
+    cores = os.cpu_count() or 1
+    return max(1, cores - 1) if cores <= 4 else None
 
 
 def default_max_concurrent(cuda_devices: int, cores: int | None = None) -> int:
