@@ -156,3 +156,29 @@ def test_live_panel_stop_is_for_the_owner_and_frames_are_shared():
         assert manager.wait(run_id, timeout=60) == "stopped"
     finally:
         hold.release.set()
+
+
+def test_shared_frame_is_rebuilt_only_when_the_version_moves(monkeypatch):
+    """A run another process trains (the store's change marker is its version)."""
+    from dashboard.ui import live
+
+    store = get_manager().store
+    run_id = make_run(store, status="queued", name="cli-run", owner="cli")
+    store.set_status(run_id, "running")
+    calls = []
+
+    def build(view):
+        calls.append(view.run_id)
+        return {}
+
+    monkeypatch.setattr(live, "_MARKER_TTL_S", 0.0)  # read the marker on every tick
+    first = live.live_frame(run_id, build)
+    for _ in range(5):  # viewers' ticks with nothing new: the same frame, no build
+        assert live.live_frame(run_id, build) is first
+    assert calls == [run_id]
+    store.add_epochs(run_id, [{"stage": "pretrain", "epoch": 1, "global_epoch": 1,
+                               "test_acc": 0.5, "seconds": 1.0}])  # fmt: skip
+    second = live.live_frame(run_id, build)
+    assert second is not first and len(second.view.epochs) == 1 and len(calls) == 2
+    store.set_status(run_id, "stopped")
+    assert not live.live_frame(run_id, build).view.active and len(calls) == 3
