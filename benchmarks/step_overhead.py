@@ -1,20 +1,28 @@
-"""Overhead of one BSQ training step over the float step: ResNet-20, batch 128, CPU.
+"""A BSQ training step against the fastest float step: ResNet-20, batch 128, CPU.
 
-    python benchmarks/step_overhead.py                 # 15 interleaved rounds, 4-bit acts
+    python benchmarks/step_overhead.py                 # 20 interleaved rounds, 4-bit acts
     python benchmarks/step_overhead.py --json          # last line: one JSON object
-    python benchmarks/step_overhead.py --profile       # where the BSQ step's extra time goes
-    python benchmarks/step_overhead.py --prototype     # also time a faster BSQ step sketch
+    python benchmarks/step_overhead.py --profile       # top operators of the fast steps
 
-Time: both steps run in ONE process, interleaved after a warm-up (the order rotates each
-round), so machine load hits both alike; medians are reported. BSQ step = forward,
-cross-entropy + alpha * bit_group_lasso, backward, SGD (momentum 0.9, weight decay 1e-4),
-clip_planes_, on the model prepared at 8 bits with float shortcuts (the CIFAR preset). The
-float step is the same model unprepared, with the same activation quantizers.
+Four steps are built in ONE process and run interleaved after a warm-up (the order rotates
+each round), so load from other processes hits them alike:
+
+- ``float``: the float model (same activation quantizers), NCHW, the trainer's SGD;
+- ``float-cl``: the same in ``channels_last``;
+- ``bsq-today``: the BSQ step as the engine ran it before the fast path: NCHW, weight and
+  regularizer as separate graphs (``layer.fused = False``), foreach SGD, each layer's
+  ``clip_()``;
+- ``bsq-fast``: the engine's step now: ``channels_last``, the fused planes -> weight + group
+  norms node, fused SGD (``make_sgd``), ``clip_planes_``.
+
+Each BSQ step = forward, cross-entropy + alpha * bit_group_lasso, backward, SGD (momentum
+0.9, weight decay 1e-4), clipping, on the model prepared at 8 bits with float shortcuts (the
+CIFAR preset). Ratios are medians of same-round pairs; ``ratio_vs_fastest_float`` divides
+``bsq-fast`` by whichever float step has the smaller median, round by round.
 
 Memory: each variant runs a few steps in a fresh child process that reports its own peak
-RSS (``VmHWM``); a baseline child only imports, builds the float model and the batch. Peak
-memory of a variant = its peak minus the baseline's: what the variant adds (bit planes,
-gradients, optimizer state, activations). See ``benchmarks/README.md``.
+RSS (``VmHWM``) minus a baseline child's (imports, float model, batch). See
+``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -23,7 +31,6 @@ import argparse
 import copy
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -36,29 +43,31 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bsq_engine.core.layers import BitLayer
+from bsq_engine.core.layers import BitLayer, QuantLayer
 from bsq_engine.core.quantize import BSQConfig, _swap_activations_, prepare_bsq
-from bsq_engine.core.regularizer import EPS, bit_group_lasso, clip_planes_
+from bsq_engine.core.regularizer import bit_group_lasso, clip_planes_
 from bsq_engine.models import create_model
+from bsq_engine.training.fast_path import make_sgd
 
-RATIO_TARGET = 1.10  # BSQ step time / float step time
-MEMORY_TARGET = 1.5  # BSQ peak memory / float peak memory
+RATIO_TARGET = 1.05  # BSQ fast step / fastest float step (paired median)
+MEMORY_TARGET = 1.3  # BSQ fast peak memory / that float step's peak memory
 ALPHA = 5e-3  # the paper's headline ResNet-20 alpha
 MEMORY_STEPS = 3  # steps per memory child: the first allocates the optimizer state
+VARIANTS = ("float", "float-cl", "bsq-today", "bsq-fast")
 # A fixed mmap threshold makes glibc map and unmap every large tensor, so peak RSS follows
-# the live tensors. With its default dynamic threshold freed blocks stay cached on the heap
-# and identical runs differed by +-100 MB (measured); with it, by < 1 MB.
+# the live tensors (with the default dynamic threshold identical runs differed by +-100 MB).
 _MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
 _BSQ = BSQConfig(n_bits=8, float_shortcuts=True)
+_SGD = dict(lr=0.1, momentum=0.9, weight_decay=1e-4)
 
-# ------------------------------------------------------------------ set-up
+# ------------------------------------------------------------------ the four steps
 
 
-def _batch(args) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch(args, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch, 3, 32, 32, generator=gen)  # (B, 3, 32, 32)
     y = torch.randint(0, 10, (args.batch,), generator=gen)  # (B,)
-    if args.channels_last:
+    if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x, y
 
@@ -70,28 +79,33 @@ def _float_model(args) -> nn.Module:
     return model
 
 
-def _ready(model: nn.Module, args, fused: bool = False):
-    """Train mode, memory format, and the trainer's optimizer (paper settings)."""
-    if args.channels_last:  # leaf by leaf: model.to() refuses the 5-D plane tensors
-        for module in model.modules():
-            if not isinstance(module, BitLayer) and not list(module.children()):
-                module.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(
-        model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4, fused=fused or None
-    )
-    return model.train(), opt
+def _clip_per_layer_(model: nn.Module) -> None:
+    """``clip_planes_`` as it was: each layer's ``clip_()``."""
+    for module in model.modules():
+        if isinstance(module, BitLayer | QuantLayer):
+            module.clip_()
 
 
 def make_step(variant: str, args, base: nn.Module | None = None):
     """A closure running one training step of ``variant`` on a fixed random batch."""
-    x, y = _batch(args)
     model = copy.deepcopy(base) if base is not None else _float_model(args)
-    bsq = variant != "float"
+    bsq, today = variant.startswith("bsq"), variant == "bsq-today"
+    channels_last = variant in ("float-cl", "bsq-fast")
     if bsq:
         model = prepare_bsq(model, _BSQ)
-    if variant == "bsq-fast":
-        return _FastBSQ(model, x, y, args)
-    model, opt = _ready(model, args)
+        for layer in model.modules():
+            if isinstance(layer, BitLayer):
+                layer.fused = not today
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    opt = (
+        torch.optim.SGD(model.parameters(), **_SGD)
+        if today
+        else make_sgd(model.parameters(), **_SGD)
+    )
+    x, y = _batch(args, channels_last)
+    clip = _clip_per_layer_ if today else clip_planes_
 
     def step():
         loss = F.cross_entropy(model(x), y)
@@ -101,147 +115,49 @@ def make_step(variant: str, args, base: nn.Module | None = None):
         loss.backward()
         opt.step()
         if bsq:
-            clip_planes_(model)
+            clip(model)
 
     return step
 
 
-# ------------------------------------------------------------------ prototype
+# ------------------------------------------------------------------ timing and memory
 
 
-class _PlanesToWeight(torch.autograd.Function):
-    """One layer's weight AND regularizer term from its planes, with a hand-written backward.
-
-    Forward: ``v = pos @ place - neg @ place`` (no (N, n) temporary), ``W = s * Q_n(v)``,
-    per-plane norms by ``vector_norm`` (no squared copy). Backward writes each plane
-    gradient once: ``outer(s * dW, place) +- alpha * c * planes / norm`` (addcmul), the
-    straight-through rule and the group-Lasso gradient fused.
-    """
-
-    @staticmethod
-    def forward(ctx, pos, neg, scale, place, coef):
-        n_bits = pos.shape[-1]
-        pos2, neg2 = pos.reshape(-1, n_bits), neg.reshape(-1, n_bits)  # (N, n)
-        v = torch.mv(pos2, place) - torch.mv(neg2, place)  # (N,)
-        levels = float(2**n_bits - 1)
-        unit = v.clamp(-1.0, 1.0)
-        q = torch.sign(unit) * torch.round(unit.abs() * levels) / levels  # (N,)
-        sq = torch.linalg.vector_norm(pos2, dim=0) ** 2 + torch.linalg.vector_norm(neg2, dim=0) ** 2
-        norms = torch.sqrt(EPS + sq)  # (n,)
-        ctx.save_for_backward(pos2, neg2, scale, place, q, norms)
-        ctx.coef, ctx.shape = coef, pos.shape
-        return scale * q.reshape(pos.shape[:-1]), coef * norms.sum()
-
-    @staticmethod
-    def backward(ctx, grad_w, grad_reg):
-        pos2, neg2, scale, place, q, norms = ctx.saved_tensors
-        grad_w = grad_w.reshape(-1)  # (N,)
-        through = torch.outer(grad_w * scale, place)  # (N, n): straight-through
-        lasso = (grad_reg * ctx.coef) / norms  # (n,)
-        grad_pos = torch.addcmul(through, pos2, lasso)
-        grad_neg = torch.addcmul(through.neg_(), neg2, lasso)
-        grad_scale = torch.dot(q, grad_w)
-        return grad_pos.view(ctx.shape), grad_neg.view(ctx.shape), grad_scale, None, None
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
 
 
-class _FastBSQ:
-    """The BSQ step with the prototype, fused SGD and one foreach clamp for all planes."""
+def time_interleaved(fns: dict, rounds: int, warmup: int, clock: str = "cpu") -> dict:
+    """ms of each callable per round; the order rotates so none always runs first.
 
-    def __init__(self, model: nn.Module, x, y, args):
-        self.layers = [m for m in model.modules() if isinstance(m, BitLayer)]
-        total = sum(m.n_weights for m in self.layers)
-        self.coefs = [m.n_weights * m.reported_bits / total for m in self.layers]
-        self.places = [
-            2.0 ** torch.arange(m.n_bits - 1, -1, -1.0) / (2**m.n_bits - 1) for m in self.layers
-        ]
-        self.cache: dict[int, torch.Tensor] = {}
-        for layer in self.layers:  # the forward reads the weight computed with the regularizer
-            layer.effective_weight = lambda layer=layer: self.cache[id(layer)]
-        self.model, self.opt = _ready(model, args, fused=True)
-        self.planes = [p for m in self.layers for p in (m.pos_planes, m.neg_planes)]
-        self.x, self.y = x, y
-
-    def terms(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return [
-            _PlanesToWeight.apply(m.pos_planes, m.neg_planes, m.scale, place, coef)
-            for m, place, coef in zip(self.layers, self.places, self.coefs)
-        ]
-
-    def loss(self) -> torch.Tensor:
-        terms = self.terms()
-        self.cache.update((id(m), w) for m, (w, _) in zip(self.layers, terms))
-        reg = torch.stack([r for _, r in terms]).sum()
-        return F.cross_entropy(self.model(self.x), self.y) + ALPHA * reg
-
-    def __call__(self) -> None:
-        loss = self.loss()
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        with torch.no_grad():
-            torch._foreach_clamp_min_(self.planes, 0.0)
-            torch._foreach_clamp_max_(self.planes, 2.0)
-            for layer in self.layers:
-                layer.scale.clamp_(min=1e-12)
-
-
-def check_equivalence(args) -> float:
-    """Largest gradient difference, prototype vs engine (one backward), relative to the
-    largest gradient. (Per tensor it would mislead for the scales: behind BatchNorm their
-    gradient is ~0 by scale invariance, so what is left is rounding noise.)"""
-    base, (x, y) = _float_model(args), _batch(args)
-    engine = prepare_bsq(copy.deepcopy(base), _BSQ).train()
-    (F.cross_entropy(engine(x), y) + ALPHA * bit_group_lasso(engine)).backward()
-    prototype = _FastBSQ(prepare_bsq(copy.deepcopy(base), _BSQ), x, y, args)
-    prototype.loss().backward()
-    pairs = list(zip(engine.parameters(), prototype.model.parameters()))
-    largest = max(float(a.grad.abs().max()) for a, _ in pairs)
-    return max(float((a.grad - b.grad).abs().max()) for a, b in pairs) / largest
-
-
-# ------------------------------------------------------------------ timing
-
-
-def _timed(fn) -> float:
-    started = time.perf_counter()
-    fn()
-    return (time.perf_counter() - started) * 1000
-
-
-def time_interleaved(fns: dict, rounds: int, warmup: int) -> dict[str, list[float]]:
-    """ms of each callable per round; the order rotates so none always runs first."""
-    names = list(fns)
+    ``cpu``: CPU seconds of this process (all its threads). On a shared machine a step
+    that waits for a core costs wall time but no CPU time, so CPU time compares steps
+    even under load (measured: wall-clock steps of one variant varied up to 7x on the
+    2-core machine with 7 users). ``wall``: elapsed time, for an idle machine."""
+    names, now = list(fns), CLOCKS[clock]
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            times[name].append(_timed(fns[name]))
+            started = now()
+            fns[name]()
+            times[name].append((now() - started) * 1000)
     return times
 
 
-# ------------------------------------------------------------------ memory
-
-
 def _peak_rss_kb() -> int:
-    """Peak RSS of this process's own address space (``VmHWM``), in kB.
-
-    Not ``ru_maxrss``: Linux keeps it across ``execve`` and Python starts children with
-    ``vfork``, so a child reports the (larger) peak of the parent that started it.
-    """
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # other OSes: best effort
+    """Own peak RSS (``VmHWM``), kB. Not ``ru_maxrss``: Linux keeps it across ``execve``,
+    so a child started by ``vfork`` would report its parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status: peak memory needs Linux; use --no-memory")
 
 
 def _child(variant: str, args) -> None:
-    """Entry point of a memory child: build, run a few steps, print own peak RSS."""
     if variant == "baseline":
-        _float_model(args), _batch(args)
+        _float_model(args), _batch(args, False)
     else:
         step = make_step(variant, args)
         for _ in range(MEMORY_STEPS):
@@ -249,112 +165,77 @@ def _child(variant: str, args) -> None:
     print(json.dumps({"peak_rss_kb": _peak_rss_kb()}))
 
 
-def peak_memory_mb(variants: list[str], args) -> dict[str, float]:
+def peak_memory_mb(args) -> dict[str, float]:
     """Peak RSS (MB) of each variant's child above the baseline child's."""
     flags = [f"--batch={args.batch}", f"--act-bits={args.act_bits or 'float'}"]
     flags += [f"--threads={args.threads}"] if args.threads else []
-    flags += ["--channels-last"] if args.channels_last else []
     rss = {}
-    for variant in ["baseline", *variants]:
+    for variant in ("baseline", *VARIANTS):
         out = subprocess.run(
             [sys.executable, __file__, f"--_child={variant}", *flags],
             capture_output=True, text=True, check=True, env=os.environ | _MALLOC_ENV,
         )  # fmt: skip
         rss[variant] = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_kb"] / 1024
-    return {v: rss[v] - rss["baseline"] for v in variants}
+    return {v: rss[v] - rss["baseline"] for v in VARIANTS}
 
 
-# ------------------------------------------------------------------ profile
+def _paired(times: dict, a: str, b: str) -> float:
+    return statistics.median(x / y for x, y in zip(times[a], times[b]))
 
 
-_PHASES = ("forward", "planes -> weights", "regularizer", "backward", "optimizer", "clip")
+def summarize(times: dict, memory: dict, args) -> dict:
+    ms = {v: statistics.median(t) for v, t in times.items()}
+    fastest = min(("float", "float-cl"), key=ms.get)
+    result = {
+        "ms": ms, "fastest_float": fastest,
+        "ratio_vs_fastest_float": _paired(times, "bsq-fast", fastest),
+        "ratios_paired": {v: _paired(times, v, fastest) for v in VARIANTS},
+        "speedup_fast_vs_today": _paired(times, "bsq-today", "bsq-fast"),
+        "float_spread": max(times[fastest]) / min(times[fastest]),
+        "peak_mb": memory or None,
+        "memory_ratio": memory["bsq-fast"] / memory[fastest] if memory else None,
+        "clock": args.clock, "rounds": args.rounds, "batch": args.batch,
+        "threads": torch.get_num_threads(),
+        "act_bits": args.act_bits, "torch": torch.__version__,
+    }  # fmt: skip
+    result["targets_met"] = result["ratio_vs_fastest_float"] <= RATIO_TARGET and (
+        result["memory_ratio"] is None or result["memory_ratio"] <= MEMORY_TARGET
+    )
+    return result
 
 
-def _profiled_step(variant: str, args):
-    """A step of ``variant`` with each phase in a ``record_function`` range."""
-    from torch.profiler import record_function
-
-    def ranged(phase, fn, *a):
-        with record_function(f"{variant}/{phase}"):
-            return fn(*a)
-
-    model, bsq = _float_model(args), variant != "float"
-    if bsq:
-        model = prepare_bsq(model, _BSQ)
-        for m in model.modules():
-            if isinstance(m, BitLayer):  # nested inside "forward"
-                m.effective_weight = lambda f=m.effective_weight: ranged("planes -> weights", f)
-    model, opt = _ready(model, args)
-    x, y = _batch(args)
-
-    def step():
-        loss = ranged("forward", lambda: F.cross_entropy(model(x), y))
-        if bsq:
-            loss = loss + ALPHA * ranged("regularizer", bit_group_lasso, model)
-        opt.zero_grad(set_to_none=True)
-        ranged("backward", loss.backward)
-        ranged("optimizer", opt.step)
-        if bsq:
-            ranged("clip", clip_planes_, model)
-
-    return step
+def _report(result: dict, times: dict, load: str) -> None:
+    print(f"ResNet-20, batch {result['batch']}, {result['threads']} threads, act_bits "
+          f"{result['act_bits'] or 'float'}, {result['rounds']} rounds, {result['clock']} "
+          f"time, load {load}")  # fmt: skip
+    fastest = result["fastest_float"]
+    print(f"  {'step':<10}{'median ms':>10}{'min':>8}{'max':>8}{'/ ' + fastest:>14}{'peak MB':>9}")
+    for name, values in times.items():
+        peak = (result["peak_mb"] or {}).get(name)
+        print(f"  {name:<10}{statistics.median(values):>10.1f}{min(values):>8.1f}"
+              f"{max(values):>8.1f}{result['ratios_paired'][name]:>14.3f}"
+              f"{'' if peak is None else f'{peak:9.1f}'}")  # fmt: skip
+    print(f"  bsq-fast / fastest float ({fastest}): {result['ratio_vs_fastest_float']:.3f} "
+          f"(paired median; target <= {RATIO_TARGET}); bsq-today / bsq-fast: "
+          f"{result['speedup_fast_vs_today']:.3f}")  # fmt: skip
+    if result["memory_ratio"] is not None:
+        print(f"  peak memory bsq-fast / {fastest}: {result['memory_ratio']:.2f} "
+              f"(target <= {MEMORY_TARGET})")  # fmt: skip
+    if result["float_spread"] > 1.5:
+        print(f"  WARNING: {fastest} steps vary {result['float_spread']:.1f}x: the machine is "
+              "busy; trust the paired ratios over the medians, or rerun")  # fmt: skip
+    print(f"  targets met: {result['targets_met']}")
 
 
-def isolated_costs(args, rounds: int = 9) -> dict[str, float]:
-    """Median ms of each piece of BSQ-only work alone (forward + backward where it has one),
-    engine vs prototype, interleaved."""
-    model = prepare_bsq(_float_model(args), _BSQ)
-    layers = [m for m in model.modules() if isinstance(m, BitLayer)]
-    upstream = [torch.randn(m.weight_shape) for m in layers]  # a dL/dW for each layer
-    fast = _FastBSQ(prepare_bsq(_float_model(args), _BSQ), *_batch(args), args)
-    float_model = _float_model(args)
-
-    def backward(net, outputs, grads):
-        net.zero_grad(set_to_none=True)
-        torch.autograd.backward(outputs, grads)
-
-    alpha = torch.tensor(ALPHA)
-    fns = {
-        "planes -> weights (engine)": lambda: backward(
-            model, [m.effective_weight() for m in layers], upstream
-        ),
-        "regularizer (engine)": lambda: backward(model, [bit_group_lasso(model)], [alpha]),
-        "both, fused (prototype)": lambda: backward(
-            fast.model,
-            [t for pair in fast.terms() for t in pair],
-            [g for u in upstream for g in (u, alpha)],
-        ),
-        "clip_planes_ (engine)": lambda: clip_planes_(model),
-    }
-    stepped = prepare_bsq(_float_model(args), _BSQ)  # its gradients are never cleared
-    for p in (*stepped.parameters(), *float_model.parameters()):
-        p.grad = torch.randn_like(p)
-    for label, net, fused in (("float", float_model, 0), ("bsq", stepped, 0), ("bsq", stepped, 1)):
-        _, opt = _ready(net, args, fused=bool(fused))
-        fns[f"SGD step, {label} params{' (fused)' if fused else ''}"] = opt.step
-    times = time_interleaved(fns, rounds, warmup=1)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
-def profile_bsq(args, steps: int = 3) -> str:
-    """Per-phase ms/step of float vs BSQ (torch.profiler ranges, steps interleaved), the
-    BSQ-only work timed alone, and the top operators. The backward of the reconstruction
-    and of the regularizer run inside "backward"; the isolated table splits them out."""
+def profile_fast(args, steps: int = 3) -> str:
+    """Top operators by self CPU time of the fastest float step and the BSQ fast step."""
     from torch.profiler import ProfilerActivity, profile
 
-    fns = {v: _profiled_step(v, args) for v in ("float", "bsq")}
-    time_interleaved(fns, rounds=0, warmup=max(args.warmup, 1))
+    fns = {v: make_step(v, args, _float_model(args)) for v in ("float-cl", "bsq-fast")}
+    time_interleaved(fns, rounds=0, warmup=1)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         time_interleaved(fns, rounds=steps, warmup=0)
-    totals = {e.key: e.cpu_time_total / 1000 / steps for e in prof.key_averages()}
-    lines = [f"{'phase (ms/step)':<34}{'float':>9}{'bsq':>9}{'extra':>9}"]
-    for phase in _PHASES:
-        f, b = totals.get(f"float/{phase}", 0.0), totals.get(f"bsq/{phase}", 0.0)
-        lines.append(f"{phase:<34}{f:>9.1f}{b:>9.1f}{b - f:>+9.1f}")
-    lines += ["", f"{'BSQ-only work, alone (ms)':<34}{'median':>9}"]
-    lines += [f"{k:<34}{v:>9.1f}" for k, v in isolated_costs(args).items()]
-    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14)
-    return "\n".join([*lines, "", "Both steps, top operators by self time:", table])
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18)
 
 
 # ------------------------------------------------------------------ main
@@ -367,22 +248,20 @@ def _act_bits(text: str) -> int | None:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add = parser.add_argument
-    add("--rounds", type=int, default=15, help="timed rounds (default 15)")
+    add("--rounds", type=int, default=20, help="timed rounds (default 20)")
     add("--warmup", type=int, default=3, help="untimed rounds first (default 3)")
     add("--batch", type=int, default=128)
-    add("--channels-last", action="store_true", help="NHWC inputs and model")
     add("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     add("--act-bits", type=_act_bits, default=4, help="activation bits or 'float' (default 4)")
+    add("--clock", choices=sorted(CLOCKS), default="cpu", help="cpu (default) or wall time")
     add("--json", action="store_true", help="print one JSON object as the last line")
     add("--no-memory", action="store_true", help="skip the memory children")
-    add("--profile", action="store_true", help="where the BSQ step's extra time goes")
-    add("--prototype", action="store_true", help="also time the bsq-fast sketch")
+    add("--profile", action="store_true", help="top operators of float-cl and bsq-fast")
     add("--_child", help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
-
-
-def _load() -> str:
-    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1 (got {args.rounds}): medians need a round")
+    return args
 
 
 def main(argv=None) -> dict:
@@ -392,61 +271,20 @@ def main(argv=None) -> dict:
     if args._child:
         _child(args._child, args)
         return {}
-    variants = ["bsq", "float"] + (["bsq-fast"] if args.prototype else [])
-    load_before = _load()
-    memory = {} if args.no_memory else peak_memory_mb(variants, args)  # before: small parent
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    memory = {} if args.no_memory else peak_memory_mb(args)  # first: a small parent
     base = _float_model(args)
-    steps = {v: make_step(v, args, base) for v in variants}
-    times = time_interleaved(steps, args.rounds, args.warmup)
-    ms = {v: statistics.median(t) for v, t in times.items()}
-    result = {
-        "bsq_ms": ms["bsq"], "float_ms": ms["float"], "ratio": ms["bsq"] / ms["float"],
-        # robust to bursts of load from other processes: best-of-N, and same-round pairs
-        "ratio_min": min(times["bsq"]) / min(times["float"]),
-        "ratio_paired": statistics.median(b / f for b, f in zip(times["bsq"], times["float"])),
-        "float_spread": max(times["float"]) / min(times["float"]),
-        "bsq_peak_mb": memory.get("bsq"), "float_peak_mb": memory.get("float"),
-        "memory_ratio": memory["bsq"] / memory["float"] if memory else None,
-        "rounds": args.rounds, "batch": args.batch, "threads": torch.get_num_threads(),
-        "channels_last": args.channels_last, "act_bits": args.act_bits,
-        "load_avg": f"{load_before} -> {_load()}", "torch": torch.__version__,
-    }  # fmt: skip
-    result["targets_met"] = result["ratio"] <= RATIO_TARGET and (
-        result["memory_ratio"] is None or result["memory_ratio"] <= MEMORY_TARGET
+    times = time_interleaved(
+        {v: make_step(v, args, base) for v in VARIANTS}, args.rounds, args.warmup
     )
-    if args.prototype:
-        result["bsq_fast_ms"] = ms["bsq-fast"]
-        result["bsq_fast_ratio"] = ms["bsq-fast"] / ms["float"]
-        result["bsq_fast_peak_mb"] = memory.get("bsq-fast")
-        result["prototype_max_grad_diff"] = check_equivalence(args)
-    _report(result, times, args)
+    result = summarize(times, memory, args)
+    result["load_avg"] = f"{load} -> " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    _report(result, times, result["load_avg"])
     if args.profile:
-        print(profile_bsq(args))
+        print(profile_fast(args))
     if args.json:
         print(json.dumps(result))
     return result
-
-
-def _report(result: dict, times: dict, args) -> None:
-    print(f"ResNet-20, batch {args.batch}, {result['threads']} threads, act_bits "
-          f"{args.act_bits or 'float'}, channels_last={args.channels_last}, "
-          f"{args.rounds} rounds, load {result['load_avg']}")  # fmt: skip
-    for name, values in times.items():
-        spread = f"min {min(values):.1f} / max {max(values):.1f}"
-        print(f"  {name:<9} median {statistics.median(values):8.1f} ms  ({spread})")
-    print(f"  ratio bsq/float {result['ratio']:.3f} (medians; target <= {RATIO_TARGET}), "
-          f"{result['ratio_min']:.3f} (minima), {result['ratio_paired']:.3f} (same-round "
-          "pairs)")  # fmt: skip
-    if result["float_spread"] > 1.5:
-        print(f"  WARNING: float steps vary {result['float_spread']:.1f}x: the machine is busy "
-              "and medians are unreliable; rerun when idle, or with --threads 1")  # fmt: skip
-    if result["memory_ratio"] is not None:
-        print(f"  peak memory: bsq {result['bsq_peak_mb']:.1f} MB, float "
-              f"{result['float_peak_mb']:.1f} MB, ratio {result['memory_ratio']:.2f} "
-              f"(target <= {MEMORY_TARGET})")  # fmt: skip
-    if "prototype_max_grad_diff" in result:
-        print(f"  bsq-fast gradients match the engine's to {result['prototype_max_grad_diff']:.1e}")
-    print(f"  targets met: {result['targets_met']}")
 
 
 if __name__ == "__main__":

@@ -35,8 +35,8 @@ def test_unknown_model_lists_the_choices():
 def test_unknown_dataset_and_method_are_rejected():
     with pytest.raises(ValueError, match=r"Unknown dataset 'imagenet'\. Choose one of: digits"):
         RunConfig(dataset="imagenet")
-    with pytest.raises(ValueError, match="Choose 'bsq' or 'uniform'"):
-        RunConfig(method="hawq")
+    with pytest.raises(ValueError, match="Choose one of: bsq, uniform, scheme, hawq"):
+        RunConfig(method="hawq-v9")
 
 
 @pytest.mark.parametrize("method", ["bsq", "uniform"])

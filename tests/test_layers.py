@@ -11,6 +11,7 @@ from bsq_engine.core.layers import (
     BitConv2d,
     BitLinear,
     QuantConv2d,
+    QuantLayer,
     QuantLinear,
 )
 from bsq_engine.core.quantize import requantize_
@@ -262,15 +263,82 @@ def test_pact_clip_level_gradient_comes_only_from_inputs_above_it(inputs, expect
     assert float(act.clip_level.grad) == pytest.approx(expected, abs=1e-6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="model.to(memory_format=torch.channels_last) raises on the 5-D plane parameters "
-    "(decide: support it in BitLayer._apply, or document converting inputs only).",
-)
-def test_bsq_model_converts_to_channels_last():
-    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3))
+# ------------------------------------------------------------ constructors
+
+
+@pytest.mark.parametrize("cls", [BitConv2d, QuantConv2d])
+def test_conv_layers_construct_directly_like_conv2d(cls):
+    torch.manual_seed(7)
+    layer = cls(4, 6, 3, stride=2, padding=1, groups=2, bias=False, n_bits=5)
+    reference = nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2, bias=False)
+    assert (layer.in_channels, layer.out_channels, layer.kernel_size) == (4, 6, (3, 3))
+    assert (layer.stride, layer.padding, layer.groups, layer.bias) == ((2, 2), (1, 1), 2, None)
+    assert layer.n_bits == 5 and layer.effective_weight().shape == reference.weight.shape
+    x = torch.randn(2, 4, 7, 7)
+    assert layer(x).shape == reference(x).shape == (2, 6, 4, 4)
+
+
+@pytest.mark.parametrize("cls", [BitLinear, QuantLinear])
+def test_linear_layers_construct_directly_like_linear(cls):
+    layer = cls(5, 3, n_bits=4)
+    assert (layer.in_features, layer.out_features, layer.n_bits) == (5, 3, 4)
+    assert layer.bias is not None and layer(torch.randn(2, 5)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("cls", [BitConv2d, BitLinear, QuantConv2d, QuantLinear])
+def test_from_float_draws_no_random_numbers(cls):
+    """prepare_bsq runs mid-pipeline: converting must not shift the run's random stream."""
+    module = nn.Conv2d(3, 4, 3) if "Conv" in cls.__name__ else nn.Linear(4, 3)
+    before = torch.random.get_rng_state()
+    layer = cls.from_float(module, 4)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert all(p.device.type == "cpu" for p in layer.parameters())
+
+
+@pytest.mark.parametrize("n_bits", [3, 8])
+def test_quant_layer_to_float_is_its_own(n_bits):
+    torch.manual_seed(8)
+    fixed = QuantLinear.from_float(nn.Linear(6, 4), n_bits)
+    plain = fixed.to_float()
+    assert type(plain) is nn.Linear
+    x = torch.randn(3, 6)
+    assert torch.equal(plain(x), fixed(x))
+    assert isinstance(fixed, QuantLayer) and plain.bias is not fixed.bias
+
+
+# ------------------------------------------------------------ memory format
+
+
+def _bsq_conv_net() -> nn.Sequential:
+    torch.manual_seed(9)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.Conv2d(3, 4, 1))
     model[0] = BitConv2d.from_float(model[0], 4)
-    model = model.to(memory_format=torch.channels_last)
-    x = torch.randn(1, 2, 5, 5).contiguous(memory_format=torch.channels_last)
-    assert model(x).shape == (1, 3, 3, 3)
+    model[2] = QuantConv2d.from_float(model[2], 4)
+    return model
+
+
+def test_bsq_model_converts_to_channels_last():
+    model = _bsq_conv_net()
+    planes_before = model[0].pos_planes.detach().clone()
+    x = torch.randn(2, 2, 5, 5)
+    expected = model(x)
+    converted = model.to(memory_format=torch.channels_last)
+    x_last = x.contiguous(memory_format=torch.channels_last)
+    y = converted(x_last)
+    assert y.shape == (2, 4, 3, 3)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(y, expected, atol=1e-5)
+    # The planes keep their documented dense (*S, n) layout and values.
+    assert model[0].pos_planes.is_contiguous()
+    assert torch.equal(model[0].pos_planes, planes_before)
+    assert model[2].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_bsq_conv_weight_follows_the_input_memory_format():
+    layer = _bsq_conv_net()[0]
+    seen = []
+    layer.register_forward_hook(lambda m, inputs, out: seen.append(out))
+    layer(torch.randn(1, 2, 5, 5).contiguous(memory_format=torch.channels_last)).sum().backward()
+    assert seen[0].is_contiguous(memory_format=torch.channels_last)
+    assert layer.pos_planes.grad.shape == layer.pos_planes.shape
+    assert layer.pos_planes.grad.is_contiguous()

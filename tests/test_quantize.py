@@ -229,6 +229,7 @@ def test_requantize_all_zero_layer_is_pruned():
     assert [(e.old_bits, e.new_bits) for e in events] == [(8, 0)]
     assert "pruned" in events[0].message
     assert scheme_summary(model)["avg_bits"] == 0.0
+    assert scheme_summary(model)["compression"] is None  # undefined, never "inf"
     assert requantize_(model) == []
 
 

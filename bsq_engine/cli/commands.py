@@ -21,7 +21,7 @@ from bsq_engine.runs.export import export_run
 from bsq_engine.runs.status import RunStatus
 from bsq_engine.runs.store import RunNotFound, RunStore, StoreError, SweepNotFound
 from bsq_engine.training.checkpoint import CheckpointError
-from bsq_engine.training.config import RunConfig
+from bsq_engine.training.config import RunConfig, describe_method
 from bsq_engine.training.presets import list_presets, make_config
 from bsq_engine.training.trainer import resolve_device
 from bsq_engine.units import format_duration
@@ -54,6 +54,8 @@ _OVERRIDES = {
     "batch_size": "batch_size", "seed": "seed", "device": "device", "data_root": "data_root",
     "max_train": "max_train", "max_test": "max_test", "name": "name",
     "max_bits": "max_bits", "float_shortcuts": "float_shortcuts",
+    "first_last_bits": "first_last_bits", "scheme": "scheme", "avg_bits": "avg_bits",
+    "sensitivity": "sensitivity",
 }  # fmt: skip
 
 
@@ -151,14 +153,14 @@ def run_summary(store: RunStore, run: dict) -> dict:
         "seconds": elapsed(run), "sweep_id": run.get("sweep_id"),
         "layers": [{k: layer.get(k) for k in ("name", "n_bits", "n_weights")}
                    for layer in layers_of(store, run)],
-        "error": run.get("error"),
+        "error": run.get("error"), "method_label": describe_method(config),
+        "quant_stage_accuracy": (run.get("summary") or {}).get("quant_stage_accuracy"),
+        "warnings": (run.get("summary") or {}).get("warnings") or [],
     }  # fmt: skip
 
 
 def method_label(summary: dict) -> str:
-    if summary["method"] == "uniform":
-        return f"uniform{summary['uniform_bits']}"
-    return f"bsq a={summary['alpha']:g}"
+    return summary["method_label"]
 
 
 def print_outcome(summary: dict) -> None:
@@ -172,6 +174,8 @@ def print_outcome(summary: dict) -> None:
             f"{num(summary['compression'], '.2f', 'x')} compression, "
             f"{duration(summary['seconds'])}"
         )
+        for warning in summary.get("warnings") or []:
+            print(f"warning: {warning}", file=sys.stderr)
         return
     hint = f"continue it with `python -m bsq_engine resume {rid}`"
     if status == RunStatus.STOPPED:
@@ -233,7 +237,7 @@ def cmd_runs(args) -> int:
         print("no runs yet; start one with `python -m bsq_engine train`")
         return 0
     rows = [[s["run_id"], s["status"], s["model"], s["dataset"], s["method"],
-             num(s["alpha"], "g") if s["method"] == "bsq" else f"{s['uniform_bits']} bits",
+             num(s["alpha"], "g") if s["method"] == "bsq" else s["method_label"],
              pct(s["accuracy"]), num(s["avg_bits"]), num(s["compression"], ".1f", "x"),
              duration(s["seconds"])] for s in summaries]  # fmt: skip
     header = ["id", "status", "model", "dataset", "method", "alpha", "accuracy", "avg bits",

@@ -28,7 +28,7 @@ from bsq_engine.runs.ownership import CLI_OWNER
 from bsq_engine.runs.status import ACTIVE, RESUMABLE, RunStatus
 from bsq_engine.runs.store import RunStore
 from bsq_engine.training.callbacks import ProgressBarCallback
-from bsq_engine.training.config import RunConfig
+from bsq_engine.training.config import METHODS, SENSITIVITIES, RunConfig
 from bsq_engine.training.presets import preset_for
 
 __all__ = ["build_parser", "main"]
@@ -52,6 +52,17 @@ def _act_bits(text: str):
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected a whole number of bits or 'float', got {text!r}"
+        ) from None
+
+
+def _scheme(text: str) -> tuple[int, ...]:
+    """``--scheme 8,4,2,4,8`` (commas, dashes or slashes): bits per quantized layer."""
+    parts = text.replace("-", ",").replace("/", ",").split(",")
+    try:
+        return tuple(int(p) for p in parts if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected whole numbers of bits such as 8,4,2,4,8, got {text!r}"
         ) from None
 
 
@@ -101,13 +112,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one run in the foreground")
     _add_model(p)
-    p.add_argument("--method", choices=("bsq", "uniform"), default=None)
+    p.add_argument("--method", choices=METHODS, default=None)
     p.add_argument("--alpha", type=float, help="regularization strength (bsq); >= 0")
     p.add_argument("--bits", type=int, help="bits of the uniform baseline (--method uniform)")
+    p.add_argument("--first-last-bits", type=int, help="uniform: first and last layers' bits")
+    p.add_argument("--scheme", type=_scheme, help="--method scheme: bits per layer, e.g. 8,4,2")
+    p.add_argument("--avg-bits", type=float, help="--method hawq: average-bits budget")
+    p.add_argument("--sensitivity", choices=SENSITIVITIES, help="--method hawq (hessian)")
     p.add_argument("--name", help="a label for the run")
     _add_overrides(p)
     _json_flag(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("reproduce", help="the paper's recipe, its figures next to the run's")
+    p.add_argument("recipe", help="resnet20-cifar10")
+    p.add_argument("--report", choices=("last", "best"), default="last",
+                   help="last epoch (default) or best epoch (the authors' rule)")  # fmt: skip
+    _add_overrides(p)
+    _json_flag(p)
+    p.set_defaults(func=_reproduce)
 
     p = sub.add_parser("resume", help="continue a stopped or interrupted run to its end")
     p.add_argument("run_id")
@@ -150,9 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="an alpha sweep (plus uniform baselines), in the foreground")
     _add_model(p, required=True)
-    p.add_argument("--alphas", type=float, nargs="+", required=True, metavar="A")
+    p.add_argument("--alphas", type=float, nargs="+", default=[], metavar="A")
     p.add_argument("--uniform-bits", type=int, nargs="+", default=[], metavar="K",
                    help="also run uniform K-bit baselines")  # fmt: skip
+    p.add_argument("--first-last-uniform-bits", type=int, nargs="+", default=[], metavar="K",
+                   help="also uniform K-bit with first/last layers at 8 bits")  # fmt: skip
+    p.add_argument("--hawq-avg-bits", type=float, nargs="+", default=[], metavar="B",
+                   help="also run HAWQ-style allocations at these average-bit budgets")  # fmt: skip
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S",
+                   help="repeat every point with these seeds (mean and spread)")  # fmt: skip
     p.add_argument("--name", help="a label for the sweep")
     _add_overrides(p)
     _json_flag(p)
@@ -217,6 +246,12 @@ def cmd_train(args) -> int:
         return run_foreground(store, run_id, resume=False, as_json=args.json)
 
 
+def _reproduce(args) -> int:
+    from bsq_engine.cli.reproduce import cmd_reproduce
+
+    return cmd_reproduce(args)
+
+
 def cmd_resume(args) -> int:
     with RunStore() as store:
         run = store.get_run(args.run_id)
@@ -256,7 +291,8 @@ def _sigterm_as_interrupt():
 
 
 def _sweep_overrides(args) -> dict:
-    overrides = c.overrides_of(args, exclude=("method", "alpha", "uniform_bits", "name"))
+    method_fields = ("method", "alpha", "uniform_bits", "first_last_bits", "scheme", "avg_bits")
+    overrides = c.overrides_of(args, exclude=(*method_fields, "name", "seed"))
     if overrides.get("act_bits") == c.FLOAT_ACTS:
         # start_sweep builds configs with make_config, where None means "the preset's".
         preset_bits = preset_for(args.model, args.dataset).get("act_bits")
@@ -283,15 +319,25 @@ def cmd_sweep(args) -> int:
         )
         for k in args.uniform_bits
     ]  # validated here too, so the one-line reason names the CLI flag's value
-    c.check_runnable(configs[0])
+    configs += [
+        c.config_from(args.model, args.dataset, {**overrides, "method": "hawq", "avg_bits": b})
+        for b in args.hawq_avg_bits
+    ]
+    if not configs and not args.first_last_uniform_bits:
+        raise ValueError("A sweep needs --alphas, --uniform-bits, --first-last-uniform-bits "
+                         "or --hawq-avg-bits.")  # fmt: skip
+    c.check_runnable(configs[0] if configs else c.config_from(args.model, args.dataset, overrides))
     manager = get_manager()
     sweep_id = sweep.start_sweep(
         manager, model=args.model, dataset=args.dataset, alphas=args.alphas,
         uniform_bits=tuple(args.uniform_bits), name=args.name, overrides=overrides,
+        first_last_bits=tuple(args.first_last_uniform_bits),
+        hawq_avg_bits=tuple(args.hawq_avg_bits), seeds=tuple(args.seeds),
         owner=CLI_OWNER,
     )  # fmt: skip
+    n_runs = len(manager.store.list_runs(sweep_id=sweep_id))
     out = sys.stderr if args.json else sys.stdout
-    print(f"sweep {sweep_id}: {len(configs)} runs queued", file=out, flush=True)
+    print(f"sweep {sweep_id}: {n_runs} runs queued", file=out, flush=True)
     seen: set[str] = set()
 
     def report(progress=None) -> None:
@@ -301,7 +347,7 @@ def cmd_sweep(args) -> int:
                 continue
             seen.add(run["run_id"])
             s = c.run_summary(manager.store, run)
-            print(f"  {len(seen)}/{len(configs)} {s['run_id']} {s['status']:<9} "
+            print(f"  {len(seen)}/{n_runs} {s['run_id']} {s['status']:<9} "
                   f"{c.method_label(s):<12} accuracy {c.pct(s['accuracy'])}, "
                   f"{c.num(s['avg_bits'])} bits, {c.num(s['compression'], '.1f', 'x')}",
                   file=out, flush=True)  # fmt: skip

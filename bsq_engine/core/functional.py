@@ -4,15 +4,26 @@ Plane layout (used everywhere in this package): a layer whose float weight has s
 keeps two tensors of shape ``(*S, n_bits)``, ``pos`` and ``neg``. The last dimension is the
 bit position, **MSB first**: plane ``b`` has place value ``2**(n_bits - 1 - b) / (2**n_bits - 1)``.
 
-Everything here is a small pure function; the straight-through estimator is one tiny
-``autograd.Function``.
+The planes are *stored* in exactly this layout (dense, last dimension fastest) on every
+device and in every memory format: a model converted to ``channels_last`` keeps its planes
+as they are and computes its effective weight in the format of its input (see ``layers``);
+that weight is 1/16 of the planes' size, so re-laying it out is cheap. (A plane-major
+storage layout was not tried.)
+
+Everything here is a small pure function; the straight-through estimators are two tiny
+``autograd.Function``s (``RoundSTE``, and ``PlanesToWeight``, which fuses the weight and the
+regularizer's group norms into one node).
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 
 __all__ = [
+    "EPS",
+    "PlanesToWeight",
     "RoundSTE",
     "from_bit_planes",
     "int_to_planes",
@@ -25,7 +36,10 @@ __all__ = [
     "requantized_ints",
     "round_ste",
     "to_bit_planes",
+    "weight_and_group_norms",
 ]
+
+EPS = 1e-8  # the regularizer's epsilon inside each group norm (BSQ_METHOD.md section 2)
 
 
 class RoundSTE(torch.autograd.Function):
@@ -37,22 +51,32 @@ class RoundSTE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, levels: float) -> torch.Tensor:
-        x = x.clamp(-1.0, 1.0)
-        return torch.sign(x) * torch.round(x.abs() * levels) / levels
+        return _sign_magnitude(x, levels)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         return grad, None
 
 
-def round_ste(x: torch.Tensor) -> torch.Tensor:
-    """Round with a straight-through gradient.
+def _sign_magnitude(x: torch.Tensor, levels: float) -> torch.Tensor:
+    x = x.clamp(-1.0, 1.0)
+    return torch.sign(x) * torch.round(x.abs() * levels) / levels
+
+
+def round_ste(x: torch.Tensor, step: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """Round to a multiple of ``step`` with a straight-through (identity) gradient.
+
+    The one straight-through rounding of the package: ``ActQuant`` calls it with its level
+    spacing. The gradient is exactly 1, whatever the step.
 
     >>> x = torch.tensor([0.4, 1.6], requires_grad=True)
-    >>> round_ste(x).sum().backward(); x.grad.tolist()
-    [1.0, 1.0]
+    >>> y = round_ste(x); y.sum().backward(); y.tolist(), x.grad.tolist()
+    ([0.0, 2.0], [1.0, 1.0])
+    >>> x = torch.tensor([0.26, 0.9], requires_grad=True)
+    >>> y = round_ste(x, step=0.5); y.sum().backward(); y.tolist(), x.grad.tolist()
+    ([0.5, 1.0], [1.0, 1.0])
     """
-    return x + (torch.round(x) - x).detach()
+    return x + (torch.round(x / step) * step - x).detach()
 
 
 def quantize_unit(x: torch.Tensor, n_bits: int) -> torch.Tensor:
@@ -76,6 +100,19 @@ def place_values(n_bits: int, device=None, dtype=torch.float32) -> torch.Tensor:
     return (powers / (2**n_bits - 1)).to(dtype)
 
 
+@lru_cache(maxsize=64)
+def _cached_place(n_bits: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return place_values(n_bits, device, dtype)
+
+
+def _place(n_bits: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`place_values`, built once per (bits, device, dtype): it is read every step.
+    Under ``torch.compile`` built in the graph (the compiler cannot trace the cache)."""
+    if torch.compiler.is_compiling():
+        return place_values(n_bits, device, dtype)
+    return _cached_place(n_bits, device, dtype)
+
+
 def planes_to_value(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     """Value ``v`` encoded by (continuous) planes; shapes ``(*S, n) -> S``.
 
@@ -84,7 +121,7 @@ def planes_to_value(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     [0.3333333432674408]
     """
     n_bits = pos.shape[-1]
-    place = place_values(n_bits, pos.device, pos.dtype)  # (n,)
+    place = _place(n_bits, pos.device, pos.dtype)  # (n,)
     return (pos - neg) @ place  # (*S,)
 
 
@@ -194,3 +231,66 @@ def plane_group_norm(pos: torch.Tensor, neg: torch.Tensor, eps: float = 1e-8) ->
     n_bits = pos.shape[-1]
     sq = pos.reshape(-1, n_bits).square().sum(0) + neg.reshape(-1, n_bits).square().sum(0)
     return torch.sqrt(eps + sq)  # (n,)
+
+
+class PlanesToWeight(torch.autograd.Function):
+    """``(pos, neg, scale) -> (W, group norms)`` as one autograd node (the fused path).
+
+    Forward: the same arithmetic as :func:`from_bit_planes` (so ``W`` is bit-identical to
+    it) and the per-plane norms of :func:`plane_group_norm`, saving (besides the planes
+    themselves) only the ``(N,)`` quantized unit weight and the ``(n,)`` norms. Backward
+    writes each plane gradient once: ``outer(s * dW, place)`` (both straight-through
+    estimators of section 1) plus the group Lasso term ``d_norm * plane / norm``. The plain
+    path builds about ten autograd nodes per layer and keeps plane-sized temporaries; on
+    ResNet-20's planes its forward + backward measured 1.8x the CPU time of this node's.
+    """
+
+    @staticmethod
+    def forward(ctx, pos, neg, scale, eps: float):
+        n_bits = pos.shape[-1]
+        pos2, neg2 = pos.reshape(-1, n_bits), neg.reshape(-1, n_bits)  # (N, n) views
+        place = _place(n_bits, pos.device, pos.dtype)  # (n,)
+        unit = _sign_magnitude((pos2 - neg2) @ place, float(2**n_bits - 1))  # (N,)
+        # per-plane sums of squares; vecdot over the (n, N) view measured a little faster
+        # than square().sum(0) on ResNet-20's planes (CPU time, 1 thread)
+        sq = torch.linalg.vecdot(pos2.T, pos2.T) + torch.linalg.vecdot(neg2.T, neg2.T)  # (n,)
+        norms = torch.sqrt(eps + sq)  # (n,)
+        ctx.save_for_backward(pos2, neg2, scale, place, unit, norms)
+        ctx.set_materialize_grads(False)
+        ctx.plane_shape = pos.shape
+        return scale * unit.view(pos.shape[:-1]), norms
+
+    @staticmethod
+    def backward(ctx, grad_w, grad_norms):
+        pos2, neg2, scale, place, unit, norms = ctx.saved_tensors
+        grad_pos = grad_neg = grad_scale = None
+        if grad_w is not None:
+            g = grad_w.reshape(-1)  # (N,); a copy when W was used in channels_last
+            grad_pos = torch.outer(g * scale, place)  # (N, n)
+            grad_neg = -grad_pos
+            if ctx.needs_input_grad[2]:
+                grad_scale = torch.dot(unit, g)
+        if grad_norms is not None:
+            lasso = grad_norms / norms  # (n,)
+            if grad_pos is None:
+                grad_pos, grad_neg = pos2 * lasso, neg2 * lasso
+            else:
+                grad_pos = grad_pos.addcmul_(pos2, lasso)
+                grad_neg = grad_neg.addcmul_(neg2, lasso)
+        shape = ctx.plane_shape
+        grad_pos = None if grad_pos is None else grad_pos.view(shape)
+        grad_neg = None if grad_neg is None else grad_neg.view(shape)
+        return grad_pos, grad_neg, grad_scale, None
+
+
+def weight_and_group_norms(pos, neg, scale, eps: float = EPS):
+    """``(W, norms)``: :func:`from_bit_planes` and :func:`plane_group_norm` in one node.
+
+    Values equal the two plain functions'; gradients equal theirs to float rounding.
+
+    >>> pos, neg, s = to_bit_planes(torch.tensor([0.3, -1.0]), 2)
+    >>> w, norms = weight_and_group_norms(pos, neg, s, eps=0.0)
+    >>> w.tolist(), norms.tolist()
+    ([0.3333333432674408, -1.0], [1.0, 1.4142135381698608])
+    """
+    return PlanesToWeight.apply(pos, neg, scale, eps)

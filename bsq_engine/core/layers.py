@@ -6,15 +6,34 @@
 - ``QuantConv2d`` / ``QuantLinear``: fixed precision, used for the finetune stage and for
   uniform k-bit baselines: ``W = s * Q_n(clamp(w, -1, 1))`` with a float ``w`` in [-1, 1].
 - ``ActQuant``: activation quantization that replaces a ReLU (ReLU6 + max-abs, or PACT).
+
+Every layer has a real ``__init__`` taking its float twin's arguments plus ``n_bits``, a
+``from_float(module, n_bits)`` classmethod and a ``to_float()`` method (as torchao's
+``FakeQuantizedLinear.from_linear`` / ``to_linear``). Parameter names (``pos_planes``,
+``neg_planes``, ``scale``, ``weight``, ``bias``) are those of stored checkpoints.
+
+Memory format: ``model.to(memory_format=torch.channels_last)`` works on BSQ models. The
+planes keep their dense ``(*S, n_bits)`` layout (only device and dtype apply to them); a
+conv computes its effective weight in the memory format of its input, so activations and
+weights are both ``channels_last`` once the input is.
+
+Fused path: in a training forward (gradients enabled) a ``BitLayer`` computes its weight and
+its regularizer group norms in one autograd node (``functional.PlanesToWeight``) and keeps
+the norms for :func:`bsq_engine.core.regularizer.bit_group_lasso`, so the planes are read in
+one place and their gradient is written once. ``fused = False`` selects the plain path
+(separate weight and regularizer graphs); both give the same values and gradients.
 """
 
 from __future__ import annotations
 
+import weakref
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from bsq_engine.core.activations import ActQuant
 from bsq_engine.core.functional import (
+    EPS,
     from_bit_planes,
     int_to_planes,
     plane_density,
@@ -22,10 +41,11 @@ from bsq_engine.core.functional import (
     planes_to_value,
     quantize_unit,
     to_bit_planes,
+    weight_and_group_norms,
 )
+from bsq_engine.core.weight_ops import _ConvOp, _LinearOp, _WeightOp
 
 __all__ = [
-    "QUANT_LAYER_TYPES",
     "ActQuant",
     "BitConv2d",
     "BitLayer",
@@ -35,76 +55,49 @@ __all__ = [
     "QuantLinear",
 ]
 
-
-class _WeightOp(nn.Module):
-    """Shared shape of every quantized layer: a float op applied to a computed weight."""
-
-    kind = "layer"
-
-    def _copy_op_from(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Conv2d | _ConvMixin):
-            self.stride, self.padding = module.stride, module.padding
-            self.dilation, self.groups = module.dilation, module.groups
-            self.padding_mode = getattr(module, "padding_mode", "zeros")
-            self._pad = getattr(module, "_pad", None) or module._reversed_padding_repeated_twice
-        bias = module.bias
-        self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
-
-    def effective_weight(self) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._op(x, self.effective_weight())
-
-
-class _ConvMixin:
-    kind = "conv"
-
-    def _op(self, x, weight):
-        if self.padding_mode != "zeros":  # reflect / replicate / circular, as nn.Conv2d does
-            x = F.pad(x, self._pad, mode=self.padding_mode)
-            return F.conv2d(x, weight, self.bias, self.stride, 0, self.dilation, self.groups)
-        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
-
-    def _float_module(self, weight: torch.Tensor) -> nn.Conv2d:
-        out_ch, in_per_group, kh, kw = weight.shape
-        conv = nn.Conv2d(
-            in_per_group * self.groups, out_ch, (kh, kw), self.stride, self.padding,
-            self.dilation, self.groups, bias=self.bias is not None, padding_mode=self.padding_mode,
-        )  # fmt: skip
-        return conv
-
-
-class _LinearMixin:
-    kind = "linear"
-
-    def _op(self, x, weight):
-        return F.linear(x, weight, self.bias)
-
-    def _float_module(self, weight: torch.Tensor) -> nn.Linear:
-        return nn.Linear(weight.shape[1], weight.shape[0], bias=self.bias is not None)
+# Group norms computed by a layer's last training forward, with the planes (and their
+# versions) they were computed from. Outside the modules so copies and pickles of a model
+# never carry an autograd graph; weak so a dropped model leaves nothing behind.
+_FORWARD_NORMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class BitLayer(_WeightOp):
     """A layer whose weight lives in ``pos_planes`` / ``neg_planes`` (``(*S, n_bits)``)."""
 
-    def _init_planes(self, weight: torch.Tensor, n_bits: int) -> None:
-        pos, neg, scale = to_bit_planes(weight.float(), n_bits)
-        self.weight_shape = tuple(weight.shape)
-        self.pos_planes = nn.Parameter(pos)  # (*S, n_bits)
-        self.neg_planes = nn.Parameter(neg)  # (*S, n_bits)
-        self.scale = nn.Parameter(scale.reshape(()))
+    fused = True  # class default; set False on an instance for the plain path
+
+    def _init_from(self, template: nn.Module, n_bits: int) -> None:
+        self._adopt_geometry(template)
+        self._adopt_bias(template.bias)
+        self.load_float_weight_(template.weight, n_bits)
         self.pruned = False  # all planes zero after re-quantization: reported as 0 bits
         self.msb_offset = 0  # where the MSB plane sits in a max_bits-wide grid (display only)
 
     @classmethod
     def from_float(cls, module: nn.Module, n_bits: int = 8) -> BitLayer:
-        """Convert a float ``Conv2d`` / ``Linear`` (its weight, bias and hyper-parameters)."""
-        layer = cls.__new__(cls)
-        nn.Module.__init__(layer)
-        layer._copy_op_from(module)
-        layer._init_planes(module.weight, n_bits)
-        return layer.to(module.weight.device)
+        """Convert a float ``Conv2d`` / ``Linear`` (its weight, bias and hyper-parameters).
+
+        Built on the meta device first, so conversion draws no random numbers."""
+        layer = cls(**cls.float_args(module), n_bits=n_bits, device="meta")
+        layer._adopt_bias(module.bias)
+        layer.load_float_weight_(module.weight, n_bits)
+        return layer
+
+    def load_float_weight_(self, weight: torch.Tensor, n_bits: int) -> None:
+        """Planes and scale of a float ``weight`` (BSQ_METHOD.md section 1, conversion)."""
+        pos, neg, scale = to_bit_planes(weight.float(), n_bits)
+        self.weight_shape = tuple(weight.shape)
+        self.set_planes_(pos, neg, scale.reshape(()), device=weight.device)
+
+    def set_planes_(self, pos, neg, scale, device=None) -> None:
+        """Replace the planes (their number may change); optimizer state must be rebuilt.
+
+        Stored dense: a strided view (a slice of wider planes) is updated wrongly by the
+        fused SGD kernel (see ``training.trainer.make_sgd``)."""
+        device = self.pos_planes.device if device is None else device
+        self.pos_planes = nn.Parameter(pos.to(device, torch.float32).contiguous())
+        self.neg_planes = nn.Parameter(neg.to(device, torch.float32).contiguous())
+        self.scale = nn.Parameter(torch.as_tensor(scale, dtype=torch.float32, device=device))
 
     @property
     def n_bits(self) -> int:
@@ -126,12 +119,28 @@ class BitLayer(_WeightOp):
     def effective_weight(self) -> torch.Tensor:
         return from_bit_planes(self.pos_planes, self.neg_planes, self.scale)
 
-    def set_planes_(self, pos: torch.Tensor, neg: torch.Tensor, scale: float) -> None:
-        """Replace the planes (their number may change); optimizer state must be rebuilt."""
-        device = self.pos_planes.device
-        self.pos_planes = nn.Parameter(pos.to(device, torch.float32))
-        self.neg_planes = nn.Parameter(neg.to(device, torch.float32))
-        self.scale = nn.Parameter(torch.tensor(float(scale), device=device))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.fused and torch.is_grad_enabled() and self.pos_planes.requires_grad):
+            return self._op(x, self.effective_weight())
+        pos, neg = self.pos_planes, self.neg_planes
+        weight, norms = weight_and_group_norms(pos, neg, self.scale)
+        _FORWARD_NORMS[self] = (pos, neg, pos._version, neg._version, norms)
+        return self._op(x, weight)
+
+    def group_norms(self, eps: float = EPS) -> torch.Tensor:
+        """Per-plane group norms ``(n_bits,)``, differentiable.
+
+        Taken from the last training forward when the planes have not changed since (the
+        fused path: the regularizer then shares the weight's autograd node), else computed.
+        """
+        cached = _FORWARD_NORMS.pop(self, None)
+        pos, neg = self.pos_planes, self.neg_planes
+        fresh = cached is not None and cached[0] is pos and cached[1] is neg
+        if fresh and eps == EPS and cached[2:4] == _versions(pos, neg):  # no in-place change
+            return cached[4]
+        n_bits = self.n_bits
+        pos2, neg2 = pos.reshape(-1, n_bits), neg.reshape(-1, n_bits)  # (N_l, n_bits)
+        return torch.sqrt(eps + pos2.square().sum(0) + neg2.square().sum(0))  # (n_bits,)
 
     def clip_(self) -> None:
         """Keep planes in [0, 2] (the method) and the scale positive (our guard)."""
@@ -146,53 +155,90 @@ class BitLayer(_WeightOp):
         norm = plane_group_norm(self.pos_planes, self.neg_planes)
         return density.tolist(), norm.tolist()
 
-    def to_float(self) -> nn.Module:
-        """A plain float module computing exactly this layer's current forward."""
-        weight = self.effective_weight().detach()
-        module = self._float_module(weight).to(weight.device)
-        module.weight.data.copy_(weight)
-        if self.bias is not None:
-            module.bias.data.copy_(self.bias.detach())
-        return module
+    def _apply(self, fn, recurse=True):
+        # Module.to(memory_format=channels_last) converts every 4-D and 5-D tensor and
+        # raises on the 5-D conv planes: hand it a 3-D view of them, so device and dtype
+        # still apply and the planes keep their documented layout.
+        def keep_plane_layout(t):
+            return fn(t.flatten(2)).view(t.shape) if t.dim() == 5 else fn(t)
+
+        return super()._apply(keep_plane_layout, recurse)
 
     def extra_repr(self) -> str:
         return f"weight_shape={self.weight_shape}, n_bits={self.reported_bits}"
 
 
-class BitConv2d(_ConvMixin, BitLayer):
+def _versions(*tensors: torch.Tensor) -> tuple[int, ...]:
+    return tuple(t._version for t in tensors)
+
+
+class BitConv2d(_ConvOp, BitLayer):
     """``Conv2d`` whose weight is ``s * Q_n(v(pos_planes, neg_planes))``."""
 
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+        dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
+        n_bits: int = 8, device=None, dtype=None,
+    ):  # fmt: skip
+        super().__init__()
+        template = nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+            padding_mode, device=device, dtype=dtype,
+        )  # fmt: skip
+        self._init_from(template, n_bits)
 
-class BitLinear(_LinearMixin, BitLayer):
+
+class BitLinear(_LinearOp, BitLayer):
     """``Linear`` whose weight is ``s * Q_n(v(pos_planes, neg_planes))``."""
+
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = True, *, n_bits: int = 8,
+        device=None, dtype=None,
+    ):  # fmt: skip
+        super().__init__()
+        template = nn.Linear(in_features, out_features, bias, device=device, dtype=dtype)
+        self._init_from(template, n_bits)
 
 
 class QuantLayer(_WeightOp):
     """Fixed precision: ``W = s * Q_n(clamp(w, -1, 1))`` with straight-through gradients."""
 
-    @classmethod
-    def _build(cls, module: nn.Module, unit_weight: torch.Tensor, scale: float, n_bits: int):
-        layer = cls.__new__(cls)
-        nn.Module.__init__(layer)
-        layer._copy_op_from(module)
-        layer.weight = nn.Parameter(unit_weight.detach().clone().float())  # S, in [-1, 1]
-        layer.scale = nn.Parameter(torch.tensor(float(scale), device=unit_weight.device))
-        layer.n_bits = int(n_bits)
-        layer.msb_offset = getattr(module, "msb_offset", 0)
-        return layer
+    def _init_from(self, template: nn.Module, n_bits: int) -> None:
+        self._adopt_geometry(template)
+        self._adopt_bias(template.bias)
+        self.load_float_weight_(template.weight, n_bits)
+        self.msb_offset = 0
 
     @classmethod
     def from_float(cls, module: nn.Module, n_bits: int) -> QuantLayer:
         """Uniform baseline: ``s = max|w|``, ``w / s`` quantized to ``n_bits``."""
-        w = module.weight.detach()
-        scale = float(w.abs().max()) or 1.0
-        return cls._build(module, w / scale, scale, n_bits)
+        layer = cls(**cls.float_args(module), n_bits=n_bits, device="meta")
+        layer._adopt_bias(module.bias)
+        layer.load_float_weight_(module.weight, n_bits)
+        layer.msb_offset = getattr(module, "msb_offset", 0)
+        return layer
 
     @classmethod
     def from_bit_layer(cls, layer: BitLayer) -> QuantLayer:
         """Freeze a re-quantized BSQ layer's scheme for finetuning (same effective weight)."""
+        fixed = cls(**cls.float_args(layer), n_bits=layer.reported_bits, device="meta")
+        fixed._adopt_bias(layer.bias)
         unit = layer.value().detach().clamp(-1.0, 1.0)
-        return cls._build(layer, unit, float(layer.scale.detach()), layer.reported_bits)
+        fixed._set_unit_weight_(unit, layer.scale.detach(), layer.reported_bits)
+        fixed.msb_offset = layer.msb_offset
+        return fixed
+
+    def load_float_weight_(self, weight: torch.Tensor, n_bits: int) -> None:
+        """``s = max|w|`` (1 for an all-zero weight) and ``w / s`` as the unit weight."""
+        w = weight.detach().float()
+        scale = w.abs().amax()
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        self._set_unit_weight_(w / scale, scale, n_bits)
+
+    def _set_unit_weight_(self, unit: torch.Tensor, scale: torch.Tensor, n_bits: int) -> None:
+        self.weight = nn.Parameter(unit.detach().clone().float())  # S, in [-1, 1]
+        self.scale = nn.Parameter(scale.detach().clone().float().reshape(()))
+        self.n_bits = int(n_bits)
 
     @property
     def reported_bits(self) -> int:
@@ -230,50 +276,33 @@ class QuantLayer(_WeightOp):
         neg = int_to_planes((-q).clamp(min=0), self.n_bits)  # (*S, n_bits)
         return plane_density(pos, neg, max_bits).tolist(), plane_group_norm(pos, neg).tolist()
 
-    def to_float(self) -> nn.Module:
-        return BitLayer.to_float(self)
-
     def extra_repr(self) -> str:
         return f"weight_shape={tuple(self.weight.shape)}, n_bits={self.n_bits}"
 
 
-class QuantConv2d(_ConvMixin, QuantLayer):
+class QuantConv2d(_ConvOp, QuantLayer):
     """``Conv2d`` with a fixed ``n_bits`` weight quantizer."""
 
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+        dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
+        n_bits: int = 8, device=None, dtype=None,
+    ):  # fmt: skip
+        super().__init__()
+        template = nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+            padding_mode, device=device, dtype=dtype,
+        )  # fmt: skip
+        self._init_from(template, n_bits)
 
-class QuantLinear(_LinearMixin, QuantLayer):
+
+class QuantLinear(_LinearOp, QuantLayer):
     """``Linear`` with a fixed ``n_bits`` weight quantizer."""
 
-
-QUANT_LAYER_TYPES = (BitLayer, QuantLayer)
-
-
-class ActQuant(nn.Module):
-    """Quantized ReLU: ReLU6 + per-batch max-abs scale, or PACT for ``bits <= 3``.
-
-    ``bits=None`` is a plain ReLU (float activations).
-    """
-
-    def __init__(self, bits: int | None, pact_init: float = 6.0):
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = True, *, n_bits: int = 8,
+        device=None, dtype=None,
+    ):  # fmt: skip
         super().__init__()
-        self.bits = bits
-        self.use_pact = bits is not None and bits <= 3
-        # PACT's learnable clipping level; initialised at ReLU6's level (our choice).
-        self.clip_level = nn.Parameter(torch.tensor(pact_init)) if self.use_pact else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.bits is None:
-            return F.relu(x)
-        levels = 2**self.bits - 1
-        if self.use_pact:
-            # clamp(x, 0, a) written so that d/da = 1 where x >= a and 0 elsewhere (PACT).
-            y = F.relu(x) - F.relu(x - self.clip_level)
-            scale = self.clip_level.detach()
-        else:
-            y = F.relu6(x)
-            scale = y.detach().amax().clamp(min=1e-8)  # per-batch max-abs
-        # Straight-through: the rounding's gradient is the identity w.r.t. y.
-        return y + (torch.round(y / scale * levels) / levels * scale - y).detach()
-
-    def extra_repr(self) -> str:
-        return f"bits={self.bits}, pact={self.use_pact}"
+        template = nn.Linear(in_features, out_features, bias, device=device, dtype=dtype)
+        self._init_from(template, n_bits)

@@ -263,14 +263,18 @@ def memory_weights(layers: list[dict]) -> list[float]:
 
 
 def scheme_summary(model: nn.Module) -> dict:
-    """Average bits ``sum N_l n_l / N`` and compression ``32 / avg`` over quantized layers."""
+    """Average bits ``sum N_l n_l / N`` and compression ``32 / avg`` over quantized layers.
+
+    When every layer is pruned (0 average bits) compression is ``None``, never infinity:
+    such a model has lost its task (a collapsed run), not won the frontier.
+    """
     layers = [
         {"name": n, "n_bits": m.reported_bits, "n_weights": m.n_weights}
         for n, m in quantized_layers(model)
     ]
     total = sum(r["n_weights"] for r in layers)
     avg_bits = sum(r["n_weights"] * r["n_bits"] for r in layers) / total if total else 0.0
-    compression = 32.0 / avg_bits if avg_bits > 0 else float("inf")
+    compression = 32.0 / avg_bits if avg_bits > 0 else None
     return {"avg_bits": avg_bits, "compression": compression, "layers": layers}
 
 

@@ -37,19 +37,41 @@ def log_alphas(lo: float, hi: float, n: int) -> list[float]:
     return [float(f"{10 ** (math.log10(lo) + i * step):.3g}") for i in range(n)]
 
 
-def _sweep_configs(model, dataset, alphas, uniform_bits, overrides) -> list[tuple[str, object]]:
-    """``(name, RunConfig)`` per run, all validated before anything is stored."""
-    if not alphas and not uniform_bits:
-        raise ValueError("A sweep needs at least one alpha or one uniform bit-width.")
-    base = {k: v for k, v in (overrides or {}).items() if k not in ("alpha", "method")}
+def _points(alphas, uniform_bits, first_last_bits, hawq_avg_bits) -> list[tuple[str, dict]]:
+    """``(name, method settings)`` of every point of a sweep, BSQ first."""
+    points = [(f"α={a:g}", {"method": "bsq", "alpha": a}) for a in alphas]
+    # a fixed-scheme run has no alpha: the store keeps NULL, whatever the config holds
+    points += [(f"uniform {k}-bit", {"method": "uniform", "uniform_bits": k})
+               for k in uniform_bits]  # fmt: skip
+    points += [
+        (f"uniform {k}-bit, first/last 8",
+         {"method": "uniform", "uniform_bits": k, "first_last_bits": 8})
+        for k in first_last_bits
+    ]  # fmt: skip
+    points += [(f"HAWQ {b:g} bits", {"method": "hawq", "avg_bits": b})
+               for b in hawq_avg_bits]  # fmt: skip
+    return points
+
+
+def _sweep_configs(
+    model, dataset, alphas, uniform_bits, overrides, first_last_bits=(), hawq_avg_bits=(),
+    seeds=(None,),
+) -> list[tuple[str, object]]:  # fmt: skip
+    """``(name, RunConfig)`` per run (every point x every seed), all validated before
+    anything is stored. A seed of ``None`` keeps the preset's (or the override's) seed."""
+    points = _points(alphas, uniform_bits, first_last_bits, hawq_avg_bits)
+    if not points:
+        raise ValueError(
+            "A sweep needs at least one alpha or one uniform bit-width (or a HAWQ budget)."
+        )
+    method_keys = ("alpha", "method", "uniform_bits", "first_last_bits", "avg_bits", "scheme")
+    base = {k: v for k, v in (overrides or {}).items() if k not in method_keys}
     runs = []
-    for alpha in alphas:
-        config = make_config(model, dataset, **{**base, "method": "bsq", "alpha": alpha})
-        runs.append((f"α={alpha:g}", config))
-    for bits in uniform_bits:
-        # a uniform run has no alpha: the store keeps NULL, whatever the config holds
-        config = make_config(model, dataset, **{**base, "method": "uniform", "uniform_bits": bits})
-        runs.append((f"uniform {bits}-bit", config))
+    for seed in seeds:
+        for name, settings in points:
+            extra = {} if seed is None else {"seed": seed}
+            label = name if seed is None or len(seeds) == 1 else f"{name}, seed {seed}"
+            runs.append((label, make_config(model, dataset, **{**base, **settings, **extra})))
     return runs
 
 
@@ -63,20 +85,33 @@ def start_sweep(
     name: str | None = None,
     overrides: dict | None = None,
     owner: str | None = None,
+    first_last_bits: list[int] = (),
+    hawq_avg_bits: list[float] = (),
+    seeds: list[int] | None = None,
 ) -> str:
-    """Register a sweep and queue its runs (alphas first, then uniform baselines).
+    """Register a sweep and queue its runs (alphas first, then uniform baselines, uniform
+    with first/last layers at 8 bits, HAWQ-style budgets), each once per seed in ``seeds``
+    (default: once, with the preset's seed). Runs of one seed share one float model.
 
     Every config is validated first (a negative alpha raises ValueError), and the owner's
     queue cap checked for all runs at once (``jobs.QueueFull``), so a refusal leaves no
     half-created sweep behind. Returns the sweep id.
     """
     alphas, uniform_bits = list(alphas), list(uniform_bits)
-    runs = _sweep_configs(model, dataset, alphas, uniform_bits, overrides)
+    seeds = list(seeds) if seeds else [None]
+    runs = _sweep_configs(
+        model, dataset, alphas, uniform_bits, overrides, list(first_last_bits),
+        list(hawq_avg_bits), seeds,
+    )  # fmt: skip
     manager.check_queue_room(owner, len(runs))
     if name is None:
         span = f"α {min(alphas):g}..{max(alphas):g}" if alphas else "uniform baselines"
         name = f"{model}-{dataset} sweep, {span}"
-    sweep_config = {"alphas": alphas, "uniform_bits": uniform_bits, "overrides": overrides or {}}
+    sweep_config = {
+        "alphas": alphas, "uniform_bits": uniform_bits, "overrides": overrides or {},
+        "first_last_bits": list(first_last_bits), "hawq_avg_bits": list(hawq_avg_bits),
+        "seeds": seeds,
+    }  # fmt: skip
     sweep_id = manager.store.create_sweep(name, model, dataset, sweep_config)
     for run_name, config in runs:
         manager.start(config, name=run_name, sweep_id=sweep_id, owner=owner)

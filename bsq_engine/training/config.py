@@ -12,19 +12,23 @@ from bsq_engine.core.quantize import BSQConfig
 __all__ = [
     "CONFIG_VERSION",
     "METHODS",
+    "SENSITIVITIES",
     "RunConfig",
     "Stage",
     "alpha_of",
+    "describe_method",
     "stage_rank",
     "stages_for",
 ]
 
 CONFIG_VERSION = 1
-METHODS = ("bsq", "uniform")
+METHODS = ("bsq", "uniform", "scheme", "hawq")
+SENSITIVITIES = ("hessian", "loo")  # Hutchinson Hessian trace, or one-layer-at-a-time loss
 
 
 class Stage(enum.StrEnum):
-    """Where a run is in its pipeline; ``QAT`` is the uniform baseline's BSQ-stage twin."""
+    """Where a run is in its pipeline; ``QAT`` is the fixed-scheme methods' BSQ-stage twin
+    (uniform, scheme, hawq: quantization-aware training of a scheme chosen up front)."""
 
     PRETRAIN = "pretrain"
     BSQ = "bsq"
@@ -37,6 +41,27 @@ def stages_for(method: str) -> list[Stage]:
     """The training stages of a method, in order (``DONE`` excluded)."""
     middle = Stage.BSQ if method == "bsq" else Stage.QAT
     return [Stage.PRETRAIN, middle, Stage.FINETUNE]
+
+
+def describe_method(config: dict) -> str:
+    """A run's method in a few words, from its config dict (tables, hovers, CLI lines).
+
+    >>> describe_method({"method": "uniform", "uniform_bits": 2, "first_last_bits": 8})
+    'uniform 2-bit, first/last 8-bit'
+    >>> describe_method({"method": "hawq", "avg_bits": 2.5, "sensitivity": "loo"})
+    'HAWQ-style (loo) at 2.5 avg bits'
+    """
+    method = config.get("method", "bsq")
+    if method == "uniform":
+        text = f"uniform {config.get('uniform_bits', '?')}-bit"
+        first_last = config.get("first_last_bits")
+        return text + (f", first/last {first_last}-bit" if first_last is not None else "")
+    if method == "scheme":
+        return "scheme " + "-".join(str(b) for b in config.get("scheme") or ())
+    if method == "hawq":
+        sensitivity = config.get("sensitivity", "hessian")
+        return f"HAWQ-style ({sensitivity}) at {config.get('avg_bits', 0):g} avg bits"
+    return f"BSQ alpha={config.get('alpha', 0):.4g}"
 
 
 def stage_rank(stage: str) -> int:
@@ -54,7 +79,8 @@ def stage_rank(stage: str) -> int:
 
 
 def alpha_of(method: str, alpha: float) -> float | None:
-    """The alpha a run really uses: None for a uniform run, which has no regularizer (its
+    """The alpha a run really uses: None for a fixed-scheme run (uniform, scheme, hawq: no
+    regularizer; its
     config still carries the field; the store, summaries and exports show NULL/None)."""
     return float(alpha) if method == "bsq" else None
 
@@ -74,6 +100,11 @@ class RunConfig:
 
     Defaults equal the default preset (MLP on digits); use ``presets.make_config`` for others.
 
+    Methods: ``bsq``; ``uniform`` (``uniform_bits`` everywhere, or ``first_last_bits`` on
+    the first and last quantized layers, the field's common practice); ``scheme`` (QAT of
+    the given bits per quantized layer, from the float model: the paper's Table-1 control);
+    ``hawq`` (bits chosen from measured ``sensitivity`` under an ``avg_bits`` budget).
+
     Learning-rate schedules are step decays (x0.1) at fractions of each stage, as in the
     paper's recipe (350 BSQ epochs with a decay at 250 -> ``(0.7,)``).
     """
@@ -83,6 +114,10 @@ class RunConfig:
     method: str = "bsq"
     alpha: float = 0.2
     uniform_bits: int = 4
+    first_last_bits: int | None = None
+    scheme: tuple[int, ...] | None = None
+    avg_bits: float | None = None
+    sensitivity: str = "hessian"
     n_bits: int = 8
     max_bits: int = 8
     act_bits: int | None = None
@@ -111,8 +146,11 @@ class RunConfig:
     def __post_init__(self):
         object.__setattr__(self, "lr_milestones", tuple(self.lr_milestones))
         object.__setattr__(self, "finetune_milestones", tuple(self.finetune_milestones))
+        if self.scheme is not None:
+            object.__setattr__(self, "scheme", tuple(self.scheme))
         self._check_names()
         self._check_numbers()
+        self._check_method_settings()
         self.bsq_config()  # validates n_bits / max_bits / act_bits with its own messages
 
     def _check_names(self) -> None:
@@ -127,7 +165,9 @@ class RunConfig:
             choices = ", ".join(list_datasets())
             raise ValueError(f"Unknown dataset {self.dataset!r}. Choose one of: {choices}.")
         if self.method not in METHODS:
-            raise ValueError(f"Unknown method {self.method!r}. Choose 'bsq' or 'uniform'.")
+            raise ValueError(
+                f"Unknown method {self.method!r}. Choose one of: {', '.join(METHODS)}."
+            )
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}.")
 
@@ -159,6 +199,32 @@ class RunConfig:
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name))
 
+    def _check_method_settings(self) -> None:
+        if self.first_last_bits is not None and not 1 <= self.first_last_bits <= self.max_bits:
+            raise ValueError(
+                f"first_last_bits must be 1..{self.max_bits} (or None), got "
+                f"{self.first_last_bits!r}."
+            )
+        if self.method == "scheme":
+            bits = self.scheme or ()
+            if not bits or any(not isinstance(b, int) or not 0 <= b <= self.max_bits for b in bits):
+                raise ValueError(
+                    f"method 'scheme' needs bits per quantized layer, each 0..{self.max_bits} "
+                    f"(e.g. scheme=(8, 4, 2, 4, 8)), got {self.scheme!r}."
+                )
+        if self.method == "hawq":
+            ok = isinstance(self.avg_bits, int | float) and math.isfinite(self.avg_bits)
+            if not ok or not 1 <= self.avg_bits <= self.max_bits:
+                raise ValueError(
+                    f"method 'hawq' needs a bit budget avg_bits in 1..{self.max_bits} "
+                    f"(e.g. --avg-bits 2.5), got {self.avg_bits!r}."
+                )
+        if self.sensitivity not in SENSITIVITIES:
+            raise ValueError(
+                f"Unknown sensitivity {self.sensitivity!r}. Choose 'hessian' (Hutchinson "
+                "trace) or 'loo' (measured one layer at a time)."
+            )
+
     def bsq_config(self) -> BSQConfig:
         return BSQConfig(
             n_bits=self.n_bits,
@@ -171,6 +237,7 @@ class RunConfig:
         data = dataclasses.asdict(self)
         data["lr_milestones"] = list(self.lr_milestones)
         data["finetune_milestones"] = list(self.finetune_milestones)
+        data["scheme"] = None if self.scheme is None else list(self.scheme)
         return data
 
     @classmethod

@@ -21,18 +21,20 @@ from bsq_engine.core.quantize import (
     bit_report,
     layer_meta,
     prepare_bsq,
-    prepare_uniform,
     requantize_,
     scheme_summary,
     to_fixed_,
 )
-from bsq_engine.core.regularizer import bit_group_lasso, clip_planes_
+from bsq_engine.core.regularizer import clip_planes_
 from bsq_engine.data import load_dataset
+from bsq_engine.training import fast_path
 from bsq_engine.training.callbacks import Callback, CallbackList
 from bsq_engine.training.checkpoint import optimizer_tensors
 from bsq_engine.training.config import RunConfig, Stage
+from bsq_engine.training.diagnostics import bench_facts
 from bsq_engine.training.float_cache import FloatCache
 from bsq_engine.training.run_model import build_model, model_from_checkpoint, model_shape
+from bsq_engine.training.schemes import plan_scheme, prepare_fixed
 
 __all__ = ["DivergenceError", "RunStopped", "Trainer", "resolve_device"]
 
@@ -73,10 +75,14 @@ class Trainer:
         self.stage, self.epoch, self.global_epoch, self.global_step = Stage.PRETRAIN, 0, 0, 0
         self.float_accuracy: float | None = None
         self.model: nn.Module | None = None
+        self.memory_format = torch.contiguous_format
         self.optimizer: torch.optim.Optimizer | None = None
         self.started = time.time()
         self.elapsed_before = 0.0  # seconds spent by earlier attempts of a resumed run
         self.pretrain_records: list[dict] = []  # kept with a cached float model
+        self.plan: dict | None = None  # fixed-scheme methods: bits per layer and why
+        self.quant_stage_accuracy: float | None = None  # end of BSQ / QAT, before finetune
+        self.last_test_acc: float | None = None
 
     # ----------------------------------------------------------------- set-up
     def _load_data(self):
@@ -88,12 +94,17 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(self.data.train_y) / cfg.batch_size)
 
     def _new_model(self) -> nn.Module:
-        return build_model(self.config, model_shape(self.data.info)).to(self.device)
+        return build_model(self.config, model_shape(self.data.info))
+
+    def _place_model(self) -> None:
+        """On the run's device, in the fastest memory format (``fast_path``)."""
+        self.memory_format = fast_path.memory_format_for(self.model)
+        self.model = self.model.to(self.device, memory_format=self.memory_format)
 
     def _build_optimizer(self) -> None:
         cfg = self.config
         lr = cfg.lr_at(self.stage, max(self.epoch, 1))
-        self.optimizer = torch.optim.SGD(
+        self.optimizer = fast_path.make_sgd(
             self.model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
 
@@ -127,10 +138,11 @@ class Trainer:
         elif stage is Stage.BSQ:
             self.model = prepare_bsq(self.model, cfg.bsq_config())
         elif stage is Stage.QAT:
-            self.model = prepare_uniform(self.model, cfg.uniform_bits, cfg.bsq_config())
+            self.plan = plan_scheme(self.model, cfg, self.data, self.device)
+            self.model = prepare_fixed(self.model, cfg, self.plan)
         elif stage is Stage.FINETUNE and cfg.method == "bsq":
             self.model = to_fixed_(self.model)
-        self.model.to(self.device)
+        self._place_model()
         self._build_optimizer()
         self.callbacks.trigger("on_stage_start", self, stage)
 
@@ -143,6 +155,8 @@ class Trainer:
         if stage is Stage.PRETRAIN:
             self.float_accuracy = self.evaluate()[1]
             self._save_pretrained()
+        elif stage in (Stage.BSQ, Stage.QAT):
+            self.quant_stage_accuracy = self.last_test_acc
         self.callbacks.trigger("on_stage_end", self, stage)
 
     def _run_epoch(self, stage: Stage, epoch: int) -> None:
@@ -157,6 +171,7 @@ class Trainer:
             self._build_optimizer()  # resized tensors: momentum starts fresh (the reference)
             self.callbacks.trigger("on_requantize", self, [e.to_dict() for e in events])
         test_loss, test_acc = self.evaluate()
+        self.last_test_acc = test_acc
         record = {
             "stage": stage.value, "epoch": epoch, "global_epoch": self.global_epoch,
             **train, "test_loss": test_loss, "test_acc": test_acc, "lr": lr,
@@ -182,13 +197,13 @@ class Trainer:
         use_reg = stage is Stage.BSQ and cfg.alpha > 0
         seed = cfg.seed * 100_003 + self.global_epoch  # per-epoch: resume replays the same order
         totals, step_ms = {"loss": 0.0, "correct": 0, "n": 0, "reg": 0.0}, []
+        compile_ = fast_path.compile_wanted(self.device)
+        forward = fast_path.step_forward(model, self.memory_format, use_reg, compile_)
         for xb, yb in self.data.train_loader(cfg.batch_size, seed=seed, device=self.device):
             if self.stop_event.is_set():
                 raise RunStopped(f"stopped by the user at {stage.value} epoch {self.epoch}")
             t0 = time.perf_counter()
-            logits = model(xb)
-            ce = F.cross_entropy(logits, yb)
-            reg = bit_group_lasso(model) if use_reg else None
+            logits, ce, reg = forward(xb, yb)
             loss = ce + cfg.alpha * reg if use_reg else ce
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -234,7 +249,7 @@ class Trainer:
         self.model.eval()
         loss, correct = 0.0, 0
         for xb, yb in self.data.test_loader(1024, device=self.device):
-            logits = self.model(xb)
+            logits = self.model(fast_path.to_memory_format(xb, self.memory_format))
             loss += float(F.cross_entropy(logits, yb, reduction="sum"))
             correct += int((logits.argmax(1) == yb).sum())
         n = max(len(self.data.test_y), 1)
@@ -255,6 +270,7 @@ class Trainer:
             "seconds": self.elapsed_before + time.time() - self.started,
             "device": str(self.device), "layers": summary["layers"],
         }  # fmt: skip
+        result.update(bench_facts(self))
         self.callbacks.trigger("on_finish", self, result)
         return result
 
@@ -293,19 +309,22 @@ class Trainer:
             "global_step": self.global_step, "float_accuracy": self.float_accuracy,
             "layers": layer_meta(self.model), "config": self.config.to_dict(),
             "elapsed": self.elapsed_before + time.time() - self.started, "format": 1,
+            "plan": self.plan, "quant_stage_accuracy": self.quant_stage_accuracy,
         }  # fmt: skip
         return tensors, meta
 
     def _restore(self, checkpoint: tuple[dict, dict]) -> tuple[Stage, int]:
         tensors, meta = checkpoint
         shape = model_shape(self.data.info)
-        self.model = model_from_checkpoint(self.config, shape, tensors, meta).to(self.device)
+        self.model = model_from_checkpoint(self.config, shape, tensors, meta)
+        self._place_model()
         self.stage, self.epoch = Stage(meta["stage"]), meta["epoch"]
         if self.stage is Stage.DONE:  # died after its final checkpoint: only finish remains
             self.stage = self.config.stages[-1]
             self.epoch = self.config.epochs_of(self.stage)
         self.global_epoch, self.global_step = meta["global_epoch"], meta["global_step"]
         self.float_accuracy, self.elapsed_before = meta["float_accuracy"], meta["elapsed"]
+        self.plan, self.quant_stage_accuracy = meta.get("plan"), meta.get("quant_stage_accuracy")
         self._build_optimizer()
         for name, param in self.model.named_parameters():
             buf = tensors.get(f"optim.{name}")

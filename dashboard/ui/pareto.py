@@ -11,17 +11,19 @@ import streamlit as st
 from bsq_engine.runs.export import COUNTING_CONVENTION
 from bsq_engine.runs.status import ACTIVE, RunStatus
 from bsq_engine.runs.sweep import sweep_progress
+from dashboard.ui import bench as bench_ui
 from dashboard.ui.accessors import list_runs_frame, load_references
 from dashboard.ui.run_panel import render_run_panel
 from dashboard.ui.state import manager, store
+from dashboard.views import bench, plain
 from dashboard.views import pareto as pp
-from dashboard.views import plain
+from dashboard.views.frames import runs_frame
 
 __all__ = ["choose_pair", "frontier"]
 
 KEY_BY_OWNER = "pareto-by-owner"
 LIVE_S = 2.0
-X_LABELS = {"compression": "Compression", "avg_bits": "Average bits"}
+X_LABELS = {"compression": "Compression", "avg_bits": "Average bits", "bops": "BOPs"}
 HAS_KALEIDO = importlib.util.find_spec("kaleido") is not None
 TRAIN_PAGE = "pages/train.py"
 
@@ -57,12 +59,14 @@ def _downloads(table, fig, model: str, dataset: str) -> None:
 
 
 def _frontier(model: str, dataset: str, x_mode: str, live: bool) -> None:
-    pair = list_runs_frame(model=model, dataset=dataset)
+    stored = store().list_runs(model=model, dataset=dataset)  # summaries: the bench's facts
+    pair = runs_frame(stored)
     active = pair.loc[pair["status"].isin(ACTIVE), "run_id"].tolist()
     if live and not active:
         st.rerun()  # once: every run ended, redraw the page without polling
     _sweep_progress(model, dataset)
     runs = pp.chart_runs(pair, {run_id: manager().snapshot(run_id) for run_id in active})
+    runs = bench.bench_frame(runs, stored)
     points, lines = pp.split_references(load_references(), model, dataset)
     fig = pp.pareto_chart(runs, x_mode, points if not points.empty else None)
     pp.add_published_marks(fig, lines, x_mode)
@@ -81,7 +85,8 @@ def _frontier(model: str, dataset: str, x_mode: str, live: bool) -> None:
             "whose accuracy our spec does not give, the horizontal line the published float "
             f"accuracy. Source: {sources}."
         )
-    st.caption(f"Counting convention: {COUNTING_CONVENTION} Click a point to open its run.")
+    bench_ui.caption(COUNTING_CONVENTION)
+    bench_ui.collapsed_notice(runs)
     front = pp.frontier_points(runs, x_mode)
     finished = int((runs["status"] == RunStatus.FINISHED).sum())
     if finished < 2:
@@ -96,12 +101,15 @@ def _frontier(model: str, dataset: str, x_mode: str, live: bool) -> None:
                        "compression (x)": st.column_config.NumberColumn(format="%.2f")},
     )  # fmt: skip
     _downloads(table, fig, model, dataset)
+    bench_ui.best_of_methods(runs)
+    bench_ui.measured_bench()
     run_id = pp.selected_run_id(event)
     if run_id:
         st.divider()
         st.page_link(TRAIN_PAGE, label="Open this run on the Train page",
                      query_params={"run": run_id}, icon=":material/open_in_new:")  # fmt: skip
         render_run_panel(run_id, key="pareto-panel")
+        bench_ui.scheme_tools(run_id)
 
 
 _frontier_live = st.fragment(run_every=LIVE_S)(_frontier)

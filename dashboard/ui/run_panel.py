@@ -18,7 +18,7 @@ import streamlit as st
 from bsq_engine.runs.export import COUNTING_CONVENTION
 from bsq_engine.runs.status import RunStatus
 from bsq_engine.runs.store import RunNotFound
-from bsq_engine.training.config import Stage
+from bsq_engine.training.config import Stage, describe_method
 from bsq_engine.units import format_bits, format_compression, format_duration, format_pct, is_number
 from dashboard.ui import identity, live
 from dashboard.ui.accessors import RunView, export_files
@@ -89,11 +89,7 @@ def _header(view: RunView) -> None:
     title.subheader(plain.md(run.get("name") or view.run_id), anchor=False)
     with badge:
         st.badge(view.status, color=STATUS_COLORS.get(view.status, "gray"))
-    if run.get("method") == "uniform":
-        method = f"uniform {cfg.get('uniform_bits', '?')}-bit"
-    else:
-        alpha = run.get("alpha")
-        method = f"BSQ, alpha = {alpha:.4g}" if is_number(alpha) else "BSQ"
+    method = describe_method({"method": run.get("method"), **cfg})
     owner = run.get("owner") or "no recorded owner"
     st.caption(plain.md(f"{run.get('model')} on {run.get('dataset')} · {method} · "
                         f"run {view.run_id} · started by {owner}"))  # fmt: skip
@@ -167,8 +163,11 @@ def _outcome(view: RunView) -> None:
             text += f" (float model {format_pct(flt)}, {100 * (acc - flt):+.2f} points)"
         if run.get("avg_bits") is not None:
             text += f" at **{format_bits(run['avg_bits'])} average bits**"
-            text += f" = {format_compression(run['compression'])} compression."
+            comp = run.get("compression")  # None when every layer is pruned (collapsed)
+            text += f" = {format_compression(comp)} compression." if comp else " (all pruned)."
         st.success(text)
+        for warning in (run.get("summary") or {}).get("warnings") or []:
+            st.warning(warning)  # e.g. the BSQ stage wrecked accuracy: what to change
     elif status == RunStatus.FAILED:
         st.error(f"This run failed: {_clean_error(run.get('error'))}")
         st.caption("Change the settings and start a new run, or resume it from the Runs page.")

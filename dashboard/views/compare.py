@@ -128,7 +128,7 @@ def overlay_curves(epochs: Mapping[str, pd.DataFrame], metric: str) -> go.Figure
 
 def _num(value: Any, spec: str, suffix: str = "") -> str:
     """Display string for the summary table; missing values become a dash."""
-    if value is None or (isinstance(value, float) and pd.isna(value)):
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):  # inf: pruned
         return MISSING
     return f"{format(float(value), spec)}{suffix}"
 

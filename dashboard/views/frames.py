@@ -191,6 +191,8 @@ def runs_frame(runs: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     df = pd.DataFrame([run_row(r) for r in runs]).reindex(columns=RUN_COLUMNS)
     for col in ("alpha", "accuracy_pct", "float_accuracy_pct", "avg_bits", "compression"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    # Older stores hold "inf" for a fully pruned model: undefined, never shown as infinity.
+    df["compression"] = df["compression"].replace([np.inf, -np.inf], np.nan)
     df["duration_s"] = pd.to_numeric(df["duration_s"], errors="coerce").astype(float)
     df["created"] = pd.to_datetime(df["created"])
     return df

@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from bsq_engine.runs.status import RunStatus
-from dashboard.views import plain
+from dashboard.views import bench, plain
 from dashboard.views.charts import style_figure
 
 __all__ = [
@@ -32,12 +32,14 @@ __all__ = [
     "split_references",
 ]
 
-XMode = Literal["compression", "avg_bits"]
+XMode = Literal["compression", "avg_bits", "bops"]
 
 X_TITLES = {
     "compression": "Compression (x, 32 / average bits)",
     "avg_bits": "Average bits per weight",
+    "bops": "Bit operations per image (MACs x weight bits x activation bits)",
 }
+MAXIMIZE_X = {"compression": True, "avg_bits": False, "bops": False}
 METHOD_STYLE = {
     "bsq": {"name": "BSQ", "symbol": "circle", "color": "#4C78A8"},
     "uniform": {"name": "uniform", "symbol": "square", "color": "#F58518"},
@@ -81,7 +83,7 @@ def _hover(df: pd.DataFrame) -> list[str]:
         f"<b>{plain.html(r.name_)}</b> ({r.method}, {r.status})"
         f"{_by(getattr(r, 'owner', None))}<br>alpha: {_fmt(r.alpha, '.3g')}"
         f"<br>bits per layer: {r.bits or '—'}<br>accuracy: {_fmt(r.accuracy_pct, '.2f')}%"
-        f"<br>compression: {_fmt(r.compression, '.2f')}x"
+        f"{bench.bench_hover(r)}<br>compression: {_fmt(r.compression, '.2f')}x"
         f"<br>average bits: {_fmt(r.avg_bits, '.3f')}"
         for r in df.rename(columns={"name": "name_"}).itertuples()
     ]
@@ -93,13 +95,14 @@ def _by(owner) -> str:
 
 def _run_trace(df: pd.DataFrame, x_mode: XMode, style: dict, name: str) -> go.Scatter:
     """Scatter of runs; customdata is the bare run_id so a click can open the run."""
-    return go.Scatter(
+    trace = go.Scatter(
         x=df[x_mode], y=df["accuracy_pct"], mode="markers", name=name,
         customdata=df["run_id"].tolist(), hovertext=_hover(df),
         hovertemplate="%{hovertext}<extra></extra>",
         marker={"symbol": style["symbol"], "color": style["color"], "size": 11,
                 "line": {"width": 1, "color": "white"}},
     )  # fmt: skip
+    return bench.decorate_run_trace(trace, df, style)
 
 
 def _running_trace(df: pd.DataFrame, x_mode: XMode) -> go.Scatter:
@@ -111,9 +114,12 @@ def _running_trace(df: pd.DataFrame, x_mode: XMode) -> go.Scatter:
 
 
 def frontier_points(runs_df: pd.DataFrame, x_mode: XMode) -> pd.DataFrame:
-    """Finished runs on the frontier, sorted along x (the order the line joins them)."""
+    """Finished runs on the frontier, sorted along x (the order the line joins them).
+    Collapsed runs (bench column ``collapsed``) are never on it."""
     done = runs_df[runs_df["status"] != RunStatus.RUNNING]
-    mask = pareto_front(done, x_mode, "accuracy_pct", maximize_x=(x_mode == "compression"))
+    if "collapsed" in done:
+        done = done[done["collapsed"].fillna("") == ""]
+    mask = pareto_front(done, x_mode, "accuracy_pct", maximize_x=MAXIMIZE_X[x_mode])
     return done[mask].sort_values([x_mode, "accuracy_pct"])
 
 
@@ -141,12 +147,16 @@ def pareto_chart(
 ) -> go.Figure:
     """Accuracy (%) against compression or average bits, with the frontier of finished runs.
 
-    runs_df is dashboard.views.frames.runs_frame output. Traces are named 'BSQ', 'uniform',
-    'running', 'Pareto frontier' and 'published' so pages and tests can find them.
+    runs_df is dashboard.views.frames.runs_frame output, optionally with the bench columns
+    of ``dashboard.views.bench.bench_frame`` (family, intervals, marks, collapsed). Traces
+    are named 'BSQ', 'uniform' (and the other families), 'collapsed', 'running',
+    'Pareto frontier' and 'published' so pages and tests can find them.
     """
     if x_mode not in X_TITLES:
-        raise ValueError(f"x_mode must be 'compression' or 'avg_bits', got {x_mode!r}")
+        raise ValueError(f"x_mode must be 'compression', 'avg_bits' or 'bops', got {x_mode!r}")
     fig = style_figure(go.Figure(), "Pareto frontier", X_TITLES[x_mode], "Top-1 accuracy (%)")
+    if x_mode not in runs_df:  # BOPs come with the bench columns
+        runs_df = runs_df.assign(**{x_mode: np.nan})
     running = runs_df["status"] == RunStatus.RUNNING
     front = frontier_points(runs_df, x_mode)
     if not front.empty:
@@ -154,18 +164,34 @@ def pareto_chart(
             x=front[x_mode], y=front["accuracy_pct"], mode="lines", name="Pareto frontier",
             line={"color": FRONTIER_COLOR, "dash": "dot", "width": 2}, hoverinfo="skip",
         )  # fmt: skip
-    for method, group in runs_df[~running].groupby("method", sort=True, dropna=False):
-        style = METHOD_STYLE.get(method, OTHER_STYLE)
-        fig.add_trace(_run_trace(group, x_mode, style, style["name"]))
+    collapsed = ~running & (runs_df.get("collapsed", pd.Series("", runs_df.index)) != "")
+    _add_method_traces(fig, runs_df[~running & ~collapsed], x_mode)
+    if collapsed.any():
+        style = bench.COLLAPSED_STYLE
+        fig.add_trace(_run_trace(runs_df[collapsed], x_mode, style, style["name"]))
+    bench.add_float_line(fig, runs_df)
     if running.any():
         fig.add_trace(_running_trace(runs_df[running], x_mode))
-    if reference_df is not None and not reference_df.empty:
+    if reference_df is not None and not reference_df.empty and x_mode in reference_df:
         fig.add_trace(_reference_trace(reference_df, x_mode))
     if runs_df.empty and (reference_df is None or reference_df.empty):
         fig.add_annotation(text="No runs yet", showarrow=False, xref="paper", yref="paper")
     fig.update_yaxes(ticksuffix="%")
     fig.update_xaxes(ticksuffix="x" if x_mode == "compression" else "")
+    if x_mode == "bops":
+        fig.update_xaxes(type="log")
     return fig
+
+
+def _add_method_traces(fig: go.Figure, df: pd.DataFrame, x_mode: XMode) -> None:
+    """One trace per method (per family with the bench columns; uniform families also get
+    a staircase line through their points)."""
+    key = "family" if "family" in df else "method"
+    for value, group in df.groupby(key, sort=True, dropna=False):
+        style = bench.FAMILY_STYLE.get(value) or METHOD_STYLE.get(value, OTHER_STYLE)
+        if key == "family" and str(value).startswith("uniform") and len(group) > 1:
+            fig.add_trace(bench.staircase_trace(group, x_mode, style))
+        fig.add_trace(_run_trace(group, x_mode, style, style["name"]))
 
 
 # ---------------------------------------------------------------- the page's data
@@ -273,7 +299,7 @@ def add_published_marks(fig: go.Figure, lines: pd.DataFrame, x_mode: XMode) -> g
                             "hovertext": hover, "font": {"color": color}},
                 annotation_position="bottom right",
             )  # fmt: skip
-        elif not pd.isna(getattr(row, x_mode)):
+        elif not pd.isna(getattr(row, x_mode, np.nan)):  # published BOPs: none
             fig.add_vline(
                 x=getattr(row, x_mode), line={"color": color, "dash": "dot", "width": 1.5},
                 annotation={"text": _mark_text(row, x_mode), "hovertext": hover,

@@ -1,0 +1,46 @@
+"""The verdict of ``benchmarks/frontier.py`` on hand-built settings (no training)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "frontier.py"
+_spec = importlib.util.spec_from_file_location("frontier_bench", _PATH)
+frontier = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(frontier)
+
+
+def _row(label, method, acc, comp, spread=0.0, seeds=1):
+    return {"label": label, "method": method, "accuracy": acc, "compression": comp,
+            "test_size": 2000, "spread": spread, "seeds": seeds}  # fmt: skip
+
+
+UNIFORM = [_row("u2", "uniform", 0.8455, 16.0), _row("fl1", "uniform", 0.785, 28.8),
+           _row("u1", "uniform", 0.64, 32.0)]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("mixed", "verdict", "rival"),
+    [
+        (_row("h16", "hawq", 0.87, 16.0), "wins", "u2"),  # same size, +2.45 points
+        (_row("h16", "hawq", 0.86, 16.0), "tie", "u2"),  # +1.45: within noise on 2k images
+        (_row("h21", "hawq", 0.8235, 21.4), "tie", "fl1"),  # a trade-off between sizes
+        (_row("b8", "bsq", 0.80, 8.0), "loses", "u2"),  # dominated by a smaller, better run
+        (_row("h16", "hawq", 0.87, 16.0, spread=0.03, seeds=3), "tie", "u2"),  # seeds disagree
+    ],
+)
+def test_verdict_at_equal_compression(mixed, verdict, rival):
+    [result] = frontier._verdicts([*UNIFORM, mixed])
+    assert (result["verdict"], result["uniform"]) == (verdict, rival)
+
+
+def test_aggregate_averages_seeds_with_spread_and_interval():
+    runs = [{"label": "u2", "method": "uniform", "accuracy": a, "test_size": 1000,
+             "compression": 16.0, "bops": 1.0, "collapsed": None, "float_accuracy": 0.9,
+             "cpu_s": 1.0} for a in (0.80, 0.82, 0.84)]  # fmt: skip
+    [row] = frontier._aggregate(runs)
+    assert row["accuracy"] == pytest.approx(0.82) and row["spread"] == pytest.approx(0.02)
+    assert row["seeds"] == 3 and 0.02 < row["half_width"] < 0.03
