@@ -172,13 +172,20 @@ def test_shared_frame_is_rebuilt_only_when_the_version_moves(monkeypatch):
         return {}
 
     monkeypatch.setattr(live, "_MARKER_TTL_S", 0.0)  # read the marker on every tick
+    monkeypatch.setattr(live, "MIN_BUILD_S", 3600.0)  # figures stay fresh while it runs
     first = live.live_frame(run_id, build)
     for _ in range(5):  # viewers' ticks with nothing new: the same frame, no build
         assert live.live_frame(run_id, build) is first
     assert calls == [run_id]
     store.add_epochs(run_id, [{"stage": "pretrain", "epoch": 1, "global_epoch": 1,
                                "test_acc": 0.5, "seconds": 1.0}])  # fmt: skip
-    second = live.live_frame(run_id, build)
-    assert second is not first and len(second.view.epochs) == 1 and len(calls) == 2
-    store.set_status(run_id, "stopped")
+    second = live.live_frame(run_id, build)  # a new view (progress moves), same figures
+    assert second is not first and len(second.view.epochs) == 1
+    assert second.figures is first.figures and calls == [run_id]
+    monkeypatch.setattr(live, "MIN_BUILD_S", 0.0)
+    store.add_epochs(run_id, [{"stage": "pretrain", "epoch": 2, "global_epoch": 2,
+                               "test_acc": 0.6, "seconds": 1.0}])  # fmt: skip
+    assert live.live_frame(run_id, build).figures is not first.figures and len(calls) == 2
+    monkeypatch.setattr(live, "MIN_BUILD_S", 3600.0)
+    store.set_status(run_id, "stopped")  # an ended run always gets its final figures
     assert not live.live_frame(run_id, build).view.active and len(calls) == 3

@@ -4,10 +4,11 @@ Thirty students watching one run must cost the server little more than one. Each
 fragment asks :func:`live_frame` for the run; that costs one dict lookup (the job manager's
 version counter, or a cached one-row query for runs another process trains) while nothing
 changed, and returns the frame (RunView + figures) already built for that version. When
-the version moves, one session rebuilds while the others keep drawing the previous frame
-instead of waiting. Builds of one run use at most 1/``BUILD_SHARE`` of a core (the next one
-waits 20x the last one's CPU time, between ``MIN_BUILD_S`` and ``MAX_BUILD_S``), however
-fast its epochs. A module-level cache rather than ``st.cache_data``: that one unpickles a
+the version moves, one session reads the new view (cheap: progress and tiles move every
+tick) while the others keep drawing the previous frame instead of waiting; the figures are
+rebuilt only when stale, so builds of one run use at most 1/``BUILD_SHARE`` of a core (the
+next one waits 20x the last one's CPU time, between ``MIN_BUILD_S`` and ``MAX_BUILD_S``),
+however fast its epochs. A module-level cache rather than ``st.cache_data``: that one unpickles a
 fresh copy of every figure on every hit, i.e. per viewer per tick, which is the cost this
 module exists to avoid. Frames are never mutated after they are published.
 """
@@ -25,7 +26,8 @@ from dashboard.ui.state import manager, store
 
 __all__ = ["BUILDS", "LiveFrame", "live_frame", "poll_interval", "queue_place"]
 
-MIN_BUILD_S, MAX_BUILD_S, BUILD_SHARE = 1.0, 5.0, 20
+MIN_BUILD_S, MAX_BUILD_S, BUILD_SHARE = 1.0, 10.0, 20
+MIN_TICK_S, MAX_TICK_S = 2.0, 5.0
 _MARKER_TTL_S, _QUEUE_TTL_S, _MAX_FRAMES = 0.5, 2.0, 64
 BUILDS: Counter = Counter()  # builds per run id (tests: no rebuild while nothing changed)
 
@@ -36,12 +38,17 @@ class LiveFrame:
     version: tuple
     view: RunView
     figures: dict
-    built_at: float
-    cost_s: float = 0.0  # CPU seconds the build took (this thread only)
+    figures_at: float  # when the figures were built (the view may be newer)
+    cost_s: float = 0.0  # CPU seconds the figures took (this thread only)
 
     @property
     def rebuild_after_s(self) -> float:
         return min(max(BUILD_SHARE * self.cost_s, MIN_BUILD_S), MAX_BUILD_S)
+
+    def figures_fresh(self, view: RunView) -> bool:
+        """Keep these figures for ``view``: same run still live, built recently enough."""
+        waited = time.monotonic() - self.figures_at
+        return self.view.active and view.active and waited < self.rebuild_after_s
 
 
 _LOCK = threading.Lock()
@@ -80,7 +87,7 @@ def live_frame(run_id: str, build: Callable[[RunView], dict]) -> LiveFrame:
     version = live_version(run_id)
     with _LOCK:
         frame = _FRAMES.get(run_id)
-    if frame is not None and (frame.version == version or _too_soon(frame, version)):
+    if frame is not None and frame.version == version:
         return frame
     with _LOCK:
         builder = _BUILDERS.setdefault(run_id, threading.Lock())
@@ -91,14 +98,9 @@ def live_frame(run_id: str, build: Callable[[RunView], dict]) -> LiveFrame:
             current = _FRAMES.get(run_id)
         if current is not None and current.version == version:
             return current
-        started = time.thread_time()
-        view = load_run_view(run_id)
-        figures = build(view)
-        cost = time.thread_time() - started
-        new = LiveFrame(run_id, version, view, figures, time.monotonic(), cost)
+        new = _build(run_id, version, current, build)
         with _LOCK:
             _FRAMES[run_id] = new
-            BUILDS[run_id] += 1
             while len(_FRAMES) > _MAX_FRAMES:
                 _FRAMES.pop(next(iter(_FRAMES)))
         return new
@@ -106,16 +108,23 @@ def live_frame(run_id: str, build: Callable[[RunView], dict]) -> LiveFrame:
         builder.release()
 
 
-def _too_soon(frame: LiveFrame, version: tuple) -> bool:
-    """New epochs soon after the last build wait; a status change never does."""
-    same_kind = frame.version[0] == version[0] == "live"
-    waited = time.monotonic() - frame.built_at
-    return same_kind and frame.view.active and waited < frame.rebuild_after_s
+def _build(run_id: str, version: tuple, old: LiveFrame | None, build) -> LiveFrame:
+    """A new view always (progress and tiles move each tick: cheap); new figures only when
+    the old ones are stale (Altair and Plotly builds are what costs)."""
+    view = load_run_view(run_id)
+    if old is not None and old.figures_fresh(view):
+        return LiveFrame(run_id, version, view, old.figures, old.figures_at, old.cost_s)
+    started = time.thread_time()
+    figures = build(view)
+    with _LOCK:
+        BUILDS[run_id] += 1
+    return LiveFrame(run_id, version, view, figures, time.monotonic(),
+                     time.thread_time() - started)  # fmt: skip
 
 
 def poll_interval(frame: LiveFrame) -> float:
-    """Seconds between a viewer's ticks: about half an epoch, never shorter than the run's
-    rebuild spacing (a tick in between would re-send the same frame), between 1 and 5 s;
+    """Seconds between a viewer's ticks: about half an epoch, between ``MIN_TICK_S`` and
+    ``MAX_TICK_S`` (each tick re-sends the panel, so a fast run does not tick faster);
     a queued run only moves when another ends, so 3 s."""
     view = frame.view
     if view.status == "queued":
@@ -125,7 +134,7 @@ def poll_interval(frame: LiveFrame) -> float:
         pace = view.epochs["seconds"].tail(5).median()
     if pace is None or pace != pace:  # NaN: no timed epoch yet
         pace = 4.0
-    return min(max(float(pace) / 2, frame.rebuild_after_s, 1.0), 5.0)
+    return min(max(float(pace) / 2, MIN_TICK_S), MAX_TICK_S)
 
 
 def queue_place(run_id: str) -> dict | None:
