@@ -15,8 +15,8 @@ browser contexts of Debian's Chromium (Playwright) on ``/?run=<id>``, watches fo
 - the server's memory (RSS, children included),
 - the run's mean BSQ epoch time in the window against the no-viewer window.
 
-After the last N, the run's owner opens it and presses **Stop** on the live panel while
-every viewer still watches; the time until the store says ``stopped`` is printed. Students
+The run's owner opens its live panel before the last N arrive and presses **Stop** at the
+end while every viewer still watches; the time until the store says ``stopped`` is printed. Students
 arrive ``--arrival`` seconds apart. The browsers share the server's cores (on students'
 laptops they would not), so absolute load times are pessimistic; by default the students
 are tabs of one browser context (shared caches), ``--contexts`` gives each its own.
@@ -214,7 +214,7 @@ async def press_stop(page, home: Path, run_id: str) -> float | None:
     """Seconds from clicking the live panel's Stop until the store says stopped."""
     start = time.monotonic()
     try:
-        await page.get_by_role("button", name="Stop").first.click(timeout=10_000)
+        await page.get_by_role("button", name="Stop").first.click(timeout=60_000)
     except Exception:
         return None
     while time.monotonic() - start < 60:
@@ -289,11 +289,14 @@ async def measure(args) -> dict:
             idle.update(viewers=0)
             print(f"no viewer: {json.dumps(idle)}", flush=True)
             for n in args.viewers:
+                last = n == args.viewers[-1]
+                owner = await _owner_page(browser, base, run_id, args.timeout) if last else None
                 row, results = await one_n(browser, server, home, base, run_id, n, args, idle)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-                if n == args.viewers[-1]:  # everyone still watching: the owner presses Stop
-                    stop_s = await _owner_stops(browser, base, home, run_id, args.timeout)
+                if owner is not None:  # everyone still watching: the owner presses Stop
+                    stop_s = await press_stop(owner, home, run_id)
+                    await owner.context.close()
                 for r in results:
                     await (r["context"] or r["page"]).close()
             await browser.close()
@@ -306,19 +309,14 @@ async def measure(args) -> dict:
     return {"rows": rows, "idle": idle, "stop_s": stop_s, "home": str(home)}
 
 
-async def _owner_stops(browser, base, home, run_id, timeout) -> float | None:
+async def _owner_page(browser, base, run_id, timeout):
+    """The run's owner, on its live panel before the last group of students arrives."""
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
     page = await context.new_page()
     page.set_default_timeout(timeout * 1000)
-    try:
-        await page.goto(f"{base}/?run={run_id}&user=teacher")
-        await page.locator(_PROGRESS).first.wait_for()
-        await page.wait_for_timeout(3000)  # a few live ticks: Stop must work mid-refresh
-        return await press_stop(page, home, run_id)
-    except Exception:
-        return None
-    finally:
-        await context.close()
+    await page.goto(f"{base}/?run={run_id}&user=teacher")
+    await page.locator(_PROGRESS).first.wait_for()
+    return page
 
 
 def _fmt(value) -> str:
