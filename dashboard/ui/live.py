@@ -38,6 +38,7 @@ class LiveFrame:
     version: tuple
     view: RunView
     figures: dict
+    view_at: float  # when the view was read
     figures_at: float  # when the figures were built (the view may be newer)
     cost_s: float = 0.0  # CPU seconds the figures took (this thread only)
 
@@ -87,7 +88,7 @@ def live_frame(run_id: str, build: Callable[[RunView], dict]) -> LiveFrame:
     version = live_version(run_id)
     with _LOCK:
         frame = _FRAMES.get(run_id)
-    if frame is not None and frame.version == version:
+    if frame is not None and (frame.version == version or _too_soon(frame, version)):
         return frame
     with _LOCK:
         builder = _BUILDERS.setdefault(run_id, threading.Lock())
@@ -108,17 +109,25 @@ def live_frame(run_id: str, build: Callable[[RunView], dict]) -> LiveFrame:
         builder.release()
 
 
+def _too_soon(frame: LiveFrame, version: tuple) -> bool:
+    """New epochs arrive faster than viewers tick: read a new view at most once a tick per
+    run (however many viewers ask); a status change never waits."""
+    same_kind = frame.version[0] == version[0] == "live"
+    waited = time.monotonic() - frame.view_at
+    return same_kind and frame.view.active and waited < MIN_TICK_S
+
+
 def _build(run_id: str, version: tuple, old: LiveFrame | None, build) -> LiveFrame:
     """A new view always (progress and tiles move each tick: cheap); new figures only when
     the old ones are stale (Altair and Plotly builds are what costs)."""
-    view = load_run_view(run_id)
+    view, now = load_run_view(run_id), time.monotonic()
     if old is not None and old.figures_fresh(view):
-        return LiveFrame(run_id, version, view, old.figures, old.figures_at, old.cost_s)
+        return LiveFrame(run_id, version, view, old.figures, now, old.figures_at, old.cost_s)
     started = time.thread_time()
     figures = build(view)
     with _LOCK:
         BUILDS[run_id] += 1
-    return LiveFrame(run_id, version, view, figures, time.monotonic(),
+    return LiveFrame(run_id, version, view, figures, now, time.monotonic(),
                      time.thread_time() - started)  # fmt: skip
 
 
