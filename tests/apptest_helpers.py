@@ -85,6 +85,7 @@ def make_run(
     if status == "queued":
         return run_id
     store.set_status(run_id, "running")
+    store.run_dir(run_id)  # a real run has its folder from its first step (resume checks it)
     n_total = sum(n for _, n, _ in _LAYERS)
     avg_bits = sum(n * b for (_, n, _), b in zip(_LAYERS, bits)) / n_total
     stages = [("pretrain", cfg.pretrain_epochs), (cfg.stages[1].value, cfg.bsq_epochs),

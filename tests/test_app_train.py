@@ -83,15 +83,18 @@ def test_invalid_combination_is_rejected_without_a_run():
     at = _set_inputs(open_page(), n_bits=8, max_bits=4)
     button(at, "Start training").click().run()
     assert not at.exception
-    assert any("n_bits must be between 1 and max_bits" in e.value for e in at.error)
+    assert any(
+        "Starting bits (n_bits) must be between 1 and Max bits on overflow (4)" in e.value
+        for e in at.error
+    )
     assert get_manager().store.list_runs() == []
     assert "run" not in at.query_params
 
 
 BAD_VALUES = [
-    ("batch_size", 0, "batch_size must be"),
-    ("alpha", -1.0, "alpha must be >= 0"),
-    ("act_bits", 1, "act_bits must be"),
+    ("batch_size", 0, "Batch size must be"),
+    ("alpha", -1.0, "Exact alpha must be >= 0"),
+    ("act_bits", 1, "Activation bits must be"),
 ]
 
 

@@ -136,6 +136,9 @@ def test_pareto_page_names_the_best_and_flags_the_collapsed(bsq_home):
     assert "wrecked: every quantized layer is pruned" in text
     assert "At 16x or more: uniform (uniform 2) 90.0 ± 1.9%" in text
     assert "inf" not in text.lower().replace("info", "")
+    # the saved bench (assets/bench_frontier.json) is read and shown, with its verdicts
+    assert any("Measured bench" in e.label for e in at.expander)
+    assert "vs uniform 2-bit:" in text and "points, tie" in text
 
 
 def test_retrain_this_scheme_makes_a_valid_scheme_config():

@@ -3,6 +3,7 @@ through the store (the CLI's ``stop``), ``delete`` of a live run, and the proces
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -26,6 +27,7 @@ from bsq_engine.runs.runner import execute_run
 from bsq_engine.runs.store import RunStore
 from bsq_engine.runs.sweep import start_sweep
 from bsq_engine.training.callbacks import Callback
+from bsq_engine.training.presets import make_config
 
 ANA, BEN = Actor("ana"), Actor("ben")
 
@@ -237,7 +239,8 @@ def test_v1_store_gains_owner_column(tmp_path):
     schema.MIGRATIONS[0](conn)
     conn.execute(
         "INSERT INTO runs (run_id, status, method, model, dataset, alpha, config_json,"
-        " created_at) VALUES ('old', 'finished', 'bsq', 'mlp', 'digits', 0.1, '{}', 0)"
+        " created_at) VALUES ('old', 'stopped', 'bsq', 'mlp', 'digits', 0.1, ?, 0)",
+        (json.dumps(make_config().to_dict()),),
     )
     conn.execute("PRAGMA user_version = 1")
     conn.close()

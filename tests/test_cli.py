@@ -105,7 +105,10 @@ def test_trained_run_shows_in_runs_and_show(trained, capsys, monkeypatch):
 
 
 def test_train_human_output_and_uniform_method(capsys):
-    code, out, err = _main(capsys, "train", *FAST, "--method", "uniform", "--bits", "3")
+    # FAST without --requant-interval: a BSQ-only flag is refused with --method uniform
+    uniform = ["--pretrain-epochs", "1", "--epochs", "2", "--finetune-epochs", "1",
+               "--max-train", "256"]  # fmt: skip
+    code, out, err = _main(capsys, "train", *uniform, "--method", "uniform", "--bits", "3")
     assert code == 0, err
     assert out.startswith("run ") and "finished run" in out and "3.00 avg bits" in out
     (row,) = json.loads(_main(capsys, "runs", "--json")[1])
@@ -120,7 +123,7 @@ def test_train_human_output_and_uniform_method(capsys):
         (["train", "--model", "nope"], "model"),
         (["train", "--dataset", "nope"], "dataset"),
         (["train", "--lr", "fast"], "--lr"),
-        (["train", "--epochs", "0"], "bsq_epochs"),
+        (["train", "--epochs", "0"], "--epochs"),
         (["train", "--act-bits", "eight"], "--act-bits"),
         (["train", "--bogus"], "unrecognized"),
         (["show", "no-such-run"], "no-such-run"),

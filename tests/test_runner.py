@@ -64,7 +64,7 @@ def test_paths(store):
 
 
 def test_finished_run_is_fully_persisted(store, tiny_config):
-    run_id = store.create_run(tiny_config.replace(alpha=50.0).to_dict())
+    run_id = store.create_run(tiny_config.replace(alpha=2.0, lr=0.5).to_dict())
     run = execute_run(store, run_id)
     assert run["status"] == "finished" and run["error"] is None
     summary = run["summary"]
@@ -73,7 +73,7 @@ def test_finished_run_is_fully_persisted(store, tiny_config):
     keys = epoch_keys(store, run_id)
     assert keys == [("pretrain", 1, 1), ("bsq", 1, 2), ("bsq", 2, 3), ("finetune", 1, 4)]
     assert {r["global_epoch"] for r in store.layer_snapshots(run_id)} == {2, 3, 4}
-    assert store.events(run_id), "alpha=50 must drop planes at the first re-quantization"
+    assert store.events(run_id), "alpha=2, lr=0.5 must drop planes"
     assert [layer["n_bits"] for layer in store.latest_layers(run_id)] == [
         layer["n_bits"] for layer in summary["layers"]
     ]

@@ -345,7 +345,7 @@ def test_too_new_schema_is_refused(tmp_path):
 @pytest.mark.parametrize("content", [b"this is not a database at all" * 200, b"\x00" * 4096])
 def test_corrupt_file_is_refused_and_kept(tmp_path, content):
     (tmp_path / "runs.db").write_bytes(content)
-    with pytest.raises(StoreError, match="move the file away"):
+    with pytest.raises(StoreError, match="store repair` keeps a copy"):
         RunStore(tmp_path)
     assert (tmp_path / "runs.db").read_bytes() == content  # user data never touched
 

@@ -33,7 +33,7 @@ def test_sweep_validation_creates_nothing(manager):
 @pytest.mark.slow  # trains for seconds
 def test_sweep_runs_share_one_pretrained_model(manager):
     sweep_id = start_sweep(
-        manager, model="mlp", dataset="digits", alphas=[0.1, 5.0], uniform_bits=[4],
+        manager, model="mlp", dataset="digits", alphas=[0.1, 2.0], uniform_bits=[4],
         overrides=TINY,
     )  # fmt: skip
     early = sweep_progress(manager.store, sweep_id)
@@ -46,7 +46,7 @@ def test_sweep_runs_share_one_pretrained_model(manager):
     assert fractions == sorted(fractions)
 
     runs = [manager.store.get_run(r) for r in final["run_ids"]]
-    assert [r["name"] for r in runs] == ["α=0.1", "α=5", "uniform 4-bit"]
+    assert [r["name"] for r in runs] == ["α=0.1", "α=2", "uniform 4-bit"]
     assert [r["config"]["method"] for r in runs] == ["bsq", "bsq", "uniform"]
     assert runs[2]["config"]["uniform_bits"] == 4 and runs[2]["summary"]["avg_bits"] == 4.0
     assert len({r["summary"]["float_accuracy"] for r in runs}) == 1
@@ -58,4 +58,4 @@ def test_sweep_runs_share_one_pretrained_model(manager):
             {**e, "run_id": epochs[0]["run_id"]} for e in pretrain
         ]
     sweep = manager.store.get_sweep(sweep_id)
-    assert sweep["config"]["alphas"] == [0.1, 5.0] and sweep["name"].startswith("mlp-digits")
+    assert sweep["config"]["alphas"] == [0.1, 2.0] and sweep["name"].startswith("mlp-digits")

@@ -263,22 +263,23 @@ class _SaveAt(Callback):
 
 
 @pytest.mark.parametrize(
-    ("overrides", "with_momentum"),
+    ("overrides", "at", "with_momentum"),
     [
         # requant_interval 2: the checkpoint after BSQ epoch 1 carries momentum buffers
-        (dict(bsq_epochs=3, requant_interval=2), True),
-        # alpha 50 re-quantizes fc1/fc2 to fewer bits at epoch 1: resized layers on resume
-        (dict(bsq_epochs=3, requant_interval=1, alpha=50.0), False),
+        (dict(bsq_epochs=3, requant_interval=2), 1, True),
+        # a strong alpha (below the ln(10) cap) with a large lr re-quantizes layers to fewer
+        # bits at epoch 2: resized layers on resume
+        (dict(bsq_epochs=3, requant_interval=1, alpha=2.2, lr=2.0), 2, False),
     ],
     ids=["momentum", "resized_layers"],
 )
 def test_resume_from_mid_bsq_checkpoint_matches_uninterrupted_run(
-    tmp_path, overrides, with_momentum
+    tmp_path, overrides, at, with_momentum
 ):
     path = tmp_path / "mid.safetensors"
-    full, recorder = _run([_SaveAt(path, "bsq", 1)], **overrides)
+    full, recorder = _run([_SaveAt(path, "bsq", at)], **overrides)
     tensors, meta = load_checkpoint(path)
-    assert (meta["stage"], meta["epoch"], meta["global_epoch"]) == ("bsq", 1, 2)
+    assert (meta["stage"], meta["epoch"], meta["global_epoch"]) == ("bsq", at, at + 1)
     assert any(k.startswith("optim.") for k in tensors) is with_momentum
     if not with_momentum:
         assert any(layer["n_bits"] < 8 for layer in meta["layers"].values())
@@ -287,7 +288,7 @@ def test_resume_from_mid_bsq_checkpoint_matches_uninterrupted_run(
     config = make_config(**(_TINY | overrides))
     resumed = Trainer(config, [resumed_recorder]).run(resume=(tensors, meta))
     first = resumed_recorder.epochs[0]
-    assert (first["stage"], first["epoch"], first["global_epoch"]) == ("bsq", 2, 3)
+    assert (first["stage"], first["epoch"], first["global_epoch"]) == ("bsq", at + 1, at + 2)
     assert resumed_recorder.epochs[-1]["global_epoch"] == recorder.epochs[-1]["global_epoch"]
     assert resumed["accuracy"] == full["accuracy"]
     assert resumed["float_accuracy"] == full["float_accuracy"]
@@ -299,7 +300,7 @@ def test_resume_from_mid_bsq_checkpoint_matches_uninterrupted_run(
 
 @pytest.mark.parametrize(
     ("overrides", "stage"),
-    [(dict(alpha=50.0), "finetune"), (dict(method="uniform"), "qat")],
+    [(dict(alpha=2.2, lr=2.0), "finetune"), (dict(method="uniform"), "qat")],
     ids=["mid_finetune_fixed_scheme", "mid_qat"],
 )
 def test_resume_in_later_stages_matches_uninterrupted_run(tmp_path, overrides, stage):

@@ -19,7 +19,8 @@ import csv
 import sys
 from pathlib import Path
 
-from bsq_engine.cli import commands as c
+from bsq_engine.cli.format import emit_json
+from bsq_engine.cli.settings import check_runnable, config_from, overrides_of
 from bsq_engine.runs.store import RunStore
 from bsq_engine.training.presets import preset_for
 
@@ -83,13 +84,13 @@ def _report(store: RunStore, run_id: str, model: str, dataset: str, rule: str) -
 
 
 def cmd_reproduce(args) -> int:
-    from bsq_engine.cli.main import run_foreground
+    from bsq_engine.cli.train import run_foreground
 
     if args.recipe not in RECIPES:
         raise ValueError(f"Unknown recipe {args.recipe!r}; choose one of: {', '.join(RECIPES)}.")
     model, dataset, _ = RECIPES[args.recipe]
-    config = c.config_from(model, dataset, c.overrides_of(args))
-    c.check_runnable(config)
+    config = config_from(model, dataset, overrides_of(args))
+    check_runnable(config)
     out = sys.stderr if args.json else sys.stdout
     changed = _changed(config, model, dataset)
     if changed:
@@ -104,5 +105,5 @@ def cmd_reproduce(args) -> int:
             return code
         report = _report(store, run_id, model, dataset, args.report)
     if args.json:
-        c.emit_json({**report, "recipe_changed": changed})
+        emit_json({**report, "recipe_changed": changed})
     return 0

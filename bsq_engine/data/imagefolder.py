@@ -8,6 +8,7 @@ split (DatasetInfo.mean is left empty for that).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,12 @@ import torch
 
 from .registry import DatasetInfo, DatasetUnavailable, RawSplits, register_dataset
 
-__all__ = ["DEFAULT_IMAGE_SIZE", "split_per_class"]
+__all__ = ["DEFAULT_IMAGE_SIZE", "MAX_PIXELS", "check_image_folder", "scan_image_folder",
+           "split_per_class"]  # fmt: skip
 
 DEFAULT_IMAGE_SIZE = 32
+# Images are shrunk to 32x32, so a huge one only costs memory: decoding 40 Mpx takes ~120 MB.
+MAX_PIXELS = 40_000_000
 _TEST_FRACTION = 0.2
 _SPLIT_SEED = 0
 
@@ -42,6 +46,64 @@ def split_per_class(labels: np.ndarray, test_fraction: float, seed: int) -> tupl
         test.append(index[:n_test])
         train.append(index[n_test:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def _image_problem(path: Path, root: Path) -> str | None:
+    """Why one file cannot be used as an image, or None. Reads the header (and verifies the
+    data), never decodes the pixels, so a hostile size claim costs nothing."""
+    from PIL import Image
+
+    if path.is_symlink() and not path.resolve().is_relative_to(root.resolve()):
+        return f"{path.relative_to(root)} is a link out of the folder"
+    try:
+        if path.stat().st_size == 0:
+            return f"{path.relative_to(root)} is empty (0 bytes)"
+        with warnings.catch_warnings(), Image.open(path) as image:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we say it below
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                return (f"{path.relative_to(root)} claims {width}x{height} pixels, more than "
+                        f"the {MAX_PIXELS:,} allowed")  # fmt: skip
+            image.verify()
+    except Image.DecompressionBombError:
+        return f"{path.relative_to(root)} claims more pixels than the {MAX_PIXELS:,} allowed"
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL raises SyntaxError for bad PNGs
+        return f"{path.relative_to(root)} is not a readable image ({type(exc).__name__})"
+    return None
+
+
+def scan_image_folder(root: Path) -> list[str]:
+    """Every problem of an image folder, found before a run is stored: links leaving the
+    folder, unreadable or oversized images, classes without images, fewer than two classes.
+    Files whose extension is not an image's are ignored (as torchvision's ImageFolder does).
+    """
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    root = Path(root)
+    classes = sorted(p for p in root.iterdir() if p.is_dir())
+    problems = [] if len(classes) >= 2 else [f"{len(classes)} class folder(s); need 2+"]
+    for folder in classes:
+        if folder.is_symlink() and not folder.resolve().is_relative_to(root.resolve()):
+            problems.append(f"class folder {folder.name} is a link out of the folder")
+            continue
+        images = [p for p in sorted(folder.rglob("*")) if p.suffix.lower() in IMG_EXTENSIONS]
+        if not images:
+            problems.append(f"class folder {folder.name} has no images")
+        problems += filter(None, (_image_problem(p, root) for p in images))
+    return problems
+
+
+def check_image_folder(root: Path | None) -> None:
+    """Raise :class:`DatasetUnavailable` listing every problem of the folder (at most 10)."""
+    root = _check_root(root)
+    problems = scan_image_folder(root)
+    layout_wrong = any("class folder" in p for p in problems)
+    if problems:
+        shown = "; ".join(problems[:10]) + ("; ..." if len(problems) > 10 else "")
+        raise DatasetUnavailable(
+            f"imagefolder: {root} has {len(problems)} problem(s): {shown}. Fix or remove "
+            "those files, then try again." + (f" {_HOW_TO_GET}" if layout_wrong else "")
+        )
 
 
 def _check_root(root: Path | None) -> Path:
@@ -80,6 +142,7 @@ def _load(root: Path | None, download: bool, image_size: int | None) -> RawSplit
     size = DEFAULT_IMAGE_SIZE if image_size is None else int(image_size)
     if size < 4:
         raise ValueError(f"image_size must be >= 4 for imagefolder, got {size}.")
+    check_image_folder(root)
     x, labels, classes = _read_images(_check_root(root), size)
     train_idx, test_idx = split_per_class(labels, _TEST_FRACTION, _SPLIT_SEED)
     if len(test_idx) == 0:

@@ -6,6 +6,7 @@ mode so readers (pages, CLI) and the training thread never block each other.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -64,9 +65,18 @@ def enable_wal(conn: sqlite3.Connection) -> None:
 
 
 def unreadable(db_path: Path, exc: Exception) -> StoreError:
-    """The error for a file that is not a usable store; it says how to recover."""
+    """The error for a file that is not a usable store; it says how to recover (never by
+    moving the index away: `store repair` keeps a copy and rebuilds it)."""
+    writable = os.access(db_path.parent, os.W_OK) and (
+        not db_path.exists() or os.access(db_path, os.W_OK)
+    )
+    if not writable:  # the file is fine; the folder or the file is read-only for us
+        return StoreError(
+            f"{db_path} cannot be written ({exc}): its folder or the file is read-only. Make "
+            "them writable, or set BSQ_HOME to a writable folder; nothing was changed."
+        )
     return StoreError(
-        f"{db_path} is not a usable BSQ Explorer run store ({exc}). Nothing was changed: move "
-        f"the file away (e.g. rename it to runs.db.bad) and a fresh store will be created, or "
-        f"set BSQ_HOME to another folder."
+        f"{db_path} is not a usable BSQ Explorer run store ({exc}). Nothing was changed. "
+        "`python -m bsq_engine store repair` keeps a copy of it, then rebuilds the index "
+        "from the run folders; or set BSQ_HOME to another folder."
     )

@@ -21,6 +21,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -30,8 +31,9 @@ from torch import nn
 
 from bsq_engine.core.packing import pack_bits, unpack_bits
 from bsq_engine.core.quantize import bit_report, quantized_layers, scheme_summary
+from bsq_engine.runs.export_target import export_target, move_into, stage_folder
 from bsq_engine.runs.paths import checkpoint_path
-from bsq_engine.training.checkpoint import CheckpointError, load_checkpoint
+from bsq_engine.training.checkpoint import CheckpointError, load_run_checkpoint
 from bsq_engine.training.config import RunConfig, Stage
 from bsq_engine.training.run_model import build_model, model_from_checkpoint, shape_of
 
@@ -60,7 +62,7 @@ def load_run_model(store, run_id: str) -> tuple[nn.Module, RunConfig, dict]:
     final checkpoint (it never finished, or its folder was removed).
     """
     run = store.get_run(run_id)  # RunNotFound for an unknown id
-    tensors, meta = load_checkpoint(checkpoint_path(store, run_id))
+    tensors, meta = load_run_checkpoint(checkpoint_path(store, run_id))
     if meta.get("stage") != Stage.DONE.value:
         raise CheckpointError(
             f"Run {run_id!r} has not finished (status {run['status']}, checkpoint at "
@@ -175,20 +177,17 @@ def _scheme(run: dict, model: nn.Module, config: RunConfig, meta: dict) -> dict:
     }
 
 
-def export_run(store, run_id: str, out_dir: str | Path) -> dict:
-    """Write the export files of a finished run into ``out_dir``; returns what ``export.json``
-    holds: ``{"files": {kind: path}, "quantized_bytes", "float_bytes", "size_ratio"}``."""
-    run = store.get_run(run_id)
-    model, config, meta = load_run_model(store, run_id)
-    out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    files = {
-        "scheme": out / "scheme.json",
-        "metrics": out / "metrics.csv",
-        "layers": out / "layers.csv",
-        "quantized": out / "quantized.safetensors",
-        "float": out / "float_model.safetensors",
-    }
+_EXPORT_FILES = {
+    "scheme": "scheme.json", "metrics": "metrics.csv", "layers": "layers.csv",
+    "quantized": "quantized.safetensors", "float": "float_model.safetensors",
+    "export": "export.json",
+}  # fmt: skip
+
+
+def _write_export(stage: Path, store, run: dict, model, config: RunConfig, meta: dict) -> dict:
+    """Write every export file into ``stage``; returns ``{kind: path in stage}``."""
+    run_id = run["run_id"]
+    files = {kind: stage / name for kind, name in _EXPORT_FILES.items() if kind != "export"}
     files["scheme"].write_text(json.dumps(_scheme(run, model, config, meta), indent=2))
     epochs = [{k: v for k, v in row.items() if k != "run_id"} for row in store.epochs(run_id)]
     _write_csv(files["metrics"], epochs)
@@ -201,17 +200,39 @@ def export_run(store, run_id: str, out_dir: str | Path) -> dict:
     mode = stat.S_IMODE(files["scheme"].stat().st_mode)  # the umask's choice for new files
     for kind in ("quantized", "float"):  # safetensors writes 0600; exports are for sharing
         os.chmod(files[kind], mode)
-    quantized_bytes = files["quantized"].stat().st_size
-    float_bytes = files["float"].stat().st_size
-    result = {
-        "run_id": run_id,
-        "out_dir": str(out),
-        "files": {kind: str(path) for kind, path in files.items()},
-        "quantized_bytes": quantized_bytes,
-        "float_bytes": float_bytes,
-        "size_ratio": float_bytes / quantized_bytes,
-    }
-    (out / "export.json").write_text(json.dumps(result, indent=2))
+    return files
+
+
+def export_run(store, run_id: str, out_dir: str | Path, *, force: bool = False) -> dict:
+    """Write the export files of a finished run into ``out_dir`` (a new or empty folder;
+    ``force`` replaces the export's own files in a non-empty one, and nothing else).
+    Returns what ``export.json`` holds: ``{"files": {kind: path}, "quantized_bytes",
+    "float_bytes", "size_ratio"}``. Files are written to a temp folder first, so a failure
+    half-way leaves ``out_dir`` as it was."""
+    out = export_target(out_dir, force)
+    run = store.get_run(run_id)
+    model, config, meta = load_run_model(store, run_id)
+    stage = stage_folder(out)
+    try:
+        staged = _write_export(stage, store, run, model, config, meta)
+        files = {kind: out / path.name for kind, path in staged.items()}
+        result = {
+            "run_id": run_id,
+            "out_dir": str(out),
+            "files": {kind: str(path) for kind, path in files.items()},
+            "quantized_bytes": staged["quantized"].stat().st_size,
+            "float_bytes": staged["float"].stat().st_size,
+        }
+        result["size_ratio"] = result["float_bytes"] / result["quantized_bytes"]
+        (stage / "export.json").write_text(json.dumps(result, indent=2))
+        move_into(stage, out)
+    except OSError as exc:
+        raise ValueError(
+            f"cannot write the export to {out} ({exc.strerror or exc}); nothing there was "
+            "changed. Choose a writable folder for --out."
+        ) from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     result["files"]["export"] = str(out / "export.json")
     return result
 

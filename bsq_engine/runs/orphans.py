@@ -1,4 +1,4 @@
-"""Recognising runs whose process died: a `running` row nobody is working on any more."""
+"""Recognising runs whose process died: a `running` or `queued` row nobody will work on."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 import socket
 import sqlite3
 
-__all__ = ["orphan_reason"]
+__all__ = ["orphan_reason", "queued_orphan_reason"]
 
 
 def orphan_reason(row: sqlite3.Row, *, owned: bool, now: float, stale_after: float) -> str | None:
@@ -26,6 +26,21 @@ def orphan_reason(row: sqlite3.Row, *, owned: bool, now: float, stale_after: flo
     silent = now - (row["heartbeat"] or row["started_at"] or row["created_at"])
     if silent > stale_after:
         return f"{where} sent no heartbeat for {silent:.0f} s"
+    return None
+
+
+def queued_orphan_reason(row: sqlite3.Row) -> str | None:
+    """Why a `queued` row will never start, or None while its owner may still start it.
+
+    A queued run lives in one process's job queue, and queued runs send no heartbeat, so
+    only the pid can tell: on this host a dead owner (or none recorded, as older releases
+    wrote) means the run was orphaned. Runs queued on another host are left alone.
+    """
+    pid, host = row["pid"], row["hostname"]
+    if pid is None:
+        return "queued by a process that left no owner (an older BSQ Explorer)"
+    if host == socket.gethostname() and pid != os.getpid() and not _pid_alive(pid):
+        return f"process {pid} on {host} ended before starting the run"
     return None
 
 

@@ -18,6 +18,9 @@ from pathlib import Path
 __all__ = ["cache_dir", "checkpoint_path", "db_path", "error_log_path", "run_folder"]
 
 
+CHECKPOINT_FILE = "checkpoint.safetensors"  # in each run folder; `store repair` reads it too
+
+
 def db_path(home: str | Path) -> Path:
     """The store's SQLite file."""
     return Path(home) / "runs.db"
@@ -38,7 +41,7 @@ def checkpoint_path(store, run_id: str) -> Path:
 
     ``store``: a ``RunStore``; its ``run_dir`` checks the id and creates the folder.
     """
-    return store.run_dir(run_id) / "checkpoint.safetensors"
+    return store.run_dir(run_id) / CHECKPOINT_FILE
 
 
 def error_log_path(store, run_id: str) -> Path:

@@ -11,13 +11,18 @@ import logging
 import time
 import traceback
 
-from bsq_engine.data import DatasetUnavailable
-from bsq_engine.runs.paths import cache_dir, checkpoint_path, error_log_path
+from bsq_engine.data import DatasetUnavailable, get_dataset_info
+from bsq_engine.runs.paths import cache_dir, checkpoint_path, error_log_path, run_folder
 from bsq_engine.runs.status import RunStatus
 from bsq_engine.runs.store import RunStore
 from bsq_engine.training.callbacks import Callback, CheckpointCallback, StoreCallback
-from bsq_engine.training.checkpoint import CheckpointError, load_checkpoint
+from bsq_engine.training.checkpoint import (
+    CheckpointError,
+    check_against_config,
+    load_run_checkpoint,
+)
 from bsq_engine.training.config import RunConfig
+from bsq_engine.training.run_model import model_from_checkpoint, model_shape
 from bsq_engine.training.trainer import DivergenceError, RunStopped, Trainer
 
 __all__ = ["ResumeError", "execute_run", "load_resume_point"]
@@ -42,13 +47,40 @@ def load_resume_point(store: RunStore, run_id: str) -> tuple[RunConfig, tuple | 
         config = RunConfig.from_dict(store.get_run(run_id)["config"])
     except ValueError as exc:
         raise ResumeError(f"cannot resume: the stored config is invalid ({exc})") from exc
+    folder = run_folder(store.home, run_id)  # checkpoint_path() would re-create it
+    if not folder.is_dir() and store.epochs(run_id):
+        raise ResumeError(
+            f"cannot resume: the run's folder {folder} is gone, and its checkpoint with it. "
+            "Its stored metrics are kept; train a new run with the same settings (`show` "
+            "lists them), or delete this one."
+        )
     path = checkpoint_path(store, run_id)
     if not path.is_file():
         return config, None
     try:
-        return config, load_checkpoint(path)
+        checkpoint = load_run_checkpoint(path)
+        check_against_config(config, checkpoint[1])
+        _check_shapes(config, checkpoint)
     except CheckpointError as exc:
         raise ResumeError(f"cannot resume: {exc}") from exc
+    return config, checkpoint
+
+
+def _check_shapes(config: RunConfig, checkpoint: tuple[dict, dict]) -> None:
+    """Rebuild the model from the checkpoint once, before the run's status or metrics are
+    touched, so wrong tensor shapes are refused instead of failing the run mid-way. A
+    user's image folder only knows its classes once loaded; the trainer checks those."""
+    info = get_dataset_info(config.dataset)
+    if info.num_classes < 1:
+        return
+    try:
+        model_from_checkpoint(config, model_shape(info), *checkpoint)
+    except (RuntimeError, ValueError, KeyError) as exc:  # load_state_dict: size mismatch
+        first = str(exc).strip().splitlines()[0][:300]
+        raise CheckpointError(
+            f"The checkpoint's tensors do not fit a {config.model} model ({first}). Nothing "
+            "was changed; start the run again."
+        ) from exc
 
 
 class StopRequestCallback(Callback):

@@ -71,6 +71,15 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
 
 
 def _v2_to_v3(conn: sqlite3.Connection) -> None:
+    """``quarantine``: rows ``store repair`` took out of ``runs`` because they could not be
+    read or fixed, kept verbatim (``row_json``) with the reason, so nothing is lost."""
+    conn.execute(
+        "CREATE TABLE quarantine (id INTEGER PRIMARY KEY, run_id TEXT, row_json TEXT NOT NULL,"
+        " reason TEXT, quarantined_at REAL NOT NULL)"
+    )
+
+
+def _v3_to_v4(conn: sqlite3.Connection) -> None:
     """Who may stop/resume/delete a run (``owner``: a session's name, "cli", NULL for runs
     made before owners existed) and a stop asked for by another process (``stop_requested``:
     when, NULL when none); the training process polls it (see ``runner``)."""
@@ -78,7 +87,9 @@ def _v2_to_v3(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE runs ADD COLUMN stop_requested REAL")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v0_to_v1, _v1_to_v2, _v2_to_v3]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _v0_to_v1, _v1_to_v2, _v2_to_v3, _v3_to_v4,
+]  # fmt: skip
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

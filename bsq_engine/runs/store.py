@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Self
 
 from bsq_engine.runs.connection import RunNotFound, StoreError, SweepNotFound, connect, enable_wal
+from bsq_engine.runs.health import decode_run, decode_runs, refuse_lost_index, remove_stale_tmp
 from bsq_engine.runs.metrics import METRIC_TABLES, RunMetrics
-from bsq_engine.runs.orphans import orphan_reason
+from bsq_engine.runs.orphans import orphan_reason, queued_orphan_reason
 from bsq_engine.runs.paths import db_path, run_folder
-from bsq_engine.runs.queries import run_dict
 from bsq_engine.runs.records import (
     check_id,
     decode_sweep,
@@ -74,6 +74,7 @@ class RunStore(RunMetrics):
         self._key = str(self.db_path.resolve())  # one store, however its path was spelled
         self.orphan_after = orphan_after
         self._local = threading.local()
+        refuse_lost_index(self.home, self.db_path)  # a 0-byte runs.db is never re-created
         conn = connect(self.db_path, wal=False)
         try:
             migrate(conn, self.db_path)
@@ -85,6 +86,7 @@ class RunStore(RunMetrics):
         # Opening the store is when readers look, so runs left `running` by a dead process
         # show up as `interrupted` instead of running forever.
         self.mark_orphans()
+        remove_stale_tmp(self)
 
     # -- connections --------------------------------------------------------------------
 
@@ -155,9 +157,11 @@ class RunStore(RunMetrics):
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO runs (run_id, name, status, method, model, dataset, alpha,"
-                " config_json, created_at, sweep_id, owner) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " config_json, created_at, sweep_id, pid, hostname, owner)"  # pid: a queued run's
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",  # process; owner: who may control it
                 (rid, name, status.value, config["method"], config["model"], config["dataset"],
-                 stored_alpha(config), dumps(config), now, sweep_id, owner),
+                 stored_alpha(config), dumps(config), now, sweep_id, os.getpid(),
+                 socket.gethostname(), owner),
             )  # fmt: skip
             if status is RunStatus.RUNNING:
                 self._start(conn, rid, now)
@@ -170,7 +174,7 @@ class RunStore(RunMetrics):
             raise self._not_found(run_id)
         if row["status"] == RunStatus.RUNNING and self.mark_orphans():  # a page polling it
             row = self._conn().execute(sql, (run_id,)).fetchone()
-        return run_dict(self._conn(), row)
+        return decode_run(self._conn(), row, self.db_path)
 
     def list_runs(
         self,
@@ -196,7 +200,12 @@ class RunStore(RunMetrics):
         sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
         conn = self._conn()
         rows = conn.execute(sql + " ORDER BY created_at DESC, run_id DESC", args).fetchall()
-        return [run_dict(conn, row) for row in rows]
+        runs, self._local.skipped = decode_runs(conn, rows)  # a damaged row hides no other
+        return runs
+
+    def skipped_rows(self) -> list[tuple[str, str]]:
+        """``(run_id, why)`` of the damaged rows this thread's last ``list_runs`` left out."""
+        return list(getattr(self._local, "skipped", []))
 
     def set_status(self, run_id: str, status: str, *, error: str | None = None) -> None:
         """Move a run along its life cycle; an illegal step raises ValueError."""
@@ -213,8 +222,9 @@ class RunStore(RunMetrics):
                 )
             else:  # queued again, to be resumed
                 conn.execute(
-                    "UPDATE runs SET status = ?, finished_at = NULL, error = ? WHERE run_id = ?",
-                    (new.value, error, run_id),
+                    "UPDATE runs SET status = ?, finished_at = NULL, error = ?, pid = ?,"
+                    " hostname = ? WHERE run_id = ?",
+                    (new.value, error, os.getpid(), socket.gethostname(), run_id),
                 )
         if new is not RunStatus.RUNNING:
             self._disown(run_id)
@@ -305,27 +315,31 @@ class RunStore(RunMetrics):
     # -- orphans ------------------------------------------------------------------------
 
     def mark_orphans(self, *, stale_after: float | None = None) -> list[str]:
-        """Mark `running` runs whose process is gone as `interrupted`; returns their ids."""
+        """Mark `running` and `queued` runs whose process is gone as `interrupted` (they
+        resume like any interrupted run); returns their ids."""
         stale_after = self.orphan_after if stale_after is None else stale_after
-        sql = "SELECT * FROM runs WHERE status = ?"
-        rows = self._conn().execute(sql, (RunStatus.RUNNING,)).fetchall()
+        sql = "SELECT * FROM runs WHERE status IN (?, ?)"
+        rows = self._conn().execute(sql, (RunStatus.RUNNING, RunStatus.QUEUED)).fetchall()
         marked = []
         for row in rows:
-            with _OWNED_LOCK:
-                owned = (self._key, row["run_id"]) in _OWNED
-            reason = orphan_reason(row, owned=owned, now=time.time(), stale_after=stale_after)
-            if reason and self._interrupt(row["run_id"], row["heartbeat"], reason):
+            if row["status"] == RunStatus.QUEUED:
+                reason = queued_orphan_reason(row)
+            else:
+                with _OWNED_LOCK:
+                    owned = (self._key, row["run_id"]) in _OWNED
+                reason = orphan_reason(row, owned=owned, now=time.time(), stale_after=stale_after)
+            if reason and self._interrupt(row["run_id"], row["status"], row["heartbeat"], reason):
                 marked.append(row["run_id"])
         return marked
 
-    def _interrupt(self, run_id: str, beat: float | None, reason: str) -> bool:
-        """Conditional update: a heartbeat or finish that raced us wins."""
+    def _interrupt(self, run_id: str, status: str, beat: float | None, reason: str) -> bool:
+        """Conditional update: a heartbeat, start or finish that raced us wins."""
         with self._write() as conn:
             error = f"Interrupted: {reason}. Resume it to continue."
             cur = conn.execute(
                 "UPDATE runs SET status = ?, finished_at = ?, error = ?"
                 " WHERE run_id = ? AND status = ? AND heartbeat IS ?",
-                (RunStatus.INTERRUPTED, time.time(), error, run_id, RunStatus.RUNNING, beat),
+                (RunStatus.INTERRUPTED, time.time(), error, run_id, status, beat),
             )
         return cur.rowcount == 1
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import enum
-import math
 from dataclasses import dataclass, field
 
 from bsq_engine.core.quantize import BSQConfig
+from bsq_engine.training.validation import ConfigError, Problem, validate
 
 __all__ = [
     "CONFIG_VERSION",
     "METHODS",
     "SENSITIVITIES",
+    "ConfigError",
     "RunConfig",
     "Stage",
     "alpha_of",
@@ -24,6 +26,8 @@ __all__ = [
 CONFIG_VERSION = 1
 METHODS = ("bsq", "uniform", "scheme", "hawq")
 SENSITIVITIES = ("hessian", "loo")  # Hutchinson Hessian trace, or one-layer-at-a-time loss
+# Set while from_dict builds a config that was stored (validation.validate(new=False)).
+_FROM_STORE: contextvars.ContextVar[bool] = contextvars.ContextVar("from_store", default=False)
 
 
 class Stage(enum.StrEnum):
@@ -85,15 +89,6 @@ def alpha_of(method: str, alpha: float) -> float | None:
     return float(alpha) if method == "bsq" else None
 
 
-def _positive(name: str, value, kind=int, allow_zero=False) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (value < 0 or (value == 0 and not allow_zero)):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a number {bound}, got {value!r}.")
-    if kind is int and int(value) != value:
-        raise ValueError(f"{name} must be a whole number, got {value!r}.")
-
-
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that defines one run. ``bsq_epochs`` is the CLI's ``--epochs``.
@@ -144,86 +139,12 @@ class RunConfig:
     version: int = field(default=CONFIG_VERSION)
 
     def __post_init__(self):
-        object.__setattr__(self, "lr_milestones", tuple(self.lr_milestones))
-        object.__setattr__(self, "finetune_milestones", tuple(self.finetune_milestones))
-        if self.scheme is not None:
-            object.__setattr__(self, "scheme", tuple(self.scheme))
-        self._check_names()
-        self._check_numbers()
-        self._check_method_settings()
-        self.bsq_config()  # validates n_bits / max_bits / act_bits with its own messages
-
-    def _check_names(self) -> None:
-        from bsq_engine.data import list_datasets
-        from bsq_engine.models import list_models
-
-        if self.model not in list_models():
-            raise ValueError(
-                f"Unknown model {self.model!r}. Choose one of: {', '.join(list_models())}."
-            )
-        if self.dataset not in list_datasets():
-            choices = ", ".join(list_datasets())
-            raise ValueError(f"Unknown dataset {self.dataset!r}. Choose one of: {choices}.")
-        if self.method not in METHODS:
-            raise ValueError(
-                f"Unknown method {self.method!r}. Choose one of: {', '.join(METHODS)}."
-            )
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}.")
-
-    def _check_numbers(self) -> None:
-        if (
-            not (isinstance(self.alpha, int | float) and math.isfinite(self.alpha))
-            or self.alpha < 0
-        ):
-            raise ValueError(
-                f"alpha must be >= 0, got {self.alpha!r}. Larger alpha = fewer bits; "
-                "try 1e-3 .. 1e-2 (0 turns the regularizer off)."
-            )
-        for name in ("pretrain_epochs", "finetune_epochs"):
-            _positive(name, getattr(self, name), allow_zero=True)
-        for name in ("bsq_epochs", "requant_interval", "batch_size"):
-            _positive(name, getattr(self, name))
-        for name in ("lr", "finetune_lr", "pretrain_lr"):
-            _positive(name, getattr(self, name), kind=float)
-        _positive("momentum", self.momentum, kind=float, allow_zero=True)
-        _positive("weight_decay", self.weight_decay, kind=float, allow_zero=True)
-        if not 1 <= self.uniform_bits <= self.max_bits:
-            raise ValueError(f"uniform_bits must be 1..{self.max_bits}, got {self.uniform_bits}.")
-        for milestones in (self.lr_milestones, self.finetune_milestones):
-            if any(not 0 < m < 1 for m in milestones):
-                raise ValueError(
-                    f"LR milestones are fractions of a stage in (0, 1), got {milestones}."
-                )
-        for name in ("max_train", "max_test"):
-            if getattr(self, name) is not None:
-                _positive(name, getattr(self, name))
-
-    def _check_method_settings(self) -> None:
-        if self.first_last_bits is not None and not 1 <= self.first_last_bits <= self.max_bits:
-            raise ValueError(
-                f"first_last_bits must be 1..{self.max_bits} (or None), got "
-                f"{self.first_last_bits!r}."
-            )
-        if self.method == "scheme":
-            bits = self.scheme or ()
-            if not bits or any(not isinstance(b, int) or not 0 <= b <= self.max_bits for b in bits):
-                raise ValueError(
-                    f"method 'scheme' needs bits per quantized layer, each 0..{self.max_bits} "
-                    f"(e.g. scheme=(8, 4, 2, 4, 8)), got {self.scheme!r}."
-                )
-        if self.method == "hawq":
-            ok = isinstance(self.avg_bits, int | float) and math.isfinite(self.avg_bits)
-            if not ok or not 1 <= self.avg_bits <= self.max_bits:
-                raise ValueError(
-                    f"method 'hawq' needs a bit budget avg_bits in 1..{self.max_bits} "
-                    f"(e.g. --avg-bits 2.5), got {self.avg_bits!r}."
-                )
-        if self.sensitivity not in SENSITIVITIES:
-            raise ValueError(
-                f"Unknown sensitivity {self.sensitivity!r}. Choose 'hessian' (Hutchinson "
-                "trace) or 'loo' (measured one layer at a time)."
-            )
+        for name in ("lr_milestones", "finetune_milestones", "scheme"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        # Every problem at once, fields named by the caller (see training/validation.py).
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        validate(values, new=not _FROM_STORE.get())
 
     def bsq_config(self) -> BSQConfig:
         return BSQConfig(
@@ -242,19 +163,22 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> RunConfig:
-        """Build from JSON; unknown keys are an error so typos never pass silently."""
+        """Build from stored JSON; unknown keys are an error so typos never pass silently.
+        Types and ranges are checked; the upper bounds for new runs are not (old runs load).
+        """
+        if not isinstance(data, dict):
+            kind = type(data).__name__
+            raise ConfigError([Problem("config", f"must be a JSON object, got {kind}")])
         data = dict(data)
-        version = data.pop("version", CONFIG_VERSION)
-        if version > CONFIG_VERSION:
-            raise ValueError(
-                f"This config was written by a newer BSQ Explorer (version {version}); "
-                "upgrade the package to read it."
-            )
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"Unknown config keys {unknown}. Valid keys: {sorted(known)}.")
-        return cls(**data)
+        token = _FROM_STORE.set(True)  # stored: types and ranges, not the new-run bounds
+        try:
+            return cls(**data)
+        finally:
+            _FROM_STORE.reset(token)
 
     def replace(self, **changes) -> RunConfig:
         return dataclasses.replace(self, **changes)

@@ -28,7 +28,7 @@ from bsq_engine.runs.store import RunNotFound
 from bsq_engine.training.checkpoint import CheckpointError
 from bsq_engine.training.float_cache import FloatCache
 from bsq_engine.training.presets import make_config
-from dashboard.ui.state import manager, store
+from dashboard.ui.state import manager, plain, store
 from dashboard.views import compare, frames, pareto
 
 __all__ = [
@@ -167,9 +167,20 @@ def _merge_events(stored: list[dict], live: list[dict]) -> list[dict]:
 def list_runs_frame(**filters: Any) -> pd.DataFrame:
     """All runs matching ``RunStore.list_runs`` filters, as ``frames.runs_frame`` rows.
 
-    Not cached: it is one indexed query, and running runs must show fresh numbers.
+    Not cached: it is one indexed query, and running runs must show fresh numbers. Damaged
+    rows are left out; the unfiltered listing (every page that lists runs makes one) warns
+    about each, once per page, saying how to repair the store.
     """
-    return frames.runs_frame(store().list_runs(**filters))
+    runs = store().list_runs(**filters)
+    unfiltered = all(v is None for v in filters.values())
+    for run_id, why in store().skipped_rows() if unfiltered else []:
+        run_id, why = plain(run_id), plain(why)  # row text is not ours: never Markdown
+        st.warning(
+            f"Run {run_id} is damaged and is not listed ({why}). Run "
+            "`python -m bsq_engine store repair` to rebuild it from its folder.",
+            icon=":material/warning:",
+        )
+    return frames.runs_frame(runs)
 
 
 @st.cache_data(ttl=_CACHE_TTL_S, max_entries=64, show_spinner="Preparing exports...")

@@ -17,7 +17,7 @@ import streamlit as st
 
 from bsq_engine.runs.export import COUNTING_CONVENTION
 from bsq_engine.runs.status import RunStatus
-from bsq_engine.runs.store import RunNotFound
+from bsq_engine.runs.store import RunNotFound, StoreError
 from bsq_engine.training.config import Stage, describe_method
 from bsq_engine.units import format_bits, format_compression, format_duration, format_pct, is_number
 from dashboard.ui import identity, live
@@ -51,6 +51,9 @@ def render_run_panel(run_id: str, *, key: str = "panel") -> None:
         st.warning(f"There is no run {plain.md(plain.short(run_id))} in this store; it may "
                    "have been deleted.")  # fmt: skip
         st.page_link("pages/runs.py", label="See all runs", icon=":material/list:")
+        return
+    except StoreError as exc:  # a damaged row: its message says how to repair the store
+        st.error(plain.md(exc), icon=":material/error:")
         return
     if frame.view.active:  # the pace sets the tick; a new fragment per pace is fine
         every = live.poll_interval(frame)

@@ -9,9 +9,11 @@ re-attach. Session-state keys are named here once so pages never collide.
 
 from __future__ import annotations
 
+import re
+
 import streamlit as st
 
-from bsq_engine.runs.store import RunStore, default_home
+from bsq_engine.runs.store import RunStore, StoreError, default_home
 from dashboard.ui import identity
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "KEY_SWEEP_ID",
     "manager",
     "page_setup",
+    "plain",
     "pop_flash",
     "set_flash",
     "set_url_run",
@@ -42,10 +45,21 @@ def _manager_for(home: str):
     return get_manager(home)
 
 
+def plain(text) -> str:
+    """Text shown literally inside a Markdown element (run ids, paths, stored messages are
+    not ours): every Markdown character escaped, on one line."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", " ".join(str(text).split()))
+
+
 def manager():
-    """The process-wide ``JobManager`` of the current ``BSQ_HOME`` (one per store)."""
+    """The process-wide ``JobManager`` of the current ``BSQ_HOME`` (one per store). A store
+    that cannot be opened (damaged, read-only) stops the page with its message."""
     home = str(default_home())
-    found = _manager_for(home)
+    try:
+        found = _manager_for(home)
+    except StoreError as exc:  # not cached: the next rerun tries again, e.g. after a repair
+        st.error(plain(exc), icon=":material/error:")
+        st.stop()
     if getattr(found, "_closed", False):  # shut down (tests, atexit): get a fresh one
         _manager_for.clear()
         found = _manager_for(home)

@@ -16,11 +16,12 @@ import torch
 
 from bsq_engine import get_dataset_info, get_model_info, list_datasets, list_models, preset_for
 from bsq_engine.runs.sweep import log_alphas
-from bsq_engine.training.config import RunConfig
+from bsq_engine.training.config import ConfigError, RunConfig
 
 __all__ = [
     "ALPHA_GRID",
     "FORM_FIELDS",
+    "FORM_LABELS",
     "KEY",
     "advanced_settings",
     "alpha_controls",
@@ -244,12 +245,30 @@ def sweep_form(dataset_ok: bool) -> dict | None:
             "overrides": {k: v for k, v in overrides.items() if k in keep}}  # fmt: skip
 
 
+# RunConfig field -> the label the user sees, so validation messages name the form's inputs.
+FORM_LABELS = {
+    "model": "Model", "dataset": "Dataset", "method": "Method", "alpha": "Exact alpha",
+    "uniform_bits": "Bits per layer (k)", "n_bits": "Starting bits (n_bits)",
+    "max_bits": "Max bits on overflow", "act_bits": "Activation bits",
+    "float_shortcuts": "Keep 1x1 shortcut convs in float",
+    "pretrain_epochs": "Pretrain epochs (float)", "bsq_epochs": "BSQ epochs",
+    "finetune_epochs": "Finetune epochs", "requant_interval": "Re-quantize every (epochs)",
+    "pretrain_lr": "Pretrain learning rate", "lr": "BSQ learning rate",
+    "finetune_lr": "Finetune learning rate", "batch_size": "Batch size", "seed": "Seed",
+    "device": "Device", "reuse_pretrained": "Reuse a pretrained float model",
+}  # fmt: skip
+
+
 def build_config(values: dict) -> RunConfig:
-    """Form values -> validated RunConfig; raises ValueError with a message for the user."""
+    """Form values -> validated RunConfig; raises ValueError naming the form's labels and
+    listing every problem at once."""
     values = dict(values)
     if values.get("act_bits") == "float":
         values["act_bits"] = None
     for field in ("alpha", "pretrain_lr", "lr", "finetune_lr"):
-        if values.get(field) is not None:
+        if isinstance(values.get(field), int) and not isinstance(values[field], bool):
             values[field] = float(values[field])
-    return RunConfig(**values)
+    try:
+        return RunConfig(**values)
+    except ConfigError as exc:
+        raise ValueError(exc.render(FORM_LABELS)) from None
