@@ -211,7 +211,7 @@ def test_sweep_pareto_and_compare(app, page):
     wait_for(
         lambda: (runs := store.list_runs(sweep_id=sweep["sweep_id"]))
         and len(runs) == 3 and all(r["status"] == "finished" for r in runs),
-        600, interval=2, what="3 sweep runs to finish",
+        600, every=2, what="3 sweep runs to finish",
     )  # fmt: skip
     runs = store.list_runs(sweep_id=sweep["sweep_id"])
     shot(page, "sweep_finished")

@@ -68,20 +68,22 @@ class _SaveAt(Callback):
     ("model", "memory_format"), [("mlp", torch.contiguous_format), ("lenet5", torch.channels_last)]
 )
 def test_fused_resumed_run_ends_identical_to_uninterrupted_run(tmp_path, model, memory_format):
-    """alpha 50 drops planes at the first re-quantization (the case that once diverged);
-    the run and its resumed twin both train with the fused optimizer, a conv model in
-    channels_last."""
+    """A strong alpha with a large lr drops planes by the second re-quantization (the case
+    that once diverged); the run and its resumed twin both train with the fused optimizer,
+    a conv model in channels_last."""
     settings = dict(
         model=model, pretrain_epochs=1, bsq_epochs=3, finetune_epochs=1, requant_interval=1,
-        alpha=50.0, max_train=256, max_test=128,
+        alpha=2.2, lr=2.0, max_train=256, max_test=128,
     )  # fmt: skip
     path = tmp_path / "mid.safetensors"
-    trainer = Trainer(make_config(**settings), [_SaveAt(path, 1)])
+    trainer = Trainer(make_config(**settings), [_SaveAt(path, 2)])
     full = trainer.run()
     assert trainer.optimizer.defaults["fused"] is True
     assert trainer.memory_format is memory_format
+    tensors, meta = load_checkpoint(path)
+    assert any(layer["n_bits"] < 8 for layer in meta["layers"].values())  # planes dropped
     resumed_trainer = Trainer(make_config(**settings))
-    resumed = resumed_trainer.run(resume=load_checkpoint(path))
+    resumed = resumed_trainer.run(resume=(tensors, meta))
     assert resumed_trainer.optimizer.defaults["fused"] is True
     assert resumed_trainer.memory_format is memory_format
     assert resumed["accuracy"] == full["accuracy"] and resumed["layers"] == full["layers"]

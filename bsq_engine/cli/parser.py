@@ -66,7 +66,7 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, help="learning rate of the BSQ stage, <= 10")
     g.add_argument("--batch-size", type=int, help="<= 65536")
     g.add_argument("--seed", type=int, help="0 .. 2**32-1")
-    g.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    g.add_argument("--device", help="auto (default: CUDA, then MPS, then CPU), cpu, cuda[:N], mps")
     g.add_argument("--data-root", help="folder holding the dataset files")
     g.add_argument("--max-train", type=int, help="use a fixed random subset of the train split")
     g.add_argument("--max-test", type=int, help="use a fixed random subset of the test split")
@@ -77,6 +77,17 @@ def _add_model(p: argparse.ArgumentParser, required: bool = False) -> None:
                    help="model name (see `list`); default mlp")  # fmt: skip
     p.add_argument("--dataset", default=None if required else "digits", required=required,
                    help="dataset name (see `list`); default digits")  # fmt: skip
+
+
+def _add_executor(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("where the runs train")
+    g.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local job queue (default) or one Ray task per run")  # fmt: skip
+    g.add_argument("--ray-address", metavar="ADDR",
+                   help="Ray cluster to join (auto, ray://HOST:10001); default: local")  # fmt: skip
+    g.add_argument("--storage", metavar="DIR",
+                   help="folder every Ray worker reaches, for checkpoints and the float "
+                        "model (default: the store's folder)")  # fmt: skip
 
 
 def _json_flag(p: argparse.ArgumentParser) -> None:
@@ -123,6 +134,7 @@ def _run_commands(sub) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S",
                    help="repeat every point with these seeds (mean and spread)")  # fmt: skip
     p.add_argument("--name", help="a label for the sweep")
+    _add_executor(p)
     _add_overrides(p)
     _json_flag(p)
     p.set_defaults(func=train.cmd_sweep)

@@ -77,6 +77,10 @@ def run_foreground(store: RunStore, run_id: str, *, resume: bool, as_json: bool)
 def cmd_train(args) -> int:
     config = config_from(args.model, args.dataset, overrides_of(args))
     check_runnable(config)
+    from bsq_engine.cli import ddp
+
+    if ddp.is_torchrun():  # torchrun --nproc_per_node=N -m bsq_engine train ...
+        return ddp.run_ddp(config=config, as_json=args.json)
     with RunStore() as store:
         run_id = store.create_run(config.to_dict(), name=config.name, owner=CLI_OWNER)
         print(f"run {run_id}", file=sys.stderr if args.json else sys.stdout, flush=True)
@@ -84,6 +88,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_resume(args) -> int:
+    from bsq_engine.cli import ddp
+
+    if ddp.is_torchrun():  # any world size: checkpoints hold global-batch state
+        return ddp.run_ddp(run_id=args.run_id, as_json=args.json)
     with RunStore() as store:
         run = store.get_run(args.run_id)
         status, rid = run["status"], run["run_id"]
@@ -186,7 +194,12 @@ def cmd_sweep(args) -> int:
     overrides = _sweep_overrides(args)
     configs = _sweep_configs(args, overrides)
     check_runnable(configs[0] if configs else config_from(args.model, args.dataset, overrides))
-    manager = get_manager()
+    if args.executor == "ray":
+        from bsq_engine.runs.ray_executor import RayExecutor
+
+        manager = RayExecutor(address=args.ray_address, storage=args.storage)
+    else:
+        manager = get_manager()
     sweep_id = sweep.start_sweep(
         manager, model=args.model, dataset=args.dataset, alphas=args.alphas,
         uniform_bits=tuple(args.uniform_bits), name=args.name, overrides=overrides,

@@ -80,6 +80,14 @@ def _v2_to_v3(conn: sqlite3.Connection) -> None:
 
 
 def _v3_to_v4(conn: sqlite3.Connection) -> None:
+    """Where a run trains: ``device`` (cpu, cuda:1, mps), ``world_size`` (processes of a DDP
+    run, 1 otherwise) and ``worker`` (local worker thread, torchrun, or Ray node), shown in
+    the Runs table. Added for scale-out; old rows stay NULL (= unknown, shown blank)."""
+    for column in ("device TEXT", "world_size INTEGER", "worker TEXT"):
+        conn.execute(f"ALTER TABLE runs ADD COLUMN {column}")
+
+
+def _v4_to_v5(conn: sqlite3.Connection) -> None:
     """Who may stop/resume/delete a run (``owner``: a session's name, "cli", NULL for runs
     made before owners existed) and a stop asked for by another process (``stop_requested``:
     when, NULL when none); the training process polls it (see ``runner``)."""
@@ -88,7 +96,7 @@ def _v3_to_v4(conn: sqlite3.Connection) -> None:
 
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
-    _v0_to_v1, _v1_to_v2, _v2_to_v3, _v3_to_v4,
+    _v0_to_v1, _v1_to_v2, _v2_to_v3, _v3_to_v4, _v4_to_v5,
 ]  # fmt: skip
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -285,6 +285,17 @@ class RunStore(RunMetrics):
             raise self._not_found(run_id)
         return tuple(row)
 
+    def set_placement(
+        self, run_id: str, *, device: str, world_size: int = 1, worker: str | None = None
+    ) -> None:
+        """Record where the run trains (Runs table): device, DDP world size, worker."""
+        with self._write() as conn:
+            self._status(conn, run_id)
+            conn.execute(
+                "UPDATE runs SET device = ?, world_size = ?, worker = ? WHERE run_id = ?",
+                (device, int(world_size), worker, run_id),
+            )
+
     def finish(self, run_id: str, summary: dict) -> None:
         """Mark a running run finished and keep its summary, atomically."""
         with self._write() as conn:

@@ -103,7 +103,8 @@ def start_sweep(
         model, dataset, alphas, uniform_bits, overrides, list(first_last_bits),
         list(hawq_avg_bits), seeds,
     )  # fmt: skip
-    manager.check_queue_room(owner, len(runs))
+    if owner is not None:  # the local job manager (a Ray executor records no owner)
+        manager.check_queue_room(owner, len(runs))
     if name is None:
         span = f"α {min(alphas):g}..{max(alphas):g}" if alphas else "uniform baselines"
         name = f"{model}-{dataset} sweep, {span}"
@@ -114,7 +115,8 @@ def start_sweep(
     }  # fmt: skip
     sweep_id = manager.store.create_sweep(name, model, dataset, sweep_config)
     for run_name, config in runs:
-        manager.start(config, name=run_name, sweep_id=sweep_id, owner=owner)
+        mine = {"owner": owner} if owner is not None else {}
+        manager.start(config, name=run_name, sweep_id=sweep_id, **mine)
     return sweep_id
 
 

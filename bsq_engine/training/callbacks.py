@@ -7,6 +7,7 @@ passed to hooks have the shapes documented in docs/ARCHITECTURE.md.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -123,6 +124,16 @@ class StoreCallback(Callback):
     def __init__(self, store, run_id: str, beat_seconds: float = 2.0):
         self.store, self.run_id, self.beat_seconds = store, run_id, beat_seconds
         self._last_beat = time.monotonic()
+
+    def on_run_start(self, trainer) -> None:
+        from bsq_engine.training.distributed import worker_label
+
+        thread = threading.current_thread()  # the job manager names its threads bsq-worker-N
+        local = "cli" if thread is threading.main_thread() else thread.name
+        self.store.set_placement(
+            self.run_id, device=str(trainer.device), world_size=trainer.dist.world_size,
+            worker=worker_label(trainer.dist, trainer.device, local),
+        )  # fmt: skip
 
     def on_step_end(self, trainer, step) -> None:
         if time.monotonic() - self._last_beat >= self.beat_seconds:

@@ -4,7 +4,7 @@
   parameter is strided, which the fused kernel updates wrongly).
 - :func:`memory_format_for`: ``channels_last`` for models with 2-D convolutions. BSQ layers
   support it (``core.layers``: planes keep their layout, the weight follows the input), and
-  on the CPU the float ResNet-20 step measured about 1.3x faster in it
+  on the CPU the float ResNet-20 step took 1.2x less CPU time in it
   (``benchmarks/step_overhead.py``).
 - The fused planes -> weight + group norms node is the layers' default
   (``BitLayer.fused``); nothing to switch on here.

@@ -27,11 +27,12 @@ from bsq_engine.core.quantize import (
 )
 from bsq_engine.core.regularizer import clip_planes_
 from bsq_engine.data import load_dataset
-from bsq_engine.training import fast_path
+from bsq_engine.training import distributed, fast_path
 from bsq_engine.training.callbacks import Callback, CallbackList
 from bsq_engine.training.checkpoint import optimizer_tensors
 from bsq_engine.training.config import RunConfig, Stage
 from bsq_engine.training.diagnostics import bench_facts
+from bsq_engine.training.distributed import resolve_device
 from bsq_engine.training.float_cache import FloatCache
 from bsq_engine.training.run_model import build_model, model_from_checkpoint, model_shape
 from bsq_engine.training.schemes import plan_scheme, prepare_fixed
@@ -45,14 +46,6 @@ class RunStopped(Exception):
 
 class DivergenceError(RuntimeError):
     """The loss became NaN or infinite."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA GPU is visible; use 'cpu'.")
-    return torch.device(name)
 
 
 class Trainer:
@@ -71,7 +64,9 @@ class Trainer:
         self.callbacks = CallbackList(list(callbacks))
         self.stop_event = stop_event or threading.Event()
         self.float_cache = FloatCache(cache_dir) if cache_dir else None
-        self.device = resolve_device(config.device)
+        self.dist = distributed.current()  # world_size 1 unless started by torchrun
+        self.device = distributed.rank_device(resolve_device(config.device), self.dist)
+        self.net: nn.Module | None = None  # the model, DDP-wrapped when distributed
         self.stage, self.epoch, self.global_epoch, self.global_step = Stage.PRETRAIN, 0, 0, 0
         self.float_accuracy: float | None = None
         self.model: nn.Module | None = None
@@ -107,6 +102,8 @@ class Trainer:
         self.optimizer = fast_path.make_sgd(
             self.model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
+        # after every change of parameter shapes (stage, requantize, resume): rebuild DDP too
+        self.net = distributed.wrap(self.model, self.dist, self.device)
 
     # -------------------------------------------------------------- the loop
     def run(self, resume: tuple[dict, dict] | None = None) -> dict:
@@ -192,15 +189,17 @@ class Trainer:
         return epoch % self.config.requant_interval == 0 or epoch == last
 
     def _train_epoch(self, stage: Stage, lr: float) -> dict:
-        cfg, model = self.config, self.model
+        cfg, model, world = self.config, self.model, self.dist
         model.train()
         use_reg = stage is Stage.BSQ and cfg.alpha > 0
         seed = cfg.seed * 100_003 + self.global_epoch  # per-epoch: resume replays the same order
         totals, step_ms = {"loss": 0.0, "correct": 0, "n": 0, "reg": 0.0}, []
         compile_ = fast_path.compile_wanted(self.device)
-        forward = fast_path.step_forward(model, self.memory_format, use_reg, compile_)
-        for xb, yb in self.data.train_loader(cfg.batch_size, seed=seed, device=self.device):
-            if self.stop_event.is_set():
+        # through the DDP wrapper when distributed: gradients are averaged in backward
+        forward = fast_path.step_forward(self.net, self.memory_format, use_reg, compile_)
+        batches = distributed.train_batches(self.data, cfg.batch_size, seed, self.device, world)
+        for xb, yb in batches:
+            if distributed.any_rank([self.stop_event.is_set()], world, self.device)[0]:
                 raise RunStopped(f"stopped by the user at {stage.value} epoch {self.epoch}")
             t0 = time.perf_counter()
             logits, ce, reg = forward(xb, yb)
@@ -224,6 +223,9 @@ class Trainer:
                 "loss": loss_value, "reg": reg_value, "lr": lr,
                 "batch_acc": correct / len(yb), "step_ms": step_ms[-1],
             })  # fmt: skip
+        distributed.sync_buffers_(model, world, self.device)  # BatchNorm stats: one per job
+        keys = ("loss", "correct", "n", "reg")  # this rank's shard -> the global batch
+        totals = dict(zip(keys, distributed.all_sum([totals[k] for k in keys], world, self.device)))
         n = max(totals["n"], 1)
         reg_mean = totals["reg"] / n
         return {
@@ -233,7 +235,8 @@ class Trainer:
         }  # fmt: skip
 
     def _check_finite(self, loss_value: float) -> None:
-        if math.isfinite(loss_value):
+        bad = distributed.any_rank([not math.isfinite(loss_value)], self.dist, self.device)[0]
+        if not bad:
             return
         cfg = self.config
         lr = cfg.lr_at(self.stage, max(self.epoch, 1))
@@ -248,10 +251,13 @@ class Trainer:
         """Test loss and accuracy (0-1) of the current model."""
         self.model.eval()
         loss, correct = 0.0, 0
-        for xb, yb in self.data.test_loader(1024, device=self.device):
+        for xb, yb in self.data.test_loader(1024):  # each rank scores its slice, then sums
+            xb, yb = distributed.shard(xb, yb, self.dist)
+            xb, yb = xb.to(self.device), yb.to(self.device)
             logits = self.model(fast_path.to_memory_format(xb, self.memory_format))
             loss += float(F.cross_entropy(logits, yb, reduction="sum"))
             correct += int((logits.argmax(1) == yb).sum())
+        loss, correct = distributed.all_sum([loss, correct], self.dist, self.device)
         n = max(len(self.data.test_y), 1)
         return loss / n, correct / n
 
@@ -277,9 +283,9 @@ class Trainer:
     # ------------------------------------------------- float model reuse
     def _load_pretrained(self) -> bool:
         """Skip pretraining when an identical float model is cached (sweeps share one)."""
-        if not (self.float_cache and self.config.reuse_pretrained):
-            return False
-        hit = self.float_cache.load(self.config, self.model)
+        use_cache = self.float_cache and self.config.reuse_pretrained  # DDP: rank 0 only
+        hit = self.float_cache.load(self.config, self.model) if use_cache else None
+        hit = distributed.adopt_from_rank0(self.model, hit, self.dist)
         if hit is None:
             return False
         self.float_accuracy, records = hit

@@ -30,6 +30,10 @@ COLUMN_CONFIG = {
                                                   help="32 / average bits (sign not counted)"),
     "bits": st.column_config.TextColumn("Bits per layer"),
     "duration_s": st.column_config.NumberColumn("Duration (s)", format="%.0f"),
+    "device": st.column_config.TextColumn("Device"),
+    "world_size": st.column_config.NumberColumn("Procs", format="%d",
+                                                help="processes of a DDP (torchrun) run"),
+    "worker": st.column_config.TextColumn("Worker", help="job-queue thread, torchrun or Ray node"),
     "created": st.column_config.DatetimeColumn("Created (UTC)", format="YYYY-MM-DD HH:mm"),
     "run_id": st.column_config.TextColumn("Run id"),
 }  # fmt: skip

@@ -24,6 +24,8 @@ __all__ = [
     "page_setup",
     "plain",
     "pop_flash",
+    "ray_executor",
+    "ray_installed",
     "set_flash",
     "set_url_run",
     "set_url_runs",
@@ -64,6 +66,24 @@ def manager():
         _manager_for.clear()
         found = _manager_for(home)
     return found
+
+
+@st.cache_resource(show_spinner=False)
+def _ray_for(home: str):
+    from bsq_engine.runs.ray_executor import RayExecutor
+
+    return RayExecutor(RunStore(home))  # a local Ray; starting it takes a while, once
+
+
+def ray_executor():
+    """The process-wide Ray executor of the current store (sweeps with executor Ray)."""
+    return _ray_for(str(default_home()))
+
+
+def ray_installed() -> bool:
+    from bsq_engine.runs.ray_executor import ray_available
+
+    return ray_available()
 
 
 def store() -> RunStore:

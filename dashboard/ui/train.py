@@ -51,10 +51,12 @@ def run_form() -> bool:
     return dataset_ok
 
 
-def _start_sweep(kwargs: dict) -> None:
+def _start_sweep(kwargs: dict, on_ray: bool) -> None:
     try:
-        sweep_id = start_sweep(state.manager(), owner=identity.user_name(), **kwargs)
-    except (ValueError, RuntimeError) as exc:
+        executor = state.ray_executor() if on_ray else state.manager()
+        owner = None if on_ray else identity.user_name()  # Ray runs: no owner recorded yet
+        sweep_id = start_sweep(executor, owner=owner, **kwargs)
+    except (ValueError, RuntimeError, ConnectionError) as exc:  # incl. Ray failing to start
         st.error(f"Cannot start this sweep: {exc}", icon=":material/error:")
         return
     st.session_state[state.KEY_SWEEP_ID] = sweep_id
@@ -96,13 +98,16 @@ def _show_sweep(sweep_id: str) -> None:
 
 def sweep_section(dataset_ok: bool) -> None:
     """The sweep form (sharing the run form's settings) and the progress of its sweep."""
-    sweep_kwargs = None
+    sweep_kwargs, on_ray = None, False
+    if state.ray_installed():  # Ray is optional: offer it only where it is importable
+        on_ray = st.radio("Run the sweep on", ["this machine's job queue", "Ray"],
+                          horizontal=True, key="train.sweep_executor") == "Ray"  # fmt: skip
     try:
         sweep_kwargs = widgets.sweep_form(dataset_ok)
     except ValueError as exc:  # the shared settings above do not make a valid config
         st.error(f"Cannot start this sweep: {exc}", icon=":material/error:")
     if sweep_kwargs:
-        _start_sweep(sweep_kwargs)
+        _start_sweep(sweep_kwargs, on_ray)
     if sweep_id := st.session_state.get(state.KEY_SWEEP_ID):
         _show_sweep(sweep_id)
 

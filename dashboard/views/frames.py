@@ -28,7 +28,8 @@ LAYER_COLUMNS = [
 
 RUN_COLUMNS = [
     "run_id", "name", "status", "method", "model", "dataset", "alpha", "accuracy_pct",
-    "float_accuracy_pct", "avg_bits", "compression", "bits", "duration_s", "created", "owner",
+    "float_accuracy_pct", "avg_bits", "compression", "bits", "duration_s", "created",
+    "device", "world_size", "worker", "owner",
 ]  # fmt: skip
 
 
@@ -182,6 +183,10 @@ def run_row(run: Mapping[str, Any]) -> dict[str, Any]:
         "bits": compact_bits(summary.get("layers")),
         "duration_s": _duration(run),
         "created": _timestamp(run.get("created_at") or run.get("created")),
+        # where it trains: cuda:1 / bsq-worker-1, torchrun x2 (gloo), ray <host> pid <n>
+        "device": run.get("device"),
+        "world_size": run.get("world_size"),
+        "worker": run.get("worker"),
         "owner": run.get("owner"),
     }
 
@@ -193,6 +198,7 @@ def runs_frame(runs: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     # Older stores hold "inf" for a fully pruned model: undefined, never shown as infinity.
     df["compression"] = df["compression"].replace([np.inf, -np.inf], np.nan)
-    df["duration_s"] = pd.to_numeric(df["duration_s"], errors="coerce").astype(float)
+    for col in ("duration_s", "world_size"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     df["created"] = pd.to_datetime(df["created"])
     return df

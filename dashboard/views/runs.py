@@ -18,7 +18,8 @@ ALL = "all"  # the select boxes' "no filter" choice
 MAX_COMPARE = 4
 STATUS_CHOICES = [s.value for s in RunStatus]
 COLUMNS = ["name", "owner", "status", "model", "dataset", "method", "alpha", "accuracy_pct",
-           "avg_bits", "compression", "bits", "duration_s", "created", "run_id"]  # fmt: skip
+           "avg_bits", "compression", "bits", "duration_s", "device", "world_size", "worker",
+           "created", "run_id"]  # fmt: skip
 
 
 def filters(statuses: list[str], model: str, dataset: str) -> dict:
