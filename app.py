@@ -1,20 +1,9 @@
 """BSQ Explorer: router only. Run with ``streamlit run app.py``."""
 
-import streamlit as st
+from dashboard.ui.navigation import router
 
-st.set_page_config(
-    page_title="BSQ Explorer",
-    page_icon=":material/grain:",
-    layout="wide",
-    # Presentation mode (Learn page, ?present=1) gives the projector the whole width.
-    initial_sidebar_state="collapsed" if st.query_params.get("present") == "1" else "expanded",
-)
-
-pages = [
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:", default=True),
-    st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:"),
-    st.Page("pages/pareto.py", title="Pareto frontier", icon=":material/scatter_plot:"),
-    st.Page("pages/compare.py", title="Compare runs", icon=":material/compare_arrows:"),
-    st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
-]
-st.navigation(pages).run()
+# Streamlit runs this script as ``__main__``. The guard matters: a run's child process
+# (``spawn``, ``runs.worker_process``) started while a script run is under way re-imports the
+# parent's ``__main__`` (this file) as ``__mp_main__``, where drawing pages would fail.
+if __name__ == "__main__":
+    router()

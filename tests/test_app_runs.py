@@ -125,7 +125,13 @@ def test_finished_run_offers_its_exports():
     button(at, "Prepare files").click().run()
     assert not at.exception, page_text(at)
     labels = [d.label for d in at.get("download_button")]
-    assert labels == ["scheme.json", "metrics.csv", "layers.csv", "quantized.safetensors",
-                      "float_model.safetensors"]  # fmt: skip
+    exports = [label for label in labels if label not in ("CSV", "PNG")]
+    assert exports == ["scheme.json", "metrics.csv", "layers.csv", "quantized.safetensors",
+                       "float_model.safetensors"]  # fmt: skip
+    charts = sum(
+        len(at.get(k)) for k in ("plotly_chart", "arrow_vega_lite_chart", "vega_lite_chart")
+    )
+    assert labels.count("CSV") == charts == 5  # every chart: its data as CSV, and a PNG
+    assert labels.count("PNG") in (0, charts)  # PNG needs the optional kaleido/vl-convert
     at = open_page("pages/runs.py", run=run_id)  # files exist now: no second export step
-    assert len(at.get("download_button")) == 5
+    assert len([d for d in at.get("download_button") if d.label not in ("CSV", "PNG")]) == 5

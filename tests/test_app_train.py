@@ -1,7 +1,5 @@
 """AppTest of the Train page: defaults, a real tiny run, validation, failures, re-attach."""
 
-import math
-
 import pytest
 from apptest_helpers import (
     button,
@@ -55,13 +53,15 @@ def test_preset_refills_and_alpha_inputs_stay_in_sync():
     assert at.number_input(key="train.alpha").value == ALPHA_GRID[10]
     at.number_input(key="train.alpha").set_value(0.0123).run()
     assert at.number_input(key="train.alpha").value == 0.0123
-    nearest = min(ALPHA_GRID, key=lambda g: abs(math.log(g / 0.0123)))
-    assert at.select_slider(key="train.alpha_slider").value == nearest
+    assert at.select_slider(key="train.alpha_slider").value == 0.0123  # one number in both
+    box = at.number_input(key="train.alpha")
+    assert (box.min, box.max) == (ALPHA_GRID[0], ALPHA_GRID[-1])  # 0 and 1e6 are refused
 
 
 @pytest.mark.slow  # trains for seconds
 def test_start_training_runs_to_finished_view():
     at = _set_inputs(open_page(), **TINY_INPUTS)
+    assert "No run with these settings has trained on this machine yet" in page_text(at)
     button(at, "Start training").click().run()
     assert not at.exception, page_text(at)
     run_id = at.query_params["run"]
@@ -77,6 +77,9 @@ def test_start_training_runs_to_finished_view():
     assert tiles["Test accuracy"] == f"{100 * run['accuracy']:.2f} %"
     assert tiles["Average bits"] == f"{run['avg_bits']:.2f}"
     assert f"{100 * run['accuracy']:.2f} %" in at.success[0].value
+    text = page_text(at)  # the next run of these settings: measured from this one
+    assert "Expected duration: about " in text and "1 earlier run(s) on this machine" in text
+    assert "pretraining skipped: a cached float model fits" in text  # it reuses this one's
 
 
 def test_invalid_combination_is_rejected_without_a_run():

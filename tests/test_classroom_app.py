@@ -173,19 +173,28 @@ def test_shared_frame_is_rebuilt_only_when_the_version_moves(monkeypatch):
 
     monkeypatch.setattr(live, "_MARKER_TTL_S", 0.0)  # read the marker on every tick
     monkeypatch.setattr(live, "MIN_BUILD_S", 3600.0)  # figures stay fresh while it runs
-    first = live.live_frame(run_id, build)
-    for _ in range(5):  # viewers' ticks with nothing new: the same frame, no build
-        assert live.live_frame(run_id, build) is first
-    assert calls == [run_id]
+    zero = live.live_frame(run_id, build)
     store.add_epochs(run_id, [{"stage": "pretrain", "epoch": 1, "global_epoch": 1,
                                "test_acc": 0.5, "seconds": 1.0}])  # fmt: skip
-    second = live.live_frame(run_id, build)  # a new view (progress moves), same figures
-    assert second is not first and len(second.view.epochs) == 1
-    assert second.figures is first.figures and calls == [run_id]
-    monkeypatch.setattr(live, "MIN_BUILD_S", 0.0)
+    first = live.live_frame(run_id, build)  # the first epoch is drawn at once
+    assert first.figures is not zero.figures and len(calls) == 2
+    for _ in range(5):  # viewers' ticks with nothing new: the same frame, no build
+        assert live.live_frame(run_id, build) is first
+    assert len(calls) == 2
     store.add_epochs(run_id, [{"stage": "pretrain", "epoch": 2, "global_epoch": 2,
+                               "test_acc": 0.55, "seconds": 1.0}])  # fmt: skip
+    second = live.live_frame(run_id, build)  # a new view (progress moves), same figures
+    assert second is not first and len(second.view.epochs) == 2
+    assert second.figures is first.figures and len(calls) == 2
+    store.add_events(run_id, [{"layer": "fc1", "old_bits": 8, "new_bits": 6, "msb_dropped": 2,
+                               "lsb_dropped": 0, "grown": 0, "stage": "bsq", "epoch": 1,
+                               "message": "fc1: 8 -> 6 bits"}])  # fmt: skip
+    third = live.live_frame(run_id, build)  # a re-quantization is drawn at once
+    assert third.figures is not second.figures and len(calls) == 3
+    monkeypatch.setattr(live, "MIN_BUILD_S", 0.0)
+    store.add_epochs(run_id, [{"stage": "pretrain", "epoch": 3, "global_epoch": 3,
                                "test_acc": 0.6, "seconds": 1.0}])  # fmt: skip
-    assert live.live_frame(run_id, build).figures is not first.figures and len(calls) == 2
+    assert live.live_frame(run_id, build).figures is not third.figures and len(calls) == 4
     monkeypatch.setattr(live, "MIN_BUILD_S", 3600.0)
     store.set_status(run_id, "stopped")  # an ended run always gets its final figures
-    assert not live.live_frame(run_id, build).view.active and len(calls) == 3
+    assert not live.live_frame(run_id, build).view.active and len(calls) == 5

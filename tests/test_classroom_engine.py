@@ -4,6 +4,7 @@ through the store (the CLI's ``stop``), ``delete`` of a live run, and the proces
 from __future__ import annotations
 
 import json
+import multiprocessing
 import sqlite3
 import threading
 import time
@@ -11,7 +12,7 @@ import time
 import pytest
 
 from bsq_engine.cli import main as cli
-from bsq_engine.runs import schema
+from bsq_engine.runs import runner, schema, worker_process
 from bsq_engine.runs.jobs import JobManager, LiveBufferCallback, QueueFull
 from bsq_engine.runs.ownership import (
     CLI_OWNER,
@@ -122,16 +123,67 @@ class _Trainer:
 
 def test_version_changes_only_with_something_to_draw():
     live, trainer = LiveBufferCallback(), _Trainer()
+    live.STEP_VERSION_S = 3600.0  # step progress: one bump, then none within the period
     live.on_run_start(trainer)
     v0 = live.version
-    for step in range(5):
-        live.on_step_end(trainer, {"step": step, "loss": 1.0})
-    assert live.version == v0  # steps are not drawn
+    for step in range(1, 6):
+        live.on_step_end(trainer, {"step": step, "loss": 1.0, "batch": step, "batches": 10})
+    assert live.version == v0 + 1  # the first step's progress is drawn, the next wait
+    snap = live.snapshot()
+    assert snap["step_in_epoch"] == 5 and snap["steps_in_epoch"] == 10
     live.on_epoch_end(trainer, {"stage": "bsq", "epoch": 1, "global_epoch": 2}, None)
-    assert live.version == v0 + 1
+    assert live.version == v0 + 2
     live.on_requantize(trainer, [{"layer": "fc1", "old_bits": 8, "new_bits": 6}])
     snap = live.snapshot()
-    assert live.version == snap["version"] == v0 + 2 and len(snap["events"]) == 1
+    assert live.version == snap["version"] == v0 + 3 and len(snap["events"]) == 1
+    assert snap["step_in_epoch"] is None  # the epoch ended
+
+
+def test_step_progress_bumps_the_version_once_per_period():
+    live, trainer = LiveBufferCallback(), _Trainer()
+    live.STEP_VERSION_S = 0.0  # every step is a period: each one is drawn
+    live.on_run_start(trainer)
+    v0 = live.version
+    for step in range(1, 4):
+        live.on_step_end(trainer, {"step": step, "loss": 1.0, "batch": step, "batches": 3})
+    assert live.version == v0 + 3
+
+
+class _Pipe:
+    def __init__(self):
+        self.sent = []
+
+    def send(self, message):
+        self.sent.append(message)
+
+
+def test_child_forwards_steps_throttled_with_epoch_edges():
+    """The child sends an epoch's first and last step, and others at most once a period."""
+    pipe = _Pipe()
+    forward = worker_process._Forward(pipe, threading.Event(), step_every_s=3600.0)
+    trainer = _Trainer()
+    for epoch in (1, 2):
+        trainer.epoch = epoch
+        for batch in range(1, 11):
+            forward.on_step_end(trainer, {"step": batch, "batch": batch, "batches": 10})
+    sent = [(p["epoch"], p["step"]["batch"]) for kind, state, p in pipe.sent]
+    assert all(kind == "step" and state is None for kind, state, _ in pipe.sent)
+    assert sent == [(1, 1), (1, 10), (2, 1), (2, 10)]
+    live = LiveBufferCallback()  # the parent applies them as the thread worker's hooks would
+    for kind, state, payload in pipe.sent:
+        live.apply(kind, state, **payload)
+    snap = live.snapshot()
+    assert snap["step_in_epoch"] == 10 and snap["epoch_in_progress"] == 2
+    assert [p["step"] for p in snap["steps"]] == [1, 10, 1, 10]
+
+
+@pytest.mark.parametrize(("message", "shutdown"), [("stop", False), ("shutdown", True)])
+def test_child_stop_says_who_asked(message, shutdown):
+    parent, child = multiprocessing.Pipe()
+    stop = runner.StopSignal()
+    parent.send(message)
+    worker_process._listen(child, stop)
+    assert stop.is_set() and stop.by_shutdown is shutdown
 
 
 class _Gate(Callback):
@@ -259,6 +311,8 @@ def test_process_worker_trains_streams_and_stops(bsq_home, tiny_config):
         _wait_for(lambda: len((manager.snapshot(long) or {}).get("epochs", [])) >= 3, 180)
         v = manager.version(long)
         _wait_for(lambda: manager.version(long) != v, 60)  # epochs stream from the child
+        snap = manager.snapshot(long)  # steps too: progress within the epoch
+        assert snap["steps"] and snap["steps_in_epoch"] and snap["step_in_epoch"]
         started = time.monotonic()
         manager.stop(long)
         assert manager.wait(long, timeout=30) == "stopped"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -93,6 +95,7 @@ def test_stop_lands_within_one_step(manager, long_config):
     stopped_at = time.monotonic()
     manager.stop(run_id)
     assert manager.wait(run_id, timeout=30) == "stopped"
+    assert manager.store.get_run(run_id)["error"].startswith("Stopped by the user at ")
     assert sum(t > stopped_at for t, _ in recorder.steps) <= 1  # the step already under way
     assert len(manager.store.epochs(run_id)) < long_config.total_epochs
 
@@ -134,6 +137,41 @@ def test_snapshot_is_consistent_and_advances(manager, tiny_config):
     assert seen[-2][1]["epochs"]
 
 
+def test_progress_moves_within_an_epoch(manager, tiny_config):
+    """Every step moves the bar: a CPU epoch of a real dataset lasts tens of seconds."""
+    config = tiny_config.replace(batch_size=32)  # 256 samples: 8 steps per epoch
+    seen = []
+
+    class Probe(Callback):
+        def on_step_end(self, trainer, step):
+            seen.append((step, manager.snapshot(trainer.run_id)))
+
+    run_id = manager.start(config, callbacks=[Probe()])
+    assert manager.wait(run_id, timeout=60) == "finished"
+    first = [snap for step, snap in seen if step["stage"] == "pretrain"]
+    assert [s["step_in_epoch"] for s in first] == list(range(1, 9))
+    assert all(s["steps_in_epoch"] == 8 and s["epoch_in_progress"] == 1 for s in first)
+    progress = [snap["progress"] for _, snap in seen]
+    assert progress == sorted(progress) and len(set(progress)) == len(progress)
+    total = config.total_epochs
+    assert first[0]["progress"] == pytest.approx(1 / 8 / total)
+    assert first[0]["eta_seconds"] is not None  # extrapolated before any epoch has ended
+    assert progress[-1] == pytest.approx(1.0)
+
+
+def test_live_step_curve_is_thinned_evenly():
+    """The per-step curve stays small (copied on every tick) and evenly spaced."""
+    live = LiveBufferCallback()
+    live.STEP_POINTS = 4
+    trainer = types.SimpleNamespace(epoch=1)
+    for step in range(1, 41):
+        live.on_step_end(trainer, {"step": step, "stage": "bsq", "epoch": 1, "loss": 1 / step})
+    steps = [p["step"] for p in live.snapshot()["steps"]]
+    assert len(steps) < 2 * live.STEP_POINTS and steps[-1] >= 32
+    gaps = {b - a for a, b in itertools.pairwise(steps)}
+    assert len(gaps) == 1 and gaps.pop() == live._stride  # one stride: evenly spaced
+
+
 def test_live_buffer_snapshot_copies_and_eta():
     live = LiveBufferCallback()
     snap = live.snapshot()
@@ -157,7 +195,10 @@ def test_shutdown_stops_joins_and_is_idempotent(manager, tiny_config, long_confi
     workers = list(manager._workers)
     manager.shutdown(timeout=30)
     assert not any(w.is_alive() for w in workers)
-    assert manager.status(running) == manager.status(queued) == "stopped"
+    assert manager.status(queued) == "stopped"
+    assert manager.status(running) == "interrupted"  # nobody pressed Stop: the server went
+    error = manager.store.get_run(running)["error"]
+    assert error.startswith("Interrupted by server shutdown at ") and "user" not in error
     manager.shutdown()
     with pytest.raises(RuntimeError, match="shut down"):
         manager.start(tiny_config)

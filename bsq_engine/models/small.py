@@ -21,7 +21,7 @@ __all__ = ["LeNet5", "lenet5", "mlp"]
 @register_model(
     "mlp",
     description="Multi-layer perceptron: flatten -> 256 -> 128 -> classes, BatchNorm + ReLU.",
-    cost_hint="~5 s on a laptop CPU (digits)",
+    cost_hint="the smallest model; fine on any CPU",
     datasets_hint=("digits", "mnist", "fashion_mnist"),
 )
 def mlp(
@@ -105,7 +105,7 @@ class LeNet5(nn.Module):
 @register_model(
     "lenet5",
     description="LeNet-5 (+BatchNorm): two 5x5 convs with max-pooling, then 120 -> 84 -> classes.",
-    cost_hint="~10 s on a laptop CPU (digits)",
+    cost_hint="a small CNN for 28x28 images; fine on a CPU",
     datasets_hint=("digits", "mnist", "fashion_mnist"),
 )
 def lenet5(in_channels: int, num_classes: int, image_size: int) -> nn.Module:

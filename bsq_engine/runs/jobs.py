@@ -55,7 +55,7 @@ class _Job:
     resume: bool
     live: LiveBufferCallback
     callbacks: tuple = ()
-    stop_event: threading.Event = field(default_factory=threading.Event)
+    stop_event: runner.StopSignal = field(default_factory=runner.StopSignal)
     running: bool = False
 
 
@@ -110,7 +110,7 @@ class JobManager:
         with self._cond:
             job = self._jobs.get(run_id)
             if job is not None and job.running:
-                job.stop_event.set()
+                job.stop_event.request()
                 return
             if job is not None:
                 self._queue.remove(job)
@@ -226,7 +226,7 @@ class JobManager:
             for job in queued:
                 del self._jobs[job.run_id]
             for job in self._jobs.values():
-                job.stop_event.set()
+                job.stop_event.request(shutdown=True)  # interrupted, not "stopped by the user"
             self._cond.notify_all()
         for job in queued:
             self._end(
@@ -238,7 +238,7 @@ class JobManager:
         with self._cond:
             stuck = list(self._jobs)
         for run_id in stuck:  # a worker that did not reach its next step in time
-            self._end(run_id, RunStatus.STOPPED, "Stopped: the app shut down.")
+            self._end(run_id, RunStatus.INTERRUPTED, "Interrupted by server shutdown.")
 
     # -- internals ----------------------------------------------------------------------
 
@@ -310,7 +310,10 @@ class JobManager:
     def _end(self, run_id: str, status: str, message: str) -> None:
         """Best effort: at exit or after a worker error, one run must not block the others."""
         with contextlib.suppress(Exception):
-            if self.store.get_run(run_id)["status"] in ACTIVE:
+            current = self.store.get_run(run_id)["status"]
+            if current == RunStatus.QUEUED and status == RunStatus.INTERRUPTED:
+                status = RunStatus.STOPPED  # a queued run never started: nothing to interrupt
+            if current in ACTIVE:
                 self.store.set_status(run_id, status, error=message)
 
 
@@ -347,7 +350,9 @@ def release_manager(home, timeout: float = 10.0) -> None:
 
 
 def _shutdown_all() -> None:
-    """At exit: stop and join every worker so runs end ``stopped``, not ``interrupted``."""
+    """At exit: stop and join every worker. Running runs end ``interrupted`` with a message
+    naming the server shutdown (the user did not stop them), at a step boundary after their
+    last checkpoint, so they resume cleanly."""
     with _MANAGERS_LOCK:
         managers = list(_MANAGERS.values())
     for manager in managers:

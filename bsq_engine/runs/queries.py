@@ -44,6 +44,7 @@ def run_dict(conn: sqlite3.Connection, row: sqlite3.Row) -> dict:
     """A runs row as a plain dict, plus the convenience keys of the summary (or live)."""
     run = dict(row)
     run["config"] = json.loads(run.pop("config_json"))
+    run["tags"] = json.loads(run.pop("tags_json", None) or "[]")
     summary = run.pop("summary_json")
     run["summary"] = None if summary is None else json.loads(summary)
     source = run["summary"] if run["summary"] is not None else _live(conn, run["run_id"])

@@ -98,6 +98,37 @@ def default_name(config: dict) -> str:
     return f"{config['model']}-{config['dataset']}-{config['method']}-a{float(config['alpha']):g}"
 
 
+MAX_NAME, MAX_TAG, MAX_TAGS, MAX_NOTE = 120, 40, 20, 4000
+
+
+def clean_annotations(name=None, tags=None, note=None) -> dict:
+    """Validated ``{column: value}`` for the fields given (None = leave unchanged).
+
+    Names and tags are trimmed; tags are de-duplicated in order and may not contain commas
+    (lists of them are typed comma-separated); an empty note clears it.
+    """
+    out: dict = {}
+    if name is not None:
+        name = " ".join(str(name).split())
+        if not name or len(name) > MAX_NAME:
+            raise ValueError(f"A run name needs 1 to {MAX_NAME} characters; got {len(name)}.")
+        out["name"] = name
+    if tags is not None:
+        clean = list(dict.fromkeys(" ".join(str(t).split()) for t in tags))
+        clean = [t for t in clean if t]
+        bad = [t for t in clean if "," in t or len(t) > MAX_TAG]
+        if bad or len(clean) > MAX_TAGS:
+            raise ValueError(f"Tags are up to {MAX_TAGS} words of at most {MAX_TAG} characters "
+                             f"without commas; check {bad or clean[MAX_TAGS:]}.")  # fmt: skip
+        out["tags_json"] = json.dumps(clean)
+    if note is not None:
+        note = str(note).strip()
+        if len(note) > MAX_NOTE:
+            raise ValueError(f"A note has at most {MAX_NOTE} characters; got {len(note)}.")
+        out["note"] = note or None
+    return out
+
+
 def check_id(run_id: str) -> None:
     """Ids become folder names, so nothing that could escape ``runs/``."""
     if not _SAFE_ID.match(run_id) or ".." in run_id:

@@ -8,6 +8,7 @@ checkpoint file, same float-model cache, same mapping of exceptions to a final s
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import traceback
 
@@ -25,12 +26,26 @@ from bsq_engine.training.config import RunConfig
 from bsq_engine.training.run_model import model_from_checkpoint, model_shape
 from bsq_engine.training.trainer import DivergenceError, RunStopped, Trainer
 
-__all__ = ["ResumeError", "execute_run", "load_resume_point"]
+__all__ = ["ResumeError", "StopSignal", "execute_run", "load_resume_point"]
 
 log = logging.getLogger(__name__)
 
 # Errors whose message is already written for the user (what went wrong, what to do).
 _USER_ERRORS = (DivergenceError, DatasetUnavailable, ValueError)
+
+
+class StopSignal(threading.Event):
+    """A stop request that remembers who asked: the user (Stop button, Ctrl+C) or the server
+    shutting down. The run's final status and message differ: a user stop is ``stopped``, a
+    shutdown is ``interrupted`` (nobody chose it; resume continues from the checkpoint)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_shutdown = False
+
+    def request(self, *, shutdown: bool = False) -> None:
+        self.by_shutdown = self.by_shutdown or shutdown
+        self.set()
 
 
 class ResumeError(ValueError):
@@ -132,7 +147,7 @@ def execute_run(
     raises: :class:`ResumeError` for an unreadable checkpoint, ValueError for a run that is
     finished or already running. In both cases the run is left exactly as it was.
     """
-    checkpoint = None
+    checkpoint, trainer = None, None
     if resume:
         config, checkpoint = load_resume_point(store, run_id)
         store.set_status(run_id, RunStatus.RUNNING)
@@ -155,7 +170,7 @@ def execute_run(
         )
         summary = trainer.run(resume=checkpoint)
     except RunStopped:
-        _settle(store, run_id, RunStatus.STOPPED)
+        _settle(store, run_id, *_stop_outcome(stop_event, trainer))
     except _USER_ERRORS as exc:
         _settle(store, run_id, RunStatus.FAILED, str(exc))
     except Exception as exc:
@@ -163,6 +178,14 @@ def execute_run(
     else:
         _settle(store, run_id, RunStatus.FINISHED, summary=summary)
     return store.get_run(run_id)
+
+
+def _stop_outcome(stop_event, trainer) -> tuple[RunStatus, str]:
+    """(status, message) of a run that stopped between two steps, saying who stopped it."""
+    where = f" at {trainer.stage.value} epoch {trainer.epoch}" if trainer is not None else ""
+    if getattr(stop_event, "by_shutdown", False):
+        return RunStatus.INTERRUPTED, f"Interrupted by server shutdown{where}."
+    return RunStatus.STOPPED, f"Stopped by the user{where}."
 
 
 def _log_unexpected(store: RunStore, run_id: str, exc: Exception) -> str:

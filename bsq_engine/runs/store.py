@@ -31,6 +31,7 @@ from bsq_engine.runs.orphans import orphan_reason, queued_orphan_reason
 from bsq_engine.runs.paths import db_path, run_folder
 from bsq_engine.runs.records import (
     check_id,
+    clean_annotations,
     decode_sweep,
     default_name,
     dumps,
@@ -306,6 +307,17 @@ class RunStore(RunMetrics):
                 (time.time(), dumps(summary), run_id),
             )
         self._disown(run_id)
+
+    def annotate(self, run_id: str, *, name=None, tags=None, note=None) -> None:
+        """Rename a run, replace its tags or set its note; None leaves a field unchanged.
+        Any status: annotations are the user's, never the trainer's."""
+        values = clean_annotations(name, tags, note)
+        if not values:
+            return
+        sets = ", ".join(f"{col} = ?" for col in values)
+        with self._write() as conn:
+            self._status(conn, run_id)
+            conn.execute(f"UPDATE runs SET {sets} WHERE run_id = ?", (*values.values(), run_id))
 
     def delete_run(self, run_id: str) -> None:
         """Delete the run's rows and its folder (checkpoints, exports)."""

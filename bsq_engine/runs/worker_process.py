@@ -6,9 +6,12 @@ started here and pumps the child's messages into the run's ``LiveBufferCallback`
 child writes the store itself, exactly as a CLI run does (``runner.execute_run``), so a
 viewer's script runs never share a GIL with the training loop.
 
-Stop: the parent sends ``"stop"``; the child sets its trainer's stop event, so the run ends
-``stopped`` at its next step. If the parent dies, the child reads end-of-file and stops
-the same way. ``spawn`` (not ``fork``): forking a server with live threads and torch's
+Stop: the parent sends ``"stop"`` (or ``"shutdown"`` when the server is shutting down); the
+child requests a stop on its trainer's :class:`~runner.StopSignal`, so the run ends
+``stopped`` (or ``interrupted``) at its next step. If the parent dies, the child reads
+end-of-file and stops as for ``"stop"``. Steps are forwarded throttled (at most one per
+``STEP_EVERY_S``, plus each epoch's first and last), enough for within-epoch progress.
+``spawn`` (not ``fork``): forking a server with live threads and torch's
 thread pools is unsafe.
 """
 
@@ -18,6 +21,7 @@ import contextlib
 import multiprocessing as mp
 import signal
 import threading
+import time
 from pathlib import Path
 
 from bsq_engine.training.callbacks import Callback
@@ -25,6 +29,7 @@ from bsq_engine.training.callbacks import Callback
 __all__ = ["run_in_child"]
 
 _POLL_S = 0.1
+STEP_EVERY_S = 0.25  # the child forwards a step at most this often (plus epoch boundaries)
 
 
 def run_in_child(
@@ -63,7 +68,7 @@ def _pump(proc, from_child, to_child, live, stop_event) -> None:
     while True:
         if stop_event.is_set() and not stop_sent:
             with contextlib.suppress(OSError):
-                to_child.send("stop")
+                to_child.send("shutdown" if getattr(stop_event, "by_shutdown", False) else "stop")
             stop_sent = True
         try:
             if from_child.poll(_POLL_S):
@@ -87,7 +92,7 @@ def _child_main(home, run_id, resume, torch_threads, cuda_index, out, inbox) -> 
         torch.set_num_threads(torch_threads)
     if cuda_index is not None and torch.cuda.is_available():
         torch.cuda.set_device(cuda_index)
-    stop = threading.Event()
+    stop = runner.StopSignal()
     threading.Thread(target=_listen, args=(inbox, stop), daemon=True).start()
     store = RunStore(home)
     try:
@@ -99,22 +104,27 @@ def _child_main(home, run_id, resume, torch_threads, cuda_index, out, inbox) -> 
             out.close()
 
 
-def _listen(inbox, stop: threading.Event) -> None:
-    """``"stop"`` from the parent, or end-of-file (the parent died): stop the run."""
+def _listen(inbox, stop) -> None:
+    """``"stop"``/``"shutdown"`` from the parent, or end-of-file (the parent died): stop the
+    run (``stop`` is a ``runner.StopSignal``)."""
+    shutdown = False
     while True:
         try:
-            if inbox.recv() == "stop":
-                break
+            message = inbox.recv()
         except (EOFError, OSError):
             break
-    stop.set()
+        if message in ("stop", "shutdown"):
+            shutdown = message == "shutdown"
+            break
+    stop.request(shutdown=shutdown)
 
 
 class _Forward(Callback):
     """Child side of the live buffer: sends each drawn hook as plain, picklable values."""
 
-    def __init__(self, out, stop: threading.Event):
-        self.out, self.stop = out, stop
+    def __init__(self, out, stop: threading.Event, step_every_s: float = STEP_EVERY_S):
+        self.out, self.stop, self.step_every_s = out, stop, step_every_s
+        self._step_sent = 0.0
 
     def _send(self, kind: str, trainer, **payload) -> None:
         from bsq_engine.runs.live_buffer import trainer_state
@@ -130,6 +140,17 @@ class _Forward(Callback):
 
     def on_stage_start(self, trainer, stage) -> None:
         self._send("stage", trainer)
+
+    def on_step_end(self, trainer, step) -> None:
+        """Throttled: every step through a pipe would cost the training loop; the first and
+        last of an epoch always go (they start and complete its progress bar)."""
+        now = time.monotonic()
+        batch, batches = step.get("batch"), step.get("batches")
+        edge = batch == 1 or (batch is not None and batch == batches)
+        if not edge and now - self._step_sent < self.step_every_s:
+            return
+        self._step_sent = now
+        self._send("step", None, step=dict(step), epoch=trainer.epoch)
 
     def on_epoch_end(self, trainer, record, layers) -> None:
         self._send("epoch", trainer, record=dict(record), layers=layers)

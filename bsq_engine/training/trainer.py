@@ -198,7 +198,8 @@ class Trainer:
         # through the DDP wrapper when distributed: gradients are averaged in backward
         forward = fast_path.step_forward(self.net, self.memory_format, use_reg, compile_)
         batches = distributed.train_batches(self.data, cfg.batch_size, seed, self.device, world)
-        for xb, yb in batches:
+        n_batches = len(batches) if hasattr(batches, "__len__") else self.steps_per_epoch
+        for batch, (xb, yb) in enumerate(batches, start=1):
             if distributed.any_rank([self.stop_event.is_set()], world, self.device)[0]:
                 raise RunStopped(f"stopped by the user at {stage.value} epoch {self.epoch}")
             t0 = time.perf_counter()
@@ -222,6 +223,7 @@ class Trainer:
                 "stage": stage.value, "epoch": self.epoch, "step": self.global_step,
                 "loss": loss_value, "reg": reg_value, "lr": lr,
                 "batch_acc": correct / len(yb), "step_ms": step_ms[-1],
+                "batch": batch, "batches": n_batches,  # progress within the epoch
             })  # fmt: skip
         distributed.sync_buffers_(model, world, self.device)  # BatchNorm stats: one per job
         keys = ("loss", "correct", "n", "reg")  # this rank's shard -> the global batch

@@ -28,8 +28,8 @@ from bsq_engine.runs.store import RunNotFound
 from bsq_engine.training.checkpoint import CheckpointError
 from bsq_engine.training.float_cache import FloatCache
 from bsq_engine.training.presets import make_config
-from dashboard.ui.state import manager, plain, store
-from dashboard.views import compare, frames, pareto
+from dashboard.ui.state import manager, store
+from dashboard.views import compare, frames, pareto, plain
 
 __all__ = [
     "RunView",
@@ -90,13 +90,28 @@ class RunView:
 
     @property
     def max_bits(self) -> int:
-        """Width of the density grid: the config's max_bits, widened if a layer needs it."""
-        width = int(self.config.get("max_bits") or 8)
+        """Width of the density grid: the config's max_bits, widened if a layer needs it.
+
+        A uniform k-bit run's planes are b(k-1)..b0 by place value; in an 8-wide grid they
+        would sit under b7..b4 with grey "dropped" cells after them, though nothing was
+        dropped. Its grid is k wide."""
+        if self.run.get("method") == "uniform" and self.config.get("uniform_bits"):
+            width = int(self.config["uniform_bits"])
+        else:
+            width = int(self.config.get("max_bits") or 8)
         for offset, density in zip(
             self.layers.get("msb_offset", []), self.layers.get("density", [])
         ):
             width = max(width, int(offset) + len(density))
         return width
+
+    def layers_in_grid(self, width: int) -> pd.DataFrame:
+        """The latest layers placed in a grid ``width`` planes wide: a uniform run's planes
+        are its LSB end (b(k-1)..b0), so they move right by ``width - k``."""
+        shift = width - self.max_bits
+        if self.run.get("method") != "uniform" or shift <= 0 or self.layers.empty:
+            return self.layers
+        return self.layers.assign(msb_offset=self.layers["msb_offset"] + shift)
 
 
 def load_run_view(run_id: str) -> RunView:
@@ -174,7 +189,7 @@ def list_runs_frame(**filters: Any) -> pd.DataFrame:
     runs = store().list_runs(**filters)
     unfiltered = all(v is None for v in filters.values())
     for run_id, why in store().skipped_rows() if unfiltered else []:
-        run_id, why = plain(run_id), plain(why)  # row text is not ours: never Markdown
+        run_id, why = plain.md(run_id), plain.md(why)  # row text is not ours: never Markdown
         st.warning(
             f"Run {run_id} is damaged and is not listed ({why}). Run "
             "`python -m bsq_engine store repair` to rebuild it from its folder.",

@@ -98,8 +98,12 @@ def scheme_tools(run_id: str) -> None:
         if st.button(f"Retrain this scheme ({label}) from the float model", key="pareto-retrain",
                      help="Same schedule, bits fixed from the start: is it the scheme or "
                           "BSQ's training that wins?"):  # fmt: skip
-            new_id = manager().start(retrain, name=f"scheme {label} (from {run['name']})")
-            st.success(f"Queued run {new_id}: it appears on this chart as 'scheme QAT'.")
+            try:
+                new_id = manager().start(retrain, name=f"scheme {label} (from {run['name']})")
+            except ValueError as exc:  # the run's stored settings no longer pass validation
+                st.error(f"Cannot retrain this scheme: {exc}")
+            else:
+                st.success(f"Queued run {new_id}: it appears on this chart as 'scheme QAT'.")
     table = bench.sensitivity_table((run.get("summary") or {}).get("plan"))
     if not table.empty:
         st.subheader("Per-layer sensitivity (why each layer got its bits)", anchor=False)

@@ -4,15 +4,19 @@ and the summary's rules live in ``dashboard.views.compare``."""
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from bsq_engine.runs.export import COUNTING_CONVENTION
 from bsq_engine.runs.status import ACTIVE
 from bsq_engine.runs.store import RunNotFound
 from dashboard.ui.accessors import RunView, list_runs_frame, load_run_view, scheme_file
+from dashboard.ui.chart_downloads import chart_downloads
 from dashboard.ui.state import set_url_runs, store, url_runs
 from dashboard.views import compare as cp
 from dashboard.views.charts import METRIC_LABELS
+from dashboard.views.colors import run_colors
+from dashboard.views.frames import planes_long
 
 __all__ = ["choose_runs", "comparison"]
 
@@ -47,18 +51,31 @@ def _comparison(run_ids: list[str], live: bool) -> None:
     if len(views) < 2:
         return
     labels = cp.run_labels([v.run for v in views])
+    by_id = run_colors(list_runs_frame(), [v.run_id for v in views])
+    colors = {label: by_id[v.run_id] for label, v in zip(labels, views)}
     layers = {label: _layers(v) for label, v in zip(labels, views)}
-    st.plotly_chart(cp.grouped_bits_chart(layers), key="compare-bits", width="stretch")
+    bits_fig = cp.grouped_bits_chart(layers, colors)
+    st.plotly_chart(bits_fig, key="compare-bits", width="stretch")
+    bits_rows = [{"run": lb, "layer": r["name"], "n_bits": r["n_bits"]}
+                 for lb, rows in layers.items() for r in rows]  # fmt: skip
+    chart_downloads(bits_fig, pd.DataFrame(bits_rows), "compare-bits-per-layer", "compare-bits")
     max_bits = max(v.max_bits for v in views)
-    heat = cp.density_heatmaps({lb: v.layers for lb, v in zip(labels, views)}, max_bits)
+    grids = {lb: v.layers_in_grid(max_bits) for lb, v in zip(labels, views)}
+    heat = cp.density_heatmaps(grids, max_bits)
     st.plotly_chart(heat, key="compare-density", width="stretch")
+    chart_downloads(heat, lambda: pd.concat(
+        [planes_long(g, max_bits).assign(run=lb) for lb, g in grids.items()], ignore_index=True
+    ), "compare-plane-density", "compare-density")  # fmt: skip
     metric = st.segmented_control(
         "Curve", METRICS, format_func=lambda m: METRIC_LABELS.get(m, m), default="test_acc",
         required=True, key="compare-metric",
     )  # fmt: skip
     epochs = {lb: v.epochs for lb, v in zip(labels, views)}
-    st.plotly_chart(cp.overlay_curves(epochs, metric or "test_acc"), key="compare-curves",
-                    width="stretch")  # fmt: skip
+    curves_fig = cp.overlay_curves(epochs, metric or "test_acc", colors)
+    st.plotly_chart(curves_fig, key="compare-curves", width="stretch")
+    chart_downloads(curves_fig, lambda: pd.concat(
+        [df.assign(run=lb) for lb, df in epochs.items()], ignore_index=True
+    ), f"compare-{metric or 'test_acc'}", "compare-curves")  # fmt: skip
     st.subheader("Summary", anchor=False)
     st.caption("Highlighted rows differ between the runs.")
     summary = cp.summary_frame([v.run for v in views])

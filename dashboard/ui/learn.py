@@ -14,10 +14,10 @@ from bsq_engine.core.quantize import quantized_layers
 from bsq_engine.runs.status import RunStatus
 from bsq_engine.training.presets import make_config, preset_for
 from bsq_engine.units import format_bits, format_compression, format_pct
-from dashboard.ui.accessors import list_runs_frame, load_run_view, model_for_lesson
+from dashboard.ui.accessors import load_run_view, model_for_lesson
 from dashboard.ui.run_panel import render_run_panel
 from dashboard.ui.state import manager, set_url_run, store, url_run_id
-from dashboard.views import charts, frames
+from dashboard.views import charts, frames, lesson_runs
 from dashboard.views import learn as lesson
 
 __all__ = ["STEPS", "header", "init_state", "render_step"]
@@ -283,9 +283,18 @@ def step_try(present: bool) -> None:
         run_id = manager().start(config.to_dict())
         st.session_state["learn-try-run"] = run_id
         set_url_run(run_id)
-    run_id = st.session_state.get("learn-try-run") or url_run_id()
-    if run_id:
-        render_run_panel(run_id, key="learn-panel")
+    mine = st.session_state.setdefault("learn-try-runs", [])
+    if st.session_state.get("learn-try-run") and st.session_state["learn-try-run"] not in mine:
+        mine.append(st.session_state["learn-try-run"])
+    if not mine:  # only runs this student started here: never someone else's
+        st.caption("Your run appears here once you press the button.")
+        return
+    if len(mine) > 1:
+        run_id = st.radio("Your runs", mine[::-1], horizontal=True, key="learn-try-pick",
+                          format_func=lambda r: f"run {mine.index(r) + 1}")  # fmt: skip
+    else:
+        run_id = mine[0]
+    render_run_panel(run_id, key="learn-panel")
 
 
 # ---------------------------------------------------------------- the page
@@ -295,14 +304,17 @@ FRESH = ""  # the run picker's "no run" choice (None would read as "nothing sele
 def _finished_run(present: bool, allow_none: bool) -> dict | None:
     """The lesson's run: ``?run=`` if it is finished, else the newest finished run; a picker
     (hidden in presentation mode) can change it, or choose a freshly converted model."""
-    runs = list_runs_frame(status=RunStatus.FINISHED)
-    ids = ([FRESH] if allow_none else []) + runs["run_id"].tolist()
+    finished = {r["run_id"]: r for r in store().list_runs(status=RunStatus.FINISHED)}
+    ordered = lesson_runs.lesson_order(finished.values())  # BSQ runs that dropped planes first
+    ids = ([FRESH] if allow_none else []) + ordered
     if ids in ([], [FRESH]):
         return None
-    labels = {r.run_id: f"{r.name} · {r.model}/{r.dataset}" for r in runs.itertuples()}
+    labels = {run_id: lesson_runs.lesson_label(run) for run_id, run in finished.items()}
     labels[FRESH] = "none: a freshly converted model"
     key = "learn-run-model" if allow_none else "learn-run-replay"
-    _init(key, url_run_id() if url_run_id() in ids else ids[1 if allow_none else 0])
+    linked = url_run_id()  # a shared link names the run; otherwise the best lesson
+    good_link = linked in finished and lesson_runs.dropped_planes(finished[linked])
+    _init(key, linked if good_link else ordered[0])
     if st.session_state[key] not in ids:  # the run was deleted meanwhile
         st.session_state[key] = ids[0]
     run_id = st.session_state[key]

@@ -8,7 +8,8 @@ the version moves, one session reads the new view (cheap: progress and tiles mov
 tick) while the others keep drawing the previous frame instead of waiting; the figures are
 rebuilt only when stale, so builds of one run use at most 1/``BUILD_SHARE`` of a core (the
 next one waits 20x the last one's CPU time, between ``MIN_BUILD_S`` and ``MAX_BUILD_S``),
-however fast its epochs. A module-level cache rather than ``st.cache_data``: that one unpickles a
+however fast its epochs; the first epoch, the first layers and a re-quantization are drawn
+at once. A module-level cache rather than ``st.cache_data``: that one unpickles a
 fresh copy of every figure on every hit, i.e. per viewer per tick, which is the cost this
 module exists to avoid. Frames are never mutated after they are published.
 """
@@ -27,7 +28,7 @@ from dashboard.ui.state import manager, store
 __all__ = ["BUILDS", "LiveFrame", "live_frame", "poll_interval", "queue_place"]
 
 MIN_BUILD_S, MAX_BUILD_S, BUILD_SHARE = 1.0, 10.0, 20
-MIN_TICK_S, MAX_TICK_S = 2.0, 5.0
+MIN_TICK_S, MAX_TICK_S = 1.0, 2.0  # a training run's panel ticks at least every 2 s
 _MARKER_TTL_S, _QUEUE_TTL_S, _MAX_FRAMES = 0.5, 2.0, 64
 BUILDS: Counter = Counter()  # builds per run id (tests: no rebuild while nothing changed)
 
@@ -41,15 +42,21 @@ class LiveFrame:
     view_at: float  # when the view was read
     figures_at: float  # when the figures were built (the view may be newer)
     cost_s: float = 0.0  # CPU seconds the figures took (this thread only)
+    drawn: tuple = (0, 0, 0)  # (epochs, layers, precision changes) the figures drew
 
     @property
     def rebuild_after_s(self) -> float:
         return min(max(BUILD_SHARE * self.cost_s, MIN_BUILD_S), MAX_BUILD_S)
 
     def figures_fresh(self, view: RunView) -> bool:
-        """Keep these figures for ``view``: same run still live, built recently enough."""
+        """Keep these figures for ``view``: same run still live, built recently enough, and
+        nothing they lack that is drawn at once: the first epoch, the first layers, a
+        re-quantization (rare, and what a viewer watches for)."""
         waited = time.monotonic() - self.figures_at
-        return self.view.active and view.active and waited < self.rebuild_after_s
+        epochs, layers, events = _drawn(view)
+        news = (epochs and not self.drawn[0]) or (layers and not self.drawn[1])
+        news = news or events > self.drawn[2]
+        return self.view.active and view.active and not news and waited < self.rebuild_after_s
 
 
 _LOCK = threading.Lock()
@@ -122,13 +129,18 @@ def _build(run_id: str, version: tuple, old: LiveFrame | None, build) -> LiveFra
     the old ones are stale (Altair and Plotly builds are what costs)."""
     view, now = load_run_view(run_id), time.monotonic()
     if old is not None and old.figures_fresh(view):
-        return LiveFrame(run_id, version, view, old.figures, now, old.figures_at, old.cost_s)
+        return LiveFrame(run_id, version, view, old.figures, now, old.figures_at, old.cost_s,
+                         old.drawn)  # fmt: skip
     started = time.thread_time()
     figures = build(view)
     with _LOCK:
         BUILDS[run_id] += 1
     return LiveFrame(run_id, version, view, figures, now, time.monotonic(),
-                     time.thread_time() - started)  # fmt: skip
+                     time.thread_time() - started, _drawn(view))  # fmt: skip
+
+
+def _drawn(view: RunView) -> tuple[int, int, int]:
+    return len(view.epochs), len(view.layers), len(view.events or ())
 
 
 def poll_interval(frame: LiveFrame) -> float:

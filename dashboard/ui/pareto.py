@@ -13,6 +13,7 @@ from bsq_engine.runs.status import ACTIVE, RunStatus
 from bsq_engine.runs.sweep import sweep_progress
 from dashboard.ui import bench as bench_ui
 from dashboard.ui.accessors import list_runs_frame, load_references
+from dashboard.ui.navigation import anchor, jump_to
 from dashboard.ui.run_panel import render_run_panel
 from dashboard.ui.state import manager, store
 from dashboard.views import bench, plain
@@ -26,6 +27,7 @@ LIVE_S = 2.0
 X_LABELS = {"compression": "Compression", "avg_bits": "Average bits", "bops": "BOPs"}
 HAS_KALEIDO = importlib.util.find_spec("kaleido") is not None
 TRAIN_PAGE = "pages/train.py"
+_SHOWN = "pareto.shown_run"  # the clicked run whose panel was last scrolled into view
 
 
 def _sweep_progress(model: str, dataset: str) -> None:
@@ -106,10 +108,14 @@ def _frontier(model: str, dataset: str, x_mode: str, live: bool) -> None:
     run_id = pp.selected_run_id(event)
     if run_id:
         st.divider()
-        st.page_link(TRAIN_PAGE, label="Open this run on the Train page",
-                     query_params={"run": run_id}, icon=":material/open_in_new:")  # fmt: skip
-        render_run_panel(run_id, key="pareto-panel")
+        with anchor("pareto-panel"):
+            st.page_link(TRAIN_PAGE, label="Open this run on the Train page",
+                         query_params={"run": run_id}, icon=":material/open_in_new:")  # fmt: skip
+            render_run_panel(run_id, key="pareto-panel")
         bench_ui.scheme_tools(run_id)
+        if st.session_state.get(_SHOWN) != run_id:  # a new click: bring the panel into view
+            st.session_state[_SHOWN] = run_id
+            jump_to("pareto-panel")
 
 
 _frontier_live = st.fragment(run_every=LIVE_S)(_frontier)

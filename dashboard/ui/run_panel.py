@@ -1,7 +1,7 @@
 """The view of one run, live or finished; used by the Train and Runs pages (and others).
 
 While a run is queued or running, the panel is an ``st.fragment`` that re-renders itself
-every half epoch (1-5 s, ``live.poll_interval``); element keys are stable so charts update
+every half epoch (1-2 s, ``live.poll_interval``); element keys are stable so charts update
 in place. A tick reads nothing and builds nothing unless the run's version moved: the view
 and figures come from ``live.live_frame``, built once per (run, version) for all sessions.
 (Streamlit 1.5x+ removes a fragment's elements that a rerun does not re-emit, so a tick
@@ -22,12 +22,12 @@ from bsq_engine.training.config import Stage, describe_method
 from bsq_engine.units import format_bits, format_compression, format_duration, format_pct, is_number
 from dashboard.ui import identity, live
 from dashboard.ui.accessors import RunView, export_files
+from dashboard.ui.run_charts import build_figures, render_charts, vega_spec
 from dashboard.ui.state import manager, store
 from dashboard.views import charts, frames, plain
 
-__all__ = ["POLL_S", "STATUS_COLORS", "render_run_panel"]
+__all__ = ["STATUS_COLORS", "render_run_panel"]
 
-POLL_S = 1.0
 _S = RunStatus
 STATUS_COLORS = {
     _S.QUEUED: "gray", _S.RUNNING: "blue", _S.FINISHED: "green",
@@ -36,6 +36,12 @@ STATUS_COLORS = {
 EXPORT_NAMES = (
     "scheme.json", "metrics.csv", "layers.csv", "quantized.safetensors", "float_model.safetensors",
 )  # fmt: skip
+REGULARIZER_HELP = (
+    "alpha x R, added to the cross-entropy in the training loss, so it is in the same unit "
+    "(nats), averaged over the last BSQ epoch's steps. R sums each bit plane's L2 norm, "
+    "weighted by the layer's share of the memory (N_l n_l / N); it falls as planes empty "
+    "and is large at the start of BSQ, when all 8 planes of every layer are still dense."
+)
 _STAGE_LABELS = {
     Stage.PRETRAIN: "Pretraining (float)", Stage.BSQ: "BSQ training",
     Stage.QAT: "Quantized training", Stage.FINETUNE: "Finetuning", Stage.DONE: "Final evaluation",
@@ -83,7 +89,7 @@ def _render(view: RunView, key: str, figures: dict) -> None:
     _tiles(view)
     if view.status == RunStatus.FINISHED:
         _downloads(view, key)
-    _charts(view, key, figures)
+    render_charts(view, key, figures)
 
 
 def _header(view: RunView) -> None:
@@ -111,7 +117,10 @@ def _progress(view: RunView, key: str) -> None:
     if view.status == RunStatus.QUEUED:
         text = _queue_text(view.run_id)
     else:
+        epoch = snap.get("epoch_in_progress") or epoch  # the epoch being trained right now
         text = f"{_STAGE_LABELS.get(stage, stage)} · epoch {epoch} of {per_stage.get(stage, '?')}"
+        if snap.get("step_in_epoch") and snap.get("steps_in_epoch"):
+            text += f" · step {snap['step_in_epoch']} of {snap['steps_in_epoch']}"
         text += f" · {progress:.0%}"
         eta = snap.get("eta_seconds")
         if is_number(eta):
@@ -175,8 +184,14 @@ def _outcome(view: RunView) -> None:
         st.error(f"This run failed: {_clean_error(run.get('error'))}")
         st.caption("Change the settings and start a new run, or resume it from the Runs page.")
     elif status in (RunStatus.STOPPED, RunStatus.INTERRUPTED):
-        reason = _clean_error(run.get("error")) if run.get("error") else "It was stopped."
-        st.warning(f"This run did not finish. {reason} Resume it from the Runs page.")
+        if run.get("error"):
+            reason = _clean_error(run.get("error"))
+        elif status == RunStatus.STOPPED:
+            reason = "It was stopped."
+        else:
+            reason = "Its process ended before it finished."
+        advice = "" if "resume" in reason.lower() else " Resume it from the Runs page."
+        st.warning(f"This run did not finish. {reason}{advice}")
 
 
 def _tiles(view: RunView) -> None:
@@ -200,68 +215,13 @@ def _tiles(view: RunView) -> None:
         return
     bsq = view.epochs[view.epochs["stage"] == Stage.BSQ]
     reg = bsq["alpha_reg"].iloc[-1] if not bsq.empty else None
-    c4.metric("Regularizer (alpha·R)", f"{reg:.4g}" if is_number(reg) else "—", border=True,
-              help="Bit-level group Lasso times alpha, last BSQ epoch.")  # fmt: skip
-
-
-def build_figures(view: RunView) -> dict:
-    """The panel's figures of one view; ``live.live_frame`` calls it once per (run,
-    version) for every session, so a tick with nothing new builds nothing."""
-    ep, layers = view.epochs, view.layers
-    start_bits = int(view.config.get("n_bits") or 8)
-    figures = {
-        "bits": charts.bits_per_layer_chart(layers, start_bits=start_bits),
-        "density": charts.density_heatmap(layers, view.max_bits),
-    }
-    if len(ep):
-        figures["loss"] = _vega_spec(charts.loss_chart(ep))
-        figures["acc"] = _vega_spec(charts.accuracy_chart(ep))
-    if len(ep) and ep["avg_bits"].notna().any():
-        figures["avg"] = _vega_spec(charts.bits_chart(ep))
-    if view.events:
-        figures["events"] = charts.events_table(view.events)[["stage", "epoch", "change"]]
-    return figures
-
-
-def _vega_spec(chart) -> dict:
-    """Altair chart -> Vega-Lite dict, once per rebuild (``st.altair_chart`` would convert
-    and validate it again on every tick). Altair's default 300 px view size is dropped, as
-    ``st.altair_chart`` does, so the chart fills its column."""
-    spec = chart.to_dict()
-    view = spec.get("config", {}).get("view", {})
-    for size in ("continuousWidth", "continuousHeight"):
-        view.pop(size, None)
-    return spec
-
-
-def _charts(view: RunView, key: str, figures: dict) -> None:
-    left, right = st.columns(2)
-    left.plotly_chart(figures["bits"], key=f"{key}-bits", width="stretch")
-    right.plotly_chart(figures["density"], key=f"{key}-density", width="stretch")
-    if "loss" not in figures:
-        st.info("Curves appear after the first epoch.")
-        return
-    left, right = st.columns(2)
-    left.vega_lite_chart(spec=figures["loss"], key=f"{key}-loss", width="stretch")
-    right.vega_lite_chart(spec=figures["acc"], key=f"{key}-acc", width="stretch")
-    left, right = st.columns(2)
-    if "avg" in figures:
-        left.vega_lite_chart(spec=figures["avg"], key=f"{key}-avg", width="stretch")
-    else:
-        left.info("Average bits and compression are measured from the BSQ stage on.")
-    with right:
-        _events(view, key, figures.get("events"))
-
-
-def _events(view: RunView, key: str, table) -> None:
-    st.markdown("**Precision changes**")
-    if table is None:
-        every = view.config.get("requant_interval")
-        st.caption(
-            f"None yet: layers change precision at re-quantization (every {every} BSQ epochs)."
-        )
-        return
-    st.dataframe(table, key=f"{key}-events", hide_index=True, width="stretch")
+    ce = bsq["train_loss"].iloc[-1] if not bsq.empty else None
+    share = reg / (reg + ce) if is_number(reg) and is_number(ce) and reg + ce > 0 else None
+    c4.metric(
+        "Regularizer alpha·R (nats)", f"{reg:.4g}" if is_number(reg) else "—",
+        f"{share:.0%} of the loss" if share is not None else None,
+        delta_color="off", border=True, help=REGULARIZER_HELP,
+    )  # fmt: skip
 
 
 def _downloads(view: RunView, key: str) -> None:
@@ -294,7 +254,7 @@ def _warm_up() -> None:
         epochs = frames.epochs_frame([{"stage": Stage.PRETRAIN, "epoch": 1, "global_epoch": 1}])
         charts.bits_per_layer_chart(frames.layers_frame([]), start_bits=8).to_json()
         charts.density_heatmap(frames.layers_frame([]), 8).to_json()
-        _vega_spec(charts.loss_chart(epochs))
+        vega_spec(charts.loss_chart(epochs))
     except Exception:  # only an optimisation: never let it break an import
         pass
 

@@ -3,10 +3,11 @@ the delete confirmation. The rules behind the buttons live in ``dashboard.views.
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from bsq_engine import list_datasets, list_models
-from dashboard.ui import identity, state
+from dashboard.ui import identity, state, widgets
 from dashboard.ui.accessors import list_runs_frame
 from dashboard.ui.run_panel import render_run_panel
 from dashboard.views import plain
@@ -103,6 +104,38 @@ def _actions(selected: list[str], status: dict[str, str]) -> None:
     if row.button("Compare", icon=":material/compare_arrows:", disabled=not can.compare,
                   help=f"Select 2 to {rv.MAX_COMPARE} runs"):  # fmt: skip
         st.switch_page("pages/compare.py", query_params={"runs": ",".join(selected)})
+    if row.button(
+        "Clone settings into the form",
+        icon=":material/content_copy:",
+        disabled=not can.open,
+        help="Open the Train page with this run's settings",
+    ):
+        widgets.clone_into_form(state.store().get_run(selected[0])["config"])
+        st.switch_page("pages/train.py")
+    if can.open:
+        _annotate(state.store().get_run(selected[0]))
+
+
+def _annotate(run: dict) -> None:
+    """Rename, tag or note the one selected run (shown as plain text everywhere)."""
+    expander = st.expander("Rename, tag or add a note", icon=":material/edit:")
+    with expander, st.form(key=f"runs.annotate.{run['run_id']}", border=False):
+        rid = run["run_id"]  # per-run keys: another selected run starts from its own values
+        name = st.text_input("Name", value=run.get("name") or "", max_chars=120,
+                             key=f"runs.name.{rid}")  # fmt: skip
+        tags = st.text_input("Tags (comma-separated)", value=", ".join(run.get("tags") or []),
+                             key=f"runs.tags.{rid}")  # fmt: skip
+        note = st.text_area("Note", value=run.get("note") or "", max_chars=4000,
+                            key=f"runs.note.{rid}")  # fmt: skip
+        if st.form_submit_button("Save", icon=":material/save:"):
+            try:
+                state.store().annotate(run["run_id"], name=name, tags=rv.parse_tags(tags),
+                                       note=note)  # fmt: skip
+            except (ValueError, KeyError) as exc:
+                st.error(f"Nothing was saved: {exc}")
+                return
+            state.set_flash("success", "Saved.")
+            st.rerun()
 
 
 def _confirm_delete() -> None:
@@ -126,17 +159,25 @@ def _confirm_delete() -> None:
 def runs_table() -> None:
     """Filters, the table of matching runs, and the buttons for the selected rows."""
     filters = _filters()
-    df = list_runs_frame(**filters)
+    df = list_runs_frame(**filters)  # warns about damaged rows, which it leaves out
     if df.empty:
         st.info("No runs match these filters." if any(filters.values()) else "No runs yet.")
         st.page_link(
             "pages/train.py", label="Start one on the Train page", icon=":material/play_arrow:"
         )
         return
+    extra = st.multiselect("More columns", list(rv.EXTRA_COLUMNS), default=rv.DEFAULT_EXTRA,
+                           format_func=rv.EXTRA_COLUMNS.get, key="runs.extra_columns")  # fmt: skip
+    runs = state.store().list_runs(**filters)  # the same rows, with config and tags
+    df = df.merge(pd.DataFrame(rv.extra_columns(runs)), on="run_id", how="left")
+    column_config = {**COLUMN_CONFIG, **{c: st.column_config.Column(rv.EXTRA_COLUMNS[c])
+                                         for c in rv.EXTRA_COLUMNS}}  # fmt: skip
+    order = [*rv.COLUMNS[:1], *[c for c in extra if c in ("tags", "note")], *rv.COLUMNS[1:-1],
+             *[c for c in extra if c not in ("tags", "note")], rv.COLUMNS[-1]]  # fmt: skip
     event = st.dataframe(
         df, key=f"runs.table.{st.session_state.get(TABLE_VERSION, 0)}", on_select="rerun",
-        selection_mode="multi-row", hide_index=True, column_order=rv.COLUMNS,
-        column_config=COLUMN_CONFIG, width="stretch",
+        selection_mode="multi-row", hide_index=True, column_order=order,
+        column_config=column_config, width="stretch",
     )  # fmt: skip
     rows = [r for r in event.selection.rows if r < len(df)]
     _actions(df.iloc[rows]["run_id"].tolist(), dict(zip(df["run_id"], df["status"])))

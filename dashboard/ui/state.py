@@ -3,39 +3,40 @@ session keys.
 
 Every page calls ``page_setup()`` first; ``dashboard.ui`` modules reach the engine through
 ``manager()`` / ``store()`` (pages never import the engine). Run ids live in the URL
-(``?run=<id>`` for one run, ``?runs=a,b,c`` for a comparison) so reloads and shared links
-re-attach. Session-state keys are named here once so pages never collide.
+(``?run=<id>`` for one run, ``?sweep=<id>`` for a sweep, ``?runs=a,b,c`` for a comparison)
+so reloads and shared links re-attach; ``run`` and ``sweep`` follow page switches too.
+Session-state keys are named here once so pages never collide.
 """
 
 from __future__ import annotations
-
-import re
 
 import streamlit as st
 
 from bsq_engine.runs.store import RunStore, StoreError, default_home
 from dashboard.ui import identity
+from dashboard.views import plain
 
 __all__ = [
     "KEY_DELETE_PENDING",
     "KEY_FLASH",
-    "KEY_SWEEP_ID",
+    "KEY_URL_KEPT",
     "manager",
     "page_setup",
-    "plain",
     "pop_flash",
     "ray_executor",
     "ray_installed",
     "set_flash",
     "set_url_run",
     "set_url_runs",
+    "set_url_sweep",
     "store",
     "url_run_id",
     "url_runs",
+    "url_sweep_id",
 ]
 
 # Session-state keys shared between pages and helpers.
-KEY_SWEEP_ID = "train.sweep_id"  # the sweep started from the Train page, shown with progress
+KEY_URL_KEPT = "app.url_kept"  # {"run"|"sweep": id}: URL values that follow page switches
 KEY_DELETE_PENDING = "runs.delete_pending"  # run ids awaiting the second "confirm" click
 KEY_FLASH = "app.flash"  # (kind, message) shown once on the next run, e.g. after a rerun
 
@@ -47,12 +48,6 @@ def _manager_for(home: str):
     return get_manager(home)
 
 
-def plain(text) -> str:
-    """Text shown literally inside a Markdown element (run ids, paths, stored messages are
-    not ours): every Markdown character escaped, on one line."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", " ".join(str(text).split()))
-
-
 def manager():
     """The process-wide ``JobManager`` of the current ``BSQ_HOME`` (one per store). A store
     that cannot be opened (damaged, read-only) stops the page with its message."""
@@ -60,7 +55,7 @@ def manager():
     try:
         found = _manager_for(home)
     except StoreError as exc:  # not cached: the next rerun tries again, e.g. after a repair
-        st.error(plain(exc), icon=":material/error:")
+        st.error(plain.md(exc), icon=":material/error:")
         st.stop()
     if getattr(found, "_closed", False):  # shut down (tests, atexit): get a fresh one
         _manager_for.clear()
@@ -91,18 +86,47 @@ def store() -> RunStore:
     return manager().store
 
 
+def _url_value(name: str) -> str | None:
+    """``?name=`` of the URL. A page switch drops query parameters, so the value last seen in
+    this session is put back into the URL (then a reload keeps it too)."""
+    value = (st.query_params.get(name) or "").strip()
+    kept = st.session_state.setdefault(KEY_URL_KEPT, {})
+    if value:
+        kept[name] = value
+        return value
+    if kept.get(name):
+        st.query_params[name] = kept[name]
+        return kept[name]
+    return None
+
+
+def _set_url_value(name: str, value: str | None) -> None:
+    kept = st.session_state.setdefault(KEY_URL_KEPT, {})
+    if value:
+        st.query_params[name] = kept[name] = value
+    else:
+        st.query_params.pop(name, None)
+        kept.pop(name, None)
+
+
 def url_run_id() -> str | None:
-    """The run named in ``?run=``, or None."""
-    value = st.query_params.get("run")
-    return (value.strip() or None) if value else None
+    """The run named in ``?run=`` (kept across page switches in this session), or None."""
+    return _url_value("run")
 
 
 def set_url_run(run_id: str | None) -> None:
-    """Put ``run_id`` in the URL (``None`` removes it)."""
-    if run_id:
-        st.query_params["run"] = run_id
-    else:
-        st.query_params.pop("run", None)
+    """Put ``run_id`` in the URL (``None`` removes it, here and for later pages)."""
+    _set_url_value("run", run_id)
+
+
+def url_sweep_id() -> str | None:
+    """The sweep named in ``?sweep=`` (kept across page switches in this session), or None."""
+    return _url_value("sweep")
+
+
+def set_url_sweep(sweep_id: str | None) -> None:
+    """Put ``sweep_id`` in the URL (``None`` removes it)."""
+    _set_url_value("sweep", sweep_id)
 
 
 def url_runs() -> list[str]:

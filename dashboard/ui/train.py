@@ -5,16 +5,24 @@ from __future__ import annotations
 
 import streamlit as st
 
+from bsq_engine.runs.estimate import estimate_run
 from bsq_engine.runs.jobs import QueueFull
 from bsq_engine.runs.store import SweepNotFound
 from bsq_engine.runs.sweep import start_sweep, sweep_progress
 from dashboard.ui import identity, state, widgets
+from dashboard.ui.navigation import anchor, jump_to
 from dashboard.ui.run_panel import render_run_panel
 from dashboard.views import plain
 
 __all__ = ["run_form", "sweep_section", "watched_run"]
 
 SWEEP_POLL_S = 2.0
+ESTIMATE_HELP = (
+    "Measured from earlier runs in this store on this machine with the same model, dataset, "
+    "batch size and precision settings (alpha does not change the cost). Other load on the "
+    "machine changes it."
+)
+_JUMP = "train.jump_to_panel"  # set by Start: scroll to the run panel once it is drawn
 
 
 def _start_run() -> None:
@@ -32,6 +40,21 @@ def _start_run() -> None:
         st.error(f"Could not queue the run: {exc} Reload the page and try again.")
         return
     state.set_url_run(run_id)
+    st.session_state[_JUMP] = True  # the panel is below the form: bring it into view
+
+
+def _time_estimate() -> None:
+    """How long these settings take here: measured from this store, never a typed claim."""
+    try:
+        config = widgets.build_config(widgets.form_values())
+    except ValueError:
+        return  # the start button reports what is wrong with the settings
+    found = estimate_run(state.store(), config)
+    if found is None:
+        st.caption("No run with these settings has trained on this machine yet: the first "
+                   "one measures how long they take.", help=ESTIMATE_HELP)  # fmt: skip
+    else:
+        st.caption(f"Expected duration: {found.describe()}.", help=ESTIMATE_HELP)
 
 
 def run_form() -> bool:
@@ -42,6 +65,7 @@ def run_form() -> bool:
     if st.session_state[widgets.KEY("method")] == "bsq":
         widgets.alpha_controls()
     widgets.advanced_settings()
+    _time_estimate()
     start = st.button(
         "Start training", type="primary", icon=":material/play_arrow:", disabled=not dataset_ok,
         help=None if dataset_ok else "Get the dataset first (see above).",
@@ -59,17 +83,18 @@ def _start_sweep(kwargs: dict, on_ray: bool) -> None:
     except (ValueError, RuntimeError, ConnectionError) as exc:  # incl. Ray failing to start
         st.error(f"Cannot start this sweep: {exc}", icon=":material/error:")
         return
-    st.session_state[state.KEY_SWEEP_ID] = sweep_id
+    state.set_url_sweep(sweep_id)
     run_ids = sweep_progress(state.store(), sweep_id)["run_ids"]
     if run_ids:  # watch the first run below while the rest wait in the queue
         state.set_url_run(run_ids[0])
+        st.session_state[_JUMP] = True
 
 
 def _sweep_progress(sweep_id: str) -> dict | None:
     try:
         return sweep_progress(state.store(), sweep_id)
     except SweepNotFound:  # deleted meanwhile
-        st.session_state.pop(state.KEY_SWEEP_ID, None)
+        state.set_url_sweep(None)
         return None
 
 
@@ -108,7 +133,7 @@ def sweep_section(dataset_ok: bool) -> None:
         st.error(f"Cannot start this sweep: {exc}", icon=":material/error:")
     if sweep_kwargs:
         _start_sweep(sweep_kwargs, on_ray)
-    if sweep_id := st.session_state.get(state.KEY_SWEEP_ID):
+    if sweep_id := state.url_sweep_id():
         _show_sweep(sweep_id)
 
 
@@ -117,7 +142,10 @@ def watched_run() -> None:
     run_id = state.url_run_id()
     if run_id:
         st.divider()
-        render_run_panel(run_id, key="train")
+        with anchor("train-panel"):
+            render_run_panel(run_id, key="train")
+        if st.session_state.pop(_JUMP, False):
+            jump_to("train-panel")
     else:
         st.info(
             "Pick a model and dataset, keep the preset alpha for a first try, and press "

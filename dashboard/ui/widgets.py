@@ -26,6 +26,7 @@ __all__ = [
     "advanced_settings",
     "alpha_controls",
     "build_config",
+    "clone_into_form",
     "form_values",
     "init_form",
     "method_picker",
@@ -110,6 +111,16 @@ def init_form() -> None:
         _sweep_defaults(st.session_state[KEY("alpha")])
 
 
+def clone_into_form(config: dict) -> None:
+    """Fill the Train form with a stored run's settings (its model, dataset, method, alpha,
+    schedule, precision...); the Train page shows them on its next run. Unknown or invalid
+    values keep the form's defaults: the Start button validates them again."""
+    values = {f: _form_value(f, config[f]) for f in FORM_FIELDS if f in config}
+    st.session_state[FORM_SAVED] = {**st.session_state.get(FORM_SAVED, {}), **values}
+    for field in (*FORM_FIELDS, "alpha_slider", "sweep_lo", "sweep_hi"):
+        st.session_state.pop(KEY(field), None)  # init_form refills them from FORM_SAVED
+
+
 def save_form() -> None:
     st.session_state[FORM_SAVED] = {f: st.session_state.get(KEY(f)) for f in FORM_FIELDS}
 
@@ -124,7 +135,7 @@ def model_dataset_picker() -> tuple[bool, str]:
     with left:
         model = st.selectbox("Model", list_models(), key=KEY("model"), on_change=_on_pair_change)
         info = get_model_info(model)
-        st.caption(f"{info.description} Cost: {info.cost_hint}.")
+        st.caption(info.description)
     with right:
         dataset = st.selectbox(
             "Dataset", list_datasets(), key=KEY("dataset"), on_change=_on_pair_change,
@@ -132,7 +143,7 @@ def model_dataset_picker() -> tuple[bool, str]:
         )  # fmt: skip
         dinfo = get_dataset_info(dataset)
         ok, how = dinfo.available()
-        st.caption(f"{dinfo.description} Cost: {dinfo.cost_hint}.")
+        st.caption(dinfo.description)  # durations: measured, see train.time_estimate()
         if not ok:
             st.warning(f"**{dataset} is not available yet.** {how}", icon=":material/download:")
     if dataset not in info.datasets_hint:
@@ -145,7 +156,15 @@ def _slider_to_number() -> None:
 
 
 def _number_to_slider() -> None:
-    st.session_state[KEY("alpha_slider")] = _nearest_alpha(st.session_state[KEY("alpha")])
+    st.session_state[KEY("alpha_slider")] = _slider_value(st.session_state[KEY("alpha")])
+
+
+def _slider_value(alpha: float) -> float:
+    """The exact alpha itself when it is in the slider's range (the slider then offers it as
+    a stop, so both widgets show one number), else the nearest grid value."""
+    if alpha and ALPHA_GRID[0] <= alpha <= ALPHA_GRID[-1]:
+        return float(alpha)
+    return _nearest_alpha(alpha)
 
 
 def method_picker() -> None:
@@ -165,12 +184,21 @@ def alpha_controls() -> None:
     model, dataset = st.session_state[KEY("model")], st.session_state[KEY("dataset")]
     preset = preset_for(model, dataset).get("alpha", _DEFAULTS.alpha)
     left, right = st.columns([3, 1])
+    alpha = float(st.session_state[KEY("alpha")] or 0.0)
+    if not ALPHA_GRID[0] <= alpha <= ALPHA_GRID[-1]:  # e.g. cloned from a uniform run
+        st.session_state[KEY("alpha")] = min(max(alpha, ALPHA_GRID[0]), ALPHA_GRID[-1])
+    current = _slider_value(st.session_state[KEY("alpha")])
+    st.session_state[KEY("alpha_slider")] = current  # one number in both widgets
     left.select_slider(
-        "Regularization strength alpha (log scale)", ALPHA_GRID, key=KEY("alpha_slider"),
-        format_func=lambda v: f"{v:g}", on_change=_slider_to_number,
+        "Regularization strength alpha (log scale)", sorted({*ALPHA_GRID, current}),
+        key=KEY("alpha_slider"), format_func=lambda v: f"{v:g}", on_change=_slider_to_number,
     )  # fmt: skip
-    right.number_input("Exact alpha", min_value=0.0, step=0.001, format="%.4g",
-                       key=KEY("alpha"), on_change=_number_to_slider)  # fmt: skip
+    # Bounded like the slider: 0 would switch BSQ's regularizer off (that is the uniform
+    # baseline's job) and a value past the slider's end could not be shown on it.
+    right.number_input("Exact alpha", min_value=ALPHA_GRID[0], max_value=ALPHA_GRID[-1],
+                       step=0.001, format="%.4g", key=KEY("alpha"),
+                       on_change=_number_to_slider,
+                       help=f"From {ALPHA_GRID[0]:g} to {ALPHA_GRID[-1]:g}.")  # fmt: skip
     st.caption(f"Larger alpha → fewer bits, lower accuracy. The preset for {model} on "
                f"{dataset} is **{preset:g}**.")  # fmt: skip
 

@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 from bsq_engine.core.quantize import PrecisionEvent
 from bsq_engine.runs.queries import downsample
 from bsq_engine.training.config import Stage
+from dashboard.views.curves import X_AXES, CurveOptions, ema, with_wall_clock
 from dashboard.views.frames import bit_labels, density_matrix, plane_matrix
 
 TEMPLATE = "plotly_white"
@@ -141,25 +142,38 @@ def density_heatmap(snapshot_df: pd.DataFrame, max_bits: int) -> go.Figure:
 
 
 def _long(epochs_df: pd.DataFrame, metrics: list[str], max_points: int) -> pd.DataFrame:
-    """Tidy (global_epoch, stage, metric, value) rows; missing values dropped."""
-    cols = ["global_epoch", "stage", *metrics]
-    df = downsample(epochs_df[cols], max_points)
-    long = df.melt(["global_epoch", "stage"], var_name="metric", value_name="value")
+    """Tidy (global_epoch, wall, stage, metric, value) rows; missing values dropped."""
+    cols = ["global_epoch", "wall", "stage", *metrics]
+    df = downsample(with_wall_clock(epochs_df)[cols], max_points)
+    long = df.melt(["global_epoch", "wall", "stage"], var_name="metric", value_name="value")
     long = long.dropna(subset=["value"])
     long["metric"] = long["metric"].map(lambda m: METRIC_LABELS.get(m, m))
     return long
 
 
-def _stage_starts(epochs_df: pd.DataFrame) -> pd.DataFrame:
+def _stage_starts(epochs_df: pd.DataFrame, x: str = "epoch") -> pd.DataFrame:
     """Where each stage after the first begins (between two epochs), for vertical rules."""
-    firsts = epochs_df.groupby("stage", sort=False)["global_epoch"].min().reset_index()
+    df = with_wall_clock(epochs_df)
+    firsts = df.sort_values("global_epoch").groupby("stage", sort=False).first().reset_index()
     firsts = firsts.sort_values("global_epoch").iloc[1:]
-    return pd.DataFrame({"x": firsts["global_epoch"] - 0.5, "stage": firsts["stage"]})
+    where = firsts["global_epoch"] - 0.5 if x == "epoch" else firsts["wall_start"]
+    return pd.DataFrame({"x": where, "stage": firsts["stage"]})
 
 
-def _stage_layers(epochs_df: pd.DataFrame) -> list[alt.Chart]:
+def epoch_axis(field: str = "global_epoch", title: str = X_AXES["epoch"]) -> alt.X:
+    """An epoch x axis with whole-number ticks (never 0.5 epochs on a short run)."""
+    return alt.X(f"{field}:Q", title=title, axis=alt.Axis(tickMinStep=1, format="d"))
+
+
+def _x(options: CurveOptions) -> alt.X:
+    if options.x == "wall":
+        return alt.X("wall:Q", title=X_AXES["wall"], axis=alt.Axis(format="~g"))
+    return epoch_axis()
+
+
+def _stage_layers(epochs_df: pd.DataFrame, x: str = "epoch") -> list[alt.Chart]:
     """Dashed rules at stage boundaries, labelled with the stage that starts there."""
-    starts = _stage_starts(epochs_df)
+    starts = _stage_starts(epochs_df, x)
     if starts.empty:
         return []
     base = alt.Chart(starts)
@@ -176,50 +190,51 @@ def curves_chart(
     title: str = "Training curves",
     y_title: str = "value",
     max_points: int = 500,
+    options: CurveOptions | None = None,
 ) -> alt.LayerChart:
-    """Metrics over global_epoch, one colour per metric, stage boundaries as rules."""
+    """Metrics over the epochs (or wall-clock), one colour per metric, stage boundaries as
+    rules; ``options`` adds smoothing (raw curve faint underneath) and a log y axis."""
+    options = options or CurveOptions()
     percent = set(metrics) <= PERCENT_METRICS
     long = _long(epochs_df, metrics, max_points)
-    fmt = ".1%" if percent else ".4g"
-    line = (
-        alt.Chart(long)
-        .mark_line(point=len(long) < 60)
-        .encode(
-            x=alt.X("global_epoch:Q", title="epoch (all stages)"),
-            y=alt.Y(
-                "value:Q",
-                title=y_title,
-                scale=alt.Scale(zero=False),
-                axis=alt.Axis(format=".0%" if percent else "~g"),
-            ),
-            color=alt.Color("metric:N", title=None, legend=alt.Legend(orient="top")),
-            tooltip=[
-                alt.Tooltip("global_epoch:Q", title="epoch"),
-                alt.Tooltip("stage:N"),
-                alt.Tooltip("metric:N"),
-                alt.Tooltip("value:Q", format=fmt),
-            ],
+    if options.smoothing:
+        long["smoothed"] = long.groupby("metric")["value"].transform(
+            lambda v: ema(v.tolist(), options.smoothing)
         )
-    )
-    chart = alt.layer(line, *_stage_layers(epochs_df)).properties(title=title)
+    fmt = ".1%" if percent else ".4g"
+    scale = alt.Scale(zero=False, type="log" if options.log_y else "linear")
+    axis = alt.Axis(format=".0%" if percent else "~g")
+    base = alt.Chart(long).encode(
+        x=_x(options), color=alt.Color("metric:N", title=None, legend=alt.Legend(orient="top")),
+        tooltip=[alt.Tooltip("global_epoch:Q", title="epoch"), alt.Tooltip("stage:N"),
+                 alt.Tooltip("metric:N"), alt.Tooltip("value:Q", format=fmt),
+                 alt.Tooltip("wall:Q", title="seconds", format=".1f")],
+    )  # fmt: skip
+    raw = base.mark_line(point=len(long) < 60, opacity=0.3 if options.smoothing else 1.0)
+    lines = [raw.encode(y=alt.Y("value:Q", title=y_title, scale=scale, axis=axis))]
+    if options.smoothing:
+        lines.append(base.mark_line().encode(y=alt.Y("smoothed:Q", scale=scale, axis=axis)))
+    chart = alt.layer(*lines, *_stage_layers(epochs_df, options.x)).properties(title=title)
     return chart.configure_view(strokeWidth=0).configure(background="white")
 
 
-def loss_chart(epochs_df: pd.DataFrame) -> alt.LayerChart:
+def loss_chart(epochs_df: pd.DataFrame, options: CurveOptions | None = None) -> alt.LayerChart:
     """Train and test loss."""
-    return curves_chart(epochs_df, ["train_loss", "test_loss"], "Loss", "cross-entropy loss")
+    return curves_chart(epochs_df, ["train_loss", "test_loss"], "Loss", "cross-entropy loss",
+                        options=options)  # fmt: skip
 
 
-def accuracy_chart(epochs_df: pd.DataFrame) -> alt.LayerChart:
+def accuracy_chart(epochs_df: pd.DataFrame, options: CurveOptions | None = None) -> alt.LayerChart:
     """Train and test accuracy, axis and tooltips in %."""
-    return curves_chart(epochs_df, ["train_acc", "test_acc"], "Accuracy", "top-1 accuracy")
+    return curves_chart(epochs_df, ["train_acc", "test_acc"], "Accuracy", "top-1 accuracy",
+                        options=options)  # fmt: skip
 
 
 def bits_chart(epochs_df: pd.DataFrame, max_points: int = 500) -> alt.LayerChart:
     """Average bits (left axis) and compression (right axis): the same fact on two scales."""
     long = _long(epochs_df, ["avg_bits", "compression"], max_points)
     color = alt.Color("metric:N", title=None, legend=alt.Legend(orient="top"))
-    x = alt.X("global_epoch:Q", title="epoch (all stages)")
+    x = epoch_axis()
     tooltip = [alt.Tooltip("global_epoch:Q", title="epoch"), "stage:N", "metric:N",
                alt.Tooltip("value:Q", format=".3g")]  # fmt: skip
     lines = []

@@ -63,8 +63,13 @@ def _layer_order(runs_layers: Mapping[str, Sequence[Mapping[str, Any]]]) -> list
     return order
 
 
-def grouped_bits_chart(runs_layers: Mapping[str, Sequence[Mapping[str, Any]]]) -> go.Figure:
-    """Per-layer bits, one bar group per layer and one colour per run."""
+def grouped_bits_chart(
+    runs_layers: Mapping[str, Sequence[Mapping[str, Any]]],
+    colors: Mapping[str, str] | None = None,
+) -> go.Figure:
+    """Per-layer bits, one bar group per layer and one colour per run (``colors``: the
+    run's colour on every page, see ``views.colors``)."""
+    colors = colors or {}
     fig = style_figure(go.Figure(), "Bits per layer by run", "Layer", "Bits")
     order = _layer_order(runs_layers)
     for label, layers in runs_layers.items():
@@ -73,7 +78,7 @@ def grouped_bits_chart(runs_layers: Mapping[str, Sequence[Mapping[str, Any]]]) -
         weights = [by_name[n].get("n_weights") if n in by_name else None for n in order]
         name = plain.template(label)  # run names are user text; Plotly renders HTML
         fig.add_bar(
-            x=order, y=bits, name=name, customdata=weights,
+            x=order, y=bits, name=name, customdata=weights, marker_color=colors.get(label),
             text=[bit_text(b) if b is not None else "" for b in bits], textposition="outside",
             hovertemplate=f"{name}<br>%{{x}}: %{{text}} bits<br>%{{customdata:,}} weights"
             "<extra></extra>",
@@ -107,8 +112,11 @@ def density_heatmaps(snapshots: Mapping[str, pd.DataFrame], max_bits: int) -> go
     return fig
 
 
-def overlay_curves(epochs: Mapping[str, pd.DataFrame], metric: str) -> go.Figure:
-    """One metric of several runs on one axis (accuracy in %)."""
+def overlay_curves(
+    epochs: Mapping[str, pd.DataFrame], metric: str, colors: Mapping[str, str] | None = None
+) -> go.Figure:
+    """One metric of several runs on one axis (accuracy in %), one colour per run."""
+    colors = colors or {}
     percent = metric in PERCENT_METRICS
     label = METRIC_LABELS.get(metric, metric)
     y_title = f"{label} (%)" if percent else label
@@ -119,10 +127,12 @@ def overlay_curves(epochs: Mapping[str, pd.DataFrame], metric: str) -> go.Figure
         name = plain.template(run_label)
         fig.add_scatter(
             x=data["global_epoch"], y=y, mode="lines", name=name,
-            customdata=data["stage"].tolist(),
+            customdata=data["stage"].tolist(), line_color=colors.get(run_label),
             hovertemplate=f"{name}<br>epoch %{{x}} (%{{customdata}})<br>{label}: "
             + ("%{y:.2f}%" if percent else "%{y:.4g}") + "<extra></extra>",
         )  # fmt: skip
+    longest = max((int(df["global_epoch"].max()) for df in epochs.values() if len(df)), default=0)
+    fig.update_xaxes(tickformat="d", dtick=1 if longest <= 12 else None)  # whole epochs
     return fig
 
 

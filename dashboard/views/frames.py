@@ -202,3 +202,24 @@ def runs_frame(runs: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     df["created"] = pd.to_datetime(df["created"])
     return df
+
+
+def planes_long(layers_df: pd.DataFrame, max_bits: int) -> pd.DataFrame:
+    """One row per (layer, bit plane) of a layer snapshot: what the density heatmap draws,
+    with the heatmap's column names (a plane's place in the ``max_bits`` grid)."""
+    rows = []
+    for layer in layers_df.itertuples():
+        density = list(layer.density) if isinstance(layer.density, list | tuple) else []
+        norms = list(layer.group_norm) if isinstance(layer.group_norm, list | tuple) else []
+        for i, value in enumerate(density):
+            column = max_bits - 1 - int(layer.msb_offset) - i
+            rows.append(
+                {
+                    "layer": layer.name,
+                    "n_bits": int(layer.n_bits),
+                    "plane": f"b{column}",
+                    "density": value,
+                    "group_norm": norms[i] if i < len(norms) else None,
+                }
+            )
+    return pd.DataFrame(rows, columns=["layer", "n_bits", "plane", "density", "group_norm"])

@@ -1,0 +1,180 @@
+"""The run panel's charts: bits per layer, plane densities, the live per-step loss, epoch
+curves with their options, precision changes; CSV and PNG under every chart.
+
+The figures with the default curve options are built once per (run, version) for every
+session (``build_figures``, called by ``live.live_frame``); a session that changed the
+options builds its own, only when an epoch, a snapshot or an event arrived (``_figures``); the
+per-step chart of a live run, whose data move every step, is rebuilt at most every
+``STEP_REBUILD_S``. A queued run has nothing to draw yet and says so.
+"""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from bsq_engine.runs.status import RunStatus
+from dashboard.ui.accessors import RunView
+from dashboard.ui.chart_downloads import chart_downloads
+from dashboard.views import charts, curves, frames
+
+__all__ = ["build_figures", "render_charts", "vega_spec"]
+
+_FIGURES = "run_panel.figures"  # session state: {panel key: (signature, figures, when, cost)}
+_STEPS = "run_panel.step_chart"  # session state: {panel key: (when, n points, spec)}
+_MIN_REBUILD_S, _MAX_REBUILD_S, STEP_REBUILD_S = 2.0, 6.0, 1.5
+_EPOCH_COLS = ["stage", "epoch", "global_epoch", "seconds"]
+X_CHOICES = {"epoch": "Epoch", "wall": "Wall-clock"}
+
+
+def vega_spec(chart) -> dict:
+    """Altair chart -> Vega-Lite dict, once per rebuild (``st.altair_chart`` would convert
+    and validate it again on every tick). Altair's default 300 px view size is dropped, as
+    ``st.altair_chart`` does, so the chart fills its column."""
+    spec = chart.to_dict()
+    view = spec.get("config", {}).get("view", {})
+    for size in ("continuousWidth", "continuousHeight"):
+        view.pop(size, None)
+    return spec
+
+
+def _options(key: str) -> curves.CurveOptions:
+    """x axis, smoothing and log scale of the curves (per panel, kept in the session)."""
+    x_col, smooth_col, log_col = st.columns([2, 2, 1], vertical_alignment="bottom")
+    x = x_col.segmented_control("Curves against", list(X_CHOICES), format_func=X_CHOICES.get,
+                                default="epoch", required=True, key=f"{key}-curve-x")  # fmt: skip
+    smoothing = smooth_col.slider("Smoothing", 0.0, 0.95, 0.0, 0.05, key=f"{key}-smooth",
+                                  help="TensorBoard's: a debiased moving average")  # fmt: skip
+    log_y = log_col.toggle("Log y", key=f"{key}-log-y")
+    return curves.CurveOptions(x=x or "epoch", smoothing=smoothing, log_y=log_y)
+
+
+def build_figures(view: RunView, options: curves.CurveOptions | None = None) -> dict:
+    """The panel's figures of one view (Plotly and Vega-Lite specs); ``live.live_frame``
+    calls it once per (run, version) for every session, with the default options."""
+    ep, layers = view.epochs, view.layers
+    options = curves.CurveOptions() if options is None else options
+    start_bits = int(view.config.get("n_bits") or 8)
+    figures = {
+        "bits": charts.bits_per_layer_chart(layers, start_bits=start_bits),
+        "density": charts.density_heatmap(layers, view.max_bits),
+    }
+    if len(ep):
+        figures["loss"] = vega_spec(charts.loss_chart(ep, options))
+        figures["acc"] = vega_spec(charts.accuracy_chart(ep, options))
+    if len(ep) and ep["avg_bits"].notna().any():
+        figures["avg"] = vega_spec(charts.bits_chart(ep))
+    return figures
+
+
+def _figures(view: RunView, key: str, options: curves.CurveOptions) -> dict:
+    """The panel's figures, rebuilt only when an epoch, a snapshot, an event or an option
+    changed. Building costs far more than re-sending (Plotly templates, Altair schema checks)
+    and competes with training for the GIL, so while a run is live a rebuild waits at least
+    ``_MIN_REBUILD_S`` (or 3x the last build's time); the first data are drawn at once."""
+    ep, layers = view.epochs, view.layers
+    signature = (
+        view.run_id, view.status, len(ep), int(ep["global_epoch"].max()) if len(ep) else 0,
+        int(layers["global_epoch"].max()) if len(layers) else -1, len(view.events), options,
+    )  # fmt: skip
+    cache = st.session_state.setdefault(_FIGURES, {})
+    if key in cache:
+        old, figures, built_at, cost = cache[key]
+        wait = min(max(_MIN_REBUILD_S, 3 * cost), _MAX_REBUILD_S)
+        first_data = (old[2] == 0 and len(ep)) or (old[4] == -1 and len(layers))
+        if not view.active or old[0] != view.run_id or first_data or old[6] != options:
+            wait = 0.0  # a finished run, another run, the first data, new options
+        if old == signature or time.monotonic() - built_at < wait:
+            return figures
+    started = time.monotonic()
+    figures = build_figures(view, options)
+    cache[key] = (signature, figures, time.monotonic(), time.monotonic() - started)
+    return figures
+
+
+def _step_chart(view: RunView, key: str, options: curves.CurveOptions) -> dict | None:
+    """The live per-step loss (from the job manager's snapshot: live runs only)."""
+    steps = (view.snapshot or {}).get("steps") or []
+    if len(steps) < 2:
+        return None
+    cache = st.session_state.setdefault(_STEPS, {})
+    when, count, spec, old_options = cache.get(key, (0.0, 0, None, None))
+    fresh = time.monotonic() - when < STEP_REBUILD_S or count == len(steps)
+    if spec is not None and fresh and old_options == options:
+        return spec
+    step_options = curves.CurveOptions(
+        x="wall" if options.x == "wall" else "step", smoothing=options.smoothing or 0.6,
+        log_y=options.log_y,
+    )  # fmt: skip
+    spec = vega_spec(curves.step_chart(curves.step_frame(steps), step_options))
+    cache[key] = (time.monotonic(), len(steps), spec, options)
+    return spec
+
+
+def render_charts(view: RunView, key: str, shared: dict | None = None) -> None:
+    """Every chart of the panel, each with its CSV and PNG downloads. ``shared``: figures
+    built for every session with the default options (``live.live_frame``), used while
+    this session keeps those options."""
+    if view.status == RunStatus.QUEUED:
+        st.caption("Charts appear as soon as the run starts training.")
+        return
+    options = _options(key) if len(view.epochs) or view.active else curves.CurveOptions()
+    if shared is not None and options == curves.CurveOptions():
+        figures = shared
+    else:
+        figures = _figures(view, key, options)
+    name = view.run_id
+    left, right = st.columns(2)
+    with left:
+        st.plotly_chart(figures["bits"], key=f"{key}-bits", width="stretch")
+        cols = ["name", "n_bits", "n_weights", "msb_offset"]
+        chart_downloads(figures["bits"], view.layers.reindex(columns=cols),
+                        f"{name}-bits-per-layer", f"{key}-bits")  # fmt: skip
+    with right:
+        st.plotly_chart(figures["density"], key=f"{key}-density", width="stretch")
+        chart_downloads(figures["density"], lambda: frames.planes_long(view.layers, view.max_bits),
+                        f"{name}-plane-density", f"{key}-density")  # fmt: skip
+    if view.active and (spec := _step_chart(view, key, options)) is not None:
+        st.vega_lite_chart(spec=spec, key=f"{key}-steps", width="stretch")
+        steps = (view.snapshot or {}).get("steps") or []
+        chart_downloads(spec, lambda: curves.step_frame(steps), f"{name}-step-loss",
+                        f"{key}-steps")  # fmt: skip
+    if "loss" not in figures:
+        st.info("Epoch curves appear after the first epoch.")
+        return
+    _curves(view, key, figures)
+
+
+def _curves(view: RunView, key: str, figures: dict) -> None:
+    ep, name = view.epochs, view.run_id
+    left, right = st.columns(2)
+    for where, kind, metrics in ((left, "loss", ["train_loss", "test_loss"]),
+                                 (right, "acc", ["train_acc", "test_acc"])):  # fmt: skip
+        with where:
+            st.vega_lite_chart(spec=figures[kind], key=f"{key}-{kind}", width="stretch")
+            chart_downloads(figures[kind], ep.reindex(columns=[*_EPOCH_COLS, *metrics]),
+                            f"{name}-{kind}", f"{key}-{kind}")  # fmt: skip
+    left, right = st.columns(2)
+    with left:
+        if "avg" in figures:
+            st.vega_lite_chart(spec=figures["avg"], key=f"{key}-avg", width="stretch")
+            chart_downloads(figures["avg"],
+                            ep.reindex(columns=[*_EPOCH_COLS, "avg_bits", "compression"]),
+                            f"{name}-avg-bits", f"{key}-avg")  # fmt: skip
+        else:
+            st.info("Average bits and compression are measured from the BSQ stage on.")
+    with right:
+        _events(view, key)
+
+
+def _events(view: RunView, key: str) -> None:
+    st.markdown("**Precision changes**")
+    if not view.events:
+        every = view.config.get("requant_interval")
+        st.caption(
+            f"None yet: layers change precision at re-quantization (every {every} BSQ epochs)."
+        )
+        return
+    table = charts.events_table(view.events)[["stage", "epoch", "change"]]
+    st.dataframe(table, key=f"{key}-events", hide_index=True, width="stretch")

@@ -1,0 +1,99 @@
+"""Curve options a researcher expects (TensorBoard habits): smoothing, log scale, wall-clock
+axis, and the live per-step loss of a running run.
+
+Smoothing is TensorBoard's: an exponential moving average with its start-up bias removed,
+drawn over the faint raw curve, so a noisy per-step loss stays readable without hiding it.
+The wall-clock axis is the cumulative ``seconds`` of the epochs (time spent training and
+evaluating; queue time and process start are not in it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+__all__ = ["X_AXES", "CurveOptions", "ema", "step_chart", "step_frame", "with_wall_clock"]
+
+#: x-axis choices: field in the tidy frame -> axis title.
+X_AXES = {"epoch": "epoch (all stages)", "wall": "wall-clock (s)", "step": "step"}
+
+
+@dataclass(frozen=True)
+class CurveOptions:
+    """How curves are drawn: x axis (``X_AXES`` key), smoothing weight in [0, 1), log y."""
+
+    x: str = "epoch"
+    smoothing: float = 0.0
+    log_y: bool = False
+
+    def __post_init__(self):
+        if self.x not in X_AXES:
+            raise ValueError(f"x must be one of {', '.join(X_AXES)}; got {self.x!r}.")
+        if not 0.0 <= self.smoothing < 1.0:
+            raise ValueError(f"smoothing must be in [0, 1); got {self.smoothing}.")
+
+
+def ema(values: Sequence[float], weight: float) -> np.ndarray:
+    """Debiased exponential moving average (TensorBoard's smoothing); NaNs are skipped.
+
+    >>> ema([1.0, 3.0], 0.0).tolist()
+    [1.0, 3.0]
+    >>> ema([2.0, 2.0, 2.0], 0.9).tolist()  # a constant stays constant (no start-up bias)
+    [2.0, 2.0, 2.0]
+    """
+    out = np.full(len(values), np.nan)
+    last, n = 0.0, 0
+    for i, value in enumerate(values):
+        if value is None or not np.isfinite(value):
+            continue
+        n += 1
+        last = weight * last + (1 - weight) * float(value)
+        out[i] = last / (1 - weight**n) if weight else last
+    return out
+
+
+def with_wall_clock(epochs_df: pd.DataFrame) -> pd.DataFrame:
+    """Epoch rows plus ``wall`` and ``wall_start``: seconds of training so far at the end
+    and at the start of each epoch (rows in training order)."""
+    df = epochs_df.copy()
+    raw = df["seconds"] if "seconds" in df else pd.Series(0.0, index=df.index)
+    seconds = pd.to_numeric(raw, errors="coerce").fillna(0.0)
+    df["wall"] = seconds.cumsum()
+    df["wall_start"] = df["wall"] - seconds
+    return df
+
+
+def step_frame(steps: Sequence[dict]) -> pd.DataFrame:
+    """The live per-step curve (``snapshot()["steps"]``) as a frame with ``wall`` seconds."""
+    df = pd.DataFrame(list(steps), columns=["step", "stage", "epoch", "loss", "batch_acc",
+                                            "reg", "time"])  # fmt: skip
+    df["wall"] = df["time"] - df["time"].min() if len(df) else []
+    return df
+
+
+def step_chart(frame: pd.DataFrame, options: CurveOptions = CurveOptions(x="step")) -> alt.Chart:
+    """Training loss per step (batch loss incl. alpha * R during BSQ): raw faint, smoothed
+    bold, one colour per stage."""
+    x = options.x if options.x in ("step", "wall") else "step"
+    df = frame.assign(smoothed=ema(frame["loss"].tolist(), options.smoothing))
+    scale = alt.Scale(type="log" if options.log_y else "linear", zero=False)
+    base = alt.Chart(df).encode(
+        x=alt.X(f"{x}:Q", title=X_AXES[x], axis=alt.Axis(tickMinStep=1, format="~g")),
+        color=alt.Color("stage:N", title=None, legend=alt.Legend(orient="top")),
+    )
+    raw = base.mark_line(opacity=0.3 if options.smoothing else 1.0).encode(
+        y=alt.Y("loss:Q", title="training loss (per step)", scale=scale)
+    )
+    layers = [raw]
+    if options.smoothing:
+        layers.append(base.mark_line().encode(
+            y=alt.Y("smoothed:Q", scale=scale),
+            tooltip=["step:Q", "stage:N", alt.Tooltip("loss:Q", format=".4g"),
+                     alt.Tooltip("smoothed:Q", format=".4g")],
+        ))  # fmt: skip
+    chart = alt.layer(*layers).properties(title="Training loss per step (live)")
+    return chart.configure_view(strokeWidth=0).configure(background="white")
