@@ -17,6 +17,7 @@ manager shut down afterwards) comes from ``conftest.py``::
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -70,6 +71,7 @@ def make_run(
     bits: Sequence[int] = (4, 3, 5),
     error: str | None = None,
     sweep_id: str | None = None,
+    owner: str | None = None,
     **config,
 ) -> str:
     """Write a run as the trainer would: queued -> running -> epochs -> ``status``.
@@ -79,7 +81,7 @@ def make_run(
     summary whose accuracy/avg_bits/compression follow from ``accuracy`` and ``bits``.
     """
     cfg = tiny_config(**config)
-    run_id = store.create_run(cfg.to_dict(), name=name, sweep_id=sweep_id)
+    run_id = store.create_run(cfg.to_dict(), name=name, sweep_id=sweep_id, owner=owner)
     if status == "queued":
         return run_id
     store.set_status(run_id, "running")
@@ -170,11 +172,15 @@ def chart_titles(at: AppTest) -> list[str]:
     return titles
 
 
+_MD_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
+
+
 def page_text(at: AppTest) -> str:
-    """Every text element, metric, button label and chart title, one per line."""
+    """Every text element, metric, button label and chart title, one per line; Markdown
+    backslash escapes (``plain.md``) are removed, as a browser shows the text."""
     parts = []
     for kind in _TEXT_ELEMENTS:
-        parts += [str(e.value) for e in at.get(kind)]
+        parts += [_MD_ESCAPE.sub(r"\1", str(e.value)) for e in at.get(kind)]
     parts += [f"{m.label}: {m.value}" for m in at.metric]
     parts += [b.label for b in at.button]
     parts += chart_titles(at)

@@ -22,6 +22,9 @@ def bsq_home(tmp_path, monkeypatch):
     home = tmp_path / "bsq_home"
     monkeypatch.setenv("BSQ_HOME", str(home))
     monkeypatch.setenv("BSQ_TORCH_THREADS", "1")
+    # The app's default trains in a child process (seconds to spawn per run); tests that
+    # mean that worker ask for it (test_classroom_engine.py, the browser tests' server).
+    monkeypatch.setenv("BSQ_WORKER", "thread")
     yield home
     from bsq_engine.runs.jobs import release_manager
 

@@ -50,8 +50,9 @@ def cmd_delete(args) -> int:
         run = store.get_run(args.run_id)
         rid = run["run_id"]
         if run["status"] == RunStatus.RUNNING:
-            print(f"error: run {rid} is running (process {run.get('pid')}); stop it before "
-                  "deleting it.", file=sys.stderr)  # fmt: skip
+            print(f"error: run {rid} is running (process {run.get('pid')} on "
+                  f"{run.get('hostname')}); stop it first: python -m bsq_engine stop {rid}",
+                  file=sys.stderr)  # fmt: skip
             return 1
         if not _confirmed(run, args.yes):
             return 1

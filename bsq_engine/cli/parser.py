@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from bsq_engine.cli import info, maintenance, manage, train
+from bsq_engine.cli import control, info, maintenance, manage, train
 from bsq_engine.cli.settings import FLOAT_ACTS
 from bsq_engine.training.config import METHODS, SENSITIVITIES
 
@@ -168,6 +168,12 @@ def _run_management(sub) -> None:
     )
     _json_flag(p)
     p.set_defaults(func=manage.cmd_export)
+
+    p = sub.add_parser("stop", help="stop a queued or running run, whichever process trains it")
+    p.add_argument("run_id")
+    p.add_argument("--no-wait", action="store_true", help="return once the stop is asked")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
+    p.set_defaults(func=control.cmd_stop)
 
     p = sub.add_parser("delete", help="delete a run, its metrics and its folder")
     p.add_argument("run_id")

@@ -18,6 +18,7 @@ from bsq_engine.cli.settings import (
     overrides_of,
 )
 from bsq_engine.runs import runner
+from bsq_engine.runs.ownership import CLI_OWNER
 from bsq_engine.runs.status import ACTIVE, RESUMABLE, RunStatus
 from bsq_engine.runs.store import RunStore
 from bsq_engine.training.callbacks import ProgressBarCallback
@@ -81,7 +82,7 @@ def cmd_train(args) -> int:
     if ddp.is_torchrun():  # torchrun --nproc_per_node=N -m bsq_engine train ...
         return ddp.run_ddp(config=config, as_json=args.json)
     with RunStore() as store:
-        run_id = store.create_run(config.to_dict(), name=config.name)
+        run_id = store.create_run(config.to_dict(), name=config.name, owner=CLI_OWNER)
         print(f"run {run_id}", file=sys.stderr if args.json else sys.stdout, flush=True)
         return run_foreground(store, run_id, resume=False, as_json=args.json)
 
@@ -203,7 +204,7 @@ def cmd_sweep(args) -> int:
         manager, model=args.model, dataset=args.dataset, alphas=args.alphas,
         uniform_bits=tuple(args.uniform_bits), name=args.name, overrides=overrides,
         first_last_bits=tuple(args.first_last_uniform_bits),
-        hawq_avg_bits=tuple(args.hawq_avg_bits), seeds=tuple(args.seeds),
+        hawq_avg_bits=tuple(args.hawq_avg_bits), seeds=tuple(args.seeds), owner=CLI_OWNER,
     )  # fmt: skip
     n_runs = len(manager.store.list_runs(sweep_id=sweep_id))
     out = sys.stderr if args.json else sys.stdout

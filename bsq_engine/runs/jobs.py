@@ -1,17 +1,18 @@
 """Process-wide job manager: runs train in daemon worker threads, pages only read.
 
 A FIFO queue feeds ``max_concurrent`` long-lived worker threads; each job runs through
-:func:`runner.execute_run`, so the store and checkpoints look the same as a CLI run. While a
+:func:`runner.execute_run`, so the store and checkpoints look the same as a CLI run. With
+``worker="process"`` (the app's default, see ``runs.settings``) a worker thread hands its
+run to a child process instead (``runs.worker_process``) and only pumps its messages. While a
 job trains, a :class:`~bsq_engine.runs.live_buffer.LiveBufferCallback` keeps its state in
-memory, and ``snapshot()`` hands pages a copy without touching SQLite. Never imports
-Streamlit.
+memory: ``snapshot()`` hands pages a copy without touching SQLite, ``version()`` says cheaply
+whether anything new arrived. Never imports Streamlit.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import os
 import threading
 import time
 from collections import deque
@@ -20,8 +21,16 @@ from pathlib import Path
 
 import torch
 
-from bsq_engine.runs import runner
+from bsq_engine.runs import runner, worker_process
 from bsq_engine.runs.live_buffer import LiveBufferCallback
+from bsq_engine.runs.ownership import CLI_OWNER
+from bsq_engine.runs.queueing import estimate_queue
+from bsq_engine.runs.settings import (
+    TORCH_THREADS_ENV,
+    WORKER_KINDS,
+    ServerSettings,
+    default_torch_threads,
+)
 from bsq_engine.runs.status import ACTIVE, RESUMABLE, RunStatus
 from bsq_engine.runs.store import RunStore, default_home
 from bsq_engine.training.config import RunConfig
@@ -30,30 +39,14 @@ __all__ = [
     "TORCH_THREADS_ENV",
     "JobManager",
     "LiveBufferCallback",
+    "QueueFull",
     "get_manager",
     "release_manager",
 ]
 
-TORCH_THREADS_ENV = "BSQ_TORCH_THREADS"
 
-
-def default_torch_threads() -> int | None:
-    """Intra-op threads for training: ``$BSQ_TORCH_THREADS``, else one core left free on
-    small machines, else None (keep torch's own choice).
-
-    ``torch.set_num_threads`` is process-wide, and the Streamlit server shares the process
-    with the workers: on a 2-core laptop, training on both cores starves the page's script
-    runs and websocket (ticks arrive late, clicks feel dead). Leaving one core free costs
-    little because small models barely scale past one thread
-    (``benchmarks/snapshot_and_store.py --threads-compare`` measures both sides).
-    """
-    raw = os.environ.get(TORCH_THREADS_ENV, "").strip()
-    if raw:
-        if not raw.isdigit() or int(raw) < 1:
-            raise ValueError(f"{TORCH_THREADS_ENV} must be a whole number >= 1, got {raw!r}.")
-        return int(raw)
-    cores = os.cpu_count() or 1
-    return max(1, cores - 1) if cores <= 4 else None
+class QueueFull(ValueError):
+    """One owner already has the most queued runs a session may have; says what to do."""
 
 
 @dataclass
@@ -67,16 +60,25 @@ class _Job:
 
 
 class JobManager:
-    """Queue, run, stop and resume runs of one store; safe to call from any thread."""
+    """Queue, run, stop and resume runs of one store; safe to call from any thread.
 
-    def __init__(self, home=None, max_concurrent: int | None = None, torch_threads=None):
+    ``worker``: "thread" trains in this process; "process" in one child process per run.
+    ``max_queued_per_owner``: how many not-yet-running runs one owner may queue (None: no
+    cap); runs started without an owner (tests, the CLI's sweeps) are never capped.
+    """
+
+    def __init__(self, home=None, max_concurrent: int | None = None, torch_threads=None, *,
+                 worker: str = "thread", max_queued_per_owner: int | None = None):  # fmt: skip
         self.store = RunStore(home)
         cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
         self.max_concurrent = max_concurrent or max(1, cuda)  # one per GPU; CPU: one
         if max_concurrent is not None and max_concurrent < 1:
             raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent}.")
-        threads = torch_threads or default_torch_threads()
-        if threads:
+        if worker not in WORKER_KINDS:
+            raise ValueError(f"worker must be one of {WORKER_KINDS}, got {worker!r}.")
+        self.worker, self.max_queued_per_owner = worker, max_queued_per_owner
+        self.torch_threads = threads = torch_threads or default_torch_threads()
+        if threads and worker == "thread":  # a child process sets its own
             torch.set_num_threads(threads)
         self._cond = threading.Condition()
         self._queue: deque[_Job] = deque()
@@ -86,14 +88,18 @@ class JobManager:
 
     # -- public API ---------------------------------------------------------------------
 
-    def start(self, config, *, name=None, sweep_id=None, callbacks=()) -> str:
+    def start(self, config, *, name=None, sweep_id=None, callbacks=(), owner=None) -> str:
         """Queue a new run and return its id at once. ``callbacks`` run in the worker
-        thread next to the store's (e.g. a progress bar for the CLI)."""
+        thread next to the store's (e.g. a progress bar for the CLI; thread workers only).
+        ``owner`` is recorded (see ``runs.ownership``); :class:`QueueFull` past the cap."""
         # Round-trip through a dict: validates before anything is stored, and accepts a
         # RunConfig whose class was reloaded by Streamlit's file watcher (isinstance fails).
         config = RunConfig.from_dict(config if isinstance(config, dict) else config.to_dict())
+        if callbacks and self.worker == "process":
+            raise ValueError("Callbacks run in the worker thread; use worker='thread' for them.")
+        self.check_queue_room(owner, 1)
         run_id = self.store.create_run(
-            config.to_dict(), name=name or config.name, sweep_id=sweep_id
+            config.to_dict(), name=name or config.name, sweep_id=sweep_id, owner=owner
         )
         self._enqueue(run_id, False, callbacks)
         return run_id
@@ -113,10 +119,8 @@ class JobManager:
         status = self.store.get_run(run_id)["status"]
         if status == RunStatus.QUEUED:  # ours, or left queued by a process that died
             self.store.set_status(run_id, RunStatus.STOPPED, error="Stopped before it started.")
-        elif status == RunStatus.RUNNING:
-            raise ValueError(
-                f"Run {run_id!r} is training in another process; stop it there (Ctrl+C)."
-            )
+        elif status == RunStatus.RUNNING:  # another process trains it: it polls the store
+            self.store.request_stop(run_id)
 
     def resume(self, run_id: str, *, callbacks=()) -> None:
         """Queue an interrupted, stopped or failed run to continue from its last checkpoint.
@@ -149,6 +153,44 @@ class JobManager:
         snap = live.snapshot()  # every job has its buffer from the moment it is queued
         snap.update(run_id=run_id, status=state)
         return snap
+
+    def version(self, run_id: str) -> int | None:
+        """A counter that changes only when the run has something new to draw; None when
+        the run is not queued or running here. Costs one dict lookup: poll it freely."""
+        with self._cond:
+            job = self._jobs.get(run_id)
+            if job is None:
+                return None
+            return job.live.version * 2 + job.running  # queued -> running is a change too
+
+    def queue(self) -> list[dict]:
+        """The queued runs in order: ``run_id``, ``place`` (1 = next), ``ahead`` (run ids
+        before it, running ones excluded), ``start_s`` (estimated seconds until it starts,
+        None while unknown). Estimates come from the running runs' time left and the
+        median seconds per epoch of finished runs of the same model and dataset."""
+        with self._cond:
+            running = [(j.run_id, j.live.snapshot()) for j in self._jobs.values() if j.running]
+            queued = [j.run_id for j in self._queue]
+        return estimate_queue(self.store, running, queued, self.max_concurrent)
+
+    def check_queue_room(self, owner: str | None, adding: int) -> None:
+        """Raise :class:`QueueFull` when ``owner`` would exceed its queued-run cap with
+        ``adding`` more runs (no cap for no owner, nor for the command line)."""
+        if owner in (None, CLI_OWNER) or self.max_queued_per_owner is None:
+            return
+        with self._cond:
+            ids = [j.run_id for j in self._queue]
+        mine = 0
+        for rid in ids:
+            try:
+                mine += self.store.get_run(rid).get("owner") == owner
+            except KeyError:
+                continue
+        if mine + adding > self.max_queued_per_owner:
+            raise QueueFull(
+                f"{owner} already has {mine} runs waiting (at most {self.max_queued_per_owner}"
+                " per person). Wait for one to start, or stop one you no longer need."
+            )
 
     def active_runs(self) -> list[str]:
         """Queued and running runs of this manager, running first, then in queue order."""
@@ -233,16 +275,37 @@ class JobManager:
             torch.cuda.set_device(index % torch.cuda.device_count())
         while (job := self._take()) is not None:
             try:
-                runner.execute_run(
-                    self.store, job.run_id, stop_event=job.stop_event,
-                    callbacks=(job.live, *job.callbacks), resume=job.resume,
-                )  # fmt: skip
+                if self._still_queued(job.run_id):  # not stopped or deleted meanwhile
+                    self._execute(job, index)
             except Exception as exc:  # could not even start (e.g. checkpoint broke since)
                 self._end(job.run_id, RunStatus.FAILED, str(exc))
             finally:
                 with self._cond:
                     self._jobs.pop(job.run_id, None)
                     self._cond.notify_all()
+
+    def _still_queued(self, run_id: str) -> bool:
+        """The CLI may stop (or delete) a run queued here; the store then says so."""
+        try:
+            return self.store.get_run(run_id)["status"] == RunStatus.QUEUED
+        except KeyError:
+            return False
+
+    def _execute(self, job: _Job, index: int) -> None:
+        if self.worker == "thread":
+            runner.execute_run(
+                self.store, job.run_id, stop_event=job.stop_event,
+                callbacks=(job.live, *job.callbacks), resume=job.resume,
+            )  # fmt: skip
+            return
+        cuda = index % torch.cuda.device_count() if torch.cuda.is_available() else None
+        code = worker_process.run_in_child(
+            self.store.home, job.run_id, resume=job.resume, live=job.live,
+            stop_event=job.stop_event, torch_threads=self.torch_threads, cuda_index=cuda,
+        )  # fmt: skip
+        if code != 0:  # crashed before recording an outcome (killed, out of memory...)
+            message = f"The training process exited with code {code}; see the server log."
+            self._end(job.run_id, RunStatus.FAILED, message)
 
     def _end(self, run_id: str, status: str, message: str) -> None:
         """Best effort: at exit or after a worker error, one run must not block the others."""
@@ -258,15 +321,21 @@ _MANAGERS: dict[str, JobManager] = {}
 _MANAGERS_LOCK = threading.Lock()
 
 
-def get_manager(home=None) -> JobManager:
-    """The one manager of ``home`` (default ``$BSQ_HOME``) in this process."""
+def get_manager(home=None, settings: ServerSettings | None = None) -> JobManager:
+    """The one manager of ``home`` (default ``$BSQ_HOME``) in this process, configured by
+    ``settings`` (default: ``ServerSettings.from_env()``) when it is first created."""
     key = str(Path(home if home is not None else default_home()).expanduser().resolve())
     with _MANAGERS_LOCK:
         manager = _MANAGERS.get(key)
         if manager is None or manager._closed:
             if not _MANAGERS:
                 atexit.register(_shutdown_all)
-            manager = _MANAGERS[key] = JobManager(key)
+            cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            settings = settings or ServerSettings.from_env(cuda)
+            manager = _MANAGERS[key] = JobManager(
+                key, settings.max_concurrent, worker=settings.worker,
+                max_queued_per_owner=settings.max_queued_per_user,
+            )  # fmt: skip
         return manager
 
 

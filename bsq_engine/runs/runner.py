@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 
 from bsq_engine.data import DatasetUnavailable, get_dataset_info
 from bsq_engine.runs.paths import cache_dir, checkpoint_path, error_log_path, run_folder
 from bsq_engine.runs.status import RunStatus
 from bsq_engine.runs.store import RunStore
-from bsq_engine.training.callbacks import CheckpointCallback, StoreCallback
+from bsq_engine.training.callbacks import Callback, CheckpointCallback, StoreCallback
 from bsq_engine.training.checkpoint import (
     CheckpointError,
     check_against_config,
@@ -97,6 +98,28 @@ def _check_shapes(config: RunConfig, checkpoint: tuple[dict, dict]) -> None:
         ) from exc
 
 
+class StopRequestCallback(Callback):
+    """Stops the run when another process asked through the store (``RunStore.request_stop``:
+    ``python -m bsq_engine stop``, or the app for a run this process trains). One indexed
+    read per ``every_s`` seconds of steps, so a stop lands within about that time."""
+
+    def __init__(self, store: RunStore, run_id: str, every_s: float = 1.0):
+        self.store, self.run_id, self.every_s = store, run_id, every_s
+        self._last = 0.0
+
+    def on_step_end(self, trainer, step) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every_s:
+            return
+        self._last = now
+        try:
+            asked = self.store.stop_requested(self.run_id)
+        except Exception:  # a busy or briefly locked store must not fail the run
+            return
+        if asked:
+            trainer.stop_event.set()
+
+
 def _truncate_to(store: RunStore, run_id: str, config: RunConfig, checkpoint) -> None:
     """Drop metric rows the checkpoint does not cover, so the resumed run re-writes them."""
     stages = [s.value for s in config.stages]
@@ -138,6 +161,7 @@ def execute_run(
             [
                 StoreCallback(store, run_id),
                 CheckpointCallback(checkpoint_path(store, run_id)),
+                StopRequestCallback(store, run_id),
                 *callbacks,
             ],
             run_id=run_id,

@@ -93,8 +93,16 @@ def _v4_to_v5(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE runs ADD COLUMN note TEXT")
 
 
+def _v5_to_v6(conn: sqlite3.Connection) -> None:
+    """Who may stop/resume/delete a run (``owner``: a session's name, "cli", NULL for runs
+    made before owners existed) and a stop asked for by another process (``stop_requested``:
+    when, NULL when none); the training process polls it (see ``runner``)."""
+    conn.execute("ALTER TABLE runs ADD COLUMN owner TEXT")
+    conn.execute("ALTER TABLE runs ADD COLUMN stop_requested REAL")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
-    _v0_to_v1, _v1_to_v2, _v2_to_v3, _v3_to_v4, _v4_to_v5,
+    _v0_to_v1, _v1_to_v2, _v2_to_v3, _v3_to_v4, _v4_to_v5, _v5_to_v6,
 ]  # fmt: skip
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -132,8 +132,11 @@ class RunStore(RunMetrics):
         status: str = RunStatus.QUEUED,
         sweep_id: str | None = None,
         run_id: str | None = None,
+        owner: str | None = None,
     ) -> str:
-        """Insert a run from its config dict (needs model, dataset, method, alpha)."""
+        """Insert a run from its config dict (needs model, dataset, method, alpha).
+
+        ``owner``: who may stop, resume and delete it (see ``runs.ownership``)."""
         new = parse_status(status)
         name = name or default_name(config)  # also checks the config has the required keys
         if run_id is not None:
@@ -141,7 +144,7 @@ class RunStore(RunMetrics):
         for _ in range(5):  # a generated id collides only within one second and 1/65536
             rid = run_id or new_id()
             try:
-                self._insert_run(rid, config, name, new, sweep_id)
+                self._insert_run(rid, config, name, new, sweep_id, owner)
                 return rid
             except sqlite3.IntegrityError:
                 if run_id is not None:
@@ -149,17 +152,17 @@ class RunStore(RunMetrics):
         raise StoreError("Could not generate a unique run id; try again.")
 
     def _insert_run(
-        self, rid: str, config: dict, name: str, status: RunStatus, sweep_id: str | None
+        self, rid: str, config: dict, name: str, status: RunStatus, sweep_id, owner
     ) -> None:
         now = time.time()
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO runs (run_id, name, status, method, model, dataset, alpha,"
-                " config_json, created_at, sweep_id, pid, hostname)"  # pid: a queued run's owner
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " config_json, created_at, sweep_id, pid, hostname, owner)"  # pid: a queued run's
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",  # process; owner: who may control it
                 (rid, name, status.value, config["method"], config["model"], config["dataset"],
                  stored_alpha(config), dumps(config), now, sweep_id, os.getpid(),
-                 socket.gethostname()),
+                 socket.gethostname(), owner),
             )  # fmt: skip
             if status is RunStatus.RUNNING:
                 self._start(conn, rid, now)
@@ -230,7 +233,8 @@ class RunStore(RunMetrics):
     def _start(self, conn: sqlite3.Connection, run_id: str, now: float) -> None:
         conn.execute(
             f"UPDATE runs SET status = '{RunStatus.RUNNING}', started_at = ?, finished_at = NULL,"
-            " error = NULL, pid = ?, hostname = ?, heartbeat = ? WHERE run_id = ?",
+            " error = NULL, pid = ?, hostname = ?, heartbeat = ?, stop_requested = NULL"
+            " WHERE run_id = ?",
             (now, os.getpid(), socket.gethostname(), now, run_id),
         )
         with _OWNED_LOCK:
@@ -247,6 +251,40 @@ class RunStore(RunMetrics):
         )
         if cur.rowcount == 0:
             raise self._not_found(run_id)
+
+    def request_stop(self, run_id: str) -> None:
+        """Ask whichever process trains the run to stop it (it polls ``stop_requested``)."""
+        with self._write() as conn:
+            self._status(conn, run_id)
+            conn.execute(
+                "UPDATE runs SET stop_requested = ? WHERE run_id = ?", (time.time(), run_id)
+            )
+
+    def stop_requested(self, run_id: str) -> bool:
+        """True once ``request_stop`` was called for the current attempt of the run."""
+        sql = "SELECT stop_requested FROM runs WHERE run_id = ?"
+        row = self._conn().execute(sql, (run_id,)).fetchone()
+        if row is None:
+            raise self._not_found(run_id)
+        return row[0] is not None
+
+    def change_marker(self, run_id: str) -> tuple:
+        """Changes whenever the run's status, epochs, layers or events do: one indexed read,
+        so pages watching a run another process trains can poll it cheaply."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT status, finished_at, stop_requested,"
+                " (SELECT COUNT(*) FROM epochs WHERE run_id = ?1),"
+                " (SELECT MAX(global_epoch) FROM layers WHERE run_id = ?1),"
+                " (SELECT COUNT(*) FROM events WHERE run_id = ?1) FROM runs WHERE run_id = ?1",
+                (run_id,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            raise self._not_found(run_id)
+        return tuple(row)
 
     def set_placement(
         self, run_id: str, *, device: str, world_size: int = 1, worker: str | None = None

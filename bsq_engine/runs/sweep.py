@@ -84,6 +84,7 @@ def start_sweep(
     uniform_bits: list[int] = (),
     name: str | None = None,
     overrides: dict | None = None,
+    owner: str | None = None,
     first_last_bits: list[int] = (),
     hawq_avg_bits: list[float] = (),
     seeds: list[int] | None = None,
@@ -92,8 +93,9 @@ def start_sweep(
     with first/last layers at 8 bits, HAWQ-style budgets), each once per seed in ``seeds``
     (default: once, with the preset's seed). Runs of one seed share one float model.
 
-    Every config is validated first (a negative alpha raises ValueError), so a bad value
-    leaves no half-created sweep behind. Returns the sweep id.
+    Every config is validated first (a negative alpha raises ValueError), and the owner's
+    queue cap checked for all runs at once (``jobs.QueueFull``), so a refusal leaves no
+    half-created sweep behind. Returns the sweep id.
     """
     alphas, uniform_bits = list(alphas), list(uniform_bits)
     seeds = list(seeds) if seeds else [None]
@@ -101,6 +103,8 @@ def start_sweep(
         model, dataset, alphas, uniform_bits, overrides, list(first_last_bits),
         list(hawq_avg_bits), seeds,
     )  # fmt: skip
+    if owner is not None:  # the local job manager (a Ray executor records no owner)
+        manager.check_queue_room(owner, len(runs))
     if name is None:
         span = f"α {min(alphas):g}..{max(alphas):g}" if alphas else "uniform baselines"
         name = f"{model}-{dataset} sweep, {span}"
@@ -111,7 +115,8 @@ def start_sweep(
     }  # fmt: skip
     sweep_id = manager.store.create_sweep(name, model, dataset, sweep_config)
     for run_name, config in runs:
-        manager.start(config, name=run_name, sweep_id=sweep_id)
+        mine = {"owner": owner} if owner is not None else {}
+        manager.start(config, name=run_name, sweep_id=sweep_id, **mine)
     return sweep_id
 
 

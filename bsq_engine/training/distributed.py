@@ -144,9 +144,15 @@ def resolve_device(name: str) -> torch.device:
             return torch.device("cuda", torch.cuda.current_device())
         return torch.device("mps" if _mps_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA GPU is visible; use 'cpu'.")
+        raise ValueError(
+            f"device {name!r} was asked for but no CUDA GPU is visible; use 'cpu' "
+            "(--device cpu on the command line)."
+        )
     if name == "mps" and not _mps_available():
-        raise ValueError("device 'mps' was asked for but this machine has no MPS; use 'cpu'.")
+        raise ValueError(
+            "device 'mps' was asked for but this machine has no MPS; use 'cpu' "
+            "(--device cpu on the command line)."
+        )
     return torch.device(name)
 
 

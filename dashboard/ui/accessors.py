@@ -28,8 +28,8 @@ from bsq_engine.runs.store import RunNotFound
 from bsq_engine.training.checkpoint import CheckpointError
 from bsq_engine.training.float_cache import FloatCache
 from bsq_engine.training.presets import make_config
-from dashboard.ui.state import manager, plain, store
-from dashboard.views import compare, frames, pareto
+from dashboard.ui.state import manager, store
+from dashboard.views import compare, frames, pareto, plain
 
 __all__ = [
     "RunView",
@@ -189,7 +189,7 @@ def list_runs_frame(**filters: Any) -> pd.DataFrame:
     runs = store().list_runs(**filters)
     unfiltered = all(v is None for v in filters.values())
     for run_id, why in store().skipped_rows() if unfiltered else []:
-        run_id, why = plain(run_id), plain(why)  # row text is not ours: never Markdown
+        run_id, why = plain.md(run_id), plain.md(why)  # row text is not ours: never Markdown
         st.warning(
             f"Run {run_id} is damaged and is not listed ({why}). Run "
             "`python -m bsq_engine store repair` to rebuild it from its folder.",

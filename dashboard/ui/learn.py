@@ -7,6 +7,7 @@ mode enlarges the type and hides the advanced controls.
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from bsq_engine.core.quantize import quantized_layers
@@ -34,8 +35,15 @@ PRESENT_CSS = """<style>
 [data-testid="stMain"] [data-testid="stMetricValue"],
 [data-testid="stMain"] [data-testid="stMetricValue"] p { font-size: 2.8rem !important; }
 [data-testid="stMain"] [data-testid="stSliderThumbValue"] { font-size: 1rem !important; }
+[data-testid="stMain"] [data-testid="stTable"] th,
+[data-testid="stMain"] [data-testid="stTable"] td { font-size: 1.3rem !important; }
+[data-testid="stMain"] [data-testid="stButtonGroup"] > div { flex-wrap: nowrap !important; }
 </style>"""
-PRESENT_FONT = 17  # Plotly font size in presentation mode
+# Chart and table text follow the body text (1.3rem = 21 px): a projector at 1280x720 shows
+# the whole page at one reading size. Tables become st.table (HTML, scaled by the CSS above;
+# st.dataframe draws on a canvas at a fixed 12-14 px).
+PRESENT_FONT = 20  # Plotly font size in presentation mode
+SHORT_STEPS = {1: "Bits", 2: "Planes", 3: "Penalty", 4: "Replay", 5: "Try it"}  # one line
 
 
 def _url_int(name: str, default: int, lo: int, hi: int) -> int:
@@ -54,9 +62,21 @@ def _init(key: str, value) -> None:
 def _plot(where, fig, key: str, **kwargs) -> None:
     """``plotly_chart`` with larger chart type in presentation mode."""
     if st.session_state.get("learn-present"):
-        fig.update_layout(font_size=PRESENT_FONT)
+        fig.update_layout(font_size=PRESENT_FONT, title_font_size=PRESENT_FONT + 4,
+                          hoverlabel_font_size=PRESENT_FONT)  # fmt: skip
         fig.update_annotations(font_size=PRESENT_FONT - 2)
     where.plotly_chart(fig, key=key, width="stretch", **kwargs)
+
+
+def _table(data, key: str, percent: tuple[str, ...] = ()) -> None:
+    """``st.dataframe``; in presentation mode an HTML ``st.table`` the CSS scales."""
+    if not st.session_state.get("learn-present"):
+        percent_cfg = st.column_config.NumberColumn(format="percent")
+        st.dataframe(data, hide_index=True, key=key, width="stretch",
+                     column_config={col: percent_cfg for col in percent})  # fmt: skip
+        return
+    styler = pd.DataFrame(data).style.hide(axis="index")
+    st.table(styler.format({col: "{:.1%}" for col in percent}, precision=4))
 
 
 # ---------------------------------------------------------------- step 1
@@ -95,7 +115,7 @@ def step_value(present: bool) -> None:
              "neg bit": vb.neg[b], "contributes": (vb.pos[b] - vb.neg[b]) * p}
             for b, p in enumerate(vb.place)
         ]  # fmt: skip
-        st.dataframe(rows, hide_index=True, key="learn-place", width="stretch")
+        _table(rows, "learn-place")
 
 
 # ---------------------------------------------------------------- steps 2 and 3
@@ -172,15 +192,12 @@ def step_penalty(run: dict | None, present: bool) -> None:
     right.metric("This layer's alpha · factor · Σ norms", f"{table.iloc[:, 4].sum():.4g}",
                  border=True)  # fmt: skip
     right.metric("Layer factor N_l n_l / N", f"{factor:.3f}", border=True)
-    percent = st.column_config.NumberColumn(format="percent")
-    st.dataframe(table, hide_index=True, key="learn-penalty-table", width="stretch",
-                 column_config={"density": percent})  # fmt: skip
+    _table(table, "learn-penalty-table", percent=("density",))
     st.markdown(
         "**Memory-aware reweighing**: the factor $N_l n_l / N$ makes big, high-precision "
         "layers pay more, so the bits BSQ removes are the ones that save memory."
     )
-    st.dataframe(reweigh, hide_index=True, key="learn-reweigh", width="stretch",
-                 column_config={"memory share": percent})  # fmt: skip
+    _table(reweigh, "learn-reweigh", percent=("memory share",))
 
 
 # ---------------------------------------------------------------- step 4
@@ -327,10 +344,12 @@ def header() -> tuple[int, bool]:
     if present:
         st.html(PRESENT_CSS)
         st.query_params["present"] = "1"
+        st.set_page_config(initial_sidebar_state="collapsed")  # the projector gets the width
     else:
         st.query_params.pop("present", None)
+    labels = SHORT_STEPS if present else STEPS
     step = st.segmented_control("Step", list(STEPS), key="learn-step", required=True,
-                                format_func=lambda s: f"{s}. {STEPS[s]}")  # fmt: skip
+                                format_func=lambda s: f"{s}. {labels[s]}")  # fmt: skip
     step = step or 1
     st.query_params["step"] = str(step)
     st.header(f"{step}. {STEPS[step]}", anchor=False)

@@ -75,7 +75,8 @@ def router() -> None:
         page_title="BSQ Explorer",
         page_icon=str(ICON),
         layout="wide",
-        initial_sidebar_state="expanded",
+        # Presentation mode (Learn page, ?present=1) gives the projector the whole width.
+        initial_sidebar_state="collapsed" if st.query_params.get("present") == "1" else "expanded",
     )
     pages = [
         st.Page(script, title=title, icon=icon, default=index == 0)

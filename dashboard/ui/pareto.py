@@ -16,12 +16,13 @@ from dashboard.ui.accessors import list_runs_frame, load_references
 from dashboard.ui.navigation import anchor, jump_to
 from dashboard.ui.run_panel import render_run_panel
 from dashboard.ui.state import manager, store
-from dashboard.views import bench
+from dashboard.views import bench, plain
 from dashboard.views import pareto as pp
 from dashboard.views.frames import runs_frame
 
 __all__ = ["choose_pair", "frontier"]
 
+KEY_BY_OWNER = "pareto-by-owner"
 LIVE_S = 2.0
 X_LABELS = {"compression": "Compression", "avg_bits": "Average bits", "bops": "BOPs"}
 HAS_KALEIDO = importlib.util.find_spec("kaleido") is not None
@@ -38,7 +39,7 @@ def _sweep_progress(model: str, dataset: str) -> None:
         if not progress["done"]:
             st.progress(
                 progress["fraction"],
-                text=f"Sweep **{progress['name']}**: {progress['finished']} of "
+                text=f"Sweep **{plain.md(progress['name'])}**: {progress['finished']} of "
                 f"{progress['total']} runs finished",
             )
 
@@ -71,7 +72,8 @@ def _frontier(model: str, dataset: str, x_mode: str, live: bool) -> None:
     points, lines = pp.split_references(load_references(), model, dataset)
     fig = pp.pareto_chart(runs, x_mode, points if not points.empty else None)
     pp.add_published_marks(fig, lines, x_mode)
-    pp.label_points(fig, runs)
+    by = "owner" if st.session_state.get(KEY_BY_OWNER) else "name"
+    pp.label_points(fig, runs, by=by)
     fig.update_layout(height=560)
     event = st.plotly_chart(
         fig, key="pareto-chart", on_select="rerun", selection_mode="points", width="stretch",
@@ -121,6 +123,11 @@ _frontier_live = st.fragment(run_every=LIVE_S)(_frontier)
 
 def frontier(model: str, dataset: str, x_mode: str, live: bool) -> None:
     """The frontier of one pair; it refreshes itself while one of its runs is ``live``."""
+    st.toggle(
+        "Class frontier: label each point by who started it", key=KEY_BY_OWNER,
+        help="Every student's runs of this model and dataset; finished ones join the "
+        "frontier as they come in (the chart refreshes while any of them trains).",
+    )  # fmt: skip
     (_frontier_live if live else _frontier)(model, dataset, x_mode, live)
 
 

@@ -1,7 +1,9 @@
 """The run panel's charts: bits per layer, plane densities, the live per-step loss, epoch
 curves with their options, precision changes; CSV and PNG under every chart.
 
-Figures are rebuilt only when an epoch, a snapshot or an event arrived (``_figures``); the
+The figures with the default curve options are built once per (run, version) for every
+session (``build_figures``, called by ``live.live_frame``); a session that changed the
+options builds its own, only when an epoch, a snapshot or an event arrived (``_figures``); the
 per-step chart of a live run, whose data move every step, is rebuilt at most every
 ``STEP_REBUILD_S``. A queued run has nothing to draw yet and says so.
 """
@@ -17,7 +19,7 @@ from dashboard.ui.accessors import RunView
 from dashboard.ui.chart_downloads import chart_downloads
 from dashboard.views import charts, curves, frames
 
-__all__ = ["render_charts", "vega_spec"]
+__all__ = ["build_figures", "render_charts", "vega_spec"]
 
 _FIGURES = "run_panel.figures"  # session state: {panel key: (signature, figures, when, cost)}
 _STEPS = "run_panel.step_chart"  # session state: {panel key: (when, n points, spec)}
@@ -48,6 +50,24 @@ def _options(key: str) -> curves.CurveOptions:
     return curves.CurveOptions(x=x or "epoch", smoothing=smoothing, log_y=log_y)
 
 
+def build_figures(view: RunView, options: curves.CurveOptions | None = None) -> dict:
+    """The panel's figures of one view (Plotly and Vega-Lite specs); ``live.live_frame``
+    calls it once per (run, version) for every session, with the default options."""
+    ep, layers = view.epochs, view.layers
+    options = curves.CurveOptions() if options is None else options
+    start_bits = int(view.config.get("n_bits") or 8)
+    figures = {
+        "bits": charts.bits_per_layer_chart(layers, start_bits=start_bits),
+        "density": charts.density_heatmap(layers, view.max_bits),
+    }
+    if len(ep):
+        figures["loss"] = vega_spec(charts.loss_chart(ep, options))
+        figures["acc"] = vega_spec(charts.accuracy_chart(ep, options))
+    if len(ep) and ep["avg_bits"].notna().any():
+        figures["avg"] = vega_spec(charts.bits_chart(ep))
+    return figures
+
+
 def _figures(view: RunView, key: str, options: curves.CurveOptions) -> dict:
     """The panel's figures, rebuilt only when an epoch, a snapshot, an event or an option
     changed. Building costs far more than re-sending (Plotly templates, Altair schema checks)
@@ -68,16 +88,7 @@ def _figures(view: RunView, key: str, options: curves.CurveOptions) -> dict:
         if old == signature or time.monotonic() - built_at < wait:
             return figures
     started = time.monotonic()
-    start_bits = int(view.config.get("n_bits") or 8)
-    figures = {
-        "bits": charts.bits_per_layer_chart(layers, start_bits=start_bits),
-        "density": charts.density_heatmap(layers, view.max_bits),
-    }
-    if len(ep):
-        figures["loss"] = vega_spec(charts.loss_chart(ep, options))
-        figures["acc"] = vega_spec(charts.accuracy_chart(ep, options))
-    if len(ep) and ep["avg_bits"].notna().any():
-        figures["avg"] = vega_spec(charts.bits_chart(ep))
+    figures = build_figures(view, options)
     cache[key] = (signature, figures, time.monotonic(), time.monotonic() - started)
     return figures
 
@@ -101,13 +112,18 @@ def _step_chart(view: RunView, key: str, options: curves.CurveOptions) -> dict |
     return spec
 
 
-def render_charts(view: RunView, key: str) -> None:
-    """Every chart of the panel, each with its CSV and PNG downloads."""
+def render_charts(view: RunView, key: str, shared: dict | None = None) -> None:
+    """Every chart of the panel, each with its CSV and PNG downloads. ``shared``: figures
+    built for every session with the default options (``live.live_frame``), used while
+    this session keeps those options."""
     if view.status == RunStatus.QUEUED:
         st.caption("Charts appear as soon as the run starts training.")
         return
     options = _options(key) if len(view.epochs) or view.active else curves.CurveOptions()
-    figures = _figures(view, key, options)
+    if shared is not None and options == curves.CurveOptions():
+        figures = shared
+    else:
+        figures = _figures(view, key, options)
     name = view.run_id
     left, right = st.columns(2)
     with left:

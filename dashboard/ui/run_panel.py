@@ -1,9 +1,12 @@
 """The view of one run, live or finished; used by the Train and Runs pages (and others).
 
 While a run is queued or running, the panel is an ``st.fragment`` that re-renders itself
-every ``POLL_S`` seconds; element keys are stable so charts update in place. When the run
-ends, the fragment calls ``st.rerun()`` once and the page shows the static, finished view
-(summary, downloads), which no longer polls.
+every half epoch (1-2 s, ``live.poll_interval``); element keys are stable so charts update
+in place. A tick reads nothing and builds nothing unless the run's version moved: the view
+and figures come from ``live.live_frame``, built once per (run, version) for all sessions.
+(Streamlit 1.5x+ removes a fragment's elements that a rerun does not re-emit, so a tick
+re-sends the shared elements rather than returning empty.) When the run ends, the fragment
+calls ``st.rerun()`` once and the page shows the static, finished view, which no longer polls.
 """
 
 from __future__ import annotations
@@ -17,14 +20,14 @@ from bsq_engine.runs.status import RunStatus
 from bsq_engine.runs.store import RunNotFound, StoreError
 from bsq_engine.training.config import Stage, describe_method
 from bsq_engine.units import format_bits, format_compression, format_duration, format_pct, is_number
-from dashboard.ui.accessors import RunView, export_files, load_run_view
-from dashboard.ui.run_charts import render_charts, vega_spec
-from dashboard.ui.state import manager, plain, store
-from dashboard.views import charts, frames
+from dashboard.ui import identity, live
+from dashboard.ui.accessors import RunView, export_files
+from dashboard.ui.run_charts import build_figures, render_charts, vega_spec
+from dashboard.ui.state import manager, store
+from dashboard.views import charts, frames, plain
 
-__all__ = ["POLL_S", "STATUS_COLORS", "render_run_panel"]
+__all__ = ["STATUS_COLORS", "render_run_panel"]
 
-POLL_S = 1.0
 _S = RunStatus
 STATUS_COLORS = {
     _S.QUEUED: "gray", _S.RUNNING: "blue", _S.FINISHED: "green",
@@ -49,32 +52,35 @@ def render_run_panel(run_id: str, *, key: str = "panel") -> None:
     """Show run ``run_id``; ``key`` prefixes element keys (one panel per key per page)."""
     _start_warm_up()
     try:
-        view = load_run_view(run_id)
+        frame = live.live_frame(run_id, build_figures)
     except RunNotFound:
-        st.warning(f"There is no run `{run_id}` in this store; it may have been deleted.")
+        st.warning(f"There is no run {plain.md(plain.short(run_id))} in this store; it may "
+                   "have been deleted.")  # fmt: skip
         st.page_link("pages/runs.py", label="See all runs", icon=":material/list:")
         return
     except StoreError as exc:  # a damaged row: its message says how to repair the store
-        st.error(plain(exc), icon=":material/error:")
+        st.error(plain.md(exc), icon=":material/error:")
         return
-    if view.active:
-        _live_panel(run_id, key)
+    if frame.view.active:  # the pace sets the tick; a new fragment per pace is fine
+        every = live.poll_interval(frame)
+        st.fragment(_live_body, run_every=every)(run_id, key, every)
     else:
-        _render(view, key)
+        _render(frame.view, key, frame.figures)
 
 
-@st.fragment(run_every=POLL_S)
-def _live_panel(run_id: str, key: str) -> None:
+def _live_body(run_id: str, key: str, every: float) -> None:
     try:
-        view = load_run_view(run_id)
+        frame = live.live_frame(run_id, build_figures)
     except RunNotFound:
         st.rerun()
-    if not view.active:
+    if not frame.view.active:
         st.rerun()  # once: the page re-renders the finished view, without polling
-    _render(view, key)
+    if not every / 2 <= live.poll_interval(frame) <= every * 2:
+        st.rerun()  # the run's pace changed (pretraining -> BSQ): a new tick length
+    _render(frame.view, key, frame.figures)
 
 
-def _render(view: RunView, key: str) -> None:
+def _render(view: RunView, key: str, figures: dict) -> None:
     _header(view)
     if view.active:
         _progress(view, key)
@@ -83,17 +89,19 @@ def _render(view: RunView, key: str) -> None:
     _tiles(view)
     if view.status == RunStatus.FINISHED:
         _downloads(view, key)
-    render_charts(view, key)
+    render_charts(view, key, figures)
 
 
 def _header(view: RunView) -> None:
     run, cfg = view.run, view.config
     title, badge = st.columns([4, 1], vertical_alignment="center")
-    title.subheader(run.get("name") or view.run_id, anchor=False)
+    title.subheader(plain.md(run.get("name") or view.run_id), anchor=False)
     with badge:
         st.badge(view.status, color=STATUS_COLORS.get(view.status, "gray"))
     method = describe_method({"method": run.get("method"), **cfg})
-    st.caption(f"{run.get('model')} on {run.get('dataset')} · {method} · run `{view.run_id}`")
+    owner = run.get("owner") or "no recorded owner"
+    st.caption(plain.md(f"{run.get('model')} on {run.get('dataset')} · {method} · "
+                        f"run {view.run_id} · started by {owner}"))  # fmt: skip
 
 
 def _progress(view: RunView, key: str) -> None:
@@ -107,7 +115,7 @@ def _progress(view: RunView, key: str) -> None:
         total = sum(per_stage.values()) or 1
         progress = (int(last["global_epoch"]) if last is not None else 0) / total
     if view.status == RunStatus.QUEUED:
-        text = "Queued: waits for a free worker (runs start one after another)."
+        text = _queue_text(view.run_id)
     else:
         epoch = snap.get("epoch_in_progress") or epoch  # the epoch being trained right now
         text = f"{_STAGE_LABELS.get(stage, stage)} · epoch {epoch} of {per_stage.get(stage, '?')}"
@@ -119,12 +127,42 @@ def _progress(view: RunView, key: str) -> None:
             text += f" · about {format_duration(eta, missing='—')} left"
     bar, button = st.columns([6, 1], vertical_alignment="bottom")
     bar.progress(min(max(float(progress), 0.0), 1.0), text=text)
-    if button.button("Stop", key=f"{key}-stop", icon=":material/stop_circle:", width="stretch"):
-        try:
-            manager().stop(view.run_id)
-            st.toast("Stopping after the current step...")
-        except (KeyError, ValueError) as exc:
-            st.error(f"Could not stop the run: {exc}")
+    refusal = identity.refusal(view.run, "stop")
+    # on_click: the callback runs before the fragment's next rerun even when a timed tick
+    # interrupts the click's own rerun (a plain `if st.button(...)` lost clicks that way).
+    button.button("Stop", key=f"{key}-stop", icon=":material/stop_circle:", width="stretch",
+                  on_click=_stop, args=(view.run,), disabled=refusal is not None,
+                  help=refusal)  # fmt: skip
+    message = st.session_state.pop(f"run_panel.stop.{view.run_id}", None)
+    if message:
+        st.toast(message)
+
+
+def _stop(run: dict) -> None:
+    """Stop button callback: the ownership rule again (a stale page may show the button)."""
+    refusal = identity.refusal(run, "stop")
+    try:
+        if refusal is not None:
+            raise ValueError(refusal)
+        manager().stop(run["run_id"])
+        message = "Stopping after the current step..."
+    except (KeyError, ValueError) as exc:
+        message = f"Could not stop the run: {exc}"
+    st.session_state[f"run_panel.stop.{run['run_id']}"] = message
+
+
+def _queue_text(run_id: str) -> str:
+    place = live.queue_place(run_id)
+    if place is None:
+        return "Queued: waits for a free worker."
+    text = f"Queued: place {place['place']} of {place['of']}"
+    if place["ahead"]:
+        names = ", ".join(plain.md(plain.short(n, 20)) for n in place["ahead"][:5])
+        more = len(place["ahead"]) - 5
+        text += f" · ahead: {names}" + (f" and {more} more" if more > 0 else "")
+    if place["start_s"] is not None:
+        text += f" · starts in about {format_duration(place['start_s'])}"
+    return text
 
 
 def _outcome(view: RunView) -> None:

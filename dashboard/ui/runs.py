@@ -7,9 +7,10 @@ import pandas as pd
 import streamlit as st
 
 from bsq_engine import list_datasets, list_models
-from dashboard.ui import state, widgets
+from dashboard.ui import identity, state, widgets
 from dashboard.ui.accessors import list_runs_frame
 from dashboard.ui.run_panel import render_run_panel
+from dashboard.views import plain
 from dashboard.views import runs as rv
 
 __all__ = ["COLUMN_CONFIG", "runs_table", "selected_run"]
@@ -17,6 +18,8 @@ __all__ = ["COLUMN_CONFIG", "runs_table", "selected_run"]
 TABLE_VERSION = "runs.table_version"  # bumped to clear the selection after a change
 COLUMN_CONFIG = {
     "name": st.column_config.TextColumn("Name"),
+    "owner": st.column_config.TextColumn("Started by", help="Only they (or an admin) can "
+                                         "stop, resume or delete it; 'cli': the command line"),
     "status": st.column_config.TextColumn("Status"),
     "model": st.column_config.TextColumn("Model"),
     "dataset": st.column_config.TextColumn("Dataset"),
@@ -53,14 +56,18 @@ def _filters() -> dict:
 
 
 def _each(action, run_ids: list[str], verb: str, done_text: str) -> None:
-    """Apply ``action`` to every run; say what worked and, per run, what did not."""
+    """Apply ``action`` to every run this session may control (the ownership rule, checked
+    again here: the table may be stale); say what worked and, per run, what did not."""
     done, problems = 0, []
     for run_id in run_ids:
         try:
+            refusal = identity.refusal(state.store().get_run(run_id), verb)
+            if refusal is not None:
+                raise ValueError(refusal)
             action(run_id)
             done += 1
         except (ValueError, KeyError, RuntimeError) as exc:
-            problems.append(f"`{run_id}`: {exc}")
+            problems.append(plain.md(f"{run_id}: {exc}"))
     if problems:
         state.set_flash("error", f"Could not {verb} " + "; ".join(problems))
     elif done:
@@ -75,17 +82,24 @@ def _actions(selected: list[str], status: dict[str, str]) -> None:
                    "delete or compare runs.")  # fmt: skip
         return
     mgr, can = state.manager(), rv.actions(selected, status)
+    refusals = [r for r in (identity.refusal(state.store().get_run(rid), "stop")
+                            for rid in selected) if r]  # fmt: skip
+    if refusals:  # viewing is open to all; controls only to owners and admins
+        st.caption(refusals[0] + (f" ({len(refusals) - 1} more)" if len(refusals) > 1 else ""))
+    mine = not refusals
     row = st.container(horizontal=True)
     if row.button("Open", icon=":material/visibility:", disabled=not can.open,
                   help="Show it below"):  # fmt: skip
         state.set_url_run(selected[0])
     hint = "Continue interrupted, stopped or failed runs from their last checkpoint"
-    if row.button("Resume", icon=":material/replay:", disabled=not can.resume, help=hint):
+    if row.button("Resume", icon=":material/replay:", disabled=not (can.resume and mine),
+                  help=hint):  # fmt: skip
         _each(mgr.resume, selected, "resume", "queued to resume")
-    if row.button("Stop", icon=":material/stop_circle:", disabled=not can.stop):
+    if row.button("Stop", icon=":material/stop_circle:", disabled=not (can.stop and mine)):
         _each(mgr.stop, can.to_stop, "stop", "asked to stop")
     hint = "Asks for a confirmation" if can.delete else "Stop running runs first"
-    if row.button("Delete", icon=":material/delete:", disabled=not can.delete, help=hint):
+    if row.button("Delete", icon=":material/delete:", disabled=not (can.delete and mine),
+                  help=hint):  # fmt: skip
         st.session_state[state.KEY_DELETE_PENDING] = list(selected)
     if row.button("Compare", icon=":material/compare_arrows:", disabled=not can.compare,
                   help=f"Select 2 to {rv.MAX_COMPARE} runs"):  # fmt: skip

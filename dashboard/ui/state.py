@@ -10,11 +10,11 @@ Session-state keys are named here once so pages never collide.
 
 from __future__ import annotations
 
-import re
-
 import streamlit as st
 
 from bsq_engine.runs.store import RunStore, StoreError, default_home
+from dashboard.ui import identity
+from dashboard.views import plain
 
 __all__ = [
     "KEY_DELETE_PENDING",
@@ -22,7 +22,6 @@ __all__ = [
     "KEY_URL_KEPT",
     "manager",
     "page_setup",
-    "plain",
     "pop_flash",
     "ray_executor",
     "ray_installed",
@@ -49,12 +48,6 @@ def _manager_for(home: str):
     return get_manager(home)
 
 
-def plain(text) -> str:
-    """Text shown literally inside a Markdown element (run ids, paths, stored messages are
-    not ours): every Markdown character escaped, on one line."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", " ".join(str(text).split()))
-
-
 def manager():
     """The process-wide ``JobManager`` of the current ``BSQ_HOME`` (one per store). A store
     that cannot be opened (damaged, read-only) stops the page with its message."""
@@ -62,7 +55,7 @@ def manager():
     try:
         found = _manager_for(home)
     except StoreError as exc:  # not cached: the next rerun tries again, e.g. after a repair
-        st.error(plain(exc), icon=":material/error:")
+        st.error(plain.md(exc), icon=":material/error:")
         st.stop()
     if getattr(found, "_closed", False):  # shut down (tests, atexit): get a fresh one
         _manager_for.clear()
@@ -166,6 +159,7 @@ def pop_flash() -> None:
 def page_setup(title: str | None = None, caption: str | None = None) -> None:
     """Every page's first call (the OpenMS template's anchor): its title and caption, then
     the message a previous rerun left with ``set_flash``."""
+    identity.sidebar()  # who this session is: the owner of the runs it starts
     if title:
         st.title(title, anchor=False)
     if caption:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import streamlit as st
 
 from bsq_engine.runs.estimate import estimate_run
+from bsq_engine.runs.jobs import QueueFull
 from bsq_engine.runs.store import SweepNotFound
 from bsq_engine.runs.sweep import start_sweep, sweep_progress
-from dashboard.ui import state, widgets
+from dashboard.ui import identity, state, widgets
 from dashboard.ui.navigation import anchor, jump_to
 from dashboard.ui.run_panel import render_run_panel
+from dashboard.views import plain
 
 __all__ = ["run_form", "sweep_section", "watched_run"]
 
@@ -30,7 +32,10 @@ def _start_run() -> None:
         st.error(f"Cannot start this run: {exc}", icon=":material/error:")
         return
     try:
-        run_id = state.manager().start(config)
+        run_id = state.manager().start(config, owner=identity.user_name())
+    except QueueFull as exc:
+        st.warning(plain.md(str(exc)), icon=":material/hourglass:")
+        return
     except (ValueError, RuntimeError) as exc:
         st.error(f"Could not queue the run: {exc} Reload the page and try again.")
         return
@@ -73,7 +78,8 @@ def run_form() -> bool:
 def _start_sweep(kwargs: dict, on_ray: bool) -> None:
     try:
         executor = state.ray_executor() if on_ray else state.manager()
-        sweep_id = start_sweep(executor, **kwargs)
+        owner = None if on_ray else identity.user_name()  # Ray runs: no owner recorded yet
+        sweep_id = start_sweep(executor, owner=owner, **kwargs)
     except (ValueError, RuntimeError, ConnectionError) as exc:  # incl. Ray failing to start
         st.error(f"Cannot start this sweep: {exc}", icon=":material/error:")
         return
@@ -94,7 +100,7 @@ def _sweep_progress(sweep_id: str) -> dict | None:
 
 def _render_sweep(progress: dict) -> None:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(progress["counts"].items()))
-    st.progress(progress["fraction"], text=f"**{progress['name']}**: {counts}")
+    st.progress(progress["fraction"], text=f"**{plain.md(progress['name'])}**: {counts}")
     st.page_link("pages/pareto.py", label="See the accuracy / bits trade-off on the Pareto page",
                  icon=":material/scatter_plot:")  # fmt: skip
 

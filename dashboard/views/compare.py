@@ -19,6 +19,7 @@ from pandas.io.formats.style import Styler
 from plotly.subplots import make_subplots
 
 from bsq_engine.runs.export import COUNTING_CONVENTION
+from dashboard.views import plain
 from dashboard.views.charts import (
     DENSITY_SCALE,
     GAP_COLOR,
@@ -75,10 +76,11 @@ def grouped_bits_chart(
         by_name = {layer["name"]: layer for layer in layers}
         bits = [by_name[n]["n_bits"] if n in by_name else None for n in order]
         weights = [by_name[n].get("n_weights") if n in by_name else None for n in order]
+        name = plain.template(label)  # run names are user text; Plotly renders HTML
         fig.add_bar(
-            x=order, y=bits, name=str(label), customdata=weights, marker_color=colors.get(label),
+            x=order, y=bits, name=name, customdata=weights, marker_color=colors.get(label),
             text=[bit_text(b) if b is not None else "" for b in bits], textposition="outside",
-            hovertemplate=f"{label}<br>%{{x}}: %{{text}} bits<br>%{{customdata:,}} weights"
+            hovertemplate=f"{name}<br>%{{x}}: %{{text}} bits<br>%{{customdata:,}} weights"
             "<extra></extra>",
         )  # fmt: skip
     if not order:
@@ -122,10 +124,11 @@ def overlay_curves(
     for run_label, df in epochs.items():
         data = df[["global_epoch", "stage", metric]].dropna(subset=[metric])
         y = data[metric] * 100.0 if percent else data[metric]
+        name = plain.template(run_label)
         fig.add_scatter(
-            x=data["global_epoch"], y=y, mode="lines", name=str(run_label),
+            x=data["global_epoch"], y=y, mode="lines", name=name,
             customdata=data["stage"].tolist(), line_color=colors.get(run_label),
-            hovertemplate=f"{run_label}<br>epoch %{{x}} (%{{customdata}})<br>{label}: "
+            hovertemplate=f"{name}<br>epoch %{{x}} (%{{customdata}})<br>{label}: "
             + ("%{y:.2f}%" if percent else "%{y:.4g}") + "<extra></extra>",
         )  # fmt: skip
     longest = max((int(df["global_epoch"].max()) for df in epochs.values() if len(df)), default=0)

@@ -29,7 +29,7 @@ LAYER_COLUMNS = [
 RUN_COLUMNS = [
     "run_id", "name", "status", "method", "model", "dataset", "alpha", "accuracy_pct",
     "float_accuracy_pct", "avg_bits", "compression", "bits", "duration_s", "created",
-    "device", "world_size", "worker",
+    "device", "world_size", "worker", "owner",
 ]  # fmt: skip
 
 
@@ -187,6 +187,7 @@ def run_row(run: Mapping[str, Any]) -> dict[str, Any]:
         "device": run.get("device"),
         "world_size": run.get("world_size"),
         "worker": run.get("worker"),
+        "owner": run.get("owner"),
     }
 
 

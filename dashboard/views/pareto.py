@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from bsq_engine.runs.status import RunStatus
-from dashboard.views import bench
+from dashboard.views import bench, plain
 from dashboard.views.charts import style_figure
 
 __all__ = [
@@ -80,12 +80,17 @@ def _fmt(value: float, spec: str, missing: str = "—") -> str:
 def _hover(df: pd.DataFrame) -> list[str]:
     """Run name, method, alpha, scheme '8/5/3', accuracy %, compression, average bits."""
     return [
-        f"<b>{r.name_}</b> ({r.method}, {r.status})<br>alpha: {_fmt(r.alpha, '.3g')}"
+        f"<b>{plain.html(r.name_)}</b> ({r.method}, {r.status})"
+        f"{_by(getattr(r, 'owner', None))}<br>alpha: {_fmt(r.alpha, '.3g')}"
         f"<br>bits per layer: {r.bits or '—'}<br>accuracy: {_fmt(r.accuracy_pct, '.2f')}%"
         f"{bench.bench_hover(r)}<br>compression: {_fmt(r.compression, '.2f')}x"
         f"<br>average bits: {_fmt(r.avg_bits, '.3f')}"
         for r in df.rename(columns={"name": "name_"}).itertuples()
     ]
+
+
+def _by(owner) -> str:
+    return f"<br>started by {plain.html(owner)}" if isinstance(owner, str) and owner else ""
 
 
 def _run_trace(df: pd.DataFrame, x_mode: XMode, style: dict, name: str) -> go.Scatter:
@@ -195,9 +200,9 @@ REFERENCE_COLUMNS = [
 ]  # fmt: skip
 SHOWN = (RunStatus.FINISHED, RunStatus.RUNNING)
 TABLE_COLUMNS = {
-    "name": "run", "method": "method", "alpha": "alpha", "bits": "bits per layer",
-    "accuracy_pct": "accuracy (%)", "avg_bits": "average bits", "compression": "compression (x)",
-    "run_id": "run id",
+    "name": "run", "owner": "started by", "method": "method", "alpha": "alpha",
+    "bits": "bits per layer", "accuracy_pct": "accuracy (%)", "avg_bits": "average bits",
+    "compression": "compression (x)", "run_id": "run id",
 }  # fmt: skip
 
 
@@ -305,9 +310,13 @@ def add_published_marks(fig: go.Figure, lines: pd.DataFrame, x_mode: XMode) -> g
     return fig
 
 
-def label_points(fig: go.Figure, runs: pd.DataFrame, traces=("BSQ", "uniform", "other")):
-    """Write each run's name next to its point, so a projected chart reads without hovering."""
-    names = dict(zip(runs["run_id"], runs["name"]))
+def label_points(fig: go.Figure, runs: pd.DataFrame, traces=("BSQ", "uniform", "other"),
+                 by: str = "name"):  # fmt: skip
+    """Write each run's name (``by="owner"``: who started it, the class frontier) next to
+    its point, so a projected chart reads without hovering."""
+    column = runs[by] if by in runs else runs["name"]
+    names = {rid: plain.html(label if isinstance(label, str) else "?")
+             for rid, label in zip(runs["run_id"], column)}  # fmt: skip
     for trace in fig.data:
         if trace.name == RUNNING and trace.customdata is not None:
             trace.update(text=[f"{names.get(rid, '')} (running)" for rid in trace.customdata])

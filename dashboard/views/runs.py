@@ -20,9 +20,9 @@ __all__ = [
 ALL = "all"  # the select boxes' "no filter" choice
 MAX_COMPARE = 4
 STATUS_CHOICES = [s.value for s in RunStatus]
-COLUMNS = ["name", "status", "model", "dataset", "method", "alpha", "accuracy_pct", "avg_bits",
-           "compression", "bits", "duration_s", "device", "world_size", "worker", "created",
-           "run_id"]  # fmt: skip
+COLUMNS = ["name", "owner", "status", "model", "dataset", "method", "alpha", "accuracy_pct",
+           "avg_bits", "compression", "bits", "duration_s", "device", "world_size", "worker",
+           "created", "run_id"]  # fmt: skip
 
 
 #: Optional columns from each run's config (and its annotations): column -> label.

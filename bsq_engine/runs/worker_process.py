@@ -1,0 +1,162 @@
+"""Train one run in a child process; its hooks come back over a pipe into the live buffer.
+
+The app's job manager keeps its worker *threads* (queue, stop, wait, snapshot are
+unchanged), but with ``worker="process"`` each thread hands its run to a child process
+started here and pumps the child's messages into the run's ``LiveBufferCallback``. The
+child writes the store itself, exactly as a CLI run does (``runner.execute_run``), so a
+viewer's script runs never share a GIL with the training loop.
+
+Stop: the parent sends ``"stop"`` (or ``"shutdown"`` when the server is shutting down); the
+child requests a stop on its trainer's :class:`~runner.StopSignal`, so the run ends
+``stopped`` (or ``interrupted``) at its next step. If the parent dies, the child reads
+end-of-file and stops as for ``"stop"``. Steps are forwarded throttled (at most one per
+``STEP_EVERY_S``, plus each epoch's first and last), enough for within-epoch progress.
+``spawn`` (not ``fork``): forking a server with live threads and torch's
+thread pools is unsafe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import signal
+import threading
+import time
+from pathlib import Path
+
+from bsq_engine.training.callbacks import Callback
+
+__all__ = ["run_in_child"]
+
+_POLL_S = 0.1
+STEP_EVERY_S = 0.25  # the child forwards a step at most this often (plus epoch boundaries)
+
+
+def run_in_child(
+    home: Path | str, run_id: str, *, resume: bool, live, stop_event,
+    torch_threads: int | None = None, cuda_index: int | None = None,
+) -> int | None:  # fmt: skip
+    """Train ``run_id`` of the store at ``home`` in a child process; block until it exits.
+
+    Messages go to ``live.apply``; ``stop_event`` (set by another thread) is forwarded.
+    Returns the child's exit code (0: the run ended and recorded its own status).
+    """
+    ctx = mp.get_context("spawn")
+    from_child, child_out = ctx.Pipe(duplex=False)
+    child_in, to_child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(
+        target=_child_main, name=f"bsq-run-{run_id}", daemon=True,
+        args=(str(home), run_id, resume, torch_threads, cuda_index, child_out, child_in),
+    )  # fmt: skip
+    proc.start()
+    child_out.close()  # ours are the other ends: EOF arrives when the child exits
+    child_in.close()
+    try:
+        _pump(proc, from_child, to_child, live, stop_event)
+    finally:
+        proc.join(timeout=30)
+        if proc.is_alive():  # did not reach its next step in time
+            proc.terminate()
+            proc.join(timeout=10)
+        to_child.close()
+        from_child.close()
+    return proc.exitcode
+
+
+def _pump(proc, from_child, to_child, live, stop_event) -> None:
+    stop_sent = False
+    while True:
+        if stop_event.is_set() and not stop_sent:
+            with contextlib.suppress(OSError):
+                to_child.send("shutdown" if getattr(stop_event, "by_shutdown", False) else "stop")
+            stop_sent = True
+        try:
+            if from_child.poll(_POLL_S):
+                kind, state, payload = from_child.recv()
+                live.apply(kind, state, **payload)
+            elif not proc.is_alive() and not from_child.poll(0):
+                return
+        except (EOFError, OSError):  # the child exited and closed its end
+            return
+
+
+def _child_main(home, run_id, resume, torch_threads, cuda_index, out, inbox) -> None:
+    import torch
+
+    from bsq_engine.runs import runner
+    from bsq_engine.runs.store import RunStore
+
+    # Ctrl-C reaches the whole process group; the parent decides (it sends "stop").
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    if cuda_index is not None and torch.cuda.is_available():
+        torch.cuda.set_device(cuda_index)
+    stop = runner.StopSignal()
+    threading.Thread(target=_listen, args=(inbox, stop), daemon=True).start()
+    store = RunStore(home)
+    try:
+        runner.execute_run(
+            store, run_id, stop_event=stop, callbacks=(_Forward(out, stop),), resume=resume
+        )
+    finally:
+        with contextlib.suppress(OSError):
+            out.close()
+
+
+def _listen(inbox, stop) -> None:
+    """``"stop"``/``"shutdown"`` from the parent, or end-of-file (the parent died): stop the
+    run (``stop`` is a ``runner.StopSignal``)."""
+    shutdown = False
+    while True:
+        try:
+            message = inbox.recv()
+        except (EOFError, OSError):
+            break
+        if message in ("stop", "shutdown"):
+            shutdown = message == "shutdown"
+            break
+    stop.request(shutdown=shutdown)
+
+
+class _Forward(Callback):
+    """Child side of the live buffer: sends each drawn hook as plain, picklable values."""
+
+    def __init__(self, out, stop: threading.Event, step_every_s: float = STEP_EVERY_S):
+        self.out, self.stop, self.step_every_s = out, stop, step_every_s
+        self._step_sent = 0.0
+
+    def _send(self, kind: str, trainer, **payload) -> None:
+        from bsq_engine.runs.live_buffer import trainer_state
+
+        state = None if trainer is None else trainer_state(trainer)
+        try:
+            self.out.send((kind, state, payload))
+        except OSError:  # the parent is gone: finish the step, then stop
+            self.stop.set()
+
+    def on_run_start(self, trainer) -> None:
+        self._send("start", trainer)
+
+    def on_stage_start(self, trainer, stage) -> None:
+        self._send("stage", trainer)
+
+    def on_step_end(self, trainer, step) -> None:
+        """Throttled: every step through a pipe would cost the training loop; the first and
+        last of an epoch always go (they start and complete its progress bar)."""
+        now = time.monotonic()
+        batch, batches = step.get("batch"), step.get("batches")
+        edge = batch == 1 or (batch is not None and batch == batches)
+        if not edge and now - self._step_sent < self.step_every_s:
+            return
+        self._step_sent = now
+        self._send("step", None, step=dict(step), epoch=trainer.epoch)
+
+    def on_epoch_end(self, trainer, record, layers) -> None:
+        self._send("epoch", trainer, record=dict(record), layers=layers)
+
+    def on_requantize(self, trainer, events) -> None:
+        self._send("requantize", None, events=[dict(e) for e in events])
+
+    def on_finish(self, trainer, summary) -> None:
+        self._send("finish", trainer)

@@ -1,0 +1,182 @@
+"""Live run views shared by every session: read and built once per (run, version).
+
+Thirty students watching one run must cost the server little more than one. Each viewer's
+fragment asks :func:`live_frame` for the run; that costs one dict lookup (the job manager's
+version counter, or a cached one-row query for runs another process trains) while nothing
+changed, and returns the frame (RunView + figures) already built for that version. When
+the version moves, one session reads the new view (cheap: progress and tiles move every
+tick) while the others keep drawing the previous frame instead of waiting; the figures are
+rebuilt only when stale, so builds of one run use at most 1/``BUILD_SHARE`` of a core (the
+next one waits 20x the last one's CPU time, between ``MIN_BUILD_S`` and ``MAX_BUILD_S``),
+however fast its epochs; the first epoch, the first layers and a re-quantization are drawn
+at once. A module-level cache rather than ``st.cache_data``: that one unpickles a
+fresh copy of every figure on every hit, i.e. per viewer per tick, which is the cost this
+module exists to avoid. Frames are never mutated after they are published.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from dashboard.ui.accessors import RunView, load_run_view
+from dashboard.ui.state import manager, store
+
+__all__ = ["BUILDS", "LiveFrame", "live_frame", "poll_interval", "queue_place"]
+
+MIN_BUILD_S, MAX_BUILD_S, BUILD_SHARE = 1.0, 10.0, 20
+MIN_TICK_S, MAX_TICK_S = 1.0, 2.0  # a training run's panel ticks at least every 2 s
+_MARKER_TTL_S, _QUEUE_TTL_S, _MAX_FRAMES = 0.5, 2.0, 64
+BUILDS: Counter = Counter()  # builds per run id (tests: no rebuild while nothing changed)
+
+
+@dataclass(frozen=True)
+class LiveFrame:
+    run_id: str
+    version: tuple
+    view: RunView
+    figures: dict
+    view_at: float  # when the view was read
+    figures_at: float  # when the figures were built (the view may be newer)
+    cost_s: float = 0.0  # CPU seconds the figures took (this thread only)
+    drawn: tuple = (0, 0, 0)  # (epochs, layers, precision changes) the figures drew
+
+    @property
+    def rebuild_after_s(self) -> float:
+        return min(max(BUILD_SHARE * self.cost_s, MIN_BUILD_S), MAX_BUILD_S)
+
+    def figures_fresh(self, view: RunView) -> bool:
+        """Keep these figures for ``view``: same run still live, built recently enough, and
+        nothing they lack that is drawn at once: the first epoch, the first layers, a
+        re-quantization (rare, and what a viewer watches for)."""
+        waited = time.monotonic() - self.figures_at
+        epochs, layers, events = _drawn(view)
+        news = (epochs and not self.drawn[0]) or (layers and not self.drawn[1])
+        news = news or events > self.drawn[2]
+        return self.view.active and view.active and not news and waited < self.rebuild_after_s
+
+
+_LOCK = threading.Lock()
+_FRAMES: dict[str, LiveFrame] = {}
+_BUILDERS: dict[str, threading.Lock] = {}
+_MEMO: dict[tuple, tuple[float, object]] = {}
+
+
+def _memo(key: tuple, ttl: float, compute: Callable[[], object]) -> object:
+    """``compute()`` at most once per ``ttl`` seconds per key, process-wide."""
+    now = time.monotonic()
+    with _LOCK:
+        hit = _MEMO.get(key)
+    if hit is not None and now - hit[0] < ttl:
+        return hit[1]
+    value = compute()
+    with _LOCK:
+        _MEMO[key] = (now, value)
+    return value
+
+
+def live_version(run_id: str) -> tuple:
+    """Changes exactly when the run has something new to draw."""
+    version = manager().version(run_id)
+    if version is not None:
+        return ("live", version)
+    home = str(store().home)  # trained by another process (the CLI), or ended
+    return ("store", _memo(("marker", home, run_id), _MARKER_TTL_S,
+                           lambda: store().change_marker(run_id)))  # fmt: skip
+
+
+def live_frame(run_id: str, build: Callable[[RunView], dict]) -> LiveFrame:
+    """The shared frame of ``run_id`` now; ``build(view)`` makes its figures when needed.
+
+    Raises ``RunNotFound`` when the run is gone."""
+    version = live_version(run_id)
+    with _LOCK:
+        frame = _FRAMES.get(run_id)
+    if frame is not None and (frame.version == version or _too_soon(frame, version)):
+        return frame
+    with _LOCK:
+        builder = _BUILDERS.setdefault(run_id, threading.Lock())
+    if not builder.acquire(blocking=frame is None):
+        return frame  # another session is building this version: draw the last one
+    try:
+        with _LOCK:
+            current = _FRAMES.get(run_id)
+        if current is not None and current.version == version:
+            return current
+        new = _build(run_id, version, current, build)
+        with _LOCK:
+            _FRAMES[run_id] = new
+            while len(_FRAMES) > _MAX_FRAMES:
+                _FRAMES.pop(next(iter(_FRAMES)))
+        return new
+    finally:
+        builder.release()
+
+
+def _too_soon(frame: LiveFrame, version: tuple) -> bool:
+    """New epochs arrive faster than viewers tick: read a new view at most once a tick per
+    run (however many viewers ask); a status change never waits."""
+    same_kind = frame.version[0] == version[0] == "live"
+    waited = time.monotonic() - frame.view_at
+    return same_kind and frame.view.active and waited < MIN_TICK_S
+
+
+def _build(run_id: str, version: tuple, old: LiveFrame | None, build) -> LiveFrame:
+    """A new view always (progress and tiles move each tick: cheap); new figures only when
+    the old ones are stale (Altair and Plotly builds are what costs)."""
+    view, now = load_run_view(run_id), time.monotonic()
+    if old is not None and old.figures_fresh(view):
+        return LiveFrame(run_id, version, view, old.figures, now, old.figures_at, old.cost_s,
+                         old.drawn)  # fmt: skip
+    started = time.thread_time()
+    figures = build(view)
+    with _LOCK:
+        BUILDS[run_id] += 1
+    return LiveFrame(run_id, version, view, figures, now, time.monotonic(),
+                     time.thread_time() - started, _drawn(view))  # fmt: skip
+
+
+def _drawn(view: RunView) -> tuple[int, int, int]:
+    return len(view.epochs), len(view.layers), len(view.events or ())
+
+
+def poll_interval(frame: LiveFrame) -> float:
+    """Seconds between a viewer's ticks: about half an epoch, between ``MIN_TICK_S`` and
+    ``MAX_TICK_S`` (each tick re-sends the panel, so a fast run does not tick faster);
+    a queued run only moves when another ends, so 3 s."""
+    view = frame.view
+    if view.status == "queued":
+        return 3.0
+    pace = (view.snapshot or {}).get("epoch_s")
+    if pace is None and len(view.epochs) and "seconds" in view.epochs:
+        pace = view.epochs["seconds"].tail(5).median()
+    if pace is None or pace != pace:  # NaN: no timed epoch yet
+        pace = 4.0
+    return min(max(float(pace) / 2, MIN_TICK_S), MAX_TICK_S)
+
+
+def queue_place(run_id: str) -> dict | None:
+    """``{"place", "of", "ahead": [owner names], "start_s"}`` of a run queued here, else None.
+
+    One queue read per ``_QUEUE_TTL_S`` for the whole server (20 queued runs, 30 viewers)."""
+    home = str(store().home)
+    places = _memo(("queue", home), _QUEUE_TTL_S, _queue_with_owners)
+    for place in places:
+        if place["run_id"] == run_id:
+            return {**place, "of": len(places)}
+    return None
+
+
+def _queue_with_owners() -> list[dict]:
+    places = manager().queue()
+    owners = {}
+    for place in places:
+        try:
+            owners[place["run_id"]] = store().get_run(place["run_id"]).get("owner") or "?"
+        except KeyError:
+            owners[place["run_id"]] = "?"
+    return [{**p, "owner": owners[p["run_id"]], "ahead": [owners[r] for r in p["ahead"]]}
+            for p in places]  # fmt: skip

@@ -1,0 +1,200 @@
+"""Classroom app: user text and URL values stay plain text, owner-aware controls, admin
+login, and the shared live frame (no rebuild while the version stands still)."""
+
+from __future__ import annotations
+
+import re
+import threading
+
+import pytest
+from apptest_helpers import (
+    button,
+    make_run,
+    open_page,
+    page_text,
+    tiny_config,
+)
+from streamlit.testing.v1 import AppTest
+
+from bsq_engine.runs.jobs import get_manager
+from bsq_engine.training.callbacks import Callback
+from dashboard.ui import identity
+from dashboard.views import plain
+
+pytestmark = pytest.mark.usefixtures("bsq_home")
+
+INJECTED = "x` ![t](http://host/x.png) [login](http://host/login)"
+_MARKDOWN_KINDS = ("markdown", "caption", "warning", "error", "info", "success", "title",
+                   "header", "subheader", "toast")  # fmt: skip
+# A link, an image or a code span only forms from unescaped `[`, `!`, `(` or backquote.
+_LIVE_MARKUP = re.compile(r"(?<!\\)(\]\(|!\[|`x|<a |<img )")
+
+
+def _markdown_values(at) -> list[str]:
+    values = []
+    for kind in _MARKDOWN_KINDS:
+        values += [str(e.value) for e in at.get(kind)]
+    values += [str(p.proto.progress_text if hasattr(p.proto, "progress_text") else "")
+               for p in at.get("progress")]  # fmt: skip
+    return values
+
+
+def _assert_plain(at, needle: str) -> None:
+    """``needle`` is shown (as text) and nothing on the page turns it into markup."""
+    assert not at.exception, at.exception
+    assert needle in page_text(at), "the value should be shown, literally"
+    bad = [v for v in _markdown_values(at) if _LIVE_MARKUP.search(v)]
+    assert not bad, f"markup formed from user text: {bad}"
+
+
+def test_md_and_html_escape_every_markup_character():
+    escaped = plain.md(INJECTED + " :red[big] :material/home: **b** <b>")
+    assert not _LIVE_MARKUP.search(escaped)
+    assert all(f"\\{ch}" in escaped for ch in "`![]():*<>")
+    assert "<" not in plain.html('<a href="http://host">x</a>')
+
+
+def test_injected_run_value_in_the_url_is_plain_text():
+    at = open_page(run=INJECTED)
+    _assert_plain(at, INJECTED)
+    assert at.warning, "an unknown run id gets a warning"
+
+
+def test_run_and_dataset_names_are_plain_text():
+    run_id = make_run(get_manager().store, name=INJECTED, owner="ana")
+    _assert_plain(open_page(run=run_id), INJECTED)
+    at = open_page("pages/runs.py", run=run_id)
+    _assert_plain(at, INJECTED)
+    assert INJECTED in set(at.dataframe[0].value["name"])  # table cells are never Markdown
+
+
+def test_user_name_from_the_url_is_plain_text_and_cleaned():
+    at = open_page(user="ana")
+    assert not at.exception and "ana" in [t.value for t in at.text]
+    at = open_page(user="cli")  # reserved: the session gets a guest name instead
+    names = [t.value for t in at.text]
+    assert "cli" not in names and any(n.startswith("guest-") for n in names)
+    assert at.query_params["user"] != ["cli"]
+
+
+def _select_first(at):
+    key = next(d.key for d in at.dataframe if d.key and d.key.startswith("runs.table"))
+    at.session_state[key] = {"selection": {"rows": [0], "columns": []}}
+    return at.run()
+
+
+def _sidebar_script():
+    import streamlit as st
+
+    from dashboard.ui import identity
+
+    identity.sidebar()
+    st.text(f"admin={identity.actor().admin}")
+
+
+def test_admin_login(monkeypatch):
+    monkeypatch.delenv("BSQ_ADMIN_PASSWORD", raising=False)
+    at = AppTest.from_function(_sidebar_script, default_timeout=60).run()
+    at.text_input(key="app.admin_password").set_value("anything").run()
+    assert "No admin password is set" in page_text(at) and "admin=False" in page_text(at)
+    monkeypatch.setenv("BSQ_ADMIN_PASSWORD", "teach")
+    at.text_input(key="app.admin_password").set_value("wrong").run()
+    assert "Wrong admin password" in page_text(at) and "admin=False" in page_text(at)
+    at.text_input(key="app.admin_password").set_value("teach").run()
+    assert "admin=True" in page_text(at) and "Admin: you can stop" in page_text(at)
+    assert "teach" not in str(at.query_params)  # never in the URL
+
+
+def test_only_the_owner_or_an_admin_may_delete():
+    store = get_manager().store
+    run_id = make_run(store, name="anas-run", owner="ana")
+    at = _select_first(open_page("pages/runs.py", user="ben"))
+    assert button(at, "Delete").disabled and button(at, "Resume").disabled
+    assert "belongs to ana" in page_text(at)
+
+    at = _select_first(open_page("pages/runs.py", user="ana"))
+    assert not button(at, "Delete").disabled
+
+    at = open_page("pages/runs.py", user="ben")
+    at.session_state[identity.KEY_ADMIN] = True  # logged in (see test_admin_login)
+    at = _select_first(at.run())
+    assert not button(at, "Delete").disabled
+    button(at, "Delete").click().run()
+    button(at, "Yes, delete").click().run()
+    assert not at.exception and store.list_runs() == []
+    assert run_id not in page_text(at)
+
+
+class _Hold(Callback):
+    def __init__(self):
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def on_epoch_end(self, trainer, record, layers):
+        self.entered.set()
+        assert self.release.wait(60)
+
+
+@pytest.mark.slow
+def test_live_panel_stop_is_for_the_owner_and_frames_are_shared():
+    from dashboard.ui import live
+
+    manager = get_manager()
+    hold = _Hold()
+    run_id = manager.start(tiny_config(bsq_epochs=50), owner="ana", callbacks=(hold,))
+    try:
+        assert hold.entered.wait(60)
+        builds = live.BUILDS[run_id]
+        viewers = [open_page(run=run_id, user=name) for name in ("ben", "ana", "cy")]
+        assert all(not at.exception for at in viewers)
+        for at in viewers:  # ticks while nothing new happened: no rebuild
+            at.run()
+        assert live.BUILDS[run_id] - builds == 1, "one build for every viewer and tick"
+        ben, ana = viewers[0], viewers[1]
+        assert button(ben, "Stop").disabled and not button(ana, "Stop").disabled
+        button(ana, "Stop").click().run()
+        hold.release.set()
+        assert manager.wait(run_id, timeout=60) == "stopped"
+    finally:
+        hold.release.set()
+
+
+def test_shared_frame_is_rebuilt_only_when_the_version_moves(monkeypatch):
+    """A run another process trains (the store's change marker is its version)."""
+    from dashboard.ui import live
+
+    store = get_manager().store
+    run_id = make_run(store, status="queued", name="cli-run", owner="cli")
+    store.set_status(run_id, "running")
+    calls = []
+
+    def build(view):
+        calls.append(view.run_id)
+        return {}
+
+    monkeypatch.setattr(live, "_MARKER_TTL_S", 0.0)  # read the marker on every tick
+    monkeypatch.setattr(live, "MIN_BUILD_S", 3600.0)  # figures stay fresh while it runs
+    zero = live.live_frame(run_id, build)
+    store.add_epochs(run_id, [{"stage": "pretrain", "epoch": 1, "global_epoch": 1,
+                               "test_acc": 0.5, "seconds": 1.0}])  # fmt: skip
+    first = live.live_frame(run_id, build)  # the first epoch is drawn at once
+    assert first.figures is not zero.figures and len(calls) == 2
+    for _ in range(5):  # viewers' ticks with nothing new: the same frame, no build
+        assert live.live_frame(run_id, build) is first
+    assert len(calls) == 2
+    store.add_epochs(run_id, [{"stage": "pretrain", "epoch": 2, "global_epoch": 2,
+                               "test_acc": 0.55, "seconds": 1.0}])  # fmt: skip
+    second = live.live_frame(run_id, build)  # a new view (progress moves), same figures
+    assert second is not first and len(second.view.epochs) == 2
+    assert second.figures is first.figures and len(calls) == 2
+    store.add_events(run_id, [{"layer": "fc1", "old_bits": 8, "new_bits": 6, "msb_dropped": 2,
+                               "lsb_dropped": 0, "grown": 0, "stage": "bsq", "epoch": 1,
+                               "message": "fc1: 8 -> 6 bits"}])  # fmt: skip
+    third = live.live_frame(run_id, build)  # a re-quantization is drawn at once
+    assert third.figures is not second.figures and len(calls) == 3
+    monkeypatch.setattr(live, "MIN_BUILD_S", 0.0)
+    store.add_epochs(run_id, [{"stage": "pretrain", "epoch": 3, "global_epoch": 3,
+                               "test_acc": 0.6, "seconds": 1.0}])  # fmt: skip
+    assert live.live_frame(run_id, build).figures is not third.figures and len(calls) == 4
+    monkeypatch.setattr(live, "MIN_BUILD_S", 3600.0)
+    store.set_status(run_id, "stopped")  # an ended run always gets its final figures
+    assert not live.live_frame(run_id, build).view.active and len(calls) == 5
