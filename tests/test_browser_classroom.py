@@ -19,24 +19,16 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from shared import wait_for
+from shared import BROWSER_MARKS, CHROMIUM, wait_for
 
 from bsq_engine.runs.store import RunStore
 
-CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "teach-me"
 QUEUED = 20
 INJECTED = "x` ![t](http://host/x.png) [login](http://host/login)"
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="Debian's Chromium is not installed (apt-get install chromium); CI installs it",
-    ),
-]
+pytestmark = BROWSER_MARKS
 playwright = pytest.importorskip(
     "playwright.sync_api", reason="the playwright package is not installed (requirements-dev)"
 )

@@ -23,8 +23,7 @@ import torch
 
 from bsq_engine.runs import runner, worker_process
 from bsq_engine.runs.live_buffer import LiveBufferCallback
-from bsq_engine.runs.ownership import CLI_OWNER
-from bsq_engine.runs.queueing import estimate_queue
+from bsq_engine.runs.queueing import QueueFull, check_room, estimate_queue
 from bsq_engine.runs.settings import (
     TORCH_THREADS_ENV,
     WORKER_KINDS,
@@ -43,10 +42,6 @@ __all__ = [
     "get_manager",
     "release_manager",
 ]
-
-
-class QueueFull(ValueError):
-    """One owner already has the most queued runs a session may have; says what to do."""
 
 
 @dataclass
@@ -176,21 +171,9 @@ class JobManager:
     def check_queue_room(self, owner: str | None, adding: int) -> None:
         """Raise :class:`QueueFull` when ``owner`` would exceed its queued-run cap with
         ``adding`` more runs (no cap for no owner, nor for the command line)."""
-        if owner in (None, CLI_OWNER) or self.max_queued_per_owner is None:
-            return
         with self._cond:
-            ids = [j.run_id for j in self._queue]
-        mine = 0
-        for rid in ids:
-            try:
-                mine += self.store.get_run(rid).get("owner") == owner
-            except KeyError:
-                continue
-        if mine + adding > self.max_queued_per_owner:
-            raise QueueFull(
-                f"{owner} already has {mine} runs waiting (at most {self.max_queued_per_owner}"
-                " per person). Wait for one to start, or stop one you no longer need."
-            )
+            queued = [j.run_id for j in self._queue]
+        check_room(self.store, queued, owner, adding, self.max_queued_per_owner)
 
     def active_runs(self) -> list[str]:
         """Queued and running runs of this manager, running first, then in queue order."""

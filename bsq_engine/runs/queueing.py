@@ -10,9 +10,32 @@ from __future__ import annotations
 import heapq
 import statistics
 
+from bsq_engine.runs.ownership import CLI_OWNER
 from bsq_engine.runs.status import RunStatus
 
-__all__ = ["estimate_queue", "queue_places", "seconds_per_epoch"]
+__all__ = ["QueueFull", "check_room", "estimate_queue", "queue_places", "seconds_per_epoch"]
+
+
+class QueueFull(ValueError):
+    """One owner already has the most queued runs a session may have; says what to do."""
+
+
+def check_room(store, queued: list[str], owner: str | None, adding: int, cap: int | None):
+    """Raise :class:`QueueFull` when ``owner`` would have more than ``cap`` runs waiting
+    with ``adding`` more (no cap for no owner, nor for the command line)."""
+    if owner in (None, CLI_OWNER) or cap is None:
+        return
+    mine = 0
+    for run_id in queued:
+        try:
+            mine += store.get_run(run_id).get("owner") == owner
+        except KeyError:  # deleted meanwhile
+            continue
+    if mine + adding > cap:
+        raise QueueFull(
+            f"{owner} already has {mine} runs waiting (at most {cap} per person). "
+            "Wait for one to start, or stop one you no longer need."
+        )
 
 
 def queue_places(

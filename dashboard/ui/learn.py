@@ -7,7 +7,6 @@ mode enlarges the type and hides the advanced controls.
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
 from bsq_engine.core.quantize import quantized_layers
@@ -15,6 +14,9 @@ from bsq_engine.runs.status import RunStatus
 from bsq_engine.training.presets import make_config, preset_for
 from bsq_engine.units import format_bits, format_compression, format_pct
 from dashboard.ui.accessors import load_run_view, model_for_lesson
+from dashboard.ui.presentation import PRESENT_CSS, SHORT_STEPS
+from dashboard.ui.presentation import plot as _plot
+from dashboard.ui.presentation import table as _table
 from dashboard.ui.run_panel import render_run_panel
 from dashboard.ui.state import manager, set_url_run, store, url_run_id
 from dashboard.views import charts, frames, lesson_runs
@@ -26,24 +28,6 @@ STEPS = {1: "A weight in bits", 2: "A layer's bit planes", 3: "Why whole planes 
          4: "Replay", 5: "Try it"}  # fmt: skip
 PLAY_S = 1.0
 ALPHAS = [0.01, 0.03, 0.1, 0.2, 0.5, 1.0, 2.0]
-PRESENT_CSS = """<style>
-[data-testid="stMain"] p, [data-testid="stMain"] li, [data-testid="stMain"] label p
-{ font-size: 1.3rem !important; }
-[data-testid="stMain"] h1 { font-size: 3rem !important; }
-[data-testid="stMain"] h2, [data-testid="stMain"] h3 { font-size: 2rem !important; }
-[data-testid="stMain"] .katex { font-size: 1.55em !important; }
-[data-testid="stMain"] [data-testid="stMetricValue"],
-[data-testid="stMain"] [data-testid="stMetricValue"] p { font-size: 2.8rem !important; }
-[data-testid="stMain"] [data-testid="stSliderThumbValue"] { font-size: 1rem !important; }
-[data-testid="stMain"] [data-testid="stTable"] th,
-[data-testid="stMain"] [data-testid="stTable"] td { font-size: 1.3rem !important; }
-[data-testid="stMain"] [data-testid="stButtonGroup"] > div { flex-wrap: nowrap !important; }
-</style>"""
-# Chart and table text follow the body text (1.3rem = 21 px): a projector at 1280x720 shows
-# the whole page at one reading size. Tables become st.table (HTML, scaled by the CSS above;
-# st.dataframe draws on a canvas at a fixed 12-14 px).
-PRESENT_FONT = 20  # Plotly font size in presentation mode
-SHORT_STEPS = {1: "Bits", 2: "Planes", 3: "Penalty", 4: "Replay", 5: "Try it"}  # one line
 
 
 def _url_int(name: str, default: int, lo: int, hi: int) -> int:
@@ -57,26 +41,6 @@ def _init(key: str, value) -> None:
     """First visit: a widget starts from the URL; later its own state rules."""
     if key not in st.session_state:
         st.session_state[key] = value
-
-
-def _plot(where, fig, key: str, **kwargs) -> None:
-    """``plotly_chart`` with larger chart type in presentation mode."""
-    if st.session_state.get("learn-present"):
-        fig.update_layout(font_size=PRESENT_FONT, title_font_size=PRESENT_FONT + 4,
-                          hoverlabel_font_size=PRESENT_FONT)  # fmt: skip
-        fig.update_annotations(font_size=PRESENT_FONT - 2)
-    where.plotly_chart(fig, key=key, width="stretch", **kwargs)
-
-
-def _table(data, key: str, percent: tuple[str, ...] = ()) -> None:
-    """``st.dataframe``; in presentation mode an HTML ``st.table`` the CSS scales."""
-    if not st.session_state.get("learn-present"):
-        percent_cfg = st.column_config.NumberColumn(format="percent")
-        st.dataframe(data, hide_index=True, key=key, width="stretch",
-                     column_config={col: percent_cfg for col in percent})  # fmt: skip
-        return
-    styler = pd.DataFrame(data).style.hide(axis="index")
-    st.table(styler.format({col: "{:.1%}" for col in percent}, precision=4))
 
 
 # ---------------------------------------------------------------- step 1
