@@ -108,12 +108,6 @@ def _start(page, epochs: int) -> str:
     return _run_id(page)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="last run (2026-12-01 13:43, loaded 2-core machine): every step passed up to the "
-    "admin's Stop on the live panel, which was enabled and clicked, but the run was not "
-    "stopped within 60 s; not yet explained (the engine's stop lands: test_classroom_engine)",
-)
 def test_a_class_in_browsers(app, browser):
     store = RunStore(app.home)
     ana = _person(browser, f"{app.url}/?user=ana")
@@ -124,7 +118,8 @@ def test_a_class_in_browsers(app, browser):
     # Another student sees the run but cannot stop it.
     ben = _person(browser, f"{app.url}/?run={first}&user=ben")
     ben.locator('[data-testid="stProgress"]').first.wait_for()
-    assert ben.get_by_role("button", name="Stop").first.is_disabled()
+    # The panel's own Stop, by its key: Streamlit's toolbar has a "Stop" button of its own.
+    assert ben.locator(".st-key-train-stop button").first.first.is_disabled()
 
     # A planted link in the URL is shown as text: no image, no link to the host.
     ben.goto(f"{app.url}/?user=ben&run=" + urllib.parse.quote(INJECTED))
@@ -144,7 +139,7 @@ def test_a_class_in_browsers(app, browser):
     ben.get_by_role("button", name="Admin").click()
     ben.get_by_label("Admin password").fill(PASSWORD)
     ben.get_by_label("Admin password").press("Enter")
-    stop = ben.get_by_role("button", name="Stop").first
+    stop = ben.locator(".st-key-train-stop button").first.first
     wait_for(lambda: not stop.is_disabled(), 60, every=0.5, what="Stop enabled for the admin")
     clicked = time.monotonic()
     stop.click()

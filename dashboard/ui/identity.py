@@ -80,7 +80,13 @@ def _rename() -> None:
 
 
 def _login() -> None:
-    given = st.session_state.pop(_KEY_PASSWORD, "")
+    # Empty the field instead of popping its key: a popped widget key made Streamlit fire
+    # on_change once more with an empty value, which logged the admin straight out again
+    # (why an admin's Stop on a live panel was refused). An empty field changes nothing.
+    given = st.session_state.get(_KEY_PASSWORD, "")
+    st.session_state[_KEY_PASSWORD] = ""
+    if not given:
+        return
     ok = check_password(given, _secrets_or_none())
     st.session_state[KEY_ADMIN] = ok
     if not ok:
