@@ -83,8 +83,9 @@ def executor(local_ray, bsq_home):
 @needs_ray
 def test_two_point_sweep_streams_into_the_drivers_store(executor, bsq_home):
     store = executor.store
+    # owner="cli", as `python -m bsq_engine sweep --executor ray` passes it
     sweep_id = start_sweep(executor, model="mlp", dataset="digits", alphas=[0.1, 0.3],
-                           overrides=TINY)  # fmt: skip
+                           overrides=TINY, owner="cli")  # fmt: skip
     live = []
 
     def watch(progress):  # runs in this (driver) process while Ray trains
@@ -95,6 +96,7 @@ def test_two_point_sweep_streams_into_the_drivers_store(executor, bsq_home):
     assert any(n > 0 for n in live)  # epochs arrived while a run was still training
     runs = store.list_runs(sweep_id=sweep_id)
     assert [r["status"] for r in runs] == ["finished", "finished"]
+    assert {r["owner"] for r in runs} == {"cli"}
     total = make_config(**TINY).total_epochs
     for run in runs:
         rid = run["run_id"]

@@ -123,15 +123,16 @@ class RayExecutor:
 
     # -- the job manager's surface --------------------------------------------------------
 
-    def start(self, config, *, name=None, sweep_id=None, callbacks=()) -> str:
-        """Create the run (queued) and hand it to Ray; returns its id at once."""
+    def start(self, config, *, name=None, sweep_id=None, callbacks=(), owner=None) -> str:
+        """Create the run (queued, recording its ``owner`` as the job manager does) and hand
+        it to Ray; returns its id at once."""
         if callbacks:
             raise ValueError("Ray runs take no callbacks: they train on another process.")
         config = RunConfig.from_dict(config if isinstance(config, dict) else config.to_dict())
         if self._closed:
             raise RuntimeError("This Ray executor was shut down; create a new one.")
         run_id = self.store.create_run(
-            config.to_dict(), name=name or config.name, sweep_id=sweep_id
+            config.to_dict(), name=name or config.name, sweep_id=sweep_id, owner=owner
         )
         self._link_checkpoint(run_id)
         shares = config.reuse_pretrained and config.pretrain_epochs > 0
@@ -142,6 +143,10 @@ class RayExecutor:
                                                 daemon=True)  # fmt: skip
                 self._thread.start()
         return run_id
+
+    def check_queue_room(self, owner: str | None, adding: int) -> None:
+        """No per-person cap: a Ray cluster schedules what it is given (same call as
+        ``JobManager.check_queue_room``, so ``start_sweep`` treats both alike)."""
 
     def stop(self, run_id: str) -> None:
         """A waiting run ends ``stopped`` at once; a running one is cancelled on Ray and

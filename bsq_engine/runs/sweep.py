@@ -103,7 +103,7 @@ def start_sweep(
         model, dataset, alphas, uniform_bits, overrides, list(first_last_bits),
         list(hawq_avg_bits), seeds,
     )  # fmt: skip
-    if owner is not None:  # the local job manager (a Ray executor records no owner)
+    if owner is not None:
         manager.check_queue_room(owner, len(runs))
     if name is None:
         span = f"α {min(alphas):g}..{max(alphas):g}" if alphas else "uniform baselines"
