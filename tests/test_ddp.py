@@ -138,6 +138,7 @@ def test_ddp_run_identical_ranks_resume_across_world_sizes(bsq_home, tmp_path):
     runs = store.list_runs()
     assert len(runs) == 2  # the plain run and one DDP run: rank 1 created nothing
     run = runs[0]
+    assert run["owner"] == "cli"  # started from a terminal: controlled from the CLI
     rid = run["run_id"]
     (pre,) = [e for e in store.epochs(rid) if e["stage"] == "pretrain"]
     assert pre["seconds"] == store.epochs(plain["run_id"])[0]["seconds"]  # cache reused

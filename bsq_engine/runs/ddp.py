@@ -13,6 +13,7 @@ import logging
 import threading
 
 from bsq_engine.runs import runner
+from bsq_engine.runs.ownership import CLI_OWNER
 from bsq_engine.runs.status import RESUMABLE
 from bsq_engine.runs.store import RunStore
 from bsq_engine.training import distributed
@@ -28,7 +29,7 @@ def _prepare_on_rank0(store, config, run_id):
     """``(run_id, config dict, checkpoint, error)``: what every rank needs to start."""
     try:
         if run_id is None:
-            run_id = store.create_run(config.to_dict(), name=config.name)
+            run_id = store.create_run(config.to_dict(), name=config.name, owner=CLI_OWNER)
             return run_id, config.to_dict(), None, None
         status = store.get_run(run_id)["status"]
         if status not in RESUMABLE:
