@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bsq_engine.runs.status import RunStatus
 from dashboard.ui.accessors import RunView, load_run_view
 from dashboard.ui.state import manager, store
 
@@ -148,7 +149,7 @@ def poll_interval(frame: LiveFrame) -> float:
     ``MAX_TICK_S`` (each tick re-sends the panel, so a fast run does not tick faster);
     a queued run only moves when another ends, so 3 s."""
     view = frame.view
-    if view.status == "queued":
+    if view.status == RunStatus.QUEUED:
         return 3.0
     pace = (view.snapshot or {}).get("epoch_s")
     if pace is None and len(view.epochs) and "seconds" in view.epochs:
