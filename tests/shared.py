@@ -5,21 +5,30 @@
 - ``wait_for``: the one poll-until of the suite (jobs, AppTest pages, the browser).
 - ``BROWSER_MARKS`` / ``CHROMIUM``: how a browser test module marks and skips itself.
 - ``free_port``: a free local port from a given range (torchrun's rendezvous, Ray's GCS).
+- ``serve_app`` / ``stop_app``: ``streamlit run app.py`` on a port, healthy, and its end.
 """
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-__all__ = ["BROWSER_MARKS", "CHROMIUM", "TINY", "free_port", "wait_for"]
+__all__ = [
+    "BROWSER_MARKS", "CHROMIUM", "ROOT", "TINY", "free_port", "serve_app", "stop_app",
+    "wait_for",
+]  # fmt: skip
 
 CHROMIUM = Path("/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parents[1]
 
 #: ``pytestmark`` of every browser test module: slow, browser, skipped without Chromium.
 BROWSER_MARKS = [
@@ -43,6 +52,34 @@ def free_port(ports: range, what: str) -> int:
                 continue
             return port
     pytest.skip(f"no free port in {ports.start}-{ports.stop - 1} for {what}")
+
+
+def serve_app(home: Path, port: int, log, env: dict | None = None, timeout: float = 90.0):
+    """``streamlit run app.py`` on 127.0.0.1:``port`` with the store in ``home`` (one torch
+    thread, plus ``env``); returns the process once ``/_stcore/health`` answers."""
+    env = {**os.environ, "BSQ_HOME": str(home), "BSQ_TORCH_THREADS": "1", **(env or {})}
+    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+           "--server.port", str(port), "--browser.gatherUsageStats", "false"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited early with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2):
+                return proc
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise TimeoutError(f"streamlit on port {port} did not become healthy in {timeout} s")
+
+
+def stop_app(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 TINY = dict(

@@ -12,15 +12,11 @@ import functools
 import os
 import re
 import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from shared import BROWSER_MARKS, CHROMIUM
+from shared import BROWSER_MARKS, CHROMIUM, serve_app, stop_app
 from shared import wait_for as _wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,20 +54,6 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited early with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"{url} did not become healthy in {timeout} s")
-
-
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     """One server per module, on a free port, with its own run store."""
@@ -79,19 +61,11 @@ def app(tmp_path_factory):
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log = (home / "streamlit.log").open("w")
-    env = {**os.environ, "BSQ_HOME": str(home), "BSQ_TORCH_THREADS": "1"}
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-           "--server.port", str(port), "--browser.gatherUsageStats", "false"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = serve_app(home, port, log)
     try:
-        _wait_healthy(url, proc)
         yield SimpleNamespace(url=url, home=home)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_app(proc)
         log.close()
 
 

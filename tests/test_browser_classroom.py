@@ -7,23 +7,18 @@ one worker; Playwright drives Debian's Chromium with one browser context per per
 
 from __future__ import annotations
 
-import os
 import re
 import socket
-import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from shared import BROWSER_MARKS, CHROMIUM, wait_for
+from shared import BROWSER_MARKS, CHROMIUM, serve_app, stop_app, wait_for
 
 from bsq_engine.runs.store import RunStore
 
-ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "teach-me"
 QUEUED = 20
 INJECTED = "x` ![t](http://host/x.png) [login](http://host/login)"
@@ -40,32 +35,15 @@ def app(tmp_path_factory):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {**os.environ, "BSQ_HOME": str(home), "BSQ_TORCH_THREADS": "1",
-           "BSQ_ADMIN_PASSWORD": PASSWORD, "BSQ_MAX_CONCURRENT": "1",
+    env = {"BSQ_ADMIN_PASSWORD": PASSWORD, "BSQ_MAX_CONCURRENT": "1",
            "BSQ_MAX_QUEUED_PER_USER": str(QUEUED + 2), "BSQ_WORKER": "process"}  # fmt: skip
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-           "--server.port", str(port), "--browser.gatherUsageStats", "false"]  # fmt: skip
     log = (home / "streamlit.log").open("w")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    proc = serve_app(home, port, log, env)
     try:
-        wait_for(lambda: _healthy(url), 90, every=0.5, what="the server to start")
-        yield SimpleNamespace(url=url, home=home)
+        yield SimpleNamespace(url=f"http://127.0.0.1:{port}", home=home)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_app(proc)
         log.close()
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
-            return reply.status == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")

@@ -3,19 +3,13 @@ in a tab left open while the server restarts (no list of file names from ``pages
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from shared import BROWSER_MARKS, CHROMIUM
+from shared import BROWSER_MARKS, CHROMIUM, serve_app, stop_app
 
-ROOT = Path(__file__).resolve().parents[1]
 TITLES = ["Train", "Runs", "Pareto frontier", "Compare runs", "Learn"]
 FILE_NAMES = {"app", "train", "runs", "pareto", "compare", "learn"}
 
@@ -36,31 +30,6 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _serve(home: Path, port: int, log) -> subprocess.Popen:
-    env = {**os.environ, "BSQ_HOME": str(home), "BSQ_TORCH_THREADS": "1"}
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-           "--server.port", str(port), "--browser.gatherUsageStats", "false"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"streamlit exited with code {proc.returncode}"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2):
-                return proc
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    raise TimeoutError("streamlit did not become healthy in 90 s")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
 def _watch_nav(page, timeout: float = 120.0) -> list[list[str]]:
     """Every distinct sidebar seen, sampled every 50 ms, until the real one has shown."""
     seen: list[list[str]] = []
@@ -78,7 +47,7 @@ def _watch_nav(page, timeout: float = 120.0) -> list[list[str]]:
 def test_navigation_on_a_fresh_server_and_after_a_restart(tmp_path):
     port, home = _free_port(), tmp_path / "home"
     log = (tmp_path / "streamlit.log").open("w")
-    server = _serve(home, port, log)
+    server = serve_app(home, port, log)
     try:
         with playwright.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM),
@@ -90,8 +59,8 @@ def test_navigation_on_a_fresh_server_and_after_a_restart(tmp_path):
             assert not any(FILE_NAMES & set(labels) for labels in seen), seen
             page.get_by_role("heading", name="Compare runs").wait_for()
 
-            _stop(server)  # the tab stays open while the server restarts
-            server = _serve(home, port, log)
+            stop_app(server)  # the tab stays open while the server restarts
+            server = serve_app(home, port, log)
             page.wait_for_timeout(300)
             seen = _watch_nav(page)
             assert not any(FILE_NAMES & set(labels) for labels in seen), seen
@@ -101,5 +70,5 @@ def test_navigation_on_a_fresh_server_and_after_a_restart(tmp_path):
             assert icon.startswith(f"http://127.0.0.1:{port}/"), icon  # never a font host
             browser.close()
     finally:
-        _stop(server)
+        stop_app(server)
         log.close()
