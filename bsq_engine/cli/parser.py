@@ -158,8 +158,11 @@ def _run_management(sub) -> None:
     _json_flag(p)
     p.set_defaults(func=info.cmd_show)
 
-    p = sub.add_parser("sensitivity", help="per-layer Hessian trace and one-layer-at-a-time "
-                       "costs of a run (measured once, then read from its folder)")
+    p = sub.add_parser(
+        "sensitivity",
+        help="per-layer Hessian trace and one-layer-at-a-time "
+        "costs of a run (measured once, then read from its folder)",
+    )
     p.add_argument("run_id")
     p.add_argument("--recompute", action="store_true", help="measure again, replacing the saved")
     _json_flag(p)

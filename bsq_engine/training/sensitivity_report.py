@@ -158,5 +158,7 @@ def agreement_sentence(layers: Sequence[dict], bits: Sequence[int] | None, whose
         verdict = "go against sensitivity (the more sensitive layers got fewer bits)"
     else:
         verdict = "barely follow sensitivity (a weak rank relation)"
-    return (f"{whose[0].upper()}{whose[1:]} bits {verdict}: Spearman rank correlation "
-            f"{rho:+.2f} between Hessian trace per weight and bits over {len(layers)} layers.")
+    return (
+        f"{whose[0].upper()}{whose[1:]} bits {verdict}: Spearman rank correlation "
+        f"{rho:+.2f} between Hessian trace per weight and bits over {len(layers)} layers."
+    )
