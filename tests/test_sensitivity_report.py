@@ -126,6 +126,28 @@ def test_a_damaged_file_is_kept_aside_and_measured_again(bsq_home, damage):
     assert json.loads(path.read_text())["format"] == sensitivity_cache.FORMAT
 
 
+_CORRUPTIONS = {
+    "a layer is not an object": lambda doc: doc["layers"].__setitem__(0, 1),
+    "costs are a list": lambda doc: doc["layers"][0].__setitem__("loss_increase", [1]),
+    "a trace is text": lambda doc: doc["layers"][1].__setitem__("trace", "x"),
+    "no float accuracy": lambda doc: doc.pop("base"),
+    "no bit widths": lambda doc: doc.__setitem__("bit_widths", []),
+}
+
+
+def test_every_damaged_field_is_caught_before_a_page_reads_it(bsq_home):
+    store, run_id = _run_with_float_model(bsq_home)
+    sensitivity_cache.sensitivity_of(store, run_id)
+    path = sensitivity_path(store, run_id)
+    good = path.read_text()
+    for what, corrupt in _CORRUPTIONS.items():
+        doc = json.loads(good)
+        corrupt(doc)
+        path.write_text(json.dumps(doc))
+        result, note = sensitivity_cache.cached_sensitivity(store, run_id)
+        assert result is None and "damaged" in note, what
+
+
 def test_a_run_without_any_float_model_says_what_to_do(bsq_home):
     store = RunStore(bsq_home)
     run_id = make_run(store)  # no float cache entry, no checkpoint

@@ -114,22 +114,38 @@ def _finite(value) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
+def _layer_problem(layer, widths: list[str]) -> str | None:
+    if not isinstance(layer, dict) or not isinstance(layer.get("name"), str):
+        return "a layer has no name"
+    tables = [layer.get(k) for k in ("loss_increase", "accuracy_drop_points")]
+    if not all(isinstance(t, dict) for t in tables):
+        return f"layer {layer['name']} has no costs"
+    numbers = [layer.get(k) for k in ("n_weights", "trace", "trace_per_weight")]
+    numbers += [t.get(w) for t in tables for w in widths]
+    return None if all(map(_finite, numbers)) else f"layer {layer['name']}'s numbers are bad"
+
+
 def _check(result, run: dict) -> str | None:
-    """Why a stored result cannot be used (``None`` when it can)."""
+    """Why a stored result cannot be used (``None`` when it can; ``"stale"`` when its model
+    was the final checkpoint of an earlier finish of a resumed run)."""
     if not isinstance(result, dict) or result.get("format") != FORMAT:
         return f"not a format-{FORMAT} sensitivity file"
+    widths, base = result.get("bit_widths"), result.get("base")
+    if not isinstance(widths, list) or not widths or not all(isinstance(w, int) for w in widths):
+        return "its bit widths are missing"
+    if not isinstance(base, dict) or not all(_finite(base.get(k)) for k in ("loss", "accuracy")):
+        return "the float model's accuracy is missing"
+    counts = [result.get(k) for k in ("seconds", "hutchinson_samples", "train_images",
+                                      "test_images")]  # fmt: skip
+    if not all(map(_finite, counts)) or result.get("source") not in SOURCES:
+        return "its timing, sample counts or source are missing"
     layers = result.get("layers")
     if not isinstance(layers, list) or not layers:
         return "it lists no layers"
-    widths = [str(b) for b in result.get("bit_widths") or []]
     for layer in layers:
-        costs = [(layer.get(k) or {}).get(b) for k in ("loss_increase", "accuracy_drop_points")
-                 for b in widths] if isinstance(layer, dict) else [None]  # fmt: skip
-        numbers = [layer.get("trace"), layer.get("trace_per_weight"), *costs]
-        if not isinstance(layer.get("name"), str) or not all(map(_finite, numbers)):
-            return "a layer's numbers are missing or not finite"
-    if not _finite(result.get("seconds")) or result.get("source") not in SOURCES:
-        return "its timing or source is missing"
+        problem = _layer_problem(layer, [str(w) for w in widths])
+        if problem:
+            return problem
     stale = result.get("finished_at") != run.get("finished_at")
     return "stale" if result["source"] == "final_checkpoint" and stale else None
 
@@ -144,7 +160,8 @@ def _with_bits(result: dict, run: dict) -> dict:
     whose = "BSQ's" if method == "bsq" else "this run's"
     ok = all(isinstance(b, int) for b in bits)
     note = SOURCES[result["source"]]
-    return {**result, "bits": bits if ok else None, "bits_whose": whose, "source_note": note}
+    return {**result, "run_id": run["run_id"], "device": str(result.get("device", "?")),
+            "bits": bits if ok else None, "bits_whose": whose, "source_note": note}  # fmt: skip
 
 
 def _read(store, run: dict) -> tuple[dict | None, str | None]:
