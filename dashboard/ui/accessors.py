@@ -24,6 +24,7 @@ from bsq_engine.models import create_model
 from bsq_engine.runs.export import export_run, load_run_model
 from bsq_engine.runs.paths import cache_dir
 from bsq_engine.runs.sensitivity_cache import cached_sensitivity, sensitivity_of
+from bsq_engine.runs.settings import default_torch_threads
 from bsq_engine.runs.status import ACTIVE, RunStatus
 from bsq_engine.runs.store import RunNotFound
 from bsq_engine.training.checkpoint import CheckpointError
@@ -302,4 +303,11 @@ def run_sensitivity(run_id: str) -> tuple[dict | None, str | None]:
 def measure_sensitivity(run_id: str, recompute: bool = False) -> dict:
     """Measure (seconds on the small models) and store; a second viewer asking for the same
     run meanwhile waits for the first measurement and reads it (one lock per run)."""
+    # The training rule of this server (``BSQ_TORCH_THREADS``, else a core left free on small
+    # machines). With torch's default of every core, a busy 2-core machine measured LeNet-5
+    # in 67 s instead of 5 s (spinning threads). Process-wide and kept, as the thread
+    # worker of the job manager does: restoring it would race with a second viewer.
+    threads = default_torch_threads()
+    if threads:
+        torch.set_num_threads(threads)
     return sensitivity_of(store(), run_id, recompute=recompute)

@@ -27,7 +27,7 @@ TEACHING = (
     "never computes this: its group Lasso empties planes everywhere, and the cross-entropy "
     "pushes back hardest where the loss is curved, so, if it works, the planes that die are "
     "those of flat layers. Below, measured on this run: the trace of each layer, the accuracy "
-    "lost when only that layer is quantized, and the bits BSQ kept."
+    "lost when only that layer is quantized, and the bits the run kept."
 )
 _MEASURE_ERRORS = (
     CheckpointError,
