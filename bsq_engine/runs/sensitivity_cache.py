@@ -212,17 +212,17 @@ def sensitivity_of(store, run_id: str, *, recompute: bool = False) -> dict:
     """The run's sensitivity with its bits: the stored one, else measured now and stored.
 
     ``recompute`` measures again even when a result is stored. A damaged file is moved to
-    ``sensitivity.json.damaged`` first (nothing is lost) and the result carries a ``note``.
+    ``sensitivity.json.damaged`` (nothing is lost) and the result carries a ``note``.
     """
     with _lock(store, run_id):
         run = store.get_run(run_id)
         result, why = _read(store, run)
         if result is not None and not recompute:
             return _with_bits(result, run)
+        fresh = measure_run(store, run_id)  # first: a failed measurement changes no file
         path = sensitivity_path(store, run_id)
         if why is not None:
             os.replace(path, path.with_name(path.name + ".damaged"))
-        fresh = measure_run(store, run_id)
         _write(path, fresh)
         out = _with_bits(fresh, run)
         return {**out, "note": _damaged_note(store, run_id, why, done=True)} if why else out
