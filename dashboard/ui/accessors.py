@@ -304,9 +304,9 @@ def measure_sensitivity(run_id: str, recompute: bool = False) -> dict:
     """Measure (seconds on the small models) and store; a second viewer asking for the same
     run meanwhile waits for the first measurement and reads it (one lock per run)."""
     # The training rule of this server (``BSQ_TORCH_THREADS``, else a core left free on small
-    # machines). With torch's default of every core, a busy 2-core machine measured LeNet-5
-    # in 67 s instead of 5 s (spinning threads). Process-wide and kept, as the thread
-    # worker of the job manager does: restoring it would race with a second viewer.
+    # machines). With torch's default of every core, the loaded 2-core machine took 8.6x
+    # to 25x the wall time (spinning threads; benchmarks/sensitivity_cost.py). Process-wide
+    # and kept, as the job manager's thread worker does: restoring would race a 2nd viewer.
     threads = default_torch_threads()
     if threads:
         torch.set_num_threads(threads)
