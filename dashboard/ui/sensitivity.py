@@ -79,8 +79,7 @@ def render_sensitivity(run_id: str, key: str, *, teaching: bool = False) -> None
     except (RunNotFound, StoreError) as exc:
         st.error(f"Could not read this run: {exc}")
         return
-    if damaged:
-        st.warning(damaged)
+    slot = st.empty()  # the damage warning, unless this click measures again
     label = "Measure sensitivity" if result is None else "Measure again"
     pressed = st.button(
         label,
@@ -92,6 +91,8 @@ def render_sensitivity(run_id: str, key: str, *, teaching: bool = False) -> None
     )
     if pressed:
         result = _measure(run_id, recompute=result is not None) or result
+    elif damaged:
+        slot.warning(damaged)
     if result is None:
         st.caption(
             "Not measured yet: press the button (seconds on MLP and LeNet-5; the "
