@@ -26,6 +26,7 @@ one place and their gradient is written once. ``fused = False`` selects the plai
 
 from __future__ import annotations
 
+import math
 import weakref
 
 import torch
@@ -65,6 +66,9 @@ class BitLayer(_WeightOp):
     """A layer whose weight lives in ``pos_planes`` / ``neg_planes`` (``(*S, n_bits)``)."""
 
     fused = True  # class default; set False on an instance for the plain path
+    # False: a fused training forward skips the group norms (a step without the
+    # regularizer, alpha = 0); training.fast_path.step_forward sets it per epoch
+    fused_norms = True
 
     def _init_from(self, template: nn.Module, n_bits: int) -> None:
         self._adopt_geometry(template)
@@ -110,7 +114,7 @@ class BitLayer(_WeightOp):
 
     @property
     def n_weights(self) -> int:
-        return self.pos_planes[..., 0].numel()
+        return math.prod(self.pos_planes.shape[:-1])
 
     def value(self) -> torch.Tensor:
         """The continuous value ``v`` encoded by the planes (shape of the weight)."""
@@ -123,8 +127,11 @@ class BitLayer(_WeightOp):
         if not (self.fused and torch.is_grad_enabled() and self.pos_planes.requires_grad):
             return self._op(x, self.effective_weight())
         pos, neg = self.pos_planes, self.neg_planes
-        weight, norms = weight_and_group_norms(pos, neg, self.scale)
-        _FORWARD_NORMS[self] = (pos, neg, pos._version, neg._version, norms)
+        weight, norms = weight_and_group_norms(
+            pos, neg, self.scale, with_norms=self.fused_norms, memory_format=self._format(x)
+        )
+        if norms is not None:
+            _FORWARD_NORMS[self] = (pos, neg, pos._version, neg._version, norms)
         return self._op(x, weight)
 
     def group_norms(self, eps: float = EPS) -> torch.Tensor:

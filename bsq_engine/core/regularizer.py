@@ -37,12 +37,18 @@ def bit_group_lasso(model: nn.Module, eps: float = EPS) -> torch.Tensor:
     layers = [m for m in model.modules() if isinstance(m, BitLayer)]
     if not layers:
         return torch.zeros(())
-    total_weights = sum(layer.n_weights for layer in layers)
-    terms = []
-    for layer in layers:
-        weight = layer.n_weights * layer.reported_bits / total_weights
-        terms.append(weight * layer.group_norms(eps).sum())
-    return torch.stack(terms).sum()
+    sizes = [layer.n_weights for layer in layers]
+    total_weights = sum(sizes)
+    norms = [layer.group_norms(eps) for layer in layers]  # (n_l,) each
+    # one cat and one dot (2 autograd nodes) instead of a product and a sum per layer: the
+    # same sum in another order, equal to float rounding
+    coef = [
+        size * layer.reported_bits / total_weights
+        for size, layer, n in zip(sizes, layers, norms)
+        for _ in range(n.shape[0])
+    ]
+    flat = torch.cat(norms)  # (sum_l n_l,)
+    return torch.dot(flat, torch.tensor(coef, dtype=flat.dtype, device=flat.device))
 
 
 @torch.no_grad()

@@ -75,6 +75,10 @@ def compile_wanted(device: torch.device) -> bool:
 def step_forward(model: nn.Module, memory_format, use_reg: bool, compile: bool = False):
     """``forward(xb, yb) -> (logits, cross_entropy, regularizer or None)`` for one step."""
 
+    for layer in model.modules():
+        if isinstance(layer, BitLayer):
+            layer.fused_norms = use_reg  # no group-norm pass in a step without regularizer
+
     def forward(xb: torch.Tensor, yb: torch.Tensor):
         logits = model(to_memory_format(xb, memory_format))
         reg = bit_group_lasso(model) if use_reg else None
