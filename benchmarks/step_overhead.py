@@ -1,6 +1,6 @@
 """A BSQ training step against the fastest float step: ResNet-20, batch 128, CPU.
 
-    python benchmarks/step_overhead.py                 # 20 interleaved rounds, 4-bit acts
+    python benchmarks/step_overhead.py                 # 30 interleaved rounds, 4-bit acts
     python benchmarks/step_overhead.py --json          # last line: one JSON object
     python benchmarks/step_overhead.py --profile       # top operators of the fast steps
 
@@ -11,14 +11,18 @@ each round), so load from other processes hits them alike:
 - ``float-cl``: the same in ``channels_last``;
 - ``bsq-today``: the BSQ step as the engine ran it before the fast path: NCHW, weight and
   regularizer as separate graphs (``layer.fused = False``), foreach SGD, each layer's
-  ``clip_()``;
+  ``clip_()`` (the structure of then; the shared kernels, e.g. the sign-magnitude
+  rounding, are today's);
 - ``bsq-fast``: the engine's step now: ``channels_last``, the fused planes -> weight + group
   norms node, fused SGD (``make_sgd``), ``clip_planes_``.
 
 Each BSQ step = forward, cross-entropy + alpha * bit_group_lasso, backward, SGD (momentum
 0.9, weight decay 1e-4), clipping, on the model prepared at 8 bits with float shortcuts (the
 CIFAR preset). Ratios are medians of same-round pairs; ``ratio_vs_fastest_float`` divides
-``bsq-fast`` by whichever float step has the smaller median, round by round.
+``bsq-fast`` by whichever float step has the smaller median, round by round, and comes with
+a bootstrap 95% interval of that median (``ratio_ci95``) and the ratios' quartiles
+(``ratio_iqr``): ``targets_met`` judges the median, ``targets_met_robustly`` the interval's
+upper end.
 
 Memory: each variant runs a few steps in a fresh child process that reports its own peak
 RSS (``VmHWM``) minus a baseline child's (imports, float model, batch). See
@@ -238,7 +242,8 @@ def _report(result: dict, times: dict, load: str) -> None:
     print(f"  bsq-fast / fastest float ({fastest}): {result['ratio_vs_fastest_float']:.3f} "
           f"(paired median, 95% CI {low:.3f}-{high:.3f}, IQR "
           f"{result['ratio_iqr'][0]:.3f}-{result['ratio_iqr'][1]:.3f}; target <= "
-          f"{RATIO_TARGET}); bsq-today / bsq-fast: {result['speedup_fast_vs_today']:.3f}")  # fmt: skip
+          f"{RATIO_TARGET}); bsq-today / bsq-fast: "
+          f"{result['speedup_fast_vs_today']:.3f}")  # fmt: skip
     if result["memory_ratio"] is not None:
         print(f"  peak memory bsq-fast / {fastest}: {result['memory_ratio']:.2f} "
               f"(target <= {MEMORY_TARGET})")  # fmt: skip
@@ -249,15 +254,31 @@ def _report(result: dict, times: dict, load: str) -> None:
           f"{result['targets_met_robustly']}")  # fmt: skip
 
 
-def profile_fast(args, steps: int = 3) -> str:
-    """Top operators by self CPU time of the fastest float step and the BSQ fast step."""
+def profile_fast(args, steps: int = 3, rows: int = 18) -> str:
+    """Where the BSQ-only milliseconds go: operators by self CPU time per step, ``bsq-fast``
+    minus ``float-cl`` (each profiled alone, after a warm-up; the profiler adds overhead
+    per operator, so read the differences, not the absolute figures)."""
     from torch.profiler import ProfilerActivity, profile
 
-    fns = {v: make_step(v, args, _float_model(args)) for v in ("float-cl", "bsq-fast")}
-    time_interleaved(fns, rounds=0, warmup=1)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        time_interleaved(fns, rounds=steps, warmup=0)
-    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18)
+    per_step = {}
+    for variant in ("float-cl", "bsq-fast"):
+        step = make_step(variant, args, _float_model(args))
+        step()
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            for _ in range(steps):
+                step()
+        per_step[variant] = {
+            e.key: (e.self_cpu_time_total / 1000 / steps, e.count // steps)
+            for e in prof.key_averages()
+        }
+    base, fast = per_step["float-cl"], per_step["bsq-fast"]
+    delta = {k: fast.get(k, (0.0, 0))[0] - base.get(k, (0.0, 0))[0] for k in base | fast}
+    lines = [f"  {'operator (self CPU ms / step)':<48}{'float-cl':>9}{'bsq-fast':>9}{'extra':>8}"
+             f"{'calls':>10}"]  # fmt: skip
+    for key in sorted(delta, key=delta.get, reverse=True)[:rows]:
+        (a, na), (b, nb) = base.get(key, (0.0, 0)), fast.get(key, (0.0, 0))
+        lines.append(f"  {key[:47]:<48}{a:>9.2f}{b:>9.2f}{b - a:>+8.2f}{f'{na}/{nb}':>10}")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------ main

@@ -221,7 +221,7 @@ def test_a_step_without_regularizer_skips_the_norms_and_the_regularizer_still_co
 
     model = _resnet(True)
     x, y = torch.randn(2, 3, 16, 16), torch.randint(0, 10, (2,))
-    _, ce, reg = step_forward(model, torch.contiguous_format, use_reg=False)(x, y)
+    _, _, reg = step_forward(model, torch.contiguous_format, use_reg=False)(x, y)
     assert reg is None
     layers = [m for m in model.modules() if isinstance(m, BitLayer)]
     assert all(not layer.fused_norms for layer in layers)

@@ -131,8 +131,6 @@ def test_sign_magnitude_equals_the_method_formula_bit_for_bit(n_bits):
     assert torch.equal(quantize_unit(x, n_bits), method)
 
 
-
-
 def test_quantize_unit_values_and_clamp():
     x = torch.tensor([0.5, -0.3, 2.0, -7.0, 0.0])
     assert quantize_unit(x, 2).tolist() == pytest.approx([2 / 3, -1 / 3, 1.0, -1.0, 0.0])

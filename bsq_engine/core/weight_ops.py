@@ -87,9 +87,9 @@ class _ConvOp:
     def _format(x: torch.Tensor) -> torch.memory_format | None:
         """``channels_last`` when the input is in it (the fast format follows the
         activations), else ``None``: the weight keeps its natural layout."""
-        if x.dim() == 4 and not x.is_contiguous():
-            if x.is_contiguous(memory_format=torch.channels_last):
-                return torch.channels_last
+        channels_last = torch.channels_last
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=channels_last):
+            return channels_last
         return None
 
     def _op(self, x, weight):
