@@ -14,14 +14,16 @@ Every layer has a real ``__init__`` taking its float twin's arguments plus ``n_b
 
 Memory format: ``model.to(memory_format=torch.channels_last)`` works on BSQ models. The
 planes keep their dense ``(*S, n_bits)`` layout (only device and dtype apply to them); a
-conv computes its effective weight in the memory format of its input, so activations and
-weights are both ``channels_last`` once the input is.
+conv computes its effective weight in the memory format of its input (the fused node writes
+it there directly), so activations and weights are both ``channels_last`` once the input is.
 
 Fused path: in a training forward (gradients enabled) a ``BitLayer`` computes its weight and
 its regularizer group norms in one autograd node (``functional.PlanesToWeight``) and keeps
 the norms for :func:`bsq_engine.core.regularizer.bit_group_lasso`, so the planes are read in
 one place and their gradient is written once. ``fused = False`` selects the plain path
 (separate weight and regularizer graphs); both give the same values and gradients.
+``fused_norms = False`` (set by ``training.fast_path.step_forward`` when alpha is 0) skips
+the norms in that node; the regularizer then computes them if it is called anyway.
 """
 
 from __future__ import annotations
