@@ -15,6 +15,8 @@ computes them.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 from torch import nn
 
@@ -48,7 +50,21 @@ def bit_group_lasso(model: nn.Module, eps: float = EPS) -> torch.Tensor:
         for _ in range(n.shape[0])
     ]
     flat = torch.cat(norms)  # (sum_l n_l,)
-    return torch.dot(flat, torch.tensor(coef, dtype=flat.dtype, device=flat.device))
+    return torch.dot(flat, _coefficients(tuple(coef), flat.device, flat.dtype))
+
+
+@lru_cache(maxsize=16)
+def _cached_coefficients(coef: tuple, device: torch.device, dtype: torch.dtype):
+    return torch.tensor(coef, dtype=dtype, device=device)
+
+
+def _coefficients(coef: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The per-plane factors as a tensor, built once per (bits, device): on CUDA a fresh
+    copy from host memory each step would wait for the queued kernels. Built in the graph
+    under ``torch.compile`` (the compiler cannot trace the cache)."""
+    if torch.compiler.is_compiling():
+        return torch.tensor(coef, dtype=dtype, device=device)
+    return _cached_coefficients(coef, device, dtype)
 
 
 @torch.no_grad()
