@@ -134,6 +134,8 @@ class BitLayer(_WeightOp):
         )
         if norms is not None:
             _FORWARD_NORMS[self] = (pos, neg, pos._version, neg._version, norms)
+        else:  # never hand the regularizer an older forward's norms
+            _FORWARD_NORMS.pop(self, None)
         return self._op(x, weight)
 
     def group_norms(self, eps: float = EPS) -> torch.Tensor:
