@@ -198,3 +198,29 @@ def test_shared_frame_is_rebuilt_only_when_the_version_moves(monkeypatch):
     monkeypatch.setattr(live, "MIN_BUILD_S", 3600.0)
     store.set_status(run_id, "stopped")  # an ended run always gets its final figures
     assert not live.live_frame(run_id, build).view.active and len(calls) == 5
+
+
+def test_live_step_chart_is_built_once_for_every_default_viewer(monkeypatch):
+    """The per-step loss chart of a live run: one spec per run for every session with the
+    default options, rebuilt only when new steps arrived and ``STEP_REBUILD_S`` passed."""
+    from dashboard.ui import run_charts
+    from dashboard.ui.accessors import RunView
+    from dashboard.views import curves, frames
+
+    built = []
+    real = curves.step_chart
+    monkeypatch.setattr(curves, "step_chart", lambda *a: built.append(1) or real(*a))
+    monkeypatch.setattr(run_charts, "_SHARED_STEPS", {})
+    steps = [{"step": i, "stage": "bsq", "epoch": 1, "loss": 1.0 / (i + 1), "reg": 0.1,
+              "batch_acc": 0.5, "lr": 0.1, "time": 1000.0 + i} for i in range(8)]  # fmt: skip
+    view = RunView(run={"run_id": "r1", "status": "running"}, epochs=frames.epochs_frame([]),
+                   layers=frames.layers_frame([]), live=True, snapshot={"steps": steps})  # fmt: skip
+    default = curves.CurveOptions()
+    first = run_charts._step_chart(view, "a", default)
+    for key in ("b", "c", "d"):  # other viewers' ticks: the same spec, no build
+        assert run_charts._step_chart(view, key, default) is first
+    assert len(built) == 1
+    steps.append({**steps[-1], "step": 8, "time": 1008.0})
+    assert run_charts._step_chart(view, "b", default) is first  # new step, too soon
+    monkeypatch.setattr(run_charts, "STEP_REBUILD_S", 0.0)
+    assert run_charts._step_chart(view, "b", default) is not first and len(built) == 2

@@ -7,7 +7,8 @@ changed, and returns the frame (RunView + figures) already built for that versio
 the version moves, one session reads the new view (cheap: progress and tiles move every
 tick) while the others keep drawing the previous frame instead of waiting; the figures are
 rebuilt only when stale, so builds of one run use at most 1/``BUILD_SHARE`` of a core (the
-next one waits 20x the last one's CPU time, between ``MIN_BUILD_S`` and ``MAX_BUILD_S``),
+next one waits 20x the last one's CPU time, between ``MIN_BUILD_S`` and ``MAX_BUILD_S``,
+4-10 s: a chart a few seconds old costs a viewer nothing, a rebuild costs every run),
 however fast its epochs; the first epoch, the first layers and a re-quantization are drawn
 at once. A module-level cache rather than ``st.cache_data``: that one unpickles a
 fresh copy of every figure on every hit, i.e. per viewer per tick, which is the cost this
@@ -26,10 +27,14 @@ from bsq_engine.runs.status import RunStatus
 from dashboard.ui.accessors import RunView, load_run_view
 from dashboard.ui.state import manager, store
 
-__all__ = ["BUILDS", "LiveFrame", "live_frame", "poll_interval", "queue_place"]
+__all__ = ["BUILDS", "CHART_TICK_S", "LiveFrame", "live_frame", "poll_interval", "queue_place"]
 
-MIN_BUILD_S, MAX_BUILD_S, BUILD_SHARE = 1.0, 10.0, 20
-MIN_TICK_S, MAX_TICK_S = 1.0, 2.0  # a training run's panel ticks at least every 2 s
+MIN_BUILD_S, MAX_BUILD_S, BUILD_SHARE = 4.0, 10.0, 20
+MIN_TICK_S, MAX_TICK_S = 1.0, 2.0  # a training run's progress ticks at least every 2 s
+# The charts tick apart from the progress, this often: re-sending them (Plotly JSON, each
+# Vega-Lite dataset converted to Arrow) is most of what a viewer's tick costs the server,
+# and their figures are rebuilt at most every MIN_BUILD_S anyway.
+CHART_TICK_S = MIN_BUILD_S
 _MARKER_TTL_S, _QUEUE_TTL_S, _MAX_FRAMES = 0.5, 2.0, 64
 BUILDS: Counter = Counter()  # builds per run id (tests: no rebuild while nothing changed)
 

@@ -1,9 +1,11 @@
 """The view of one run, live or finished; used by the Train and Runs pages (and others).
 
-While a run is queued or running, the panel is an ``st.fragment`` that re-renders itself
-every half epoch (1-2 s, ``live.poll_interval``); element keys are stable so charts update
-in place. A tick reads nothing and builds nothing unless the run's version moved: the view
-and figures come from ``live.live_frame``, built once per (run, version) for all sessions.
+While a run is queued or running, the panel is two ``st.fragment``s: the progress (header,
+bar, Stop, tiles) re-renders itself every half epoch (1-2 s, ``live.poll_interval``), the
+charts every ``live.CHART_TICK_S`` (re-sending them is most of a tick's cost); element keys
+are stable so charts update in place. A tick reads nothing and builds nothing unless the
+run's version moved: the view and figures come from ``live.live_frame``, built once per
+(run, version) for all sessions.
 (Streamlit 1.5x+ removes a fragment's elements that a rerun does not re-emit, so a tick
 re-sends the shared elements rather than returning empty.) When the run ends, the fragment
 calls ``st.rerun()`` once and the page shows the static, finished view, which no longer polls.
@@ -63,21 +65,38 @@ def render_run_panel(run_id: str, *, key: str = "panel") -> None:
         return
     if frame.view.active:  # the pace sets the tick; a new fragment per pace is fine
         every = live.poll_interval(frame)
-        st.fragment(_live_body, run_every=every)(run_id, key, every)
+        st.fragment(_live_top, run_every=every)(run_id, key, every)
+        st.fragment(_live_charts, run_every=live.CHART_TICK_S)(run_id, key)
     else:
         _render(frame.view, key, frame.figures)
 
 
-def _live_body(run_id: str, key: str, every: float) -> None:
+def _live_frame(run_id: str) -> live.LiveFrame:
+    """The shared frame, or a whole-page rerun when the run is gone or has ended (once:
+    the page then draws the finished view, which does not poll)."""
     try:
         frame = live.live_frame(run_id, build_figures)
     except RunNotFound:
         st.rerun()
     if not frame.view.active:
-        st.rerun()  # once: the page re-renders the finished view, without polling
+        st.rerun()
+    return frame
+
+
+def _live_top(run_id: str, key: str, every: float) -> None:
+    """Header, progress, Stop and tiles: the cheap part, every half epoch (1-2 s)."""
+    frame = _live_frame(run_id)
     if not every / 2 <= live.poll_interval(frame) <= every * 2:
         st.rerun()  # the run's pace changed (pretraining -> BSQ): a new tick length
-    _render(frame.view, key, frame.figures)
+    _header(frame.view)
+    _progress(frame.view, key)
+    _tiles(frame.view)
+
+
+def _live_charts(run_id: str, key: str) -> None:
+    """The charts, every ``live.CHART_TICK_S``: their figures change no faster."""
+    frame = _live_frame(run_id)
+    render_charts(frame.view, key, frame.figures)
 
 
 def _render(view: RunView, key: str, figures: dict) -> None:
