@@ -189,8 +189,15 @@ def test_shared_frame_is_rebuilt_only_when_the_version_moves(monkeypatch):
     store.add_events(run_id, [{"layer": "fc1", "old_bits": 8, "new_bits": 6, "msb_dropped": 2,
                                "lsb_dropped": 0, "grown": 0, "stage": "bsq", "epoch": 1,
                                "message": "fc1: 8 -> 6 bits"}])  # fmt: skip
-    third = live.live_frame(run_id, build)  # a re-quantization is drawn at once
+    assert live.live_frame(run_id, build).figures is second.figures  # MIN_BUILD_S not over
+    monkeypatch.setattr(live, "MIN_BUILD_S", 0.0)
+    monkeypatch.setattr(live, "BUILD_SHARE", 1e9)  # the cost rule alone waits MAX_BUILD_S
+    store.add_events(run_id, [{"layer": "fc2", "old_bits": 8, "new_bits": 5, "msb_dropped": 3,
+                               "lsb_dropped": 0, "grown": 0, "stage": "bsq", "epoch": 1,
+                               "message": "fc2: 8 -> 5 bits"}])  # fmt: skip
+    third = live.live_frame(run_id, build)  # a re-quantization: after MIN_BUILD_S only
     assert third.figures is not second.figures and len(calls) == 3
+    monkeypatch.setattr(live, "BUILD_SHARE", 20)
     monkeypatch.setattr(live, "MIN_BUILD_S", 0.0)
     store.add_epochs(run_id, [{"stage": "pretrain", "epoch": 3, "global_epoch": 3,
                                "test_acc": 0.6, "seconds": 1.0}])  # fmt: skip

@@ -9,8 +9,8 @@ tick) while the others keep drawing the previous frame instead of waiting; the f
 rebuilt only when stale, so builds of one run use at most 1/``BUILD_SHARE`` of a core (the
 next one waits 20x the last one's CPU time, between ``MIN_BUILD_S`` and ``MAX_BUILD_S``,
 4-10 s: a chart a few seconds old costs a viewer nothing, a rebuild costs every run),
-however fast its epochs; the first epoch, the first layers and a re-quantization are drawn
-at once. A module-level cache rather than ``st.cache_data``: that one unpickles a
+however fast its epochs; the first epoch and the first layers are drawn at once, a
+re-quantization after ``MIN_BUILD_S``. A module-level cache rather than ``st.cache_data``: that one unpickles a
 fresh copy of every figure on every hit, i.e. per viewer per tick, which is the cost this
 module exists to avoid. Frames are never mutated after they are published.
 """
@@ -56,13 +56,16 @@ class LiveFrame:
 
     def figures_fresh(self, view: RunView) -> bool:
         """Keep these figures for ``view``: same run still live, built recently enough, and
-        nothing they lack that is drawn at once: the first epoch, the first layers, a
-        re-quantization (rare, and what a viewer watches for)."""
+        not lacking the first epoch or the first layers (drawn at once). A re-quantization
+        (what a viewer watches for) is drawn ``MIN_BUILD_S`` after the last build, without
+        the longer wait a costly build earns: a fast run re-quantizes every second."""
+        if not (self.view.active and view.active):
+            return False
         waited = time.monotonic() - self.figures_at
         epochs, layers, events = _drawn(view)
-        news = (epochs and not self.drawn[0]) or (layers and not self.drawn[1])
-        news = news or events > self.drawn[2]
-        return self.view.active and view.active and not news and waited < self.rebuild_after_s
+        if (epochs and not self.drawn[0]) or (layers and not self.drawn[1]):
+            return False
+        return waited < (MIN_BUILD_S if events > self.drawn[2] else self.rebuild_after_s)
 
 
 _LOCK = threading.Lock()
