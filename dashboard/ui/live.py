@@ -8,7 +8,7 @@ the version moves, one session reads the new view (cheap: progress and tiles mov
 tick) while the others keep drawing the previous frame instead of waiting; the figures are
 rebuilt only when stale, so builds of one run use at most 1/``BUILD_SHARE`` of a core (the
 next one waits 20x the last one's CPU time, between ``MIN_BUILD_S`` and ``MAX_BUILD_S``,
-4-10 s: a chart a few seconds old costs a viewer nothing, a rebuild costs every run),
+5-10 s: a chart a few seconds old costs a viewer nothing, a rebuild costs every run),
 however fast its epochs; the first epoch and the first layers are drawn at once, a
 re-quantization after ``MIN_BUILD_S``. A module-level cache rather than ``st.cache_data``: that one unpickles a
 fresh copy of every figure on every hit, i.e. per viewer per tick, which is the cost this
@@ -29,8 +29,9 @@ from dashboard.ui.state import manager, store
 
 __all__ = ["BUILDS", "CHART_TICK_S", "LiveFrame", "live_frame", "poll_interval", "queue_place"]
 
-MIN_BUILD_S, MAX_BUILD_S, BUILD_SHARE = 4.0, 10.0, 20
-MIN_TICK_S, MAX_TICK_S = 1.0, 2.0  # a training run's progress ticks at least every 2 s
+MIN_BUILD_S, MAX_BUILD_S, BUILD_SHARE = 5.0, 10.0, 20
+MIN_TICK_S, MAX_TICK_S = 1.5, 4.0  # a training run's progress ticks at least every 4 s
+STALLED_S, STALLED_TICK_S = 15.0, 8.0  # nothing new for 15 s: tick every 8 s
 # The charts tick apart from the progress, this often: re-sending them (Plotly JSON, each
 # Vega-Lite dataset converted to Arrow) is most of what a viewer's tick costs the server,
 # and their figures are rebuilt at most every MIN_BUILD_S anyway.
@@ -153,12 +154,17 @@ def _drawn(view: RunView) -> tuple[int, int, int]:
 
 
 def poll_interval(frame: LiveFrame) -> float:
-    """Seconds between a viewer's ticks: about half an epoch, between ``MIN_TICK_S`` and
-    ``MAX_TICK_S`` (each tick re-sends the panel, so a fast run does not tick faster);
-    a queued run only moves when another ends, so 3 s."""
+    """Seconds between a viewer's progress ticks: about half an epoch, between
+    ``MIN_TICK_S`` and ``MAX_TICK_S`` (each tick re-sends the progress, so a fast run does
+    not tick faster); ``STALLED_TICK_S`` when its live state has not moved for
+    ``STALLED_S`` (a long evaluation, a stalled worker); a queued run only moves when
+    another ends, so 3 s."""
     view = frame.view
     if view.status == RunStatus.QUEUED:
         return 3.0
+    updated = (view.snapshot or {}).get("updated_at")
+    if updated is not None and time.time() - updated > STALLED_S:
+        return STALLED_TICK_S
     pace = (view.snapshot or {}).get("epoch_s")
     if pace is None and len(view.epochs) and "seconds" in view.epochs:
         pace = view.epochs["seconds"].tail(5).median()

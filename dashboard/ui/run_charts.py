@@ -37,7 +37,7 @@ def vega_spec(chart) -> dict:
     """Altair chart -> Vega-Lite dict, once per rebuild (``st.altair_chart`` would convert
     and validate it again on every tick). Altair's default 300 px view size is dropped, as
     ``st.altair_chart`` does, so the chart fills its column."""
-    spec = chart.to_dict()
+    spec = chart.to_dict(validate=False)  # built by our own code: schema checks are CPU only
     view = spec.get("config", {}).get("view", {})
     for size in ("continuousWidth", "continuousHeight"):
         view.pop(size, None)

@@ -1,7 +1,7 @@
 """The view of one run, live or finished; used by the Train and Runs pages (and others).
 
 While a run is queued or running, the panel is two ``st.fragment``s: the progress (header,
-bar, Stop, tiles) re-renders itself every half epoch (1-2 s, ``live.poll_interval``), the
+bar, Stop, tiles) re-renders itself every half epoch (1.5-4 s, ``live.poll_interval``), the
 charts every ``live.CHART_TICK_S`` (re-sending them is most of a tick's cost); element keys
 are stable so charts update in place. A tick reads nothing and builds nothing unless the
 run's version moved: the view and figures come from ``live.live_frame``, built once per
@@ -84,7 +84,7 @@ def _live_frame(run_id: str) -> live.LiveFrame:
 
 
 def _live_top(run_id: str, key: str, every: float) -> None:
-    """Header, progress, Stop and tiles: the cheap part, every half epoch (1-2 s)."""
+    """Header, progress, Stop and tiles: the cheap part, every half epoch (1.5-4 s)."""
     frame = _live_frame(run_id)
     if not every / 2 <= live.poll_interval(frame) <= every * 2:
         st.rerun()  # the run's pace changed (pretraining -> BSQ): a new tick length
