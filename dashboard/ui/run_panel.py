@@ -18,7 +18,7 @@ import threading
 import streamlit as st
 
 from bsq_engine.runs.export import COUNTING_CONVENTION
-from bsq_engine.runs.status import RunStatus
+from bsq_engine.runs.status import ACTIVE, RunStatus
 from bsq_engine.runs.store import RunNotFound, StoreError
 from bsq_engine.training.config import Stage, describe_method
 from bsq_engine.units import format_bits, format_compression, format_duration, format_pct, is_number
@@ -31,6 +31,7 @@ from dashboard.views import charts, frames, plain
 __all__ = ["STATUS_COLORS", "render_run_panel"]
 
 _S = RunStatus
+STOP_WAIT_S = 1.5
 STATUS_COLORS = {
     _S.QUEUED: "gray", _S.RUNNING: "blue", _S.FINISHED: "green",
     _S.FAILED: "red", _S.STOPPED: "orange", _S.INTERRUPTED: "orange",
@@ -164,7 +165,10 @@ def _stop(run: dict) -> None:
         if refusal is not None:
             raise ValueError(refusal)
         manager().stop(run["run_id"])
-        message = "Stopping after the current step..."
+        # Wait briefly for the step to end, so this very rerun already draws the stopped
+        # run (else the next tick, up to 4 s later, would); a slow step is not waited for.
+        status = manager().wait(run["run_id"], timeout=STOP_WAIT_S)
+        message = "Stopped." if status not in ACTIVE else "Stopping after the current step..."
     except (KeyError, ValueError) as exc:
         message = f"Could not stop the run: {exc}"
     st.session_state[f"run_panel.stop.{run['run_id']}"] = message
