@@ -72,8 +72,10 @@ class Meter:
                 "epoch_s": statistics.mean(new) if new else None, "epochs": len(new)}  # fmt: skip
 
 
-async def start_run(browser, url: str, epochs: int) -> str:
-    """Press Start training on the default config with ``epochs`` BSQ epochs; the run id."""
+async def start_run(browser, url: str, epochs: int, batch: int) -> str:
+    """Press Start training on the default config with ``epochs`` BSQ epochs and batch size
+    ``batch`` (small: the default run's epochs last a few hundredths of a second); the run
+    id."""
     context = await browser.new_context(viewport={"width": 1400, "height": 1800})
     page = await context.new_page()
     page.set_default_timeout(180_000)
@@ -82,6 +84,10 @@ async def start_run(browser, url: str, epochs: int) -> str:
     await page.get_by_text("Advanced settings").click()
     field = page.get_by_label("BSQ epochs")
     await field.fill(str(epochs))
+    await field.press("Enter")
+    await page.wait_for_timeout(1500)
+    field = page.get_by_label("Batch size")
+    await field.fill(str(batch))
     await field.press("Enter")
     await page.wait_for_timeout(1500)
     await page.get_by_role("button", name="Start training").click()
@@ -246,7 +252,9 @@ async def measure(args) -> dict:
     try:
         async with async_playwright() as p:
             browser = await p.chromium.launch(executable_path=CHROMIUM, args=_FLAGS)
-            run_id = await start_run(browser, f"{base}/?user=teacher", args.bsq_epochs)
+            run_id = await start_run(
+                browser, f"{base}/?user=teacher", args.bsq_epochs, args.batch_size
+            )
             for _ in range(int(args.timeout * 2)):  # pretraining first: wait for BSQ epochs
                 if len(bsq_epochs(home, run_id)) >= 2:
                     break
@@ -318,7 +326,8 @@ def main() -> None:
         help="seconds of each measured window (no viewer, and watching)",
     )
     parser.add_argument("--timeout", type=float, default=240.0, help="panel load limit (s)")
-    parser.add_argument("--bsq-epochs", type=int, default=5000, help="long enough to last")
+    parser.add_argument("--bsq-epochs", type=int, default=10_000, help="long enough to last")
+    parser.add_argument("--batch-size", type=int, default=16, help="of the run (slows epochs)")
     parser.add_argument("--arrival", type=float, default=1.0, help="seconds between students")
     parser.add_argument("--contexts", action="store_true",
                         help="a browser context per student (default: a tab each in one "
