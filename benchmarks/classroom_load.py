@@ -73,9 +73,8 @@ class Meter:
 
 
 async def start_run(browser, url: str, epochs: int, batch: int) -> str:
-    """Press Start training on the default config with ``epochs`` BSQ epochs and batch size
-    ``batch`` (small: the default run's epochs last a few hundredths of a second); the run
-    id."""
+    """Start training the default config, ``epochs`` BSQ epochs, batch size ``batch`` (small:
+    the default run's epochs last hundredths of a second); the run id."""
     context = await browser.new_context(viewport={"width": 1400, "height": 1800})
     page = await context.new_page()
     page.set_default_timeout(180_000)
@@ -162,13 +161,15 @@ async def viewer(where, url: str, delay_s: float, timeout_s: float, phase: dict,
 async def press_stop(page, home: Path, run_id: str) -> dict:
     """Seconds from the click on the owner's panel Stop until the store says stopped (or a
     stop requested) and until the panel shows the run ended."""
-    out = {"stop_store_s": None, "stop_panel_s": None}  # panel: the run shown ended
+    out = {"stop_store_s": None, "stop_panel_s": None}
+    button = page.locator(_STOP).first
     try:
-        await page.locator(_STOP).first.click(timeout=60_000)
+        await button.wait_for(timeout=60_000)
+        start = time.monotonic()  # from the click itself (it may wait for the page)
+        await button.click(timeout=60_000)
     except Exception as exc:
         print(f"Stop could not be clicked: {exc}", flush=True)
         return out
-    start = time.monotonic()
     ended = page.get_by_text("This run did not finish", exact=False).first
     while time.monotonic() - start < 60 and None in out.values():
         status, requested = run_state(home, run_id)
