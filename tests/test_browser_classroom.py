@@ -136,17 +136,26 @@ def test_presentation_mode_fits_a_projector(app, browser):
     # Streamlit 1.67 marks the sidebar's state in data-collapsed (aria-expanded is on its
     # collapse/expand buttons only).
     sidebar = page.locator('[data-testid="stSidebar"]')
-    wait_for(lambda: sidebar.get_attribute("data-collapsed") == "true", 30, every=0.5,
-             what=lambda: f"a collapsed sidebar, saw {sidebar.get_attribute('data-collapsed')}")
+    wait_for(
+        lambda: sidebar.get_attribute("data-collapsed") == "true",
+        30,
+        every=0.5,
+        what=lambda: f"a collapsed sidebar, saw {sidebar.get_attribute('data-collapsed')}",
+    )
     steps = page.locator('[data-testid="stButtonGroup"] button')
     wait_for(lambda: steps.count() == 5, 60, every=0.5, what="five step buttons")
     tops = {round(steps.nth(i).bounding_box()["y"]) for i in range(5)}
     assert len(tops) == 1, f"step buttons wrap onto {len(tops)} lines"
     body = page.evaluate("""() => parseFloat(getComputedStyle(
         document.querySelector('[data-testid="stMain"] p')).fontSize)""")
-    fonts = wait_for(lambda: page.evaluate("""() => [...document.querySelectorAll(
+    fonts = wait_for(
+        lambda: page.evaluate("""() => [...document.querySelectorAll(
         '.js-plotly-plot .xtick text')].map(t => parseFloat(t.style.fontSize
-        || getComputedStyle(t).fontSize))"""), 60, every=0.5, what="a chart with tick labels")
+        || getComputedStyle(t).fontSize))"""),
+        60,
+        every=0.5,
+        what="a chart with tick labels",
+    )
     assert min(fonts) >= 0.9 * body, f"chart text {min(fonts)} px vs body {body} px"
     page.screenshot(path=str(app.home / "presentation.png"))
     # Toggling the mode in the page moves the sidebar too (a new initial_sidebar_state).

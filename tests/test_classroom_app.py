@@ -221,7 +221,8 @@ def test_live_step_chart_is_built_once_for_every_default_viewer(monkeypatch):
     steps = [{"step": i, "stage": "bsq", "epoch": 1, "loss": 1.0 / (i + 1), "reg": 0.1,
               "batch_acc": 0.5, "lr": 0.1, "time": 1000.0 + i} for i in range(8)]  # fmt: skip
     view = RunView(run={"run_id": "r1", "status": "running"}, epochs=frames.epochs_frame([]),
-                   layers=frames.layers_frame([]), live=True, snapshot={"steps": steps})  # fmt: skip
+                   layers=frames.layers_frame([]), live=True,
+                   snapshot={"steps": steps})  # fmt: skip
     default = curves.CurveOptions()
     first = run_charts._step_chart(view, "a", default)
     for key in ("b", "c", "d"):  # other viewers' ticks: the same spec, no build

@@ -10,9 +10,10 @@ rebuilt only when stale, so builds of one run use at most 1/``BUILD_SHARE`` of a
 next one waits 20x the last one's CPU time, between ``MIN_BUILD_S`` and ``MAX_BUILD_S``,
 5-10 s: a chart a few seconds old costs a viewer nothing, a rebuild costs every run),
 however fast its epochs; the first epoch and the first layers are drawn at once, a
-re-quantization after ``MIN_BUILD_S``. A module-level cache rather than ``st.cache_data``: that one unpickles a
-fresh copy of every figure on every hit, i.e. per viewer per tick, which is the cost this
-module exists to avoid. Frames are never mutated after they are published.
+re-quantization after ``MIN_BUILD_S``. A module-level cache rather than
+``st.cache_data``: that one unpickles a fresh copy of every figure on every hit, i.e. per
+viewer per tick, which is the cost this module exists to avoid. Frames are never mutated
+after they are published.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ The figures with the default curve options are built once per (run, version) for
 session (``build_figures``, called by ``live.live_frame``); a session that changed the
 options builds its own, only when an epoch, a snapshot or an event arrived (``_figures``); the
 per-step chart of a live run, whose data move every step, is rebuilt at most every
-``STEP_REBUILD_S``, once for every session that keeps the default options. A queued run has nothing to draw yet and says so.
+``STEP_REBUILD_S``, once for every session that keeps the default options. A queued run
+has nothing to draw yet and says so.
 """
 
 from __future__ import annotations
