@@ -68,8 +68,11 @@ def bit_text(n_bits: int) -> str:
     return "0 (pruned)" if int(n_bits) == 0 else str(int(n_bits))
 
 
-def bits_per_layer_chart(snapshot_df: pd.DataFrame, start_bits: int | None = None) -> go.Figure:
-    """One bar per layer (model order); pruned layers get a red marker (a 0 bar is invisible)."""
+def bits_per_layer_chart(
+    snapshot_df: pd.DataFrame, start_bits: int | None = None, color: str = BAR_COLOR
+) -> go.Figure:
+    """One bar per layer (model order) in ``color`` (the run's colour on every page);
+    pruned layers get a red marker (a 0 bar is invisible)."""
     fig = style_figure(go.Figure(), "Bits per layer", "Layer", "Bits")
     if snapshot_df.empty:
         return _empty(fig, "No layer snapshot yet (pretraining)")
@@ -78,7 +81,7 @@ def bits_per_layer_chart(snapshot_df: pd.DataFrame, start_bits: int | None = Non
     pruned = [b == 0 for b in bits]
     fig.add_bar(
         x=names, y=bits, name="bits", text=[bit_text(b) for b in bits], textposition="outside",
-        marker_color=[PRUNED_COLOR if p else BAR_COLOR for p in pruned],
+        marker_color=[PRUNED_COLOR if p else color for p in pruned],
         customdata=list(snapshot_df["n_weights"]),
         hovertemplate="%{x}<br>%{text} bits<br>%{customdata:,} weights<extra></extra>",
     )  # fmt: skip
