@@ -81,3 +81,18 @@ def test_the_run_has_its_compare_colour_in_the_panel():
     assert set(bars["marker"]["color"]) == {colour}
     scale = _spec(at, "runs-series_loss")["layer"][0]["encoding"]["color"]["scale"]
     assert scale["range"][0] == colour  # the run's own line, on every page the same
+
+
+def test_one_colour_per_run_on_compare_pareto_and_the_panel():
+    store, older, run_id = _run_with_steps()
+    colour = colors.run_color(frames.runs_frame(store.list_runs()), run_id)
+    at = open_page("pages/compare.py", runs=f"{older},{run_id}")
+    bars = json.loads(at.get_by_key("compare-bits").proto.spec)["data"]
+    assert [t["marker"]["color"] for t in bars] == [colors.PALETTE[0], colour]
+    at = open_page("pages/pareto.py")
+    at.session_state["pareto-chart"] = {"selection": {"points": [{"customdata": run_id}]}}
+    at.run()
+    assert not at.exception, page_text(at)
+    traces = json.loads(at.get_by_key("pareto-chart").proto.spec)["data"]
+    ring = next(t for t in traces if t.get("name") == "selected")
+    assert ring["marker"]["color"] == colour
