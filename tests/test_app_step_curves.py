@@ -3,12 +3,16 @@ epoch or wall-clock axis, smoothing, log y, CSV) and its one colour across pages
 
 from __future__ import annotations
 
+import base64
 import json
 
+import numpy as np
 import pytest
 from apptest_helpers import make_run, open_page, page_text
+from shared import TINY
 
 from bsq_engine.runs.jobs import get_manager
+from bsq_engine.training.presets import make_config
 from dashboard.views import colors, frames
 
 pytestmark = pytest.mark.usefixtures("bsq_home")  # an isolated store per test
@@ -96,3 +100,23 @@ def test_one_colour_per_run_on_compare_pareto_and_the_panel():
     traces = json.loads(at.get_by_key("pareto-chart").proto.spec)["data"]
     ring = next(t for t in traces if t.get("name") == "selected")
     assert ring["marker"]["color"] == colour
+
+
+def test_a_starting_run_shows_the_layers_it_starts_from_before_its_first_step():
+    store = get_manager().store
+    run_id = store.create_run(make_config(**TINY).to_dict(), name="starting")
+    store.set_status(run_id, "running")  # taken by a training process: no step yet
+    at = open_page("pages/runs.py", run=run_id)
+    assert not at.exception, page_text(at)
+    fig = json.loads(at.get_by_key("runs-bits").proto.spec)
+    bars = fig["data"][0]
+    assert bars["x"] == ["fc1", "fc2", "fc3"] and _values(bars["y"]) == [8, 8, 8]
+    assert bars["marker"]["opacity"] == 0.35  # faint: planned, not measured
+    assert "Planned start" in fig["layout"]["annotations"][0]["text"]
+
+
+def _values(array) -> list:
+    """Plotly's JSON may carry numeric arrays as base64 ``{"dtype", "bdata"}``."""
+    if isinstance(array, dict) and "bdata" in array:
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
+    return list(array)

@@ -19,13 +19,15 @@ import torch
 from torch import nn
 
 from bsq_engine.core.quantize import BSQConfig, prepare_bsq
-from bsq_engine.data import get_dataset_info
+from bsq_engine.data import DatasetUnavailable, get_dataset_info
 from bsq_engine.models import create_model
 from bsq_engine.runs.export import export_run, load_run_model
 from bsq_engine.runs.paths import cache_dir
 from bsq_engine.runs.status import ACTIVE, RunStatus
 from bsq_engine.runs.store import RunNotFound
+from bsq_engine.training import run_model
 from bsq_engine.training.checkpoint import CheckpointError
+from bsq_engine.training.config import RunConfig
 from bsq_engine.training.float_cache import FloatCache
 from bsq_engine.training.presets import make_config
 from dashboard.ui.state import manager, store
@@ -41,6 +43,7 @@ __all__ = [
     "load_references",
     "load_run_view",
     "model_for_lesson",
+    "planned_layers",
     "scheme_file",
 ]
 
@@ -189,6 +192,16 @@ def _merge_events(stored: list[dict], live: list[dict]) -> list[dict]:
     seen = {(e.get("stage"), e.get("epoch"), e.get("layer")) for e in stored}
     extra = [e for e in live if (e.get("stage"), e.get("epoch"), e.get("layer")) not in seen]
     return [*stored, *extra]
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def planned_layers(config: dict) -> pd.DataFrame:
+    """``run_model.planned_layers`` of a stored config as a layers frame (empty when the
+    run has no planned start: a mixed-scheme method, or data that cannot be shaped)."""
+    try:
+        return frames.layers_frame(run_model.planned_layers(RunConfig.from_dict(config)))
+    except (ValueError, KeyError, DatasetUnavailable):
+        return frames.layers_frame([])
 
 
 def color_of(run_id: str) -> str:

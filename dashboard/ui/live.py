@@ -30,6 +30,9 @@ __all__ = ["BUILDS", "LiveFrame", "live_frame", "poll_interval", "queue_place"]
 
 MIN_BUILD_S, MAX_BUILD_S, BUILD_SHARE = 1.0, 10.0, 20
 MIN_TICK_S, MAX_TICK_S = 1.0, 2.0  # a training run's panel ticks at least every 2 s
+# Right after a Start the first steps arrive within about a second (the job manager keeps a
+# training process ready): tick fast for the first seconds, then back off to the pace.
+FAST_TICK_S, FAST_FOR_S = 0.4, 8.0
 _MARKER_TTL_S, _QUEUE_TTL_S, _MAX_FRAMES = 0.5, 2.0, 64
 BUILDS: Counter = Counter()  # builds per run id (tests: no rebuild while nothing changed)
 
@@ -147,8 +150,11 @@ def _drawn(view: RunView) -> tuple[int, int, int]:
 def poll_interval(frame: LiveFrame) -> float:
     """Seconds between a viewer's ticks: about half an epoch, between ``MIN_TICK_S`` and
     ``MAX_TICK_S`` (each tick re-sends the panel, so a fast run does not tick faster);
-    a queued run only moves when another ends, so 3 s."""
+    a queued run only moves when another ends, so 3 s; a run created less than
+    ``FAST_FOR_S`` ago ticks every ``FAST_TICK_S`` (its first chart is on its way)."""
     view = frame.view
+    if time.time() - (view.run.get("created_at") or 0.0) < FAST_FOR_S and not len(view.epochs):
+        return FAST_TICK_S
     if view.status == RunStatus.QUEUED:
         return 3.0
     pace = (view.snapshot or {}).get("epoch_s")

@@ -16,7 +16,7 @@ import time
 import streamlit as st
 
 from bsq_engine.runs.status import RunStatus
-from dashboard.ui.accessors import RunView, color_of
+from dashboard.ui.accessors import RunView, color_of, planned_layers
 from dashboard.ui.chart_downloads import chart_downloads
 from dashboard.views import charts, curves, frames
 
@@ -58,7 +58,9 @@ def build_figures(view: RunView, options: curves.CurveOptions | None = None) -> 
     options = curves.CurveOptions() if options is None else options
     start_bits, color = int(view.config.get("n_bits") or 8), color_of(view.run_id)
     figures = {
-        "bits": charts.bits_per_layer_chart(layers, start_bits=start_bits, color=color),
+        "bits": charts.bits_per_layer_chart(
+            layers, start_bits=start_bits, color=color, planned=_planned(view)
+        ),
         "density": charts.density_heatmap(layers, view.max_bits),
     }
     if len(ep):
@@ -69,6 +71,14 @@ def build_figures(view: RunView, options: curves.CurveOptions | None = None) -> 
     if not view.active and len(view.steps):
         figures.update(_series_figures(view.steps, options, color))
     return figures
+
+
+def _planned(view: RunView):
+    """The layers a run starts from, drawn while it starts and pretrains (known from its
+    config before the training process has taken a step)."""
+    if view.active and view.layers.empty and view.run.get("method") in ("bsq", "uniform"):
+        return planned_layers(view.config)
+    return None
 
 
 def _series_figures(steps, options: curves.CurveOptions, color: str) -> dict:

@@ -69,11 +69,17 @@ def bit_text(n_bits: int) -> str:
 
 
 def bits_per_layer_chart(
-    snapshot_df: pd.DataFrame, start_bits: int | None = None, color: str = BAR_COLOR
-) -> go.Figure:
+    snapshot_df: pd.DataFrame, start_bits: int | None = None, color: str = BAR_COLOR,
+    planned: pd.DataFrame | None = None,
+) -> go.Figure:  # fmt: skip
     """One bar per layer (model order) in ``color`` (the run's colour on every page);
-    pruned layers get a red marker (a 0 bar is invisible)."""
+    pruned layers get a red marker (a 0 bar is invisible). Before the first snapshot,
+    ``planned`` (``run_model.planned_layers``) is drawn faint: the precision BSQ starts from."""
     fig = style_figure(go.Figure(), "Bits per layer", "Layer", "Bits")
+    if snapshot_df.empty and planned is not None and not planned.empty:
+        fig = bits_per_layer_chart(planned, None, color)
+        fig.update_traces(marker_opacity=0.35, selector={"type": "bar"})
+        return _empty(fig, "Planned start: measured from the BSQ stage on")
     if snapshot_df.empty:
         return _empty(fig, "No layer snapshot yet (pretraining)")
     names = [str(n) for n in snapshot_df["name"]]
