@@ -78,8 +78,12 @@ def _live_body(run_id: str, key: str, every: float) -> None:
     if every == live.FAST_TICK_S and live.poll_interval(frame) > every:
         _render(frame.view, key, frame.figures)  # the first chart now, then the run's pace
         st.rerun()
-    if not every / 2 <= live.poll_interval(frame) <= every * 2:
-        st.rerun()  # the run's pace changed (pretraining -> BSQ): a new tick length
+    fast = every == live.FAST_TICK_S and live.run_age_s(frame.view) < live.FAST_UNTIL_S
+    if not fast and not every / 2 <= live.poll_interval(frame) <= every * 2:
+        # The run's pace changed (pretraining -> BSQ; the first seconds after a Start, which
+        # tick fast, are over): a new tick length. Not sooner: a full rerun on a busy
+        # machine would hold back the first charts.
+        st.rerun()
     _render(frame.view, key, frame.figures)
 
 
