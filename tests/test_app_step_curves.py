@@ -52,7 +52,7 @@ def test_a_finished_run_shows_its_stored_steps_with_the_curve_options():
     loss = _spec(at, "runs-series_loss")
     assert loss["layer"][0]["encoding"]["x"]["field"] == "epoch_frac"  # default: epochs
     names = loss["layer"][0]["encoding"]["color"]["scale"]["domain"]
-    assert names == ["training loss (incl. alpha x R)", "cross-entropy"]  # alpha x R differs
+    assert names == ["loss (CE + alpha x R)", "cross-entropy"]  # alpha x R differs
     at.segmented_control(key="runs-curve-x").set_value("wall").run()
     at.slider(key="runs-smooth").set_value(0.6).run()
     at.toggle(key="runs-log-y").set_value(True).run()

@@ -108,7 +108,7 @@ def step_chart(frame: pd.DataFrame, options: CurveOptions = CurveOptions(x="step
 SERIES_COLUMNS = ["step", "epoch_frac", "wall", "stage", "epoch", "loss", "ce", "reg",
                   "batch_acc", "lr"]  # fmt: skip
 _SERIES_X = {"step": "step", "epoch": "epoch_frac", "wall": "wall"}
-SERIES_LABELS = {"loss": "training loss (incl. alpha x R)", "ce": "cross-entropy",
+SERIES_LABELS = {"loss": "loss (CE + alpha x R)", "ce": "cross-entropy",
                  "batch_acc": "batch accuracy"}  # fmt: skip
 
 
@@ -135,7 +135,7 @@ def series_chart(frame: pd.DataFrame, metrics: Sequence[str], options: CurveOpti
     names = [SERIES_LABELS.get(m, m) for m in metrics]
     palette = [color or "#4C78A8", "#888888", "#BBBBBB"][: len(names)]
     scale = alt.Scale(type="log" if options.log_y else "linear", zero=False)
-    fmt = "d" if x == "step" else "~g"
+    fmt = "d" if x == "step" else "~f"  # 20, 0.5 (never 2e+1)
     base = alt.Chart(long).encode(
         x=alt.X(f"{x}:Q", title=X_AXES[options.x], axis=alt.Axis(format=fmt)),
         color=alt.Color("metric:N", title=None, legend=alt.Legend(orient="top"),
