@@ -28,7 +28,7 @@ from dashboard.ui.run_charts import build_figures, render_charts, vega_spec
 from dashboard.ui.state import manager, store
 from dashboard.views import charts, frames, plain
 
-__all__ = ["STATUS_COLORS", "render_run_panel"]
+__all__ = ["STATUS_COLORS", "render_run_panel", "start_warm_up"]
 
 _S = RunStatus
 STOP_WAIT_S = 1.5
@@ -53,7 +53,7 @@ _STAGE_LABELS = {
 
 def render_run_panel(run_id: str, *, key: str = "panel") -> None:
     """Show run ``run_id``; ``key`` prefixes element keys (one panel per key per page)."""
-    _start_warm_up()
+    start_warm_up()
     try:
         frame = live.live_frame(run_id, build_figures)
     except RunNotFound:
@@ -67,7 +67,9 @@ def render_run_panel(run_id: str, *, key: str = "panel") -> None:
     if frame.view.active:  # the pace sets the tick; a new fragment per pace is fine
         every = live.poll_interval(frame)
         st.fragment(_live_top, run_every=every)(run_id, key, every)
-        st.fragment(_live_charts, run_every=live.CHART_TICK_S)(run_id, key)
+        # Right after a Start the charts tick fast too: the first chart is what is awaited.
+        charts_every = every if every == live.FAST_TICK_S else live.CHART_TICK_S
+        st.fragment(_live_charts, run_every=charts_every)(run_id, key)
     else:
         _render(frame.view, key, frame.figures)
 
@@ -80,15 +82,19 @@ def _live_frame(run_id: str) -> live.LiveFrame:
     except RunNotFound:
         st.rerun()
     if not frame.view.active:
-        st.rerun()
+        st.rerun()  # once: the page re-renders the finished view, without polling
     return frame
 
 
 def _live_top(run_id: str, key: str, every: float) -> None:
     """Header, progress, Stop and tiles: the cheap part, every half epoch (1.5-4 s)."""
     frame = _live_frame(run_id)
-    if not every / 2 <= live.poll_interval(frame) <= every * 2:
-        st.rerun()  # the run's pace changed (pretraining -> BSQ): a new tick length
+    fast = every == live.FAST_TICK_S and live.run_age_s(frame.view) < live.FAST_UNTIL_S
+    if not fast and not every / 2 <= live.poll_interval(frame) <= every * 2:
+        # The run's pace changed (pretraining -> BSQ; the first seconds after a Start, which
+        # tick fast, are over): a new tick length. Not sooner: a full rerun on a busy
+        # machine would hold back the first charts (the charts fragment draws them).
+        st.rerun()
     _header(frame.view)
     _progress(frame.view, key)
     _tiles(frame.view)
@@ -285,7 +291,7 @@ def _warm_up() -> None:
 _warm_up_started = threading.Event()
 
 
-def _start_warm_up() -> None:
+def start_warm_up() -> None:
     """Warm the chart libraries once per process, from the first panel drawn (importing
     this module never starts a thread)."""
     if not _warm_up_started.is_set():
