@@ -1,21 +1,24 @@
-"""The run panel's charts: bits per layer, plane densities, the live per-step loss, epoch
-curves with their options, precision changes; CSV and PNG under every chart.
+"""The run panel's charts: bits per layer, plane densities, per-step curves (live from the
+job manager, or stored for an ended run), epoch curves with their options, precision
+changes; CSV and PNG under every chart.
 
 The figures with the default curve options are built once per (run, version) for every
 session (``build_figures``, called by ``live.live_frame``); a session that changed the
 options builds its own, only when an epoch, a snapshot or an event arrived (``_figures``); the
 per-step chart of a live run, whose data move every step, is rebuilt at most every
-``STEP_REBUILD_S``. A queued run has nothing to draw yet and says so.
+``STEP_REBUILD_S``, once for every session that keeps the default options. A queued run
+has nothing to draw yet and says so.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 
 import streamlit as st
 
 from bsq_engine.runs.status import RunStatus
-from dashboard.ui.accessors import RunView
+from dashboard.ui.accessors import RunView, color_of, planned_layers
 from dashboard.ui.chart_downloads import chart_downloads
 from dashboard.views import charts, curves, frames
 
@@ -23,16 +26,20 @@ __all__ = ["build_figures", "render_charts", "vega_spec"]
 
 _FIGURES = "run_panel.figures"  # session state: {panel key: (signature, figures, when, cost)}
 _STEPS = "run_panel.step_chart"  # session state: {panel key: (when, n points, spec)}
-_MIN_REBUILD_S, _MAX_REBUILD_S, STEP_REBUILD_S = 2.0, 6.0, 1.5
+_MIN_REBUILD_S, _MAX_REBUILD_S, STEP_REBUILD_S = 2.0, 6.0, 3.0
+# The default-options step chart of each live run, for every session: {run id: (when, n
+# points, spec, options)}. Specs are never mutated after they are stored.
+_SHARED_STEPS: dict[str, tuple] = {}
+_SHARED_LOCK = threading.Lock()
 _EPOCH_COLS = ["stage", "epoch", "global_epoch", "seconds"]
-X_CHOICES = {"epoch": "Epoch", "wall": "Wall-clock"}
+X_CHOICES = {"epoch": "Epoch", "step": "Step", "wall": "Wall-clock"}
 
 
 def vega_spec(chart) -> dict:
     """Altair chart -> Vega-Lite dict, once per rebuild (``st.altair_chart`` would convert
     and validate it again on every tick). Altair's default 300 px view size is dropped, as
     ``st.altair_chart`` does, so the chart fills its column."""
-    spec = chart.to_dict()
+    spec = chart.to_dict(validate=False)  # built by our own code: schema checks are CPU only
     view = spec.get("config", {}).get("view", {})
     for size in ("continuousWidth", "continuousHeight"):
         view.pop(size, None)
@@ -55,9 +62,11 @@ def build_figures(view: RunView, options: curves.CurveOptions | None = None) -> 
     calls it once per (run, version) for every session, with the default options."""
     ep, layers = view.epochs, view.layers
     options = curves.CurveOptions() if options is None else options
-    start_bits = int(view.config.get("n_bits") or 8)
+    start_bits, color = int(view.config.get("n_bits") or 8), color_of(view.run_id)
     figures = {
-        "bits": charts.bits_per_layer_chart(layers, start_bits=start_bits),
+        "bits": charts.bits_per_layer_chart(
+            layers, start_bits=start_bits, color=color, planned=_planned(view)
+        ),
         "density": charts.density_heatmap(layers, view.max_bits),
     }
     if len(ep):
@@ -65,7 +74,30 @@ def build_figures(view: RunView, options: curves.CurveOptions | None = None) -> 
         figures["acc"] = vega_spec(charts.accuracy_chart(ep, options))
     if len(ep) and ep["avg_bits"].notna().any():
         figures["avg"] = vega_spec(charts.bits_chart(ep))
+    if not view.active and len(view.steps):
+        figures.update(_series_figures(view.steps, options, color))
     return figures
+
+
+def _planned(view: RunView):
+    """The layers a run starts from, drawn while it starts and pretrains (known from its
+    config before the training process has taken a step)."""
+    if view.active and view.layers.empty and view.run.get("method") in ("bsq", "uniform"):
+        return planned_layers(view.config)
+    return None
+
+
+def _series_figures(steps, options: curves.CurveOptions, color: str) -> dict:
+    """A finished run's stored per-step curves: training loss (with the cross-entropy
+    under it when alpha x R makes them differ) and batch accuracy."""
+    differs = (steps["loss"] - steps["ce"]).abs().max() > 1e-9
+    losses = ["loss", "ce"] if differs else ["loss"]
+    return {
+        "series_loss": vega_spec(curves.series_chart(
+            steps, losses, options, "Training loss per step", "loss (nats)", color)),
+        "series_acc": vega_spec(curves.series_chart(
+            steps, ["batch_acc"], options, "Batch accuracy per step", "accuracy", color)),
+    }  # fmt: skip
 
 
 def _figures(view: RunView, key: str, options: curves.CurveOptions) -> dict:
@@ -94,12 +126,19 @@ def _figures(view: RunView, key: str, options: curves.CurveOptions) -> dict:
 
 
 def _step_chart(view: RunView, key: str, options: curves.CurveOptions) -> dict | None:
-    """The live per-step loss (from the job manager's snapshot: live runs only)."""
+    """The live per-step loss (from the job manager's snapshot: live runs only). With the
+    default options one spec per run serves every session (``_SHARED_STEPS``); a session
+    with its own options keeps its own in its session state."""
     steps = (view.snapshot or {}).get("steps") or []
     if len(steps) < 2:
         return None
-    cache = st.session_state.setdefault(_STEPS, {})
-    when, count, spec, old_options = cache.get(key, (0.0, 0, None, None))
+    shared = options == curves.CurveOptions()
+    if shared:
+        with _SHARED_LOCK:
+            when, count, spec, old_options = _SHARED_STEPS.get(view.run_id, (0.0, 0, None, None))
+    else:
+        cache = st.session_state.setdefault(_STEPS, {})
+        when, count, spec, old_options = cache.get(key, (0.0, 0, None, None))
     fresh = time.monotonic() - when < STEP_REBUILD_S or count == len(steps)
     if spec is not None and fresh and old_options == options:
         return spec
@@ -108,7 +147,13 @@ def _step_chart(view: RunView, key: str, options: curves.CurveOptions) -> dict |
         log_y=options.log_y,
     )  # fmt: skip
     spec = vega_spec(curves.step_chart(curves.step_frame(steps), step_options))
-    cache[key] = (time.monotonic(), len(steps), spec, options)
+    if shared:  # two sessions may build the same spec at once: harmless, the last one stays
+        with _SHARED_LOCK:
+            _SHARED_STEPS[view.run_id] = (time.monotonic(), len(steps), spec, options)
+            while len(_SHARED_STEPS) > 64:
+                _SHARED_STEPS.pop(next(iter(_SHARED_STEPS)))
+    else:
+        cache[key] = (time.monotonic(), len(steps), spec, options)
     return spec
 
 
@@ -135,6 +180,11 @@ def render_charts(view: RunView, key: str, shared: dict | None = None) -> None:
         st.plotly_chart(figures["density"], key=f"{key}-density", width="stretch")
         chart_downloads(figures["density"], lambda: frames.planes_long(view.layers, view.max_bits),
                         f"{name}-plane-density", f"{key}-density")  # fmt: skip
+    if "series_loss" in figures:
+        _series(view, key, figures)
+    elif not view.active:
+        st.caption("No per-step curves: this run was trained before they were recorded, "
+                   "or on Ray. Its epoch curves are below.")  # fmt: skip
     if view.active and (spec := _step_chart(view, key, options)) is not None:
         st.vega_lite_chart(spec=spec, key=f"{key}-steps", width="stretch")
         steps = (view.snapshot or {}).get("steps") or []
@@ -144,6 +194,14 @@ def render_charts(view: RunView, key: str, shared: dict | None = None) -> None:
         st.info("Epoch curves appear after the first epoch.")
         return
     _curves(view, key, figures)
+
+
+def _series(view: RunView, key: str, figures: dict) -> None:
+    left, right = st.columns(2)
+    for where, kind in ((left, "series_loss"), (right, "series_acc")):
+        with where:
+            st.vega_lite_chart(spec=figures[kind], key=f"{key}-{kind}", width="stretch")
+            chart_downloads(figures[kind], view.steps, f"{view.run_id}-steps", f"{key}-{kind}")
 
 
 def _curves(view: RunView, key: str, figures: dict) -> None:
