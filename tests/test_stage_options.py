@@ -116,3 +116,17 @@ def test_options_are_validated_and_off_by_default():
     assert type(config).from_dict(stored).max_msb_drop == 2
     old = {k: v for k, v in stored.items() if k not in ("max_msb_drop", "fixed_bn_scales")}
     assert type(config).from_dict(old).max_msb_drop is None  # runs stored before the options
+
+
+def test_cli_flags_set_the_options_and_are_refused_for_other_methods():
+    from bsq_engine.cli.parser import build_parser
+    from bsq_engine.cli.settings import config_from, overrides_of
+
+    args = build_parser().parse_args(
+        ["train", "--fixed-bn-scales", "--max-msb-drop", "2", "--alpha", "0.1"]
+    )
+    config = config_from("mlp", "digits", overrides_of(args))
+    assert config.fixed_bn_scales is True and config.max_msb_drop == 2
+    args = build_parser().parse_args(["train", "--method", "uniform", "--max-msb-drop", "2"])
+    with pytest.raises(ValueError, match="max-msb-drop"):
+        config_from("mlp", "digits", overrides_of(args))
