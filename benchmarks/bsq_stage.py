@@ -22,8 +22,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
+
+import candidates  # noqa: E402, F401  (registers the benchmark-only candidate models)
 
 from bsq_engine.core.quantize import quantized_layers  # noqa: E402
 from bsq_engine.training.callbacks import Callback  # noqa: E402

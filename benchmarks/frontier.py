@@ -28,8 +28,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
+
+import candidates  # noqa: E402, F401  (registers the benchmark-only candidate models)
 
 from bsq_engine.runs.stats import collapse_reason, differs, wilson_interval  # noqa: E402
 from bsq_engine.runs.sweep import _sweep_configs  # noqa: E402
