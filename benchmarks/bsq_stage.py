@@ -26,8 +26,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 
-import candidates  # noqa: E402, F401  (registers the benchmark-only candidate models)
-
 from bsq_engine.core.quantize import quantized_layers  # noqa: E402
 from bsq_engine.training.callbacks import Callback  # noqa: E402
 from bsq_engine.training.presets import make_config  # noqa: E402
@@ -90,20 +88,26 @@ def _trace(args, cache: Path) -> None:
         config = _config(args, args.alphas[0], args.seeds[0], extra)
         tracer = ScaleTrace()
         summary = Trainer(config, [tracer], cache_dir=cache).run()
-        print(f"{name}: alpha {config.alpha:g}, lr {config.lr:g}, final "
-              f"{100 * summary['accuracy']:.2f}% at {summary['compression'] or 0:.1f}x")
+        print(
+            f"{name}: alpha {config.alpha:g}, lr {config.lr:g}, final "
+            f"{100 * summary['accuracy']:.2f}% at {summary['compression'] or 0:.1f}x"
+        )
         for layer in tracer.steps[0]:
             series = [s[layer] for s in tracer.steps]
             start = series[0]
             blown = next((i for i, v in enumerate(series) if v > 100 * start), None)
-            print(f"  {layer:<8} start {start:.4g}  max {max(series):.4g}  "
-                  f"last {series[-1]:.4g}  >100x start at step "
-                  f"{'-' if blown is None else blown + 1} of {len(series)}")
+            print(
+                f"  {layer:<8} start {start:.4g}  max {max(series):.4g}  "
+                f"last {series[-1]:.4g}  >100x start at step "
+                f"{'-' if blown is None else blown + 1} of {len(series)}"
+            )
 
 
 def _compare(args, cache: Path) -> None:
-    print(f"{'variant':<28} {'alpha':>6} {'seed':>4} {'BSQ-end %':>9} {'final %':>8} "
-          f"{'x':>6}  bits  (CPU s)")
+    print(
+        f"{'variant':<28} {'alpha':>6} {'seed':>4} {'BSQ-end %':>9} {'final %':>8} "
+        f"{'x':>6}  bits  (CPU s)"
+    )
     for name, extra in [_variant(v) for v in (args.variant or ["base"])]:
         for alpha in args.alphas:
             for seed in args.seeds:
@@ -112,13 +116,18 @@ def _compare(args, cache: Path) -> None:
                 s = Trainer(config, cache_dir=cache).run()
                 bits = "/".join(str(layer["n_bits"]) for layer in s["layers"])
                 stage = s["quant_stage_accuracy"]
-                print(f"{name:<28} {config.alpha:>6g} {seed:>4} {100 * stage:>9.2f} "
-                      f"{100 * s['accuracy']:>8.2f} {s['compression'] or 0:>6.1f}  {bits}  "
-                      f"({time.process_time() - cpu0:.0f})", flush=True)
+                print(
+                    f"{name:<28} {config.alpha:>6g} {seed:>4} {100 * stage:>9.2f} "
+                    f"{100 * s['accuracy']:>8.2f} {s['compression'] or 0:>6.1f}  {bits}  "
+                    f"({time.process_time() - cpu0:.0f})",
+                    flush=True,
+                )
     print(f"float model: {100 * s['float_accuracy']:.2f}% (test set {s['test_size']})")
 
 
 def main(argv=None) -> int:
+    import candidates  # noqa: F401  (registers benchmark-only models; here, not at import)
+
     args = _parse(argv)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:

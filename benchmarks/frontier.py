@@ -32,8 +32,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 
-import candidates  # noqa: E402, F401  (registers the benchmark-only candidate models)
-
 from bsq_engine.runs.stats import collapse_reason, differs, wilson_interval  # noqa: E402
 from bsq_engine.runs.sweep import _sweep_configs  # noqa: E402
 from bsq_engine.training.config import describe_method  # noqa: E402
@@ -196,6 +194,8 @@ def _print(rows, verdicts) -> None:
 
 
 def main(argv=None) -> int:
+    import candidates  # noqa: F401  (registers benchmark-only models; here, not at import)
+
     args = _parse(argv)
     torch.set_num_threads(max(args.threads, 1))
     configs = _configs(args)

@@ -3,6 +3,7 @@ scales. Both are off by default, so the paper's method stays the default."""
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 
 from bsq_engine.core.functional import int_to_planes, planes_to_int
-from bsq_engine.core.quantize import BSQConfig, prepare_bsq, quantized_layers, requantize_
+from bsq_engine.core.quantize import prepare_bsq, quantized_layers, requantize_
 from bsq_engine.models import create_model
 from bsq_engine.training.callbacks import Callback
 from bsq_engine.training.config import ConfigError
@@ -80,7 +81,8 @@ class _Scales(Callback):
 
     def on_step_end(self, trainer, step):
         if step["stage"] == "bsq":
-            self.bsq.append({n: float(m.scale.detach()) for n, m in quantized_layers(trainer.model)})
+            layers = quantized_layers(trainer.model)
+            self.bsq.append({n: float(m.scale.detach()) for n, m in layers})
 
     def on_requantize(self, trainer, events):
         self.bsq.append("requantized")
@@ -98,7 +100,7 @@ def test_fixed_bn_scales_only_change_at_requantization(fixed):
     scales = _Scales()
     Trainer(config, [scales]).run()
     steps = scales.bsq
-    between = [(a, b) for a, b in zip(steps, steps[1:]) if "requantized" not in (a, b)]
+    between = [(a, b) for a, b in itertools.pairwise(steps) if "requantized" not in (a, b)]
     assert between
     moved = {n for a, b in between for n in a if a[n] != b[n]}
     assert ("fc1" in moved and "fc2" in moved) is not fixed

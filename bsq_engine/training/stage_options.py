@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from torch import nn
 
 from bsq_engine.core.layers import BitLayer
@@ -31,7 +33,7 @@ def bn_followed(model: nn.Module) -> list[str]:
     because the BatchNorm must also have as many features as the layer has outputs."""
     modules = [(n, m) for n, m in model.named_modules() if not list(m.children())]
     found = []
-    for (name, layer), (_, after) in zip(modules, modules[1:]):
+    for (name, layer), (_, after) in itertools.pairwise(modules):
         if isinstance(layer, BitLayer) and isinstance(after, _NORMS):
             outputs = getattr(layer, "out_features", None) or getattr(layer, "out_channels", 0)
             if after.num_features == outputs:
