@@ -8,6 +8,9 @@ Chromium (Playwright) and measures, in this order:
 - **Start training** on the default config: the time from the click to the run panel
   (progress bar), to the first live curve (any loss point drawn), to the first **Bits per
   layer** bars with data, and ``start_to_first_chart_s``, the earlier of the two charts;
+- the parts of Start -> first curve, from the store's timestamps of that run
+  (``part_*``): click -> job submitted -> training process running -> first step -> curve
+  drawn;
 - page switches (Runs and back to Train) while that run trains and with nothing training;
 - **within-epoch progress cadence** (``--lenet``, default on when Fashion-MNIST is on
   disk): LeNet-5 on Fashion-MNIST is started from the form and the progress bar's text is
@@ -96,7 +99,7 @@ def _switch_times(page, rounds: int) -> list[float]:
 
 
 def _start_default(page) -> dict:
-    start = time.perf_counter()
+    clicked_at, start = time.time(), time.perf_counter()
     page.get_by_role("button", name="Start training").click()
     page.locator('[data-testid="stProgress"]').first.wait_for()
     panel = time.perf_counter() - start
@@ -106,8 +109,35 @@ def _start_default(page) -> dict:
         bars = time.perf_counter() - start + _until(page, _BARS_JS)
     first = time.perf_counter() - start  # upper bound; refined below
     return {"start_to_panel_s": panel, "start_to_first_curve_s": curve,
-            "start_to_first_bits_chart_s": bars,
+            "start_to_first_bits_chart_s": bars, "clicked_at": clicked_at,
             "start_to_first_chart_s": min(curve, bars, first)}  # fmt: skip
+
+
+def _start_parts(db: Path, start: dict) -> dict:
+    """Start -> first chart in parts, from the store's timestamps of the run just started:
+    the click's script run up to the job's submission (``created_at``), the training
+    process taking it (``started_at``: set once its imports are done), its first step
+    (the first stored step point: data load, model, one step), then the live buffer, the
+    panel's next tick and the browser drawing the chart."""
+    conn = sqlite3.connect(db)
+    run_id, created, started = conn.execute(
+        "SELECT run_id, created_at, started_at FROM runs ORDER BY created_at DESC LIMIT 1"
+    ).fetchone()
+    first = conn.execute("SELECT MIN(time) FROM step_points WHERE run_id = ?", (run_id,))
+    first_step = first.fetchone()[0]
+    conn.close()
+    clicked = start.pop("clicked_at")
+    curve_at = clicked + start["start_to_first_curve_s"]
+    parts = {
+        "part_click_to_submit_s": created - clicked,
+        "part_submit_to_training_process_s": (started or created) - created,
+        "part_training_to_first_step_s": None,
+        "part_first_step_to_curve_s": None,
+    }
+    if first_step is not None and started is not None:
+        parts["part_training_to_first_step_s"] = first_step - started
+        parts["part_first_step_to_curve_s"] = curve_at - first_step
+    return parts
 
 
 _ENDED_JS = """() => /did not finish|Finished in/.test(document.body.innerText)"""
@@ -171,7 +201,9 @@ def measure(rounds: int, lenet: bool, watch: float) -> dict:
             result["first_visit_max_s"] = max(firsts.values())
             idle = _switch_times(page, rounds)
             _visit(page, "Train", "Train")
-            result.update(_start_default(page))
+            started = _start_default(page)
+            page.wait_for_timeout(2500)  # the first step points reach the store (2 s flush)
+            result.update(started, **_start_parts(home / "runs.db", started))
             busy = _switch_times(page, rounds)
             if lenet:  # one worker: stop the default run so LeNet-5 starts at once
                 running = (

@@ -131,7 +131,7 @@ def test_finished_run_offers_its_exports():
     charts = sum(
         len(at.get(k)) for k in ("plotly_chart", "arrow_vega_lite_chart", "vega_lite_chart")
     )
-    assert labels.count("CSV") == charts == 5  # every chart: its data as CSV, and a PNG
+    assert labels.count("CSV") == charts == 7  # every chart (2 per-step): its CSV, and a PNG
     assert labels.count("PNG") in (0, charts)  # PNG needs the optional kaleido/vl-convert
     at = open_page("pages/runs.py", run=run_id)  # files exist now: no second export step
     assert len([d for d in at.get("download_button") if d.label not in ("CSV", "PNG")]) == 5

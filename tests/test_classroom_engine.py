@@ -311,7 +311,11 @@ def test_process_worker_trains_streams_and_stops(bsq_home, tiny_config):
         _wait_for(lambda: len((manager.snapshot(long) or {}).get("epochs", [])) >= 3, 180)
         v = manager.version(long)
         _wait_for(lambda: manager.version(long) != v, 60)  # epochs stream from the child
-        snap = manager.snapshot(long)  # steps too: progress within the epoch
+        # steps too: progress within the epoch (an epoch's end clears it until the next step)
+        snaps = []
+        _wait_for(lambda: snaps.append(manager.snapshot(long) or {}) or snaps[-1].get(
+            "step_in_epoch"), 60)  # fmt: skip
+        snap = snaps[-1]
         assert snap["steps"] and snap["steps_in_epoch"] and snap["step_in_epoch"]
         started = time.monotonic()
         manager.stop(long)

@@ -67,6 +67,25 @@ def test_fused_values_and_gradients_equal_the_plain_path(shape, n_bits, use_weig
         assert torch.equal(g_f[2], torch.zeros(()))
 
 
+def test_fused_weight_in_channels_last_and_without_norms_equals_the_plain_path():
+    pos, neg, scale = _continuous_planes((6, 3, 3, 3), 5, seed=4)
+    upstream = torch.randn(6, 3, 3, 3).contiguous(memory_format=torch.channels_last)
+    plain_w = from_bit_planes(pos, neg, scale)
+    plain_w.backward(upstream)
+    plain_grads = [t.grad.clone() for t in (pos, neg, scale)]
+    for t in (pos, neg, scale):
+        t.grad = None
+    w, norms = weight_and_group_norms(
+        pos, neg, scale, with_norms=False, memory_format=torch.channels_last
+    )
+    assert norms is None
+    assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+    assert torch.equal(w.detach(), plain_w.detach())
+    w.backward(upstream)
+    for fused, plain in zip((pos.grad, neg.grad, scale.grad), plain_grads):
+        assert torch.allclose(fused, plain, rtol=1e-5, atol=1e-6)
+
+
 def _resnet(fused: bool, channels_last: bool = False):
     torch.manual_seed(0)
     model = create_model("resnet20", in_channels=3, num_classes=10, image_size=16)
@@ -195,3 +214,18 @@ def test_regularizer_after_requantization_without_a_forward_uses_the_new_planes(
             layer.fused = False
     value = float(bit_group_lasso(model).detach())
     assert value == pytest.approx(float(bit_group_lasso(plain).detach()), rel=1e-6)
+
+
+def test_a_step_without_regularizer_skips_the_norms_and_the_regularizer_still_computes():
+    from bsq_engine.training.fast_path import step_forward
+
+    model = _resnet(True)
+    x, y = torch.randn(2, 3, 16, 16), torch.randint(0, 10, (2,))
+    _, _, reg = step_forward(model, torch.contiguous_format, use_reg=False)(x, y)
+    assert reg is None
+    layers = [m for m in model.modules() if isinstance(m, BitLayer)]
+    assert all(not layer.fused_norms for layer in layers)
+    assert "SqrtBackward0" in _node_names(bit_group_lasso(model))  # computed, not cached
+    _, _, reg = step_forward(model, torch.contiguous_format, use_reg=True)(x, y)
+    assert all(layer.fused_norms for layer in layers)
+    assert "PlanesToWeightBackward" in _node_names(reg)  # the forward's norms again

@@ -106,7 +106,29 @@ def test_planes_to_value_uses_pos_minus_neg():
     assert planes_to_value(pos, neg).tolist() == pytest.approx([5 / 7, -3 / 7])
 
 
+def test_planes_to_value_equals_the_difference_form_to_rounding():
+    gen = torch.Generator().manual_seed(3)
+    pos, neg = 2 * torch.rand(50, 4, 6, generator=gen), 2 * torch.rand(50, 4, 6, generator=gen)
+    plain = (pos - neg) @ place_values(6)  # the method's formula, one (N, n) temporary
+    assert planes_to_value(pos, neg).shape == (50, 4)
+    assert torch.allclose(planes_to_value(pos, neg), plain, rtol=0, atol=1e-6)
+
+
 # ------------------------------------------------------------ straight-through
+
+
+@pytest.mark.parametrize("n_bits", [1, 2, 4, 8])
+def test_sign_magnitude_equals_the_method_formula_bit_for_bit(n_bits):
+    """``round(clamp(x) * L) / L`` against ``sign(x) * round(|x| * L) / L`` (section 1),
+    on exact ties ``(k + 1/2) / L`` of both signs, zeros, clamped values and noise."""
+    levels = float(2**n_bits - 1)
+    ties = (torch.arange(-levels, levels + 1) + 0.5) / levels
+    gen = torch.Generator().manual_seed(n_bits)
+    x = torch.cat([ties, torch.tensor([0.0, -0.0, 1.0, -1.0, 1.5, -9.0, 1e-9, -1e-9]),
+                   4 * torch.rand(2000, generator=gen) - 2])  # fmt: skip
+    clamped = x.clamp(-1.0, 1.0)
+    method = torch.sign(clamped) * torch.round(clamped.abs() * levels) / levels
+    assert torch.equal(quantize_unit(x, n_bits), method)
 
 
 def test_quantize_unit_values_and_clamp():

@@ -6,14 +6,22 @@ import pytest
 import torch
 
 from bsq_engine.core.layers import BitLayer, QuantLayer
-from bsq_engine.core.quantize import apply_layer_meta_, layer_meta, memory_weights, scheme_summary
+from bsq_engine.core.quantize import (
+    apply_layer_meta_,
+    bit_report,
+    layer_meta,
+    memory_weights,
+    scheme_summary,
+)
 from bsq_engine.data import get_dataset_info
+from bsq_engine.models import list_models
 from bsq_engine.training.float_cache import FloatCache
 from bsq_engine.training.presets import make_config
 from bsq_engine.training.run_model import (
     build_model,
     model_from_checkpoint,
     model_shape,
+    planned_layers,
     pretrained_model,
     shape_of,
 )
@@ -98,3 +106,16 @@ def test_memory_weights_sum_to_the_average_bits():
     assert weights == [layer["n_weights"] * layer["n_bits"] / total for layer in layers]
     assert sum(weights) == pytest.approx(scheme_summary(model)["avg_bits"])
     assert memory_weights([]) == []
+
+
+@pytest.mark.parametrize("model", list_models())
+@pytest.mark.parametrize("method", ["bsq", "uniform"])
+def test_planned_layers_are_the_layers_the_quantized_stage_reports(model, method):
+    """What the panel draws before the first step is what BSQ starts from: same names,
+    sizes and starting bits as ``bit_report`` of the run's model in its quantized stage."""
+    config = make_config(model, "cifar10" if model.startswith("resnet") else "digits",
+                         method=method, uniform_bits=4)  # fmt: skip
+    built = bit_report(build_model(config, shape_of(config), config.stages[1]), config.max_bits)
+    keys = ("name", "n_bits", "n_weights", "msb_offset", "kind")
+    assert planned_layers(config) == [{k: r[k] for k in keys} for r in built]
+    assert {r["n_bits"] for r in planned_layers(config)} == {8 if method == "bsq" else 4}

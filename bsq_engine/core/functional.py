@@ -6,13 +6,17 @@ bit position, **MSB first**: plane ``b`` has place value ``2**(n_bits - 1 - b) /
 
 The planes are *stored* in exactly this layout (dense, last dimension fastest) on every
 device and in every memory format: a model converted to ``channels_last`` keeps its planes
-as they are and computes its effective weight in the format of its input (see ``layers``);
-that weight is 1/16 of the planes' size, so re-laying it out is cheap. (A plane-major
-storage layout was not tried.)
+as they are and computes its effective weight in the format of its input (see ``layers``;
+the fused node writes it there directly). (A plane-major storage layout was not tried.)
 
 Everything here is a small pure function; the straight-through estimators are two tiny
 ``autograd.Function``s (``RoundSTE``, and ``PlanesToWeight``, which fuses the weight and the
 regularizer's group norms into one node).
+
+Cost: on the CPU every pass over the planes is memory-bound (ResNet-20 at 8 bits: 2 x 2.1 M
+floats, 17 MB), so the code here counts passes: ``v`` by two mat-vecs (no ``pos - neg``
+temporary), the sign-magnitude rounding in place on a ``(N,)`` vector, the plane gradients
+in the fewest eager kernels measured (see ``PlanesToWeight.backward``).
 """
 
 from __future__ import annotations
@@ -59,8 +63,10 @@ class RoundSTE(torch.autograd.Function):
 
 
 def _sign_magnitude(x: torch.Tensor, levels: float) -> torch.Tensor:
-    x = x.clamp(-1.0, 1.0)
-    return torch.sign(x) * torch.round(x.abs() * levels) / levels
+    # sign(x) * round(|x| * L) / L written as round(x * L) / L: the same values bit for bit
+    # (negation is exact and round-half-to-even is symmetric), in 4 kernels instead of 7.
+    # clamp gives a fresh tensor, so the rest runs in place on it.
+    return x.clamp(-1.0, 1.0).mul_(levels).round_().div_(levels)
 
 
 def round_ste(x: torch.Tensor, step: float | torch.Tensor = 1.0) -> torch.Tensor:
@@ -122,7 +128,14 @@ def planes_to_value(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     """
     n_bits = pos.shape[-1]
     place = _place(n_bits, pos.device, pos.dtype)  # (n,)
-    return (pos - neg) @ place  # (*S,)
+    return _value_2d(pos.reshape(-1, n_bits), neg.reshape(-1, n_bits), place).view(pos.shape[:-1])
+
+
+def _value_2d(pos2: torch.Tensor, neg2: torch.Tensor, place: torch.Tensor) -> torch.Tensor:
+    """``pos2 @ place - neg2 @ place`` for ``(N, n)`` planes: two mat-vecs, no ``(N, n)``
+    temporary for ``pos - neg`` (the fused and the plain path share it, so their weights
+    stay bit-identical)."""
+    return torch.addmv(pos2 @ place, neg2, place, alpha=-1)  # (N,)
 
 
 def int_to_planes(q: torch.Tensor, n_bits: int) -> torch.Tensor:
@@ -237,36 +250,49 @@ class PlanesToWeight(torch.autograd.Function):
     """``(pos, neg, scale) -> (W, group norms)`` as one autograd node (the fused path).
 
     Forward: the same arithmetic as :func:`from_bit_planes` (so ``W`` is bit-identical to
-    it) and the per-plane norms of :func:`plane_group_norm`, saving (besides the planes
-    themselves) only the ``(N,)`` quantized unit weight and the ``(n,)`` norms. Backward
-    writes each plane gradient once: ``outer(s * dW, place)`` (both straight-through
-    estimators of section 1) plus the group Lasso term ``d_norm * plane / norm``. The plain
-    path builds about ten autograd nodes per layer and keeps plane-sized temporaries; on
-    ResNet-20's planes its forward + backward measured 1.8x the CPU time of this node's.
+    it) and, when ``with_norms``, the per-plane norms of :func:`plane_group_norm` (else
+    ``None``), saving (besides the planes themselves) only the ``(N,)`` quantized unit
+    weight and the ``(n,)`` norms. ``W`` is written directly in ``memory_format`` (the
+    conv's ``channels_last``: one kernel instead of a product and a re-layout copy).
+    Backward writes each plane gradient once: ``outer(s * dW, place)`` (both
+    straight-through estimators of section 1) plus the group Lasso term
+    ``d_norm * plane / norm``. The plain path builds about ten autograd nodes per layer and
+    keeps plane-sized temporaries; on ResNet-20's planes its forward + backward measured
+    1.8x the CPU time of this node's.
     """
 
     @staticmethod
-    def forward(ctx, pos, neg, scale, eps: float):
+    def forward(ctx, pos, neg, scale, eps: float, with_norms=True, memory_format=None):
         n_bits = pos.shape[-1]
         pos2, neg2 = pos.reshape(-1, n_bits), neg.reshape(-1, n_bits)  # (N, n) views
         place = _place(n_bits, pos.device, pos.dtype)  # (n,)
-        unit = _sign_magnitude((pos2 - neg2) @ place, float(2**n_bits - 1))  # (N,)
-        # per-plane sums of squares; vecdot over the (n, N) view measured a little faster
-        # than square().sum(0) on ResNet-20's planes (CPU time, 1 thread)
-        sq = torch.linalg.vecdot(pos2.T, pos2.T) + torch.linalg.vecdot(neg2.T, neg2.T)  # (n,)
-        norms = torch.sqrt(eps + sq)  # (n,)
+        unit = _sign_magnitude(_value_2d(pos2, neg2, place), float(2**n_bits - 1))  # (N,)
+        norms = None
+        if with_norms:
+            # per-plane sums of squares; vecdot over the (n, N) view measured a little
+            # faster than square().sum(0) on ResNet-20's planes (CPU time, 1 thread)
+            sq = torch.linalg.vecdot(pos2.T, pos2.T) + torch.linalg.vecdot(neg2.T, neg2.T)
+            norms = torch.sqrt(eps + sq)  # (n,)
         ctx.save_for_backward(pos2, neg2, scale, place, unit, norms)
         ctx.set_materialize_grads(False)
         ctx.plane_shape = pos.shape
-        return scale * unit.view(pos.shape[:-1]), norms
+        unit = unit.view(pos.shape[:-1])  # S
+        if memory_format is None:
+            return scale * unit, norms
+        weight = torch.empty_like(unit, memory_format=memory_format)
+        return torch.mul(unit, scale, out=weight), norms
 
     @staticmethod
     def backward(ctx, grad_w, grad_norms):
         pos2, neg2, scale, place, unit, norms = ctx.saved_tensors
         grad_pos = grad_neg = grad_scale = None
         if grad_w is not None:
-            g = grad_w.reshape(-1)  # (N,); a copy when W was used in channels_last
-            grad_pos = torch.outer(g * scale, place)  # (N, n)
+            g = grad_w.reshape(-1)  # (N,); a copy when W is channels_last
+            # outer(s * dW, place) as a k = 1 matrix product: the same products, and BLAS
+            # wrote them faster than torch.outer's broadcast multiply (CPU, cold caches)
+            grad_pos = torch.mm((g * scale).unsqueeze(1), place.unsqueeze(0))  # (N, n)
+            # measured against an outer with -place, torch.addcmul(pos2 * lasso, ...), addr
+            # and addmm with diag(lasso): negating the product is the cheapest second term
             grad_neg = -grad_pos
             if ctx.needs_input_grad[2]:
                 grad_scale = torch.dot(unit, g)
@@ -280,17 +306,21 @@ class PlanesToWeight(torch.autograd.Function):
         shape = ctx.plane_shape
         grad_pos = None if grad_pos is None else grad_pos.view(shape)
         grad_neg = None if grad_neg is None else grad_neg.view(shape)
-        return grad_pos, grad_neg, grad_scale, None
+        return grad_pos, grad_neg, grad_scale, None, None, None
 
 
-def weight_and_group_norms(pos, neg, scale, eps: float = EPS):
+def weight_and_group_norms(
+    pos, neg, scale, eps: float = EPS, with_norms: bool = True, memory_format=None
+):
     """``(W, norms)``: :func:`from_bit_planes` and :func:`plane_group_norm` in one node.
 
     Values equal the two plain functions'; gradients equal theirs to float rounding.
+    ``with_norms=False`` skips the norms (``None``; a step without the regularizer);
+    ``memory_format`` lays ``W`` out in that format (the default: the planes' own order).
 
     >>> pos, neg, s = to_bit_planes(torch.tensor([0.3, -1.0]), 2)
     >>> w, norms = weight_and_group_norms(pos, neg, s, eps=0.0)
     >>> w.tolist(), norms.tolist()
     ([0.3333333432674408, -1.0], [1.0, 1.4142135381698608])
     """
-    return PlanesToWeight.apply(pos, neg, scale, eps)
+    return PlanesToWeight.apply(pos, neg, scale, eps, with_norms, memory_format)

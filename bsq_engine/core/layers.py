@@ -14,18 +14,21 @@ Every layer has a real ``__init__`` taking its float twin's arguments plus ``n_b
 
 Memory format: ``model.to(memory_format=torch.channels_last)`` works on BSQ models. The
 planes keep their dense ``(*S, n_bits)`` layout (only device and dtype apply to them); a
-conv computes its effective weight in the memory format of its input, so activations and
-weights are both ``channels_last`` once the input is.
+conv computes its effective weight in the memory format of its input (the fused node writes
+it there directly), so activations and weights are both ``channels_last`` once the input is.
 
 Fused path: in a training forward (gradients enabled) a ``BitLayer`` computes its weight and
 its regularizer group norms in one autograd node (``functional.PlanesToWeight``) and keeps
 the norms for :func:`bsq_engine.core.regularizer.bit_group_lasso`, so the planes are read in
 one place and their gradient is written once. ``fused = False`` selects the plain path
 (separate weight and regularizer graphs); both give the same values and gradients.
+``fused_norms = False`` (set by ``training.fast_path.step_forward`` when alpha is 0) skips
+the norms in that node; the regularizer then computes them if it is called anyway.
 """
 
 from __future__ import annotations
 
+import math
 import weakref
 
 import torch
@@ -65,6 +68,9 @@ class BitLayer(_WeightOp):
     """A layer whose weight lives in ``pos_planes`` / ``neg_planes`` (``(*S, n_bits)``)."""
 
     fused = True  # class default; set False on an instance for the plain path
+    # False: a fused training forward skips the group norms (a step without the
+    # regularizer, alpha = 0); training.fast_path.step_forward sets it per epoch
+    fused_norms = True
 
     def _init_from(self, template: nn.Module, n_bits: int) -> None:
         self._adopt_geometry(template)
@@ -110,7 +116,7 @@ class BitLayer(_WeightOp):
 
     @property
     def n_weights(self) -> int:
-        return self.pos_planes[..., 0].numel()
+        return math.prod(self.pos_planes.shape[:-1])
 
     def value(self) -> torch.Tensor:
         """The continuous value ``v`` encoded by the planes (shape of the weight)."""
@@ -123,8 +129,13 @@ class BitLayer(_WeightOp):
         if not (self.fused and torch.is_grad_enabled() and self.pos_planes.requires_grad):
             return self._op(x, self.effective_weight())
         pos, neg = self.pos_planes, self.neg_planes
-        weight, norms = weight_and_group_norms(pos, neg, self.scale)
-        _FORWARD_NORMS[self] = (pos, neg, pos._version, neg._version, norms)
+        weight, norms = weight_and_group_norms(
+            pos, neg, self.scale, with_norms=self.fused_norms, memory_format=self._format(x)
+        )
+        if norms is not None:
+            _FORWARD_NORMS[self] = (pos, neg, pos._version, neg._version, norms)
+        else:  # never hand the regularizer an older forward's norms
+            _FORWARD_NORMS.pop(self, None)
         return self._op(x, weight)
 
     def group_norms(self, eps: float = EPS) -> torch.Tensor:

@@ -34,6 +34,7 @@ __all__ = [
     "quantized_layers",
     "requantize_",
     "scheme_summary",
+    "selected_layers",
     "to_fixed_",
 ]
 
@@ -118,6 +119,12 @@ def _candidates(
     if config.skip_last and found:
         found = found[:-1]
     return [(n, m) for n, m in found if _is_selected(n, config)]
+
+
+def selected_layers(model: nn.Module, config: BSQConfig) -> list[tuple[str, nn.Module]]:
+    """``(name, layer)`` of the float ``Conv2d`` / ``Linear`` layers ``prepare_bsq`` and
+    ``prepare_uniform`` would swap (after ``skip_first`` / ``skip_last`` and the filter)."""
+    return _candidates(model, BSQ_LAYER_MAP, config)
 
 
 def _set_module(model: nn.Module, name: str, new: nn.Module) -> nn.Module:

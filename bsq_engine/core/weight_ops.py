@@ -83,12 +83,17 @@ class _ConvOp:
         )
         self._pad = conv._reversed_padding_repeated_twice
 
+    @staticmethod
+    def _format(x: torch.Tensor) -> torch.memory_format | None:
+        """``channels_last`` when the input is in it (the fast format follows the
+        activations), else ``None``: the weight keeps its natural layout."""
+        channels_last = torch.channels_last
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=channels_last):
+            return channels_last
+        return None
+
     def _op(self, x, weight):
-        if (
-            x.dim() == 4
-            and not x.is_contiguous()
-            and x.is_contiguous(memory_format=torch.channels_last)
-        ):  # the fast format follows the activations
+        if self._format(x) is torch.channels_last:  # a no-op for a weight built in it
             weight = weight.contiguous(memory_format=torch.channels_last)
         if self.padding_mode != "zeros":  # reflect / replicate / circular, as nn.Conv2d does
             x = F.pad(x, self._pad, mode=self.padding_mode)
@@ -117,6 +122,10 @@ class _LinearOp:
 
     def _adopt_geometry(self, linear: nn.Linear) -> None:
         self.in_features, self.out_features = linear.in_features, linear.out_features
+
+    @staticmethod
+    def _format(x: torch.Tensor) -> None:
+        return None  # a linear weight has one layout
 
     def _op(self, x, weight):
         return F.linear(x, weight, self.bias)

@@ -7,6 +7,7 @@ folders (Debian's dataset-fashion-mnist package), then the download folder
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 from collections.abc import Callable
@@ -63,6 +64,15 @@ def _load_digits(root: Path | None, download: bool, image_size: int | None) -> R
     train_idx, test_idx = torch.from_numpy(train_idx), torch.from_numpy(test_idx)
     names = tuple(str(i) for i in range(10))
     return RawSplits(x[train_idx], y[train_idx], x[test_idx], y[test_idx], names)
+
+
+def warm_imports() -> None:
+    """Import the default dataset's loader dependencies now (scikit-learn takes seconds):
+    a process that waits for a run (``runs.worker_process.WarmChild``) calls this first, so
+    the run's data load does not pay the import."""
+    with contextlib.suppress(ImportError):
+        import sklearn.datasets
+        import sklearn.model_selection  # noqa: F401
 
 
 def _probe_digits(root: Path | None) -> tuple[bool, str]:

@@ -34,14 +34,8 @@ from bsq_engine.runs.status import ACTIVE, RESUMABLE, RunStatus
 from bsq_engine.runs.store import RunStore, default_home
 from bsq_engine.training.config import RunConfig
 
-__all__ = [
-    "TORCH_THREADS_ENV",
-    "JobManager",
-    "LiveBufferCallback",
-    "QueueFull",
-    "get_manager",
-    "release_manager",
-]
+__all__ = ["TORCH_THREADS_ENV", "JobManager", "LiveBufferCallback", "QueueFull", "get_manager",
+           "release_manager"]  # fmt: skip
 
 
 @dataclass
@@ -60,10 +54,13 @@ class JobManager:
     ``worker``: "thread" trains in this process; "process" in one child process per run.
     ``max_queued_per_owner``: how many not-yet-running runs one owner may queue (None: no
     cap); runs started without an owner (tests, the CLI's sweeps) are never capped.
+    ``prestart``: with process workers, keep one child ready with torch imported (a
+    ``worker_process.WarmChild``), so a Start does not wait seconds for the imports.
     """
 
     def __init__(self, home=None, max_concurrent: int | None = None, torch_threads=None, *,
-                 worker: str = "thread", max_queued_per_owner: int | None = None):  # fmt: skip
+                 worker: str = "thread", max_queued_per_owner: int | None = None,
+                 prestart: bool = False):  # fmt: skip
         self.store = RunStore(home)
         cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
         self.max_concurrent = max_concurrent or max(1, cuda)  # one per GPU; CPU: one
@@ -80,6 +77,8 @@ class JobManager:
         self._jobs: dict[str, _Job] = {}  # queued + running, owned by this manager
         self._workers: list[threading.Thread] = []
         self._closed = False
+        self._prestart, self._warm = prestart and worker == "process", None  # a WarmChild
+        self._keep_warm()
 
     # -- public API ---------------------------------------------------------------------
 
@@ -93,9 +92,8 @@ class JobManager:
         if callbacks and self.worker == "process":
             raise ValueError("Callbacks run in the worker thread; use worker='thread' for them.")
         self.check_queue_room(owner, 1)
-        run_id = self.store.create_run(
-            config.to_dict(), name=name or config.name, sweep_id=sweep_id, owner=owner
-        )
+        run_id = self.store.create_run(config.to_dict(), name=name or config.name,
+                                       sweep_id=sweep_id, owner=owner)  # fmt: skip
         self._enqueue(run_id, False, callbacks)
         return run_id
 
@@ -128,9 +126,8 @@ class JobManager:
                 raise ValueError(f"Run {run_id!r} is already queued or running.")
         status = self.store.get_run(run_id)["status"]
         if status not in RESUMABLE:
-            raise ValueError(
-                f"Run {run_id!r} is {status}; only interrupted, stopped or failed runs resume."
-            )
+            raise ValueError(f"Run {run_id!r} is {status}; only interrupted, stopped or failed "
+                             "runs resume.")  # fmt: skip
         runner.load_resume_point(self.store, run_id)
         self.store.set_status(run_id, RunStatus.QUEUED)
         self._enqueue(run_id, True, callbacks)
@@ -210,11 +207,12 @@ class JobManager:
                 del self._jobs[job.run_id]
             for job in self._jobs.values():
                 job.stop_event.request(shutdown=True)  # interrupted, not "stopped by the user"
+            warm, self._warm = self._warm, None
             self._cond.notify_all()
+        if warm is not None:
+            warm.close()
         for job in queued:
-            self._end(
-                job.run_id, RunStatus.STOPPED, "Stopped before it started: the app shut down."
-            )
+            self._end(job.run_id, RunStatus.STOPPED, "Stopped before it started: app shut down.")
         deadline = time.monotonic() + timeout
         for worker in self._workers:
             worker.join(max(0.0, deadline - time.monotonic()))
@@ -235,9 +233,8 @@ class JobManager:
             self._queue.append(job)
             while len(self._workers) < self.max_concurrent:  # started lazily, kept for life
                 index = len(self._workers)
-                worker = threading.Thread(
-                    target=self._work, args=(index,), name=f"bsq-worker-{index}", daemon=True
-                )
+                worker = threading.Thread(target=self._work, args=(index,), daemon=True,
+                                          name=f"bsq-worker-{index}")  # fmt: skip
                 self._workers.append(worker)
                 worker.start()
             self._cond.notify_all()
@@ -266,6 +263,7 @@ class JobManager:
                 with self._cond:
                     self._jobs.pop(job.run_id, None)
                     self._cond.notify_all()
+                self._keep_warm()  # after the run, not during: its imports would slow it
 
     def _still_queued(self, run_id: str) -> bool:
         """The CLI may stop (or delete) a run queued here; the store then says so."""
@@ -282,13 +280,22 @@ class JobManager:
             )  # fmt: skip
             return
         cuda = index % torch.cuda.device_count() if torch.cuda.is_available() else None
+        with self._cond:
+            warm, self._warm = self._warm, None
         code = worker_process.run_in_child(
             self.store.home, job.run_id, resume=job.resume, live=job.live,
             stop_event=job.stop_event, torch_threads=self.torch_threads, cuda_index=cuda,
+            warm=warm,
         )  # fmt: skip
         if code != 0:  # crashed before recording an outcome (killed, out of memory...)
             message = f"The training process exited with code {code}; see the server log."
             self._end(job.run_id, RunStatus.FAILED, message)
+
+    def _keep_warm(self) -> None:
+        """Spawn the next waiting child if none is ready (``prestart`` only)."""
+        with self._cond:
+            if self._prestart and not self._closed and self._warm is None:
+                self._warm = worker_process.WarmChild()
 
     def _end(self, run_id: str, status: str, message: str) -> None:
         """Best effort: at exit or after a worker error, one run must not block the others."""
@@ -318,6 +325,7 @@ def get_manager(home=None, settings: ServerSettings | None = None) -> JobManager
             manager = _MANAGERS[key] = JobManager(
                 key, settings.max_concurrent, worker=settings.worker,
                 max_queued_per_owner=settings.max_queued_per_user,
+                prestart=settings.worker == "process",
             )  # fmt: skip
         return manager
 

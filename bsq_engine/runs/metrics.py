@@ -1,4 +1,5 @@
-"""A run's metric rows: epochs, layer snapshots and precision events (a part of RunStore).
+"""A run's metric rows: epochs, layer snapshots, precision events and the per-step series (a
+part of RunStore).
 
 :class:`RunMetrics` is mixed into :class:`~bsq_engine.runs.store.RunStore`, which provides
 its connection and transaction helpers (``_write``, ``_conn``, ``_rows``, ``_status``).
@@ -16,7 +17,7 @@ from bsq_engine.training.config import stage_rank
 
 __all__ = ["METRIC_TABLES", "RunMetrics"]
 
-METRIC_TABLES = ("epochs", "layers", "events")
+METRIC_TABLES = ("epochs", "layers", "events", "step_points")
 
 
 class RunMetrics:
@@ -47,6 +48,11 @@ class RunMetrics:
     def add_events(self, run_id: str, events: list[dict]) -> None:
         """Upsert precision-change events, unique per (stage, epoch, layer)."""
         self._upsert(run_id, "events", events)
+
+    def add_step_points(self, run_id: str, points: list[dict]) -> None:
+        """Upsert per-step points (``records.STEP_COLS``), unique per global step."""
+        if points:
+            self._upsert(run_id, "step_points", points)
 
     def _upsert(self, run_id: str, table: str, records: list[dict]) -> None:
         sql, rows = upsert_sql(table), table_rows(run_id, records, table)
@@ -82,6 +88,14 @@ class RunMetrics:
         rows.sort(key=lambda r: (stage_rank(r["stage"]), r["epoch"]))  # stable: keeps id order
         for row in rows:
             del row["id"]
+        return rows
+
+    def step_points(self, run_id: str) -> list[dict]:
+        """The run's per-step series in step order (empty for runs trained before it was
+        recorded, schema version 7)."""
+        rows = self._rows("SELECT * FROM step_points WHERE run_id = ? ORDER BY step", run_id)
+        for row in rows:
+            del row["run_id"]
         return rows
 
     def truncate_after(self, run_id: str, stage_order: list[str], stage: str, epoch: int) -> None:

@@ -18,6 +18,7 @@ __all__ = [
     "EPOCH_COLS",
     "EVENT_COLS",
     "LAYER_COLS",
+    "STEP_COLS",
     "check_id",
     "decode_layer",
     "decode_sweep",
@@ -41,8 +42,13 @@ EVENT_COLS = (
     "stage", "epoch", "layer", "old_bits", "new_bits", "msb_dropped", "lsb_dropped", "grown",
     "message",
 )  # fmt: skip
-_COLS = {"epochs": EPOCH_COLS, "layers": LAYER_COLS, "events": EVENT_COLS}
-_KEYS = {"epochs": ("stage", "epoch"), "layers": ("name",), "events": ("stage", "epoch", "layer")}
+STEP_COLS = (
+    "stage", "epoch", "step", "epoch_frac", "wall", "time", "loss", "ce", "reg", "batch_acc", "lr",
+)  # fmt: skip
+_COLS = {"epochs": EPOCH_COLS, "layers": LAYER_COLS, "events": EVENT_COLS,
+         "step_points": STEP_COLS}  # fmt: skip
+_KEYS = {"epochs": ("stage", "epoch"), "layers": ("name",), "events": ("stage", "epoch", "layer"),
+         "step_points": ("stage", "epoch", "step")}  # fmt: skip
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 

@@ -16,7 +16,12 @@ from bsq_engine.data import DatasetUnavailable, get_dataset_info
 from bsq_engine.runs.paths import cache_dir, checkpoint_path, error_log_path, run_folder
 from bsq_engine.runs.status import RunStatus
 from bsq_engine.runs.store import RunStore
-from bsq_engine.training.callbacks import Callback, CheckpointCallback, StoreCallback
+from bsq_engine.training.callbacks import (
+    Callback,
+    CheckpointCallback,
+    StepSeriesCallback,
+    StoreCallback,
+)
 from bsq_engine.training.checkpoint import (
     CheckpointError,
     check_against_config,
@@ -160,6 +165,7 @@ def execute_run(
             config,
             [
                 StoreCallback(store, run_id),
+                StepSeriesCallback(store, run_id),
                 CheckpointCallback(checkpoint_path(store, run_id)),
                 StopRequestCallback(store, run_id),
                 *callbacks,

@@ -101,8 +101,21 @@ def _v5_to_v6(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE runs ADD COLUMN stop_requested REAL")
 
 
+def _v6_to_v7(conn: sqlite3.Connection) -> None:
+    """``step_points``: a bounded, evenly thinned per-step series of every run (loss,
+    cross-entropy, regularizer R, batch accuracy, lr, fractional epoch, training seconds),
+    written by the training process (``callbacks.StepSeriesCallback``), so finished runs
+    keep per-step curves. Keyed by the global step: a resumed run re-writes, never
+    duplicates. Runs trained before this version have none."""
+    conn.execute(
+        "CREATE TABLE step_points (run_id TEXT NOT NULL, stage TEXT NOT NULL, epoch INTEGER"
+        " NOT NULL, step INTEGER NOT NULL, epoch_frac REAL, wall REAL, time REAL, loss REAL,"
+        " ce REAL, reg REAL, batch_acc REAL, lr REAL, PRIMARY KEY (run_id, step))"
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
-    _v0_to_v1, _v1_to_v2, _v2_to_v3, _v3_to_v4, _v4_to_v5, _v5_to_v6,
+    _v0_to_v1, _v1_to_v2, _v2_to_v3, _v3_to_v4, _v4_to_v5, _v5_to_v6, _v6_to_v7,
 ]  # fmt: skip
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -12,7 +12,9 @@ child requests a stop on its trainer's :class:`~runner.StopSignal`, so the run e
 end-of-file and stops as for ``"stop"``. Steps are forwarded throttled (at most one per
 ``STEP_EVERY_S``, plus each epoch's first and last), enough for within-epoch progress.
 ``spawn`` (not ``fork``): forking a server with live threads and torch's
-thread pools is unsafe.
+thread pools is unsafe. A spawned child imports torch and the trainer before it waits for
+its run (:class:`WarmChild`), so a job manager can start one ahead of time and a Start
+does not pay those seconds.
 """
 
 from __future__ import annotations
@@ -26,41 +28,84 @@ from pathlib import Path
 
 from bsq_engine.training.callbacks import Callback
 
-__all__ = ["run_in_child"]
+__all__ = ["WarmChild", "run_in_child"]
 
 _POLL_S = 0.1
 STEP_EVERY_S = 0.25  # the child forwards a step at most this often (plus epoch boundaries)
 
 
+class WarmChild:
+    """A spawned child that imports torch and the trainer at once, then waits for one run.
+
+    Starting a Python process and importing torch takes seconds (most of Start -> first
+    chart on a laptop CPU); a job manager keeps one of these ready so a Start only sends the
+    run's id. Its environment is the parent's at the moment it was spawned. ``close()``
+    (or the parent's exit: end-of-file on its pipe) ends a child that never got a run.
+    """
+
+    def __init__(self) -> None:
+        ctx = mp.get_context("spawn")
+        self.from_child, child_out = ctx.Pipe(duplex=False)
+        child_in, self.to_child = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(target=_child_main, name="bsq-run-waiting", daemon=True,
+                                args=(child_out, child_in))  # fmt: skip
+        self.proc.start()
+        child_out.close()  # ours are the other ends: EOF arrives when the child exits
+        child_in.close()
+        self.spawned_at = time.monotonic()
+
+    def alive(self) -> bool:
+        return self.proc.is_alive()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """End a child that is still waiting (or training: it stops as for "stop")."""
+        for conn in (self.to_child, self.from_child):
+            with contextlib.suppress(OSError):
+                conn.close()
+        self.proc.join(timeout)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(timeout)
+
+
 def run_in_child(
     home: Path | str, run_id: str, *, resume: bool, live, stop_event,
     torch_threads: int | None = None, cuda_index: int | None = None,
+    warm: WarmChild | None = None,
 ) -> int | None:  # fmt: skip
     """Train ``run_id`` of the store at ``home`` in a child process; block until it exits.
 
-    Messages go to ``live.apply``; ``stop_event`` (set by another thread) is forwarded.
-    Returns the child's exit code (0: the run ended and recorded its own status).
+    ``warm``: a :class:`WarmChild` to use (it has imported torch already); when None or
+    dead, a new child is spawned. Messages go to ``live.apply``; ``stop_event`` (set by
+    another thread) is forwarded. Returns the child's exit code (0: the run ended and
+    recorded its own status).
     """
-    ctx = mp.get_context("spawn")
-    from_child, child_out = ctx.Pipe(duplex=False)
-    child_in, to_child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(
-        target=_child_main, name=f"bsq-run-{run_id}", daemon=True,
-        args=(str(home), run_id, resume, torch_threads, cuda_index, child_out, child_in),
-    )  # fmt: skip
-    proc.start()
-    child_out.close()  # ours are the other ends: EOF arrives when the child exits
-    child_in.close()
+    job = ("run", str(home), run_id, resume, torch_threads, cuda_index)
+    child = _hand_over(warm, job) if warm is not None else None
+    if child is None:  # none ready, or it died: spawn one now (pays the imports)
+        child = WarmChild()
+        child.to_child.send(job)
     try:
-        _pump(proc, from_child, to_child, live, stop_event)
+        _pump(child.proc, child.from_child, child.to_child, live, stop_event)
     finally:
-        proc.join(timeout=30)
-        if proc.is_alive():  # did not reach its next step in time
-            proc.terminate()
-            proc.join(timeout=10)
-        to_child.close()
-        from_child.close()
-    return proc.exitcode
+        child.proc.join(timeout=30)
+        if child.proc.is_alive():  # did not reach its next step in time
+            child.proc.terminate()
+            child.proc.join(timeout=10)
+        child.close(0.1)
+    return child.proc.exitcode
+
+
+def _hand_over(warm: WarmChild, job: tuple) -> WarmChild | None:
+    """Send ``job`` to a waiting child; None (and the child closed) if it is gone."""
+    try:
+        if warm.alive():
+            warm.to_child.send(job)
+            return warm
+    except OSError:
+        pass
+    warm.close(0.1)
+    return None
 
 
 def _pump(proc, from_child, to_child, live, stop_event) -> None:
@@ -80,14 +125,22 @@ def _pump(proc, from_child, to_child, live, stop_event) -> None:
             return
 
 
-def _child_main(home, run_id, resume, torch_threads, cuda_index, out, inbox) -> None:
+def _child_main(out, inbox) -> None:
     import torch
 
+    from bsq_engine.data.sources import warm_imports
     from bsq_engine.runs import runner
     from bsq_engine.runs.store import RunStore
 
+    warm_imports()
+
     # Ctrl-C reaches the whole process group; the parent decides (it sends "stop").
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:  # imports done: wait for the run (a WarmChild may wait minutes)
+        message = inbox.recv()
+    except (EOFError, OSError):  # closed without a run: nothing to do
+        return
+    _, home, run_id, resume, torch_threads, cuda_index = message
     if torch_threads:
         torch.set_num_threads(torch_threads)
     if cuda_index is not None and torch.cuda.is_available():

@@ -6,6 +6,8 @@ passed to hooks have the shapes documented in docs/ARCHITECTURE.md.
 
 from __future__ import annotations
 
+import logging
+import math
 import sys
 import threading
 import time
@@ -18,8 +20,11 @@ __all__ = [
     "CallbackList",
     "CheckpointCallback",
     "ProgressBarCallback",
+    "StepSeriesCallback",
     "StoreCallback",
 ]
+
+log = logging.getLogger(__name__)
 
 
 class Callback:
@@ -156,3 +161,59 @@ class StoreCallback(Callback):
 
     def on_finish(self, trainer, summary) -> None:
         self._beat()
+
+
+class StepSeriesCallback(Callback):
+    """Persists a bounded per-step series (``RunStore.add_step_points``) so finished runs keep
+    per-step curves (TensorBoard habits) without a row per step.
+
+    Every ``stride``-th global step is kept, ``stride`` chosen at run start so the whole run
+    gives at most about ``max_points`` points (plus each epoch's last step): a deterministic
+    choice, so a resumed run re-writes the same steps (upserts by step: no duplicates).
+    Points are buffered and written at most every ``flush_s`` seconds, at each epoch's end
+    and when the run ends however it ends. ``wall`` is seconds of training so far: the
+    stored epochs' ``seconds`` (as the epoch curves' wall-clock axis counts them) plus the
+    time into the current epoch, so a resume continues the axis instead of counting the gap.
+    """
+
+    def __init__(self, store, run_id: str, max_points: int = 2000, flush_s: float = 2.0):
+        self.store, self.run_id = store, run_id
+        self.max_points, self.flush_s = max_points, flush_s
+        self.stride, self._buffer, self._flushed = 1, [], time.monotonic()
+        self._wall0, self._epoch_t0 = 0.0, time.monotonic()
+
+    def on_run_start(self, trainer) -> None:
+        total = trainer.steps_per_epoch * trainer.config.total_epochs
+        self.stride = max(1, math.ceil(total / self.max_points))
+        done = self.store.epochs(self.run_id)  # a resume: epochs the checkpoint covers
+        self._wall0 = sum(r["seconds"] or 0.0 for r in done)
+
+    def on_step_end(self, trainer, step) -> None:
+        batch, batches = step.get("batch"), step.get("batches") or 1
+        now = time.monotonic()
+        if batch == 1:  # the epoch began when its first step did
+            self._epoch_t0 = now - (step.get("step_ms") or 0.0) / 1000
+        if step["step"] % self.stride and batch != batches:
+            return
+        point = {k: step.get(k) for k in ("stage", "epoch", "step", "loss", "ce", "reg", "lr")}
+        point.update(batch_acc=step.get("batch_acc"), time=time.time(),
+                     epoch_frac=trainer.global_epoch - 1 + (batch or 0) / batches,
+                     wall=self._wall0 + now - self._epoch_t0)  # fmt: skip
+        self._buffer.append(point)
+        if now - self._flushed >= self.flush_s:
+            self._flush()
+
+    def on_epoch_end(self, trainer, record, layers) -> None:
+        self._wall0 += record.get("seconds") or 0.0
+        self._flush()
+
+    def on_teardown(self, trainer) -> None:
+        self._flush()  # stopped or failed: the steps so far (a resume re-writes its own)
+
+    def _flush(self) -> None:
+        points, self._buffer, self._flushed = self._buffer, [], time.monotonic()
+        try:
+            self.store.add_step_points(self.run_id, points)
+        except Exception:  # a curve must never fail the run; epochs are stored anyway
+            log.warning("could not store %d step points of run %s", len(points), self.run_id,
+                        exc_info=True)  # fmt: skip

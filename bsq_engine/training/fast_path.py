@@ -7,12 +7,15 @@
   on the CPU the float ResNet-20 step took 1.2x less CPU time in it
   (``benchmarks/step_overhead.py``).
 - The fused planes -> weight + group norms node is the layers' default
-  (``BitLayer.fused``); nothing to switch on here.
+  (``BitLayer.fused``); :func:`step_forward` only tells it whether the step has a
+  regularizer (``BitLayer.fused_norms``: with alpha = 0 no group-norm pass is made).
 - :func:`step_forward`: the forward half of a training step (logits, cross-entropy,
   regularizer), compiled with ``torch.compile`` on CUDA when ``BSQ_COMPILE=1``. Opt-in
   because it was never measured on a GPU (none was available): whether it helps there is
-  unknown. Mixed precision is not offered: autocast would run the convolutions on a 16-bit
-  copy of the quantized weight ``s * q / (2^n - 1)``, which the method defines exactly.
+  unknown. On the CPU it stays off: compiled plane kernels (inductor, C++) measured slower
+  than the eager ones on ResNet-20's planes, after a minute of compiling (README, "Speed").
+  Mixed precision is not offered: autocast would run the convolutions on a 16-bit copy of
+  the quantized weight ``s * q / (2^n - 1)``, which the method defines exactly.
 
 Results stay exactly resumable: a resumed run rebuilds the same optimizer and memory format
 (``tests/test_optimizer.py``).
@@ -74,6 +77,10 @@ def compile_wanted(device: torch.device) -> bool:
 
 def step_forward(model: nn.Module, memory_format, use_reg: bool, compile: bool = False):
     """``forward(xb, yb) -> (logits, cross_entropy, regularizer or None)`` for one step."""
+
+    for layer in model.modules():
+        if isinstance(layer, BitLayer):
+            layer.fused_norms = use_reg  # no group-norm pass in a step without regularizer
 
     def forward(xb: torch.Tensor, yb: torch.Tensor):
         logits = model(to_memory_format(xb, memory_format))

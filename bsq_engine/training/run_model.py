@@ -15,13 +15,22 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bsq_engine.core.quantize import apply_layer_meta_, prepare_bsq, prepare_uniform, to_fixed_
+from bsq_engine.core.quantize import (
+    apply_layer_meta_,
+    prepare_bsq,
+    prepare_uniform,
+    selected_layers,
+    to_fixed_,
+)
 from bsq_engine.data import get_dataset_info, load_dataset
 from bsq_engine.models import create_model
 from bsq_engine.training.config import RunConfig, Stage
 from bsq_engine.training.float_cache import FloatCache
 
-__all__ = ["build_model", "model_from_checkpoint", "model_shape", "pretrained_model", "shape_of"]
+__all__ = [
+    "build_model", "model_from_checkpoint", "model_shape", "planned_layers", "pretrained_model",
+    "shape_of",
+]  # fmt: skip
 
 
 def model_shape(info) -> dict:
@@ -88,3 +97,20 @@ def pretrained_model(
     model = build_model(config, shape)
     hit = FloatCache(cache_folder).load(config, model)
     return model, None if hit is None else hit[0]
+
+
+def planned_layers(config: RunConfig) -> list[dict]:
+    """The quantized layers a BSQ or uniform run starts its quantized stage with: ``name``,
+    ``n_bits`` (the starting precision), ``n_weights``, ``msb_offset``, ``kind``, from
+    the model's shapes (as ``bit_report`` names them). Known before the first step, so a
+    page can draw a run's layers while it starts and pretrains; plane densities are left
+    out (they depend on training).
+    """
+    if config.method not in ("bsq", "uniform"):
+        raise ValueError(f"Only bsq and uniform runs have a planned start; got {config.method}.")
+    bits = config.n_bits if config.method == "bsq" else config.uniform_bits
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        model = create_model(config.model, **shape_of(config))
+    return [{"name": name, "n_bits": bits, "n_weights": layer.weight.numel(), "msb_offset": 0,
+             "kind": "conv" if isinstance(layer, nn.Conv2d) else "linear"}
+            for name, layer in selected_layers(model, config.bsq_config())]  # fmt: skip

@@ -218,13 +218,14 @@ class Trainer:
             reg_value = float(reg.detach()) if reg is not None else 0.0
             correct = int((logits.detach().argmax(1) == yb).sum())
             self.global_step += 1
-            totals["loss"] += float(ce.detach()) * len(yb)
+            ce_value = loss_value if not use_reg else float(ce.detach())
+            totals["loss"] += ce_value * len(yb)
             totals["correct"] += correct
             totals["n"] += len(yb)
             totals["reg"] += reg_value * len(yb)
             self.callbacks.trigger("on_step_end", self, {
                 "stage": stage.value, "epoch": self.epoch, "step": self.global_step,
-                "loss": loss_value, "reg": reg_value, "lr": lr,
+                "loss": loss_value, "ce": ce_value, "reg": reg_value, "lr": lr,
                 "batch_acc": correct / len(yb), "step_ms": step_ms[-1],
                 "batch": batch, "batches": n_batches,  # progress within the epoch
             })  # fmt: skip

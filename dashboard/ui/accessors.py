@@ -19,26 +19,31 @@ import torch
 from torch import nn
 
 from bsq_engine.core.quantize import BSQConfig, prepare_bsq
-from bsq_engine.data import get_dataset_info
+from bsq_engine.data import DatasetUnavailable, get_dataset_info
 from bsq_engine.models import create_model
 from bsq_engine.runs.export import export_run, load_run_model
 from bsq_engine.runs.paths import cache_dir
 from bsq_engine.runs.status import ACTIVE, RunStatus
 from bsq_engine.runs.store import RunNotFound
+from bsq_engine.training import run_model
 from bsq_engine.training.checkpoint import CheckpointError
+from bsq_engine.training.config import RunConfig
 from bsq_engine.training.float_cache import FloatCache
 from bsq_engine.training.presets import make_config
 from dashboard.ui.state import manager, store
-from dashboard.views import compare, frames, pareto, plain
+from dashboard.views import compare, curves, frames, pareto, plain
+from dashboard.views.colors import run_color
 
 __all__ = [
     "RunView",
+    "color_of",
     "export_files",
     "lesson_model",
     "list_runs_frame",
     "load_references",
     "load_run_view",
     "model_for_lesson",
+    "planned_layers",
     "scheme_file",
 ]
 
@@ -64,12 +69,21 @@ class RunView:
     live: bool = False
     snapshot: dict | None = None
     _snapshots: pd.DataFrame | None = field(default=None, repr=False)
+    _steps: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
     def snapshots(self) -> pd.DataFrame:
         if self._snapshots is None:
             self._snapshots = frames.layers_frame(store().layer_snapshots(self.run_id))
         return self._snapshots
+
+    @property
+    def steps(self) -> pd.DataFrame:
+        """The stored per-step series (``curves.series_frame``), read on first use; a live
+        run's panel draws the job manager's thinner live curve instead."""
+        if self._steps is None:
+            self._steps = curves.series_frame(store().step_points(self.run_id))
+        return self._steps
 
     @property
     def run_id(self) -> str:
@@ -139,6 +153,7 @@ def _ended_view(run_id: str, cache_key: tuple) -> RunView:
     # it changes when the run is resumed and ends again, or the store is another one.
     view = _store_view(store().get_run(run_id))
     view.snapshots  # noqa: B018 - load now, so the cached copy carries it
+    view.steps  # noqa: B018
     return view
 
 
@@ -177,6 +192,22 @@ def _merge_events(stored: list[dict], live: list[dict]) -> list[dict]:
     seen = {(e.get("stage"), e.get("epoch"), e.get("layer")) for e in stored}
     extra = [e for e in live if (e.get("stage"), e.get("epoch"), e.get("layer")) not in seen]
     return [*stored, *extra]
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def planned_layers(config: dict) -> pd.DataFrame:
+    """``run_model.planned_layers`` of a stored config as a layers frame (empty when the
+    run has no planned start: a mixed-scheme method, or data that cannot be shaped)."""
+    try:
+        return frames.layers_frame(run_model.planned_layers(RunConfig.from_dict(config)))
+    except (ValueError, KeyError, DatasetUnavailable):
+        return frames.layers_frame([])
+
+
+def color_of(run_id: str) -> str:
+    """The run's colour on every page (``views.colors``): ranked among the same rows the
+    Compare page lists (damaged rows left out), without its warnings."""
+    return run_color(frames.runs_frame(store().list_runs()), run_id)
 
 
 def list_runs_frame(**filters: Any) -> pd.DataFrame:

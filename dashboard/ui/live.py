@@ -26,10 +26,13 @@ from bsq_engine.runs.status import RunStatus
 from dashboard.ui.accessors import RunView, load_run_view
 from dashboard.ui.state import manager, store
 
-__all__ = ["BUILDS", "LiveFrame", "live_frame", "poll_interval", "queue_place"]
+__all__ = ["BUILDS", "LiveFrame", "live_frame", "poll_interval", "queue_place", "run_age_s"]
 
 MIN_BUILD_S, MAX_BUILD_S, BUILD_SHARE = 1.0, 10.0, 20
 MIN_TICK_S, MAX_TICK_S = 1.0, 2.0  # a training run's panel ticks at least every 2 s
+# Right after a Start the first steps arrive within about a second (the job manager keeps a
+# training process ready): tick fast for the first seconds, then back off to the pace.
+FAST_TICK_S, FAST_FOR_S, FAST_UNTIL_S = 0.4, 8.0, 20.0
 _MARKER_TTL_S, _QUEUE_TTL_S, _MAX_FRAMES = 0.5, 2.0, 64
 BUILDS: Counter = Counter()  # builds per run id (tests: no rebuild while nothing changed)
 
@@ -122,7 +125,9 @@ def _too_soon(frame: LiveFrame, version: tuple) -> bool:
     run (however many viewers ask); a status change never waits."""
     same_kind = frame.version[0] == version[0] == "live"
     waited = time.monotonic() - frame.view_at
-    return same_kind and frame.view.active and waited < MIN_TICK_S
+    steps = (frame.view.snapshot or {}).get("steps")
+    hold = MIN_TICK_S if len(frame.view.epochs) or steps else FAST_TICK_S  # first data: at once
+    return same_kind and frame.view.active and waited < hold
 
 
 def _build(run_id: str, version: tuple, old: LiveFrame | None, build) -> LiveFrame:
@@ -147,8 +152,11 @@ def _drawn(view: RunView) -> tuple[int, int, int]:
 def poll_interval(frame: LiveFrame) -> float:
     """Seconds between a viewer's ticks: about half an epoch, between ``MIN_TICK_S`` and
     ``MAX_TICK_S`` (each tick re-sends the panel, so a fast run does not tick faster);
-    a queued run only moves when another ends, so 3 s."""
+    a queued run only moves when another ends, so 3 s; a run created less than
+    ``FAST_FOR_S`` ago ticks every ``FAST_TICK_S`` (its first chart is on its way)."""
     view = frame.view
+    if run_age_s(view) < FAST_FOR_S and not len(view.epochs):
+        return FAST_TICK_S
     if view.status == RunStatus.QUEUED:
         return 3.0
     pace = (view.snapshot or {}).get("epoch_s")
@@ -157,6 +165,11 @@ def poll_interval(frame: LiveFrame) -> float:
     if pace is None or pace != pace:  # NaN: no timed epoch yet
         pace = 4.0
     return min(max(float(pace) / 2, MIN_TICK_S), MAX_TICK_S)
+
+
+def run_age_s(view: RunView) -> float:
+    """Seconds since the run was created (queued)."""
+    return time.time() - (view.run.get("created_at") or 0.0)
 
 
 def queue_place(run_id: str) -> dict | None:

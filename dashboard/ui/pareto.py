@@ -12,7 +12,7 @@ from bsq_engine.runs.export import COUNTING_CONVENTION
 from bsq_engine.runs.status import ACTIVE, RunStatus
 from bsq_engine.runs.sweep import sweep_progress
 from dashboard.ui import bench as bench_ui
-from dashboard.ui.accessors import list_runs_frame, load_references
+from dashboard.ui.accessors import color_of, list_runs_frame, load_references
 from dashboard.ui.navigation import anchor, jump_to
 from dashboard.ui.run_panel import render_run_panel
 from dashboard.ui.state import manager, store
@@ -74,6 +74,8 @@ def _frontier(model: str, dataset: str, x_mode: str, live: bool) -> None:
     pp.add_published_marks(fig, lines, x_mode)
     by = "owner" if st.session_state.get(KEY_BY_OWNER) else "name"
     pp.label_points(fig, runs, by=by)
+    if chosen := pp.selected_run_id(st.session_state.get("pareto-chart")):  # the last click
+        pp.mark_selected(fig, runs, x_mode, chosen, color_of(chosen))
     fig.update_layout(height=560)
     event = st.plotly_chart(
         fig, key="pareto-chart", on_select="rerun", selection_mode="points", width="stretch",

@@ -1,5 +1,6 @@
-"""The run panel's charts: bits per layer, plane densities, the live per-step loss, epoch
-curves with their options, precision changes; CSV and PNG under every chart.
+"""The run panel's charts: bits per layer, plane densities, per-step curves (live from the
+job manager, or stored for an ended run), epoch curves with their options, precision
+changes; CSV and PNG under every chart.
 
 The figures with the default curve options are built once per (run, version) for every
 session (``build_figures``, called by ``live.live_frame``); a session that changed the
@@ -15,7 +16,7 @@ import time
 import streamlit as st
 
 from bsq_engine.runs.status import RunStatus
-from dashboard.ui.accessors import RunView
+from dashboard.ui.accessors import RunView, color_of, planned_layers
 from dashboard.ui.chart_downloads import chart_downloads
 from dashboard.views import charts, curves, frames
 
@@ -25,7 +26,7 @@ _FIGURES = "run_panel.figures"  # session state: {panel key: (signature, figures
 _STEPS = "run_panel.step_chart"  # session state: {panel key: (when, n points, spec)}
 _MIN_REBUILD_S, _MAX_REBUILD_S, STEP_REBUILD_S = 2.0, 6.0, 1.5
 _EPOCH_COLS = ["stage", "epoch", "global_epoch", "seconds"]
-X_CHOICES = {"epoch": "Epoch", "wall": "Wall-clock"}
+X_CHOICES = {"epoch": "Epoch", "step": "Step", "wall": "Wall-clock"}
 
 
 def vega_spec(chart) -> dict:
@@ -55,9 +56,11 @@ def build_figures(view: RunView, options: curves.CurveOptions | None = None) -> 
     calls it once per (run, version) for every session, with the default options."""
     ep, layers = view.epochs, view.layers
     options = curves.CurveOptions() if options is None else options
-    start_bits = int(view.config.get("n_bits") or 8)
+    start_bits, color = int(view.config.get("n_bits") or 8), color_of(view.run_id)
     figures = {
-        "bits": charts.bits_per_layer_chart(layers, start_bits=start_bits),
+        "bits": charts.bits_per_layer_chart(
+            layers, start_bits=start_bits, color=color, planned=_planned(view)
+        ),
         "density": charts.density_heatmap(layers, view.max_bits),
     }
     if len(ep):
@@ -65,7 +68,30 @@ def build_figures(view: RunView, options: curves.CurveOptions | None = None) -> 
         figures["acc"] = vega_spec(charts.accuracy_chart(ep, options))
     if len(ep) and ep["avg_bits"].notna().any():
         figures["avg"] = vega_spec(charts.bits_chart(ep))
+    if not view.active and len(view.steps):
+        figures.update(_series_figures(view.steps, options, color))
     return figures
+
+
+def _planned(view: RunView):
+    """The layers a run starts from, drawn while it starts and pretrains (known from its
+    config before the training process has taken a step)."""
+    if view.active and view.layers.empty and view.run.get("method") in ("bsq", "uniform"):
+        return planned_layers(view.config)
+    return None
+
+
+def _series_figures(steps, options: curves.CurveOptions, color: str) -> dict:
+    """A finished run's stored per-step curves: training loss (with the cross-entropy
+    under it when alpha x R makes them differ) and batch accuracy."""
+    differs = (steps["loss"] - steps["ce"]).abs().max() > 1e-9
+    losses = ["loss", "ce"] if differs else ["loss"]
+    return {
+        "series_loss": vega_spec(curves.series_chart(
+            steps, losses, options, "Training loss per step", "loss (nats)", color)),
+        "series_acc": vega_spec(curves.series_chart(
+            steps, ["batch_acc"], options, "Batch accuracy per step", "accuracy", color)),
+    }  # fmt: skip
 
 
 def _figures(view: RunView, key: str, options: curves.CurveOptions) -> dict:
@@ -135,6 +161,11 @@ def render_charts(view: RunView, key: str, shared: dict | None = None) -> None:
         st.plotly_chart(figures["density"], key=f"{key}-density", width="stretch")
         chart_downloads(figures["density"], lambda: frames.planes_long(view.layers, view.max_bits),
                         f"{name}-plane-density", f"{key}-density")  # fmt: skip
+    if "series_loss" in figures:
+        _series(view, key, figures)
+    elif not view.active:
+        st.caption("No per-step curves: this run was trained before they were recorded, "
+                   "or on Ray. Its epoch curves are below.")  # fmt: skip
     if view.active and (spec := _step_chart(view, key, options)) is not None:
         st.vega_lite_chart(spec=spec, key=f"{key}-steps", width="stretch")
         steps = (view.snapshot or {}).get("steps") or []
@@ -144,6 +175,14 @@ def render_charts(view: RunView, key: str, shared: dict | None = None) -> None:
         st.info("Epoch curves appear after the first epoch.")
         return
     _curves(view, key, figures)
+
+
+def _series(view: RunView, key: str, figures: dict) -> None:
+    left, right = st.columns(2)
+    for where, kind in ((left, "series_loss"), (right, "series_acc")):
+        with where:
+            st.vega_lite_chart(spec=figures[kind], key=f"{key}-{kind}", width="stretch")
+            chart_downloads(figures[kind], view.steps, f"{view.run_id}-steps", f"{key}-{kind}")
 
 
 def _curves(view: RunView, key: str, figures: dict) -> None:

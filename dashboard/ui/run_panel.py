@@ -26,7 +26,7 @@ from dashboard.ui.run_charts import build_figures, render_charts, vega_spec
 from dashboard.ui.state import manager, store
 from dashboard.views import charts, frames, plain
 
-__all__ = ["STATUS_COLORS", "render_run_panel"]
+__all__ = ["STATUS_COLORS", "render_run_panel", "start_warm_up"]
 
 _S = RunStatus
 STATUS_COLORS = {
@@ -50,7 +50,7 @@ _STAGE_LABELS = {
 
 def render_run_panel(run_id: str, *, key: str = "panel") -> None:
     """Show run ``run_id``; ``key`` prefixes element keys (one panel per key per page)."""
-    _start_warm_up()
+    start_warm_up()
     try:
         frame = live.live_frame(run_id, build_figures)
     except RunNotFound:
@@ -75,8 +75,15 @@ def _live_body(run_id: str, key: str, every: float) -> None:
         st.rerun()
     if not frame.view.active:
         st.rerun()  # once: the page re-renders the finished view, without polling
-    if not every / 2 <= live.poll_interval(frame) <= every * 2:
-        st.rerun()  # the run's pace changed (pretraining -> BSQ): a new tick length
+    if every == live.FAST_TICK_S and live.poll_interval(frame) > every:
+        _render(frame.view, key, frame.figures)  # the first chart now, then the run's pace
+        st.rerun()
+    fast = every == live.FAST_TICK_S and live.run_age_s(frame.view) < live.FAST_UNTIL_S
+    if not fast and not every / 2 <= live.poll_interval(frame) <= every * 2:
+        # The run's pace changed (pretraining -> BSQ; the first seconds after a Start, which
+        # tick fast, are over): a new tick length. Not sooner: a full rerun on a busy
+        # machine would hold back the first charts.
+        st.rerun()
     _render(frame.view, key, frame.figures)
 
 
@@ -262,7 +269,7 @@ def _warm_up() -> None:
 _warm_up_started = threading.Event()
 
 
-def _start_warm_up() -> None:
+def start_warm_up() -> None:
     """Warm the chart libraries once per process, from the first panel drawn (importing
     this module never starts a thread)."""
     if not _warm_up_started.is_set():

@@ -11,7 +11,7 @@ from bsq_engine.runs.store import SweepNotFound
 from bsq_engine.runs.sweep import start_sweep, sweep_progress
 from dashboard.ui import identity, state, widgets
 from dashboard.ui.navigation import anchor, jump_to
-from dashboard.ui.run_panel import render_run_panel
+from dashboard.ui.run_panel import render_run_panel, start_warm_up
 from dashboard.views import plain
 
 __all__ = ["run_form", "sweep_section", "watched_run"]
@@ -23,21 +23,26 @@ ESTIMATE_HELP = (
     "machine changes it."
 )
 _JUMP = "train.jump_to_panel"  # set by Start: scroll to the run panel once it is drawn
+_START_PROBLEM = "train.start_problem"  # (kind, message) left by the Start callback
 
 
 def _start_run() -> None:
+    """Start button callback: runs before the page's script, so the job is submitted at
+    once (its training process starts while the page redraws); problems are shown below
+    the button by ``run_form``."""
     try:
         config = widgets.build_config(widgets.form_values())
     except ValueError as exc:
-        st.error(f"Cannot start this run: {exc}", icon=":material/error:")
+        st.session_state[_START_PROBLEM] = ("error", f"Cannot start this run: {exc}")
         return
     try:
         run_id = state.manager().start(config, owner=identity.user_name())
     except QueueFull as exc:
-        st.warning(plain.md(str(exc)), icon=":material/hourglass:")
+        st.session_state[_START_PROBLEM] = ("warning", plain.md(str(exc)))
         return
     except (ValueError, RuntimeError) as exc:
-        st.error(f"Could not queue the run: {exc} Reload the page and try again.")
+        message = f"Could not queue the run: {exc} Reload the page and try again."
+        st.session_state[_START_PROBLEM] = ("error", message)
         return
     state.set_url_run(run_id)
     st.session_state[_JUMP] = True  # the panel is below the form: bring it into view
@@ -66,12 +71,14 @@ def run_form() -> bool:
         widgets.alpha_controls()
     widgets.advanced_settings()
     _time_estimate()
-    start = st.button(
+    st.button(
         "Start training", type="primary", icon=":material/play_arrow:", disabled=not dataset_ok,
-        help=None if dataset_ok else "Get the dataset first (see above).",
+        help=None if dataset_ok else "Get the dataset first (see above).", on_click=_start_run,
     )  # fmt: skip
-    if start:
-        _start_run()
+    if problem := st.session_state.pop(_START_PROBLEM, None):
+        kind, message = problem
+        icon = ":material/hourglass:" if kind == "warning" else ":material/error:"
+        getattr(st, kind)(message, icon=icon)
     return dataset_ok
 
 
@@ -140,6 +147,7 @@ def sweep_section(dataset_ok: bool) -> None:
 def watched_run() -> None:
     """The panel of the run in ``?run=``, or a first-time hint."""
     run_id = state.url_run_id()
+    start_warm_up()  # chart libraries loaded before a Start, not by its first chart
     if run_id:
         st.divider()
         with anchor("train-panel"):

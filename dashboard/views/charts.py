@@ -68,9 +68,18 @@ def bit_text(n_bits: int) -> str:
     return "0 (pruned)" if int(n_bits) == 0 else str(int(n_bits))
 
 
-def bits_per_layer_chart(snapshot_df: pd.DataFrame, start_bits: int | None = None) -> go.Figure:
-    """One bar per layer (model order); pruned layers get a red marker (a 0 bar is invisible)."""
+def bits_per_layer_chart(
+    snapshot_df: pd.DataFrame, start_bits: int | None = None, color: str = BAR_COLOR,
+    planned: pd.DataFrame | None = None,
+) -> go.Figure:  # fmt: skip
+    """One bar per layer (model order) in ``color`` (the run's colour on every page);
+    pruned layers get a red marker (a 0 bar is invisible). Before the first snapshot,
+    ``planned`` (``run_model.planned_layers``) is drawn faint: the precision BSQ starts from."""
     fig = style_figure(go.Figure(), "Bits per layer", "Layer", "Bits")
+    if snapshot_df.empty and planned is not None and not planned.empty:
+        fig = bits_per_layer_chart(planned, None, color)
+        fig.update_traces(marker_opacity=0.35, selector={"type": "bar"})
+        return _empty(fig, "Planned start: measured from the BSQ stage on")
     if snapshot_df.empty:
         return _empty(fig, "No layer snapshot yet (pretraining)")
     names = [str(n) for n in snapshot_df["name"]]
@@ -78,7 +87,7 @@ def bits_per_layer_chart(snapshot_df: pd.DataFrame, start_bits: int | None = Non
     pruned = [b == 0 for b in bits]
     fig.add_bar(
         x=names, y=bits, name="bits", text=[bit_text(b) for b in bits], textposition="outside",
-        marker_color=[PRUNED_COLOR if p else BAR_COLOR for p in pruned],
+        marker_color=[PRUNED_COLOR if p else color for p in pruned],
         customdata=list(snapshot_df["n_weights"]),
         hovertemplate="%{x}<br>%{text} bits<br>%{customdata:,} weights<extra></extra>",
     )  # fmt: skip

@@ -4,7 +4,9 @@ axis, and the live per-step loss of a running run.
 Smoothing is TensorBoard's: an exponential moving average with its start-up bias removed,
 drawn over the faint raw curve, so a noisy per-step loss stays readable without hiding it.
 The wall-clock axis is the cumulative ``seconds`` of the epochs (time spent training and
-evaluating; queue time and process start are not in it).
+evaluating; queue time and process start are not in it). A finished run's stored per-step
+series (``RunStore.step_points``) counts its ``wall`` the same way and carries a fractional
+epoch, so its curves take the same three x axes: step, epoch, wall-clock.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-__all__ = ["X_AXES", "CurveOptions", "ema", "step_chart", "step_frame", "with_wall_clock"]
+__all__ = [
+    "SERIES_COLUMNS", "X_AXES", "CurveOptions", "ema", "series_chart", "series_frame", "step_chart",
+    "step_frame", "with_wall_clock",
+]  # fmt: skip
 
 #: x-axis choices: field in the tidy frame -> axis title.
 X_AXES = {"epoch": "epoch (all stages)", "wall": "wall-clock (s)", "step": "step"}
@@ -96,4 +101,55 @@ def step_chart(frame: pd.DataFrame, options: CurveOptions = CurveOptions(x="step
                      alt.Tooltip("smoothed:Q", format=".4g")],
         ))  # fmt: skip
     chart = alt.layer(*layers).properties(title="Training loss per step (live)")
+    return chart.configure_view(strokeWidth=0).configure(background="white")
+
+
+#: The stored per-step series' columns (``records.STEP_COLS``), in CSV order.
+SERIES_COLUMNS = ["step", "epoch_frac", "wall", "stage", "epoch", "loss", "ce", "reg",
+                  "batch_acc", "lr"]  # fmt: skip
+_SERIES_X = {"step": "step", "epoch": "epoch_frac", "wall": "wall"}
+SERIES_LABELS = {"loss": "loss (CE + alpha x R)", "ce": "cross-entropy",
+                 "batch_acc": "batch accuracy"}  # fmt: skip
+
+
+def series_frame(points: Sequence[dict]) -> pd.DataFrame:
+    """Stored step points as a frame with :data:`SERIES_COLUMNS` (empty when none)."""
+    return pd.DataFrame(list(points)).reindex(columns=SERIES_COLUMNS)
+
+
+def series_chart(frame: pd.DataFrame, metrics: Sequence[str], options: CurveOptions,
+                 title: str, y_title: str, color: str | None = None) -> alt.Chart:  # fmt: skip
+    """Per-step metrics of a finished run against step, fractional epoch or wall-clock:
+    raw faint under the smoothed line (``options.smoothing``), log y on request. The first
+    metric is drawn in ``color`` (the run's colour on every page), the others dashed."""
+    x = _SERIES_X[options.x]
+    long = (
+        frame[[x, "stage", *metrics]]
+        .melt([x, "stage"], var_name="metric", value_name="value")
+        .dropna()
+    )
+    long["metric"] = long["metric"].map(lambda m: SERIES_LABELS.get(m, m))
+    long["smoothed"] = long.groupby("metric")["value"].transform(
+        lambda v: ema(v.tolist(), options.smoothing)
+    )
+    names = [SERIES_LABELS.get(m, m) for m in metrics]
+    palette = [color or "#4C78A8", "#888888", "#BBBBBB"][: len(names)]
+    scale = alt.Scale(type="log" if options.log_y else "linear", zero=False)
+    fmt = "d" if x == "step" else "~f"  # 20, 0.5 (never 2e+1)
+    base = alt.Chart(long).encode(
+        x=alt.X(f"{x}:Q", title=X_AXES[options.x], axis=alt.Axis(format=fmt)),
+        color=alt.Color("metric:N", title=None, legend=alt.Legend(orient="top"),
+                        scale=alt.Scale(domain=names, range=palette)),
+        strokeDash=alt.StrokeDash("metric:N", legend=None,
+                                  scale=alt.Scale(domain=names, range=[[1, 0], [4, 3], [2, 2]])),
+    )  # fmt: skip
+    layers = [base.mark_line(opacity=0.3 if options.smoothing else 1.0).encode(
+        y=alt.Y("value:Q", title=y_title, scale=scale))]  # fmt: skip
+    if options.smoothing:
+        layers.append(base.mark_line().encode(
+            y=alt.Y("smoothed:Q", scale=scale),
+            tooltip=[f"{x}:Q", "stage:N", "metric:N", alt.Tooltip("value:Q", format=".4g"),
+                     alt.Tooltip("smoothed:Q", format=".4g")],
+        ))  # fmt: skip
+    chart = alt.layer(*layers).properties(title=title)
     return chart.configure_view(strokeWidth=0).configure(background="white")

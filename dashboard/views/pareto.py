@@ -19,18 +19,10 @@ from dashboard.views import bench, plain
 from dashboard.views.charts import style_figure
 
 __all__ = [
-    "add_published_marks",
-    "chart_runs",
-    "frontier_points",
-    "frontier_table",
-    "label_points",
-    "pair_options",
-    "pareto_chart",
-    "pareto_front",
-    "references_frame",
-    "selected_run_id",
-    "split_references",
-]
+    "add_published_marks", "chart_runs", "frontier_points", "frontier_table", "label_points",
+    "mark_selected", "pair_options", "pareto_chart", "pareto_front", "references_frame",
+    "selected_run_id", "split_references",
+]  # fmt: skip
 
 XMode = Literal["compression", "avg_bits", "bops"]
 
@@ -325,6 +317,17 @@ def label_points(fig: go.Figure, runs: pd.DataFrame, traces=("BSQ", "uniform", "
                 mode="markers+text", text=[names.get(rid, "") for rid in trace.customdata],
                 textposition="top center", textfont={"size": 11, "color": "#555"},
             )  # fmt: skip
+    return fig
+
+
+def mark_selected(fig: go.Figure, runs: pd.DataFrame, x_mode: XMode, run_id: str, color: str):
+    """Ring the selected run in its own colour (``views.colors``: the same on Compare and in
+    its run panel); points stay coloured by method, which answers another question."""
+    row = runs[runs["run_id"] == run_id]
+    if not row.empty:
+        ring = {"symbol": "circle-open", "size": 24, "color": color, "line": {"width": 4}}
+        fig.add_scatter(x=row[x_mode], y=row["accuracy_pct"], mode="markers", name="selected",
+                        hoverinfo="skip", marker=ring)  # fmt: skip
     return fig
 
 

@@ -1,0 +1,46 @@
+"""The verdict of ``benchmarks/step_overhead.py`` on hand-made timings (nothing is timed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+from pathlib import Path
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "step_overhead.py"
+_spec = importlib.util.spec_from_file_location("step_overhead_bench", _PATH)
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+def test_median_interval_brackets_the_median_and_narrows_with_more_rounds():
+    few = [1.00, 1.08, 1.03, 1.05, 1.02, 1.07, 1.04]
+    many = few * 6
+    low, high = bench.median_interval(few)
+    assert low <= statistics.median(few) <= high
+    low_many, high_many = bench.median_interval(many)
+    assert high_many - low_many < high - low
+    assert bench.median_interval(few) == (low, high)  # seeded: the same interval again
+
+
+def _times(bsq_fast_ratios):
+    float_cl = [100.0 + i for i in range(len(bsq_fast_ratios))]
+    return {
+        "float": [x * 1.2 for x in float_cl],
+        "float-cl": float_cl,
+        "bsq-today": [x * 1.3 for x in float_cl],
+        "bsq-fast": [x * r for x, r in zip(float_cl, bsq_fast_ratios)],
+    }
+
+
+def test_summary_reports_the_interval_and_a_robust_verdict():
+    args = bench.parse_args(["--rounds", "30", "--no-memory"])
+    tight = bench.summarize(_times([1.03 + 0.001 * (i % 5) for i in range(30)]), {}, args)
+    assert tight["fastest_float"] == "float-cl"
+    low, high = tight["ratio_ci95"]
+    assert low <= tight["ratio_vs_fastest_float"] <= high <= 1.035
+    assert tight["ratio_iqr"][0] <= tight["ratio_vs_fastest_float"] <= tight["ratio_iqr"][1]
+    assert tight["targets_met"] and tight["targets_met_robustly"]
+    # the same median with a wide spread: met by the median, not robustly
+    spread = [1.03 + 0.008 * (i - 15) for i in range(30)]  # 0.91 .. 1.14
+    wide = bench.summarize(_times(spread), {}, args)
+    assert wide["targets_met"] and not wide["targets_met_robustly"]
