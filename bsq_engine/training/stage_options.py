@@ -18,8 +18,9 @@ import itertools
 from torch import nn
 
 from bsq_engine.core.layers import BitLayer
+from bsq_engine.core.quantize import PrecisionEvent, requantize_
 
-__all__ = ["bn_followed", "freeze_bn_scales_"]
+__all__ = ["bn_followed", "freeze_bn_scales_", "requantize_stage_"]
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -50,3 +51,10 @@ def freeze_bn_scales_(model: nn.Module, enabled: bool = True) -> list[str]:
     for name in names:
         modules[name].scale.requires_grad_(False)
     return names
+
+
+def requantize_stage_(model: nn.Module, config, stage: str, epoch: int) -> list[PrecisionEvent]:
+    """The trainer's re-quantization: ``requantize_`` with the run's ``max_bits`` and its
+    ``max_msb_drop`` option (``config``: a ``RunConfig``)."""
+    return requantize_(model, config.max_bits, stage=stage, epoch=epoch,
+                       max_msb_drop=config.max_msb_drop)  # fmt: skip
