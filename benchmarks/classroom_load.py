@@ -1,157 +1,80 @@
 """A classroom on one server: N browser viewers watching one run that the server trains.
 
 Starts ``streamlit run app.py`` bound to 127.0.0.1 with a fresh store, starts one long run
-from the Train page (the default model and dataset, ``--bsq-epochs`` BSQ epochs), waits for
-its BSQ stage, measures a window with no viewer, then for each N of ``--viewers``: opens N
-browser contexts of Debian's Chromium (Playwright) on ``/?run=<id>``, watches for
-``--watch`` seconds and switches every viewer to the Runs page and back. It prints, per N:
+from the Train page (``--bsq-epochs`` BSQ epochs of the default model and dataset) and waits
+for its BSQ stage. Then, untimed, one visit of every page (Streamlit's first script run
+of a page pays for imports, Plotly's templates and the caches), and a no-viewer window.
+For each N of ``--viewers``, N students arrive ``--arrival`` seconds apart (tabs of one
+Chromium context, Playwright; ``--contexts``: a context each) on ``/?run=<id>``; once all
+have loaded (or given up), three phases, each measured on its own:
 
-- viewers that saw the live panel, and that saw it update (its progress text changed),
-- panel load and page-switch p50 / p95 (seconds, measured in the browsers),
-- the server's CPU: seconds per viewer-minute above the no-viewer rate, read from
-  ``/proc/<pid>/stat`` (so the browsers' own CPU never counts): of the server process
-  alone when the run trains in a child process, else of the server with its children;
-  plus the cores of the whole server (children included) and of its process alone,
-- the server's memory (RSS, children included),
-- the run's mean BSQ epoch time in the window against the no-viewer window.
+- **watch**: ``--watch`` seconds in which every viewer only watches its live panel;
+- **Stop** (last N only): viewer 0 is the run's owner and presses the panel's Stop while
+  everyone watches; the seconds until the store says ``stopped`` and until the owner's
+  panel shows the run ended;
+- **switch**: every viewer goes to the Runs page and back to Train.
 
-The run's owner opens its live panel before the last N arrive and presses **Stop** at the
-end while every viewer still watches; the time until the store says ``stopped`` is printed. Students
-arrive ``--arrival`` seconds apart. The browsers share the server's cores (on students'
-laptops they would not), so absolute load times are pessimistic; by default the students
-are tabs of one browser context (shared caches), ``--contexts`` gives each its own.
-``BSQ_WORKER=thread`` in the environment measures the run trained in a server thread
-instead of a child process.
+Server CPU is read from ``/proc`` (``classroom_server.cpu``): the server process alone
+(viewers' script runs, websockets) apart from its children (the training), minus the
+no-viewer window's rate; so neither the browsers nor the training count as viewer cost.
+It prints, per N: viewers that saw the panel and saw it update, panel load and
+page-switch p50 / p95 (seconds, in the browsers: they share the server's 2 cores), the
+server's cores while watching (minus no viewer) in all and per viewer, its CPU seconds per
+page switch, the training child's cores, the server's memory, and the run's BSQ epoch time
+against no viewer; then the marginal core per added viewer and the Stop times.
 
-    nice -n 10 python benchmarks/classroom_load.py --viewers 1,10,30 --watch 75
+    flock /tmp/w3/bench.lock python benchmarks/classroom_load.py --viewers 1,10,30
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import re
-import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from classroom_server import bsq_epochs, cpu, rss_mib, run_state, serve
+
 CHROMIUM = "/usr/bin/chromium"
-_TICK = os.sysconf("SC_CLK_TCK")
 _FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
           "--disable-background-networking", "--disable-component-update", "--no-first-run",
           "--disable-renderer-backgrounding", "--disable-background-timer-throttling"]  # fmt: skip
 _PROGRESS = '[data-testid="stProgress"]'
+_STOP = ".st-key-train-stop button"  # the panel's own Stop (the toolbar has one too)
+_PAGES = ("runs", "pareto", "compare", "learn")
 
 
-# -- the server and its cost, from /proc --------------------------------------------------
+class Meter:
+    """Server CPU over a phase: cores of the server process and of its children, and the
+    run's new BSQ epochs."""
+
+    def __init__(self, server: subprocess.Popen, home: Path, run_id: str):
+        self.server, self.home, self.run_id = server, home, run_id
+        self.seen = {g for g, _ in bsq_epochs(home, run_id)}
+        self.cpu0, self.t0 = cpu(server.pid), time.monotonic()
+
+    def read(self) -> dict:
+        (own, kids), wall = cpu(self.server.pid), time.monotonic() - self.t0
+        new = [s for g, s in bsq_epochs(self.home, self.run_id) if g not in self.seen]
+        return {"wall_s": wall, "own_cpu_s": own - self.cpu0[0],
+                "main_cores": (own - self.cpu0[0]) / wall,
+                "child_cores": (kids - self.cpu0[1]) / wall,
+                "rss_mib": rss_mib(self.server.pid)[0],
+                "epoch_s": statistics.mean(new) if new else None, "epochs": len(new)}  # fmt: skip
 
 
-def serve(home: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "BSQ_HOME": str(home), "BSQ_TORCH_THREADS": "1"}
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-           "--server.address", "127.0.0.1", "--server.port", str(port),
-           "--browser.gatherUsageStats", "false"]  # fmt: skip
-    log = (home / "streamlit.log").open("w")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(240):
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited ({proc.returncode}); see {home}/streamlit.log")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2):
-                return proc
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError(f"streamlit did not become healthy; see {home}/streamlit.log")
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return raw[raw.rindex(")") + 2 :].split()  # fields from 3 (state) on
-
-
-def _tree(pid: int) -> list[int]:
-    """``pid`` and its live descendants."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (fields := _stat(int(entry.name))):
-            parents.setdefault(int(fields[1]), []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        found.append(current := todo.pop())
-        todo += parents.get(current, [])
-    return found
-
-
-def cpu_seconds(pid: int, children: bool = True) -> float:
-    """User + system CPU of the server, its live children and its reaped children (only
-    the server process itself with ``children=False``)."""
-    total = 0.0
-    for index, member in enumerate(_tree(pid) if children else [pid]):
-        fields = _stat(member)
-        if fields:  # utime, stime, cutime, cstime are fields 14-17 (11-14 here)
-            own = int(fields[11]) + int(fields[12])
-            reaped = int(fields[13]) + int(fields[14]) if index == 0 else 0
-            total += (own + reaped) / _TICK
-    return total
-
-
-def rss_mib(pid: int) -> float:
-    total = 0
-    for member in _tree(pid):
-        try:
-            status = Path(f"/proc/{member}/status").read_text()
-        except OSError:
-            continue
-        if match := re.search(r"VmRSS:\s+(\d+) kB", status):
-            total += int(match.group(1))
-    return total / 1024
-
-
-def bsq_epochs(home: Path, run_id: str) -> list[tuple[int, float]]:
-    """(global_epoch, seconds) of the run's BSQ epochs so far, read-only."""
-    with sqlite3.connect(f"file:{home / 'runs.db'}?mode=ro", uri=True, timeout=30) as conn:
-        rows = conn.execute(
-            "SELECT global_epoch, seconds FROM epochs WHERE run_id = ? AND stage = 'bsq'",
-            (run_id,),
-        ).fetchall()
-    return [(int(g), float(s)) for g, s in rows if s is not None]
-
-
-def run_status(home: Path, run_id: str) -> str:
-    with sqlite3.connect(f"file:{home / 'runs.db'}?mode=ro", uri=True, timeout=30) as conn:
-        return conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0]
-
-
-async def window(server: subprocess.Popen, home: Path, run_id: str, seconds: float) -> dict:
-    """Server CPU and the run's new BSQ epochs over ``seconds`` of wall time."""
-    seen = {g for g, _ in bsq_epochs(home, run_id)}
-    cpu0, main0, t0 = cpu_seconds(server.pid), cpu_seconds(server.pid, False), time.monotonic()
-    await asyncio.sleep(seconds)
-    cpu, wall = cpu_seconds(server.pid) - cpu0, time.monotonic() - t0
-    main = cpu_seconds(server.pid, False) - main0
-    new = [s for g, s in bsq_epochs(home, run_id) if g not in seen]
-    return {"cpu_s": cpu, "wall_s": wall, "cores": cpu / wall, "main_cores": main / wall,
-            "rss_mib": rss_mib(server.pid), "epoch_s": statistics.mean(new) if new else None,
-            "epochs": len(new)}  # fmt: skip
-
-
-# -- the browsers ----------------------------------------------------------------------------
-
-
-async def start_run(browser, url: str, epochs: int) -> str:
-    """Press Start training on the default config with ``epochs`` BSQ epochs; the run id."""
+async def start_run(browser, url: str, epochs: int, batch: int) -> str:
+    """Start training the default config, ``epochs`` BSQ epochs, batch size ``batch`` (small:
+    the default run's epochs last hundredths of a second); the run id."""
     context = await browser.new_context(viewport={"width": 1400, "height": 1800})
     page = await context.new_page()
     page.set_default_timeout(180_000)
@@ -160,6 +83,10 @@ async def start_run(browser, url: str, epochs: int) -> str:
     await page.get_by_text("Advanced settings").click()
     field = page.get_by_label("BSQ epochs")
     await field.fill(str(epochs))
+    await field.press("Enter")
+    await page.wait_for_timeout(1500)
+    field = page.get_by_label("Batch size")
+    await field.fill(str(batch))
     await field.press("Enter")
     await page.wait_for_timeout(1500)
     await page.get_by_role("button", name="Start training").click()
@@ -171,6 +98,21 @@ async def start_run(browser, url: str, epochs: int) -> str:
     raise RuntimeError("the run id never appeared in the URL after Start training")
 
 
+async def warm_up(browser, base: str, run_id: str) -> None:
+    """One untimed visit of the live panel and of every other page."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 720})
+    page = await context.new_page()
+    page.set_default_timeout(180_000)
+    await page.goto(f"{base}/?run={run_id}&user=warm")
+    await page.locator(_PROGRESS).first.wait_for()
+    await page.wait_for_timeout(6000)  # a chart tick too
+    for name in _PAGES:
+        await page.goto(f"{base}/{name}?user=warm")
+        await page.locator('[data-testid="stMain"] h1').first.wait_for()
+        await page.wait_for_timeout(2000)
+    await context.close()
+
+
 async def _progress_text(page) -> str | None:
     try:
         return await page.locator(_PROGRESS).first.inner_text(timeout=1000)
@@ -178,10 +120,15 @@ async def _progress_text(page) -> str | None:
         return None
 
 
-async def viewer(where, url: str, watch_s: float, timeout_s: float, delay_s: float) -> dict:
-    """One student: arrive after ``delay_s``, open the run, watch it, switch to Runs and back.
-    ``where``: a browser (a context of its own) or a shared context (a tab in it)."""
-    out = {"panel_s": None, "updated": False, "switch_s": [], "page": None, "context": None}
+def _new_viewer() -> dict:
+    return {"panel_s": None, "failed": False, "updated": False, "switch_s": [], "page": None,
+            "context": None}  # fmt: skip
+
+
+async def viewer(where, url: str, delay_s: float, timeout_s: float, phase: dict, out: dict):
+    """One student: arrive after ``delay_s``, open the run, watch it until ``phase["switch"]``
+    is set, then switch to Runs and back; fills ``out`` as it goes. ``where``: a browser (a
+    context of its own) or a shared context (a tab in it)."""
     await asyncio.sleep(delay_s)
     if hasattr(where, "new_context"):
         where = out["context"] = await where.new_context(viewport={"width": 1280, "height": 720})
@@ -193,12 +140,14 @@ async def viewer(where, url: str, watch_s: float, timeout_s: float, delay_s: flo
         await page.locator(_PROGRESS).first.wait_for()
         out["panel_s"] = time.monotonic() - start
     except Exception:
-        return out
-    first, end = await _progress_text(page), time.monotonic() + watch_s
-    while time.monotonic() < end:
+        out["failed"] = True
+        return
+    first = await _progress_text(page)
+    while not phase["switch"].is_set():
         await asyncio.sleep(1.0)
-        text = await _progress_text(page)
-        out["updated"] |= text is not None and text != first
+        if not out["updated"] and phase["watching"].is_set():
+            text = await _progress_text(page)
+            out["updated"] = text is not None and text != first
     for link in ("Runs", "Train"):  # a page link drops ?run=, so wait for the title
         ready, start = page.get_by_role("heading", name=link, exact=True), time.monotonic()
         try:
@@ -207,21 +156,29 @@ async def viewer(where, url: str, watch_s: float, timeout_s: float, delay_s: flo
             out["switch_s"].append(time.monotonic() - start)
         except Exception:
             out["switch_s"].append(float("inf"))
-    return out
 
 
-async def press_stop(page, home: Path, run_id: str) -> float | None:
-    """Seconds from clicking the live panel's Stop until the store says stopped."""
-    start = time.monotonic()
+async def press_stop(page, home: Path, run_id: str) -> dict:
+    """Seconds from the click on the owner's panel Stop until the store says stopped (or a
+    stop requested) and until the panel shows the run ended."""
+    out = {"stop_store_s": None, "stop_panel_s": None}
+    button = page.locator(_STOP).first
     try:
-        await page.get_by_role("button", name="Stop").first.click(timeout=60_000)
-    except Exception:
-        return None
-    while time.monotonic() - start < 60:
-        if run_status(home, run_id) == "stopped":
-            return time.monotonic() - start
+        await button.wait_for(timeout=60_000)
+        start = time.monotonic()  # from the click itself (it may wait for the page)
+        await button.click(timeout=60_000)
+    except Exception as exc:
+        print(f"Stop could not be clicked: {exc}", flush=True)
+        return out
+    ended = page.get_by_text("This run did not finish", exact=False).first
+    while time.monotonic() - start < 60 and None in out.values():
+        status, requested = run_state(home, run_id)
+        if out["stop_store_s"] is None and (status == "stopped" or requested):
+            out["stop_store_s"] = time.monotonic() - start
+        if out["stop_panel_s"] is None and await ended.is_visible():
+            out["stop_panel_s"] = time.monotonic() - start
         await asyncio.sleep(0.1)
-    return None
+    return out
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -231,42 +188,58 @@ def _pct(values: list[float], q: float) -> float | None:
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
-async def one_n(browser, server, home, base, run_id, n, args, idle) -> tuple[dict, list]:
-    url = f"{base}/?run={run_id}"
-    shared = None
-    if not args.contexts:  # tabs of one context share its HTTP and V8 code caches
+async def one_n(browser, server, home, base, run_id, n, args, idle, stop) -> dict:
+    """N students: arrive, load, watch (measured), Stop (``stop``), switch (measured)."""
+    phase = {"watching": asyncio.Event(), "switch": asyncio.Event()}
+    shared = None  # default: tabs of one context share its HTTP and V8 code caches
+    if not args.contexts:
         shared = await browser.new_context(viewport={"width": 1280, "height": 720})
-    tasks = [
-        asyncio.create_task(viewer(shared or browser, f"{url}&user=student{i}", args.watch,
-                                   args.timeout,
-                                   i * args.arrival))  # students arrive one by one
-        for i in range(n)
-    ]  # fmt: skip
-    # Measure once the last student has arrived and (mostly) loaded.
-    await asyncio.sleep(n * args.arrival + 20)
-    stats = await window(server, home, run_id, args.watch - 25)
-    results = await asyncio.gather(*tasks)
+    users = ["teacher" if stop and i == 0 else f"student{i}" for i in range(n)]
+    results = [_new_viewer() for _ in users]
+    tasks = [asyncio.create_task(viewer(shared or browser, f"{base}/?run={run_id}&user={u}",
+                                        i * args.arrival, args.timeout, phase, results[i]))
+             for i, u in enumerate(users)]  # fmt: skip
+    deadline = time.monotonic() + n * args.arrival + args.timeout
+    while time.monotonic() < deadline:  # everyone loaded, or given up
+        if all(r["panel_s"] is not None or r["failed"] for r in results):
+            break
+        await asyncio.sleep(1)
+    await asyncio.sleep(5)  # the last arrival's first ticks
+    meter = Meter(server, home, run_id)
+    phase["watching"].set()
+    await asyncio.sleep(args.watch)
+    watch = meter.read()
+    row = {"viewers": n}
+    if stop:
+        row.update(await press_stop(results[0]["page"], home, run_id))
+    meter = Meter(server, home, run_id)
+    phase["switch"].set()
+    await asyncio.gather(*tasks)
+    switch = meter.read()
     panels = [r["panel_s"] for r in results]
     switches = [s for r in results for s in r["switch_s"]]
-    # CPU seconds per minute above no viewer: the server process alone when the run trains
-    # in a child process (its CPU is the training's, and drops when browsers compete for
-    # the cores), the whole tree when it trains in a server thread (cannot be told apart).
-    own = "main_cores" if stats["cores"] - stats["main_cores"] > 0.05 else "cores"
-    extra = (stats[own] - idle[own]) * 60
-    row = {
-        "viewers": n, "saw_panel": sum(p is not None for p in panels),
-        "saw_update": sum(r["updated"] for r in results),
+    watched = sum(p is not None for p in panels)
+    extra = watch["main_cores"] - idle["main_cores"]
+    done = [s for s in switches if s != float("inf")]
+    row.update({
+        "saw_panel": watched, "saw_update": sum(r["updated"] for r in results),
         "panel_p50_s": _pct(panels, 0.5), "panel_p95_s": _pct(panels, 0.95),
         "switch_p50_s": _pct(switches, 0.5), "switch_p95_s": _pct(switches, 0.95),
-        "server_cores": stats["cores"], "main_cores": stats["main_cores"],
-        "cpu_s_per_viewer_min": extra / n,
-        "rss_mib": stats["rss_mib"], "epoch_s": stats["epoch_s"],
-        "epoch_vs_idle": (stats["epoch_s"] / idle["epoch_s"]
-                          if stats["epoch_s"] and idle["epoch_s"] else None),
-    }  # fmt: skip
-    if shared is not None:  # closed with the tabs, after the owner's Stop
-        results.append({"context": shared, "page": None})
-    return row, results
+        "watch_cores": extra, "core_per_viewer": extra / watched if watched else None,
+        "cpu_s_per_switch": ((switch["own_cpu_s"] - idle["main_cores"] * switch["wall_s"])
+                             / len(done) if done else None),
+        "child_cores": watch["child_cores"], "rss_mib": watch["rss_mib"],
+        "epoch_vs_idle": (watch["epoch_s"] / idle["epoch_s"]
+                          if watch["epoch_s"] and idle["epoch_s"] else None),
+    })  # fmt: skip
+    for r in results:
+        if r["context"] is not None:
+            await r["context"].close()
+        elif r["page"] is not None:
+            await r["page"].close()
+    if shared is not None:
+        await shared.close()
+    return row
 
 
 async def measure(args) -> dict:
@@ -276,29 +249,28 @@ async def measure(args) -> dict:
     server = serve(home, args.port)
     base = f"http://127.0.0.1:{args.port}"
     os.nice(args.browser_nice)  # the browsers started below (0: same priority as the server)
-    rows, stop_s = [], None
+    rows, idle = [], None
     try:
         async with async_playwright() as p:
             browser = await p.chromium.launch(executable_path=CHROMIUM, args=_FLAGS)
-            run_id = await start_run(browser, f"{base}/?user=teacher", args.bsq_epochs)
+            run_id = await start_run(
+                browser, f"{base}/?user=teacher", args.bsq_epochs, args.batch_size
+            )
             for _ in range(int(args.timeout * 2)):  # pretraining first: wait for BSQ epochs
                 if len(bsq_epochs(home, run_id)) >= 2:
                     break
                 await asyncio.sleep(1)
-            idle = await window(server, home, run_id, args.watch - 25)
-            idle.update(viewers=0)
+            await warm_up(browser, base, run_id)
+            await asyncio.sleep(5)  # the warm-up session's last ticks
+            meter = Meter(server, home, run_id)
+            await asyncio.sleep(args.watch)
+            idle = meter.read()
             print(f"no viewer: {json.dumps(idle)}", flush=True)
             for n in args.viewers:
                 last = n == args.viewers[-1]
-                owner = await _owner_page(browser, base, run_id, args.timeout) if last else None
-                row, results = await one_n(browser, server, home, base, run_id, n, args, idle)
+                row = await one_n(browser, server, home, base, run_id, n, args, idle, last)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-                if owner is not None:  # everyone still watching: the owner presses Stop
-                    stop_s = await press_stop(owner, home, run_id)
-                    await owner.context.close()
-                for r in results:
-                    await (r["context"] or r["page"]).close()
             await browser.close()
     finally:
         server.terminate()
@@ -306,17 +278,7 @@ async def measure(args) -> dict:
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
-    return {"rows": rows, "idle": idle, "stop_s": stop_s, "home": str(home)}
-
-
-async def _owner_page(browser, base, run_id, timeout):
-    """The run's owner, on its live panel before the last group of students arrives."""
-    context = await browser.new_context(viewport={"width": 1280, "height": 900})
-    page = await context.new_page()
-    page.set_default_timeout(timeout * 1000)
-    await page.goto(f"{base}/?run={run_id}&user=teacher")
-    await page.locator(_PROGRESS).first.wait_for()
-    return page
+    return {"rows": rows, "idle": idle, "home": str(home)}
 
 
 def _fmt(value) -> str:
@@ -325,31 +287,49 @@ def _fmt(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+_COLS = ("viewers", "saw_panel", "saw_update", "panel_p50_s", "panel_p95_s", "switch_p50_s",
+         "switch_p95_s", "watch_cores", "core_per_viewer", "cpu_s_per_switch", "child_cores",
+         "rss_mib", "epoch_vs_idle")  # fmt: skip
+
+
 def print_table(result: dict) -> None:
-    cols = ("viewers", "saw_panel", "saw_update", "panel_p50_s", "panel_p95_s", "switch_p50_s",
-            "switch_p95_s", "server_cores", "main_cores", "cpu_s_per_viewer_min", "rss_mib",
-            "epoch_s", "epoch_vs_idle")  # fmt: skip
-    idle = result["idle"]
-    print(f"\nno viewer: server {idle['cores']:.3f} cores ({idle['main_cores']:.3f} in the "
-          f"server process itself), RSS {idle['rss_mib']:.0f} MiB, "
+    idle, rows = result["idle"], result["rows"]
+    if idle is None:
+        print("no measurement: the run never reached its BSQ stage")
+        return
+    print(f"\nno viewer: server process {idle['main_cores']:.3f} cores, training child "
+          f"{idle['child_cores']:.3f} cores, server RSS {idle['rss_mib']:.0f} MiB, "
           f"BSQ epoch {_fmt(idle['epoch_s'])} s ({idle['epochs']} epochs)")  # fmt: skip
-    print("| " + " | ".join(cols) + " |")
-    print("|" + " --- |" * len(cols))
-    for row in result["rows"]:
-        print("| " + " | ".join(_fmt(row[c]) for c in cols) + " |")
-    per_core = [r["cpu_s_per_viewer_min"] / 60 for r in result["rows"]]
-    print("core per watching viewer: " + ", ".join(f"{c:.4f}" for c in per_core))
-    print(f"Stop from a live panel (all viewers watching): {_fmt(result['stop_s'])} s")
+    print("| " + " | ".join(_COLS) + " |")
+    print("|" + " --- |" * len(_COLS))
+    for row in rows:
+        print("| " + " | ".join(_fmt(row.get(c)) for c in _COLS) + " |")
+    for a, b in itertools.pairwise(rows):  # what one more viewer costs, shared work aside
+        if a["saw_panel"] != b["saw_panel"]:
+            extra = (b["watch_cores"] - a["watch_cores"]) / (b["saw_panel"] - a["saw_panel"])
+            print(f"marginal core per viewer, {a['saw_panel']} -> {b['saw_panel']} watching: "
+                  f"{extra:.4f}")  # fmt: skip
+    stop = rows[-1] if rows else {}
+    print(
+        f"Stop from the owner's live panel, {stop.get('viewers')} viewers watching: store "
+        f"{_fmt(stop.get('stop_store_s'))} s, panel {_fmt(stop.get('stop_panel_s'))} s"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--viewers", default="1,10,30",
                         type=lambda s: [int(x) for x in s.split(",") if x.strip()])  # fmt: skip
-    parser.add_argument("--watch", type=float, default=75.0, help="seconds each N watches")
+    parser.add_argument(
+        "--watch",
+        type=float,
+        default=40.0,
+        help="seconds of each measured window (no viewer, and watching)",
+    )
     parser.add_argument("--timeout", type=float, default=240.0, help="panel load limit (s)")
-    parser.add_argument("--bsq-epochs", type=int, default=3000, help="long enough to last")
-    parser.add_argument("--arrival", type=float, default=2.0, help="seconds between students")
+    parser.add_argument("--bsq-epochs", type=int, default=10_000, help="long enough to last")
+    parser.add_argument("--batch-size", type=int, default=16, help="of the run (slows epochs)")
+    parser.add_argument("--arrival", type=float, default=1.0, help="seconds between students")
     parser.add_argument("--contexts", action="store_true",
                         help="a browser context per student (default: a tab each in one "
                              "context: on one machine, N cold contexts cost the browsers "
@@ -358,8 +338,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8720)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    if args.watch < 35:
-        parser.error("--watch must be at least 35 s (20 s to load, 5 s to spare)")
+    if args.watch < 10:
+        parser.error("--watch must be at least 10 s")
     result = asyncio.run(measure(args))
     print_table(result)
     if args.json:

@@ -189,8 +189,15 @@ def test_shared_frame_is_rebuilt_only_when_the_version_moves(monkeypatch):
     store.add_events(run_id, [{"layer": "fc1", "old_bits": 8, "new_bits": 6, "msb_dropped": 2,
                                "lsb_dropped": 0, "grown": 0, "stage": "bsq", "epoch": 1,
                                "message": "fc1: 8 -> 6 bits"}])  # fmt: skip
-    third = live.live_frame(run_id, build)  # a re-quantization is drawn at once
+    assert live.live_frame(run_id, build).figures is second.figures  # MIN_BUILD_S not over
+    monkeypatch.setattr(live, "MIN_BUILD_S", 0.0)
+    monkeypatch.setattr(live, "BUILD_SHARE", 1e9)  # the cost rule alone waits MAX_BUILD_S
+    store.add_events(run_id, [{"layer": "fc2", "old_bits": 8, "new_bits": 5, "msb_dropped": 3,
+                               "lsb_dropped": 0, "grown": 0, "stage": "bsq", "epoch": 1,
+                               "message": "fc2: 8 -> 5 bits"}])  # fmt: skip
+    third = live.live_frame(run_id, build)  # a re-quantization: after MIN_BUILD_S only
     assert third.figures is not second.figures and len(calls) == 3
+    monkeypatch.setattr(live, "BUILD_SHARE", 20)
     monkeypatch.setattr(live, "MIN_BUILD_S", 0.0)
     store.add_epochs(run_id, [{"stage": "pretrain", "epoch": 3, "global_epoch": 3,
                                "test_acc": 0.6, "seconds": 1.0}])  # fmt: skip
@@ -198,3 +205,30 @@ def test_shared_frame_is_rebuilt_only_when_the_version_moves(monkeypatch):
     monkeypatch.setattr(live, "MIN_BUILD_S", 3600.0)
     store.set_status(run_id, "stopped")  # an ended run always gets its final figures
     assert not live.live_frame(run_id, build).view.active and len(calls) == 5
+
+
+def test_live_step_chart_is_built_once_for_every_default_viewer(monkeypatch):
+    """The per-step loss chart of a live run: one spec per run for every session with the
+    default options, rebuilt only when new steps arrived and ``STEP_REBUILD_S`` passed."""
+    from dashboard.ui import run_charts
+    from dashboard.ui.accessors import RunView
+    from dashboard.views import curves, frames
+
+    built = []
+    real = curves.step_chart
+    monkeypatch.setattr(curves, "step_chart", lambda *a: built.append(1) or real(*a))
+    monkeypatch.setattr(run_charts, "_SHARED_STEPS", {})
+    steps = [{"step": i, "stage": "bsq", "epoch": 1, "loss": 1.0 / (i + 1), "reg": 0.1,
+              "batch_acc": 0.5, "lr": 0.1, "time": 1000.0 + i} for i in range(8)]  # fmt: skip
+    view = RunView(run={"run_id": "r1", "status": "running"}, epochs=frames.epochs_frame([]),
+                   layers=frames.layers_frame([]), live=True,
+                   snapshot={"steps": steps})  # fmt: skip
+    default = curves.CurveOptions()
+    first = run_charts._step_chart(view, "a", default)
+    for key in ("b", "c", "d"):  # other viewers' ticks: the same spec, no build
+        assert run_charts._step_chart(view, key, default) is first
+    assert len(built) == 1
+    steps.append({**steps[-1], "step": 8, "time": 1008.0})
+    assert run_charts._step_chart(view, "b", default) is first  # new step, too soon
+    monkeypatch.setattr(run_charts, "STEP_REBUILD_S", 0.0)
+    assert run_charts._step_chart(view, "b", default) is not first and len(built) == 2

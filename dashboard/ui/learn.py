@@ -309,8 +309,9 @@ def header() -> tuple[int, bool]:
         st.html(PRESENT_CSS)
         st.query_params["present"] = "1"
         st.set_page_config(initial_sidebar_state="collapsed")  # the projector gets the width
-    else:
+    else:  # this run's router read the old URL: undo its collapsed sidebar now
         st.query_params.pop("present", None)
+        st.set_page_config(initial_sidebar_state="expanded")
     labels = SHORT_STEPS if present else STEPS
     step = st.segmented_control("Step", list(STEPS), key="learn-step", required=True,
                                 format_func=lambda s: f"{s}. {labels[s]}")  # fmt: skip

@@ -7,11 +7,13 @@ changed, and returns the frame (RunView + figures) already built for that versio
 the version moves, one session reads the new view (cheap: progress and tiles move every
 tick) while the others keep drawing the previous frame instead of waiting; the figures are
 rebuilt only when stale, so builds of one run use at most 1/``BUILD_SHARE`` of a core (the
-next one waits 20x the last one's CPU time, between ``MIN_BUILD_S`` and ``MAX_BUILD_S``),
-however fast its epochs; the first epoch, the first layers and a re-quantization are drawn
-at once. A module-level cache rather than ``st.cache_data``: that one unpickles a
-fresh copy of every figure on every hit, i.e. per viewer per tick, which is the cost this
-module exists to avoid. Frames are never mutated after they are published.
+next one waits 20x the last one's CPU time, between ``MIN_BUILD_S`` and ``MAX_BUILD_S``,
+5-10 s: a chart a few seconds old costs a viewer nothing, a rebuild costs every run),
+however fast its epochs; the first epoch and the first layers are drawn at once, a
+re-quantization after ``MIN_BUILD_S``. A module-level cache rather than
+``st.cache_data``: that one unpickles a fresh copy of every figure on every hit, i.e. per
+viewer per tick, which is the cost this module exists to avoid. Frames are never mutated
+after they are published.
 """
 
 from __future__ import annotations
@@ -26,10 +28,16 @@ from bsq_engine.runs.status import RunStatus
 from dashboard.ui.accessors import RunView, load_run_view
 from dashboard.ui.state import manager, store
 
-__all__ = ["BUILDS", "LiveFrame", "live_frame", "poll_interval", "queue_place", "run_age_s"]
+__all__ = ["BUILDS", "CHART_TICK_S", "LiveFrame", "live_frame", "poll_interval", "queue_place",
+           "run_age_s"]  # fmt: skip
 
-MIN_BUILD_S, MAX_BUILD_S, BUILD_SHARE = 1.0, 10.0, 20
-MIN_TICK_S, MAX_TICK_S = 1.0, 2.0  # a training run's panel ticks at least every 2 s
+MIN_BUILD_S, MAX_BUILD_S, BUILD_SHARE = 5.0, 10.0, 20
+MIN_TICK_S, MAX_TICK_S = 1.5, 4.0  # a training run's progress ticks at least every 4 s
+STALLED_S, STALLED_TICK_S = 15.0, 8.0  # nothing new for 15 s: tick every 8 s
+# The charts tick apart from the progress, this often: re-sending them (Plotly JSON, each
+# Vega-Lite dataset converted to Arrow) is most of what a viewer's tick costs the server,
+# and their figures are rebuilt at most every MIN_BUILD_S anyway.
+CHART_TICK_S = MIN_BUILD_S
 # Right after a Start the first steps arrive within about a second (the job manager keeps a
 # training process ready): tick fast for the first seconds, then back off to the pace.
 FAST_TICK_S, FAST_FOR_S, FAST_UNTIL_S = 0.4, 8.0, 20.0
@@ -54,13 +62,16 @@ class LiveFrame:
 
     def figures_fresh(self, view: RunView) -> bool:
         """Keep these figures for ``view``: same run still live, built recently enough, and
-        nothing they lack that is drawn at once: the first epoch, the first layers, a
-        re-quantization (rare, and what a viewer watches for)."""
+        not lacking the first epoch or the first layers (drawn at once). A re-quantization
+        (what a viewer watches for) is drawn ``MIN_BUILD_S`` after the last build, without
+        the longer wait a costly build earns: a fast run re-quantizes every second."""
+        if not (self.view.active and view.active):
+            return False
         waited = time.monotonic() - self.figures_at
         epochs, layers, events = _drawn(view)
-        news = (epochs and not self.drawn[0]) or (layers and not self.drawn[1])
-        news = news or events > self.drawn[2]
-        return self.view.active and view.active and not news and waited < self.rebuild_after_s
+        if (epochs and not self.drawn[0]) or (layers and not self.drawn[1]):
+            return False
+        return waited < (MIN_BUILD_S if events > self.drawn[2] else self.rebuild_after_s)
 
 
 _LOCK = threading.Lock()
@@ -150,15 +161,20 @@ def _drawn(view: RunView) -> tuple[int, int, int]:
 
 
 def poll_interval(frame: LiveFrame) -> float:
-    """Seconds between a viewer's ticks: about half an epoch, between ``MIN_TICK_S`` and
-    ``MAX_TICK_S`` (each tick re-sends the panel, so a fast run does not tick faster);
-    a queued run only moves when another ends, so 3 s; a run created less than
-    ``FAST_FOR_S`` ago ticks every ``FAST_TICK_S`` (its first chart is on its way)."""
+    """Seconds between a viewer's progress ticks: about half an epoch, between
+    ``MIN_TICK_S`` and ``MAX_TICK_S`` (each tick re-sends the progress, so a fast run does
+    not tick faster); ``STALLED_TICK_S`` when its live state has not moved for
+    ``STALLED_S`` (a long evaluation, a stalled worker); a queued run only moves when
+    another ends, so 3 s; a run created less than ``FAST_FOR_S`` ago ticks every
+    ``FAST_TICK_S`` (its first chart is on its way)."""
     view = frame.view
     if run_age_s(view) < FAST_FOR_S and not len(view.epochs):
         return FAST_TICK_S
     if view.status == RunStatus.QUEUED:
         return 3.0
+    updated = (view.snapshot or {}).get("updated_at")
+    if updated is not None and time.time() - updated > STALLED_S:
+        return STALLED_TICK_S
     pace = (view.snapshot or {}).get("epoch_s")
     if pace is None and len(view.epochs) and "seconds" in view.epochs:
         pace = view.epochs["seconds"].tail(5).median()

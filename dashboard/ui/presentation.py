@@ -19,6 +19,7 @@ PRESENT_CSS = """<style>
 [data-testid="stMain"] .katex { font-size: 1.55em !important; }
 [data-testid="stMain"] [data-testid="stMetricValue"],
 [data-testid="stMain"] [data-testid="stMetricValue"] p { font-size: 2.8rem !important; }
+[data-testid="stMain"] input { font-size: 1.3rem !important; }
 [data-testid="stMain"] [data-testid="stSliderThumbValue"] { font-size: 1rem !important; }
 [data-testid="stMain"] [data-testid="stTable"] th,
 [data-testid="stMain"] [data-testid="stTable"] td { font-size: 1.3rem !important; }
@@ -37,6 +38,11 @@ def plot(where, fig, key: str, **kwargs) -> None:
         fig.update_layout(font_size=PRESENT_FONT, title_font_size=PRESENT_FONT + 4,
                           hoverlabel_font_size=PRESENT_FONT)  # fmt: skip
         fig.update_annotations(font_size=PRESENT_FONT - 2)
+        # Streamlit's chart theme is a template that sizes axis text itself (12 px); only
+        # sizes set on the axes themselves win over it, not the layout's font size.
+        for axes in (fig.update_xaxes, fig.update_yaxes):
+            axes(tickfont_size=PRESENT_FONT, title_font_size=PRESENT_FONT)
+        fig.update_layout(legend_font_size=PRESENT_FONT)
     where.plotly_chart(fig, key=key, width="stretch", **kwargs)
 
 

@@ -6,11 +6,13 @@ The figures with the default curve options are built once per (run, version) for
 session (``build_figures``, called by ``live.live_frame``); a session that changed the
 options builds its own, only when an epoch, a snapshot or an event arrived (``_figures``); the
 per-step chart of a live run, whose data move every step, is rebuilt at most every
-``STEP_REBUILD_S``. A queued run has nothing to draw yet and says so.
+``STEP_REBUILD_S``, once for every session that keeps the default options. A queued run
+has nothing to draw yet and says so.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 
 import streamlit as st
@@ -24,7 +26,11 @@ __all__ = ["build_figures", "render_charts", "vega_spec"]
 
 _FIGURES = "run_panel.figures"  # session state: {panel key: (signature, figures, when, cost)}
 _STEPS = "run_panel.step_chart"  # session state: {panel key: (when, n points, spec)}
-_MIN_REBUILD_S, _MAX_REBUILD_S, STEP_REBUILD_S = 2.0, 6.0, 1.5
+_MIN_REBUILD_S, _MAX_REBUILD_S, STEP_REBUILD_S = 2.0, 6.0, 3.0
+# The default-options step chart of each live run, for every session: {run id: (when, n
+# points, spec, options)}. Specs are never mutated after they are stored.
+_SHARED_STEPS: dict[str, tuple] = {}
+_SHARED_LOCK = threading.Lock()
 _EPOCH_COLS = ["stage", "epoch", "global_epoch", "seconds"]
 X_CHOICES = {"epoch": "Epoch", "step": "Step", "wall": "Wall-clock"}
 
@@ -33,7 +39,7 @@ def vega_spec(chart) -> dict:
     """Altair chart -> Vega-Lite dict, once per rebuild (``st.altair_chart`` would convert
     and validate it again on every tick). Altair's default 300 px view size is dropped, as
     ``st.altair_chart`` does, so the chart fills its column."""
-    spec = chart.to_dict()
+    spec = chart.to_dict(validate=False)  # built by our own code: schema checks are CPU only
     view = spec.get("config", {}).get("view", {})
     for size in ("continuousWidth", "continuousHeight"):
         view.pop(size, None)
@@ -120,12 +126,19 @@ def _figures(view: RunView, key: str, options: curves.CurveOptions) -> dict:
 
 
 def _step_chart(view: RunView, key: str, options: curves.CurveOptions) -> dict | None:
-    """The live per-step loss (from the job manager's snapshot: live runs only)."""
+    """The live per-step loss (from the job manager's snapshot: live runs only). With the
+    default options one spec per run serves every session (``_SHARED_STEPS``); a session
+    with its own options keeps its own in its session state."""
     steps = (view.snapshot or {}).get("steps") or []
     if len(steps) < 2:
         return None
-    cache = st.session_state.setdefault(_STEPS, {})
-    when, count, spec, old_options = cache.get(key, (0.0, 0, None, None))
+    shared = options == curves.CurveOptions()
+    if shared:
+        with _SHARED_LOCK:
+            when, count, spec, old_options = _SHARED_STEPS.get(view.run_id, (0.0, 0, None, None))
+    else:
+        cache = st.session_state.setdefault(_STEPS, {})
+        when, count, spec, old_options = cache.get(key, (0.0, 0, None, None))
     fresh = time.monotonic() - when < STEP_REBUILD_S or count == len(steps)
     if spec is not None and fresh and old_options == options:
         return spec
@@ -134,7 +147,13 @@ def _step_chart(view: RunView, key: str, options: curves.CurveOptions) -> dict |
         log_y=options.log_y,
     )  # fmt: skip
     spec = vega_spec(curves.step_chart(curves.step_frame(steps), step_options))
-    cache[key] = (time.monotonic(), len(steps), spec, options)
+    if shared:  # two sessions may build the same spec at once: harmless, the last one stays
+        with _SHARED_LOCK:
+            _SHARED_STEPS[view.run_id] = (time.monotonic(), len(steps), spec, options)
+            while len(_SHARED_STEPS) > 64:
+                _SHARED_STEPS.pop(next(iter(_SHARED_STEPS)))
+    else:
+        cache[key] = (time.monotonic(), len(steps), spec, options)
     return spec
 
 

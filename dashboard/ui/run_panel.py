@@ -1,9 +1,11 @@
 """The view of one run, live or finished; used by the Train and Runs pages (and others).
 
-While a run is queued or running, the panel is an ``st.fragment`` that re-renders itself
-every half epoch (1-2 s, ``live.poll_interval``); element keys are stable so charts update
-in place. A tick reads nothing and builds nothing unless the run's version moved: the view
-and figures come from ``live.live_frame``, built once per (run, version) for all sessions.
+While a run is queued or running, the panel is two ``st.fragment``s: the progress (header,
+bar, Stop, tiles) re-renders itself every half epoch (1.5-4 s, ``live.poll_interval``), the
+charts every ``live.CHART_TICK_S`` (re-sending them is most of a tick's cost); element keys
+are stable so charts update in place. A tick reads nothing and builds nothing unless the
+run's version moved: the view and figures come from ``live.live_frame``, built once per
+(run, version) for all sessions.
 (Streamlit 1.5x+ removes a fragment's elements that a rerun does not re-emit, so a tick
 re-sends the shared elements rather than returning empty.) When the run ends, the fragment
 calls ``st.rerun()`` once and the page shows the static, finished view, which no longer polls.
@@ -16,7 +18,7 @@ import threading
 import streamlit as st
 
 from bsq_engine.runs.export import COUNTING_CONVENTION
-from bsq_engine.runs.status import RunStatus
+from bsq_engine.runs.status import ACTIVE, RunStatus
 from bsq_engine.runs.store import RunNotFound, StoreError
 from bsq_engine.training.config import Stage, describe_method
 from bsq_engine.units import format_bits, format_compression, format_duration, format_pct, is_number
@@ -29,6 +31,7 @@ from dashboard.views import charts, frames, plain
 __all__ = ["STATUS_COLORS", "render_run_panel", "start_warm_up"]
 
 _S = RunStatus
+STOP_WAIT_S = 1.5
 STATUS_COLORS = {
     _S.QUEUED: "gray", _S.RUNNING: "blue", _S.FINISHED: "green",
     _S.FAILED: "red", _S.STOPPED: "orange", _S.INTERRUPTED: "orange",
@@ -63,28 +66,44 @@ def render_run_panel(run_id: str, *, key: str = "panel") -> None:
         return
     if frame.view.active:  # the pace sets the tick; a new fragment per pace is fine
         every = live.poll_interval(frame)
-        st.fragment(_live_body, run_every=every)(run_id, key, every)
+        st.fragment(_live_top, run_every=every)(run_id, key, every)
+        # Right after a Start the charts tick fast too: the first chart is what is awaited.
+        charts_every = every if every == live.FAST_TICK_S else live.CHART_TICK_S
+        st.fragment(_live_charts, run_every=charts_every)(run_id, key)
     else:
         _render(frame.view, key, frame.figures)
 
 
-def _live_body(run_id: str, key: str, every: float) -> None:
+def _live_frame(run_id: str) -> live.LiveFrame:
+    """The shared frame, or a whole-page rerun when the run is gone or has ended (once:
+    the page then draws the finished view, which does not poll)."""
     try:
         frame = live.live_frame(run_id, build_figures)
     except RunNotFound:
         st.rerun()
     if not frame.view.active:
         st.rerun()  # once: the page re-renders the finished view, without polling
-    if every == live.FAST_TICK_S and live.poll_interval(frame) > every:
-        _render(frame.view, key, frame.figures)  # the first chart now, then the run's pace
-        st.rerun()
+    return frame
+
+
+def _live_top(run_id: str, key: str, every: float) -> None:
+    """Header, progress, Stop and tiles: the cheap part, every half epoch (1.5-4 s)."""
+    frame = _live_frame(run_id)
     fast = every == live.FAST_TICK_S and live.run_age_s(frame.view) < live.FAST_UNTIL_S
     if not fast and not every / 2 <= live.poll_interval(frame) <= every * 2:
         # The run's pace changed (pretraining -> BSQ; the first seconds after a Start, which
         # tick fast, are over): a new tick length. Not sooner: a full rerun on a busy
-        # machine would hold back the first charts.
+        # machine would hold back the first charts (the charts fragment draws them).
         st.rerun()
-    _render(frame.view, key, frame.figures)
+    _header(frame.view)
+    _progress(frame.view, key)
+    _tiles(frame.view)
+
+
+def _live_charts(run_id: str, key: str) -> None:
+    """The charts, every ``live.CHART_TICK_S``: their figures change no faster."""
+    frame = _live_frame(run_id)
+    render_charts(frame.view, key, frame.figures)
 
 
 def _render(view: RunView, key: str, figures: dict) -> None:
@@ -152,7 +171,10 @@ def _stop(run: dict) -> None:
         if refusal is not None:
             raise ValueError(refusal)
         manager().stop(run["run_id"])
-        message = "Stopping after the current step..."
+        # Wait briefly for the step to end, so this very rerun already draws the stopped
+        # run (else the next tick, up to 4 s later, would); a slow step is not waited for.
+        status = manager().wait(run["run_id"], timeout=STOP_WAIT_S)
+        message = "Stopped." if status not in ACTIVE else "Stopping after the current step..."
     except (KeyError, ValueError) as exc:
         message = f"Could not stop the run: {exc}"
     st.session_state[f"run_panel.stop.{run['run_id']}"] = message

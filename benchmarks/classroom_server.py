@@ -1,0 +1,117 @@
+"""The server under test in ``classroom_load.py`` and what it costs, read from /proc.
+
+A Streamlit server that trains a run in a child process is two kinds of CPU: the server
+process itself (every viewer's script runs, the websockets, the live buffer) and its
+children (the training). Only the first is a viewer's cost, so they are read apart:
+``cpu(pid)`` returns (server process, live and reaped children) in CPU seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+_TICK = os.sysconf("SC_CLK_TCK")
+
+__all__ = ["bsq_epochs", "cpu", "rss_mib", "run_state", "serve"]
+
+
+def serve(home: Path, port: int) -> subprocess.Popen:
+    """``streamlit run app.py`` on 127.0.0.1:``port`` with its store in ``home``."""
+    env = {**os.environ, "BSQ_HOME": str(home), "BSQ_TORCH_THREADS": "1"}
+    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+           "--server.address", "127.0.0.1", "--server.port", str(port),
+           "--browser.gatherUsageStats", "false"]  # fmt: skip
+    log = (home / "streamlit.log").open("w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    for _ in range(240):
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited ({proc.returncode}); see {home}/streamlit.log")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2):
+                return proc
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"streamlit did not become healthy; see {home}/streamlit.log")
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2 :].split()  # fields from 3 (state) on
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat(int(entry.name))):
+            parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        found.append(current := todo.pop())
+        todo += parents.get(current, [])
+    return found
+
+
+def cpu(pid: int) -> tuple[float, float]:
+    """(the server process's own CPU seconds, its children's: live ones and reaped ones).
+
+    utime, stime, cutime, cstime are /proc fields 14-17 (11-14 after the state field);
+    a process's own figures include its threads, dead ones too."""
+    own = children = 0.0
+    for member in _tree(pid):
+        fields = _stat(member)
+        if not fields:
+            continue
+        mine = (int(fields[11]) + int(fields[12])) / _TICK
+        if member == pid:
+            own = mine
+            children += (int(fields[13]) + int(fields[14])) / _TICK  # reaped children
+        else:
+            children += mine
+    return own, children
+
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    """(the server process's resident memory, with its children) in MiB."""
+    own = total = 0
+    for member in _tree(pid):
+        try:
+            status = Path(f"/proc/{member}/status").read_text()
+        except OSError:
+            continue
+        if match := re.search(r"VmRSS:\s+(\d+) kB", status):
+            total += int(match.group(1))
+            own = int(match.group(1)) if member == pid else own
+    return own / 1024, total / 1024
+
+
+def _read(home: Path, sql: str, args: tuple) -> list[tuple]:
+    with sqlite3.connect(f"file:{home / 'runs.db'}?mode=ro", uri=True, timeout=30) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+def bsq_epochs(home: Path, run_id: str) -> list[tuple[int, float]]:
+    """(global_epoch, seconds) of the run's BSQ epochs so far, read-only."""
+    rows = _read(home, "SELECT global_epoch, seconds FROM epochs WHERE run_id = ? AND "
+                 "stage = 'bsq'", (run_id,))  # fmt: skip
+    return [(int(g), float(s)) for g, s in rows if s is not None]
+
+
+def run_state(home: Path, run_id: str) -> tuple[str, bool]:
+    """(status, whether a stop was requested through the store)."""
+    (status, requested), *_ = _read(
+        home, "SELECT status, stop_requested FROM runs WHERE run_id = ?", (run_id,)
+    )
+    return status, requested is not None
