@@ -28,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 
@@ -193,6 +194,8 @@ def _print(rows, verdicts) -> None:
 
 
 def main(argv=None) -> int:
+    import candidates  # noqa: F401  (registers benchmark-only models; here, not at import)
+
     args = _parse(argv)
     torch.set_num_threads(max(args.threads, 1))
     configs = _configs(args)
