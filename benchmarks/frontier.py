@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 
-from bsq_engine.runs.stats import collapse_reason, differs, wilson_interval  # noqa: E402
+from bsq_engine.runs.stats import collapse_reason, method_verdicts, wilson_interval  # noqa: E402
 from bsq_engine.runs.sweep import _sweep_configs  # noqa: E402
 from bsq_engine.training.config import describe_method  # noqa: E402
 from bsq_engine.training.trainer import Trainer  # noqa: E402
@@ -133,45 +133,6 @@ def _aggregate(results: list[dict]) -> list[dict]:
     return rows
 
 
-def _significant(a: dict, b: dict) -> bool:
-    """``a`` is more accurate than ``b`` by more than the test-set noise (Newcombe interval
-    of the two means at the test-set size) and by more than twice the seeds' standard
-    error of the difference."""
-    diff = a["accuracy"] - b["accuracy"]
-    seed_se = (a["spread"] ** 2 / a["seeds"] + b["spread"] ** 2 / b["seeds"]) ** 0.5
-    noisy = not differs(a["accuracy"], a["test_size"], b["accuracy"], b["test_size"])
-    return diff > 0 and not noisy and diff > 2 * seed_se
-
-
-def _verdicts(rows: list[dict]) -> list[dict]:
-    """Each mixed-precision setting M against the uniform baselines (uniform and uniform
-    with first/last at 8 bits), 2% tolerance on compression:
-
-    - **wins** when M is significantly more accurate than the best uniform setting that is
-      no more compressed than M (same or better accuracy *and* size);
-    - **loses** when a uniform setting at least as compressed is significantly more
-      accurate (M is dominated);
-    - **tie** otherwise (within noise, or a trade-off between two sizes)."""
-    uniform = [r for r in rows if r["method"] == "uniform" and r["compression"]]
-    verdicts = []
-    for m in (r for r in rows if r["method"] in MIXED and r["compression"]):
-        below = [u for u in uniform if u["compression"] <= m["compression"] * 1.02]
-        above = [u for u in uniform if u["compression"] >= m["compression"] * 0.98]
-        best_below = max(below, key=lambda r: r["accuracy"], default=None)
-        best_above = max(above, key=lambda r: r["accuracy"], default=None)
-        if best_above is not None and _significant(best_above, m):
-            rival, verdict = best_above, "loses"
-        elif best_below is not None and _significant(m, best_below):
-            rival, verdict = best_below, "wins"
-        else:
-            rival, verdict = best_above or best_below, "tie"
-        verdicts.append({
-            "mixed": m["label"], "uniform": rival and rival["label"], "verdict": verdict,
-            "diff_points": 100 * (m["accuracy"] - rival["accuracy"]) if rival else None,
-        })  # fmt: skip
-    return verdicts
-
-
 def _print(rows, verdicts) -> None:
     print(f"{'setting':<40} {'acc %':>7} {'±95%':>5} {'seed sd':>7} {'x':>6} "
           f"{'MBOPs':>8} {'collapsed':>9} {'CPU s':>6}")  # fmt: skip
@@ -204,7 +165,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         results = _run_all(configs, Path(args.cache or tmp))
     rows = _aggregate(results)
-    verdicts = _verdicts(rows)
+    verdicts = method_verdicts(rows, MIXED)
     _print(rows, verdicts)
     document = {"rows": rows, "verdicts": verdicts, "runs": results,
                 "workload": {k: v for k, v in vars(args).items() if k not in ("json", "save")},
