@@ -11,6 +11,9 @@ least as compressed, by more than the noise?
     python benchmarks/frontier.py                       # the teaching workload, k = 3
     python benchmarks/frontier.py --seeds 0 --max-train 2000 --max-test 1000   # smaller
     python benchmarks/frontier.py --json                # last line: one JSON object
+    # seeds in parallel processes, then one table (same workload but the seeds):
+    python benchmarks/frontier.py --seeds 0 --save s0.json &   # ... --seeds 1, --seeds 2
+    python benchmarks/frontier.py --combine s0.json s1.json s2.json --save all.json
 
 Nothing is stored in the run store; float models are cached in ``--cache`` (default: a
 temporary folder), so a second invocation with the same cache skips pretraining.
@@ -37,15 +40,16 @@ from bsq_engine.runs.sweep import _sweep_configs  # noqa: E402
 from bsq_engine.training.config import describe_method  # noqa: E402
 from bsq_engine.training.trainer import Trainer  # noqa: E402
 
-# The bench's workload, chosen by measurement (README, "An honest bench"): LeNet-5 on a 5k
-# Fashion-MNIST subset with 2-bit activations, where uniform 1-bit loses ~20 points (headroom)
-# and a run costs ~12 CPU s. HAWQ budgets sit exactly at the compression of uniform 2-bit
-# (16x) and of uniform 1-bit with first/last at 8 bits (1.113 bits = 28.8x).
+# The bench's workload, chosen by measurement (README, "An honest bench"; every workload
+# tried is in assets/bench_screens/): the depthwise-separable dsnet on a 10k Fashion-MNIST
+# subset with 4-bit activations, where layer sensitivity differs (the depthwise layers and
+# conv1 are fragile) and a run costs ~90 CPU s. HAWQ budgets sit exactly at the compression
+# of uniform 2-bit (16x) and of uniform 1-bit with first/last at 8 bits (1.756 bits = 18.2x).
 WORKLOAD = dict(
-    model="lenet5", dataset="fashion_mnist", max_train=5000, max_test=2000,
-    pretrain_epochs=4, bsq_epochs=8, finetune_epochs=4, requant_interval=2, act_bits=2,
-    alphas=[0.1, 0.3, 0.5], uniform_bits=[1, 2, 4], first_last_bits=[1, 2],
-    hawq_avg_bits=[2.0, 1.113], seeds=[0, 1, 2],
+    model="dsnet", dataset="fashion_mnist", max_train=10000, max_test=10000,
+    pretrain_epochs=4, bsq_epochs=8, finetune_epochs=4, requant_interval=2, act_bits=4,
+    alphas=[0.1, 0.3], uniform_bits=[1, 2, 4], first_last_bits=[1, 2],
+    hawq_avg_bits=[2.0, 1.756], seeds=[0, 1, 2],
 )  # fmt: skip
 MIXED = ("bsq", "hawq")
 
@@ -73,6 +77,8 @@ def _parse(argv=None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="last line: one JSON object")
     p.add_argument("--save", help="also write the table as JSON here (the Pareto page shows "
                    "assets/bench_frontier.json)")  # fmt: skip
+    p.add_argument("--combine", nargs="+", metavar="JSON", help="train nothing: one table from "
+                   "the runs of --save documents (same workload, other seeds)")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -154,21 +160,50 @@ def _print(rows, verdicts) -> None:
              else "does not beat the best uniform baseline by more than the noise"))  # fmt: skip
 
 
+def _combined(paths: list[str]) -> tuple[list[dict], dict]:
+    """The runs of several ``--save`` documents and their common workload (seeds joined).
+
+    Refuses documents of different workloads (anything but the seeds and the cache differs)
+    and a seed measured twice, since either would make the mean a mixture."""
+    runs, workload, seen = [], None, set()
+    for path in paths:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        this = {k: v for k, v in doc["workload"].items() if k not in ("seeds", "cache")}
+        if workload is not None and this != workload:
+            raise ValueError(f"{path} measured another workload than {paths[0]}")
+        workload = this
+        for run in doc["runs"]:
+            key = (run["label"], run["seed"])
+            if key in seen:
+                raise ValueError(f"{run['label']} seed {run['seed']} appears twice")
+            seen.add(key)
+            runs.append(run)
+    return runs, {**workload, "seeds": sorted({r["seed"] for r in runs})}
+
+
 def main(argv=None) -> int:
     import candidates  # noqa: F401  (registers benchmark-only models; here, not at import)
 
     args = _parse(argv)
-    torch.set_num_threads(max(args.threads, 1))
-    configs = _configs(args)
-    print(f"{len(configs)} runs of {args.model}/{args.dataset} "
-          f"(train {args.max_train}, test {args.max_test})", file=sys.stderr)  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp:
-        results = _run_all(configs, Path(args.cache or tmp))
+    if args.combine:
+        try:
+            results, workload = _combined(args.combine)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"frontier.py: cannot combine: {exc}", file=sys.stderr)
+            return 2
+    else:
+        torch.set_num_threads(max(args.threads, 1))
+        configs = _configs(args)
+        print(f"{len(configs)} runs of {args.model}/{args.dataset} "
+              f"(train {args.max_train}, test {args.max_test})", file=sys.stderr)  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:
+            results = _run_all(configs, Path(args.cache or tmp))
+        skip = ("json", "save", "combine")
+        workload = {k: v for k, v in vars(args).items() if k not in skip}
     rows = _aggregate(results)
     verdicts = method_verdicts(rows, MIXED)
     _print(rows, verdicts)
-    document = {"rows": rows, "verdicts": verdicts, "runs": results,
-                "workload": {k: v for k, v in vars(args).items() if k not in ("json", "save")},
+    document = {"rows": rows, "verdicts": verdicts, "runs": results, "workload": workload,
                 "torch": torch.__version__}  # fmt: skip
     if args.save:
         Path(args.save).write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")

@@ -48,3 +48,29 @@ def test_aggregate_averages_seeds_with_spread_and_interval():
     [row] = frontier._aggregate(runs)
     assert row["accuracy"] == pytest.approx(0.82) and row["spread"] == pytest.approx(0.02)
     assert row["seeds"] == 3 and 0.02 < row["half_width"] < 0.03
+
+
+def _saved(path, seed, workload=None):
+    import json
+
+    run = {"label": "u2", "method": "uniform", "seed": seed, "accuracy": 0.8, "test_size": 1000,
+           "compression": 16.0, "bops": 1.0, "collapsed": None, "float_accuracy": 0.9,
+           "cpu_s": 1.0}  # fmt: skip
+    workload = workload or {"model": "dsnet", "act_bits": 4}
+    doc = {"runs": [run], "workload": {**workload, "seeds": [seed], "cache": f"/c{seed}"}}
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def test_combine_joins_seeds_and_refuses_mixtures(tmp_path, capsys):
+    a, b = _saved(tmp_path / "a.json", 0), _saved(tmp_path / "b.json", 1)
+    runs, workload = frontier._combined([a, b])
+    assert [r["seed"] for r in runs] == [0, 1] and workload["seeds"] == [0, 1]
+    with pytest.raises(ValueError, match="appears twice"):
+        frontier._combined([a, a])
+    other = _saved(tmp_path / "c.json", 2, {"model": "lenet5", "act_bits": 4})
+    with pytest.raises(ValueError, match="another workload"):
+        frontier._combined([a, other])
+    (tmp_path / "bad.json").write_text("{damaged")
+    assert frontier.main(["--combine", a, str(tmp_path / "bad.json")]) == 2
+    assert "cannot combine" in capsys.readouterr().err
