@@ -108,3 +108,48 @@ def test_try_it_starts_a_run_through_the_job_manager(bsq_home):
     runs = RunStore(bsq_home).list_runs()
     assert len(runs) == 1 and runs[0]["name"].startswith("lesson α=")
     assert at.query_params["run"] in (runs[0]["run_id"], [runs[0]["run_id"]])
+
+
+def test_try_it_records_the_session_owner(bsq_home):
+    at = open_page(PAGE, step="5", user="ada")
+    next(b for b in at.button if b.label == "Start the run").click().run()
+    [run] = RunStore(bsq_home).list_runs()
+    assert run["owner"] == "ada"  # so the student can stop their own lesson run
+
+
+def _finished_pair(store: RunStore, accs: tuple[float, float]) -> list[str]:
+    ids = []
+    for acc, method in zip(accs, ({"method": "uniform", "uniform_bits": 2},
+                                  {"method": "hawq", "avg_bits": 2.0})):  # fmt: skip
+        run_id = make_run(store, status="running", accuracy=acc, **method)
+        store.finish(run_id, {"accuracy": acc, "compression": 16.0, "test_size": 10000,
+                              "avg_bits": 2.0, "layers": []})  # fmt: skip
+        ids.append(run_id)
+    return ids
+
+
+def test_headroom_pair_compares_the_students_two_runs(bsq_home):
+    store = RunStore(bsq_home)
+    pair = _finished_pair(store, (0.818, 0.843))
+    make_run(store, name="someone else's", accuracy=0.99)  # never shown in step 5
+    at = _with_state(open_page(PAGE, step="5"), {"learn-pair-runs": pair})
+    at.segmented_control(key="learn-try-demo").set_value("headroom").run()
+    assert not at.exception
+    text = page_text(at)
+    assert "HAWQ-style (hessian) at 2 avg bits is ahead by 2.50 points" in text
+    assert "someone else's" not in text
+    [bench_line] = [t.value for t in at.text if t.value.startswith("Measured by the bench")]
+    assert "HAWQ-style (hessian) at 2 avg bits vs uniform 2-bit" in bench_line
+
+
+def test_headroom_pair_says_tied_within_noise(bsq_home):
+    pair = _finished_pair(RunStore(bsq_home), (0.818, 0.823))
+    at = _with_state(open_page(PAGE, step="5"), {"learn-pair-runs": pair})
+    at.segmented_control(key="learn-try-demo").set_value("headroom").run()
+    assert "Tied: 0.50 points apart" in page_text(at)
+
+
+def _with_state(at, state: dict):
+    for key, value in state.items():
+        at.session_state[key] = value
+    return at

@@ -64,7 +64,8 @@ def best_of_methods(runs: pd.DataFrame) -> None:
                 f"{pick['compression']:.1f}x.")  # fmt: skip
 
 
-def _read_bench(path: Path) -> dict | None:
+def read_bench(path: Path = BENCH_PATH) -> dict | None:
+    """The saved bench document (``frontier.py --save``), or None when missing or damaged."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -73,7 +74,7 @@ def _read_bench(path: Path) -> dict | None:
 
 def measured_bench(path: Path = BENCH_PATH) -> None:
     """Where each method wins, from the saved bench (numbers read, never typed)."""
-    found = bench.bench_summary(_read_bench(path))
+    found = bench.bench_summary(read_bench(path))
     if found is None:
         return
     table, lines, workload = found
@@ -95,7 +96,7 @@ def measured_bench(path: Path = BENCH_PATH) -> None:
 def _screens(folder: Path = SCREENS_DIR) -> None:
     """The other workloads tried, each with its table and verdicts (read, never typed)."""
     for path in sorted(folder.glob("*.json")):
-        found = bench.bench_summary(_read_bench(path))
+        found = bench.bench_summary(read_bench(path))
         if found is None:
             continue
         table, lines, w = found
