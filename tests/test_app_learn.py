@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from apptest_helpers import (
     chart_titles,
@@ -153,3 +155,33 @@ def _with_state(at, state: dict):
     for key, value in state.items():
         at.session_state[key] = value
     return at
+
+
+def test_headroom_pair_without_fashion_mnist_says_how_to_get_it(bsq_home, monkeypatch):
+    from bsq_engine.data import sources
+
+    monkeypatch.setattr(sources, "SYSTEM_DIRS", {"fashion_mnist": (), "mnist": ()})
+    monkeypatch.setenv("HOME", str(bsq_home))  # no download folder either
+    at = open_page(PAGE, step="5")
+    at.segmented_control(key="learn-try-demo").set_value("headroom").run()
+    assert not at.exception
+    assert any("dataset-fashion-mnist" in i.value for i in at.info)
+    assert not [b for b in at.button if b.label == "Start both runs"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+    reason="needs apt-get install dataset-fashion-mnist",
+)
+def test_headroom_pair_starts_both_runs_for_this_student(bsq_home):
+    at = open_page(PAGE, step="5", user="ada")
+    at.segmented_control(key="learn-try-demo").set_value("headroom").run()
+    next(b for b in at.button if b.label == "Start both runs").click().run()
+    assert not at.exception
+    runs = RunStore(bsq_home).list_runs()
+    assert sorted(r["config"]["method"] for r in runs) == ["hawq", "uniform"]
+    assert {(r["model"], r["dataset"], r["owner"]) for r in runs} == {
+        ("dsnet", "fashion_mnist", "ada")
+    }
+    assert sorted(at.session_state["learn-pair-runs"]) == sorted(r["run_id"] for r in runs)

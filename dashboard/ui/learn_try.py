@@ -111,7 +111,7 @@ def _headroom() -> None:
         st.text(line)
     ok, how = get_dataset_info(dataset).available()
     if not ok:
-        st.info(f"Fashion-MNIST is not on this machine: {plain.md(how)}")
+        st.info(f"Fashion-MNIST is not on this machine. {how}", icon=":material/download:")
         return
     configs = [make_config(model, dataset, **o) for o in headroom.pair_overrides()]
     found = estimate_run(store(), configs[1])
