@@ -11,6 +11,9 @@ least as compressed, by more than the noise?
     python benchmarks/frontier.py                       # the teaching workload, k = 3
     python benchmarks/frontier.py --seeds 0 --max-train 2000 --max-test 1000   # smaller
     python benchmarks/frontier.py --json                # last line: one JSON object
+    # seeds in parallel processes, then one table (same workload but the seeds):
+    python benchmarks/frontier.py --seeds 0 --save s0.json &   # ... --seeds 1, --seeds 2
+    python benchmarks/frontier.py --combine s0.json s1.json s2.json --save all.json
 
 Nothing is stored in the run store; float models are cached in ``--cache`` (default: a
 temporary folder), so a second invocation with the same cache skips pretraining.
@@ -28,23 +31,25 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 
-from bsq_engine.runs.stats import collapse_reason, differs, wilson_interval  # noqa: E402
+from bsq_engine.runs.stats import collapse_reason, method_verdicts, wilson_interval  # noqa: E402
 from bsq_engine.runs.sweep import _sweep_configs  # noqa: E402
 from bsq_engine.training.config import describe_method  # noqa: E402
 from bsq_engine.training.trainer import Trainer  # noqa: E402
 
-# The bench's workload, chosen by measurement (README, "An honest bench"): LeNet-5 on a 5k
-# Fashion-MNIST subset with 2-bit activations, where uniform 1-bit loses ~20 points (headroom)
-# and a run costs ~12 CPU s. HAWQ budgets sit exactly at the compression of uniform 2-bit
-# (16x) and of uniform 1-bit with first/last at 8 bits (1.113 bits = 28.8x).
+# The bench's workload, chosen by measurement (README, "An honest bench"; every workload
+# tried is in assets/bench_screens/): the depthwise-separable dsnet on a 10k Fashion-MNIST
+# subset with 4-bit activations, where layer sensitivity differs (the depthwise layers and
+# conv1 are fragile) and a run costs ~90 CPU s. HAWQ budgets sit exactly at the compression
+# of uniform 2-bit (16x) and of uniform 1-bit with first/last at 8 bits (1.756 bits = 18.2x).
 WORKLOAD = dict(
-    model="lenet5", dataset="fashion_mnist", max_train=5000, max_test=2000,
-    pretrain_epochs=4, bsq_epochs=8, finetune_epochs=4, requant_interval=2, act_bits=2,
-    alphas=[0.1, 0.3, 0.5], uniform_bits=[1, 2, 4], first_last_bits=[1, 2],
-    hawq_avg_bits=[2.0, 1.113], seeds=[0, 1, 2],
+    model="dsnet", dataset="fashion_mnist", max_train=10000, max_test=10000,
+    pretrain_epochs=4, bsq_epochs=8, finetune_epochs=4, requant_interval=2, act_bits=4,
+    alphas=[0.1, 0.3], uniform_bits=[1, 2, 4], first_last_bits=[1, 2],
+    hawq_avg_bits=[2.0, 1.756], seeds=[0, 1, 2],
 )  # fmt: skip
 MIXED = ("bsq", "hawq")
 
@@ -72,6 +77,8 @@ def _parse(argv=None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="last line: one JSON object")
     p.add_argument("--save", help="also write the table as JSON here (the Pareto page shows "
                    "assets/bench_frontier.json)")  # fmt: skip
+    p.add_argument("--combine", nargs="+", metavar="JSON", help="train nothing: one table from "
+                   "the runs of --save documents (same workload, other seeds)")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -132,45 +139,6 @@ def _aggregate(results: list[dict]) -> list[dict]:
     return rows
 
 
-def _significant(a: dict, b: dict) -> bool:
-    """``a`` is more accurate than ``b`` by more than the test-set noise (Newcombe interval
-    of the two means at the test-set size) and by more than twice the seeds' standard
-    error of the difference."""
-    diff = a["accuracy"] - b["accuracy"]
-    seed_se = (a["spread"] ** 2 / a["seeds"] + b["spread"] ** 2 / b["seeds"]) ** 0.5
-    noisy = not differs(a["accuracy"], a["test_size"], b["accuracy"], b["test_size"])
-    return diff > 0 and not noisy and diff > 2 * seed_se
-
-
-def _verdicts(rows: list[dict]) -> list[dict]:
-    """Each mixed-precision setting M against the uniform baselines (uniform and uniform
-    with first/last at 8 bits), 2% tolerance on compression:
-
-    - **wins** when M is significantly more accurate than the best uniform setting that is
-      no more compressed than M (same or better accuracy *and* size);
-    - **loses** when a uniform setting at least as compressed is significantly more
-      accurate (M is dominated);
-    - **tie** otherwise (within noise, or a trade-off between two sizes)."""
-    uniform = [r for r in rows if r["method"] == "uniform" and r["compression"]]
-    verdicts = []
-    for m in (r for r in rows if r["method"] in MIXED and r["compression"]):
-        below = [u for u in uniform if u["compression"] <= m["compression"] * 1.02]
-        above = [u for u in uniform if u["compression"] >= m["compression"] * 0.98]
-        best_below = max(below, key=lambda r: r["accuracy"], default=None)
-        best_above = max(above, key=lambda r: r["accuracy"], default=None)
-        if best_above is not None and _significant(best_above, m):
-            rival, verdict = best_above, "loses"
-        elif best_below is not None and _significant(m, best_below):
-            rival, verdict = best_below, "wins"
-        else:
-            rival, verdict = best_above or best_below, "tie"
-        verdicts.append({
-            "mixed": m["label"], "uniform": rival and rival["label"], "verdict": verdict,
-            "diff_points": 100 * (m["accuracy"] - rival["accuracy"]) if rival else None,
-        })  # fmt: skip
-    return verdicts
-
-
 def _print(rows, verdicts) -> None:
     print(f"{'setting':<40} {'acc %':>7} {'±95%':>5} {'seed sd':>7} {'x':>6} "
           f"{'MBOPs':>8} {'collapsed':>9} {'CPU s':>6}")  # fmt: skip
@@ -192,19 +160,50 @@ def _print(rows, verdicts) -> None:
              else "does not beat the best uniform baseline by more than the noise"))  # fmt: skip
 
 
+def _combined(paths: list[str]) -> tuple[list[dict], dict]:
+    """The runs of several ``--save`` documents and their common workload (seeds joined).
+
+    Refuses documents of different workloads (anything but the seeds and the cache differs)
+    and a seed measured twice, since either would make the mean a mixture."""
+    runs, workload, seen = [], None, set()
+    for path in paths:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        this = {k: v for k, v in doc["workload"].items() if k not in ("seeds", "cache")}
+        if workload is not None and this != workload:
+            raise ValueError(f"{path} measured another workload than {paths[0]}")
+        workload = this
+        for run in doc["runs"]:
+            key = (run["label"], run["seed"])
+            if key in seen:
+                raise ValueError(f"{run['label']} seed {run['seed']} appears twice")
+            seen.add(key)
+            runs.append(run)
+    return runs, {**workload, "seeds": sorted({r["seed"] for r in runs})}
+
+
 def main(argv=None) -> int:
+    import candidates  # noqa: F401  (registers benchmark-only models; here, not at import)
+
     args = _parse(argv)
-    torch.set_num_threads(max(args.threads, 1))
-    configs = _configs(args)
-    print(f"{len(configs)} runs of {args.model}/{args.dataset} "
-          f"(train {args.max_train}, test {args.max_test})", file=sys.stderr)  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp:
-        results = _run_all(configs, Path(args.cache or tmp))
+    if args.combine:
+        try:
+            results, workload = _combined(args.combine)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"frontier.py: cannot combine: {exc}", file=sys.stderr)
+            return 2
+    else:
+        torch.set_num_threads(max(args.threads, 1))
+        configs = _configs(args)
+        print(f"{len(configs)} runs of {args.model}/{args.dataset} "
+              f"(train {args.max_train}, test {args.max_test})", file=sys.stderr)  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:
+            results = _run_all(configs, Path(args.cache or tmp))
+        skip = ("json", "save", "combine")
+        workload = {k: v for k, v in vars(args).items() if k not in skip}
     rows = _aggregate(results)
-    verdicts = _verdicts(rows)
+    verdicts = method_verdicts(rows, MIXED)
     _print(rows, verdicts)
-    document = {"rows": rows, "verdicts": verdicts, "runs": results,
-                "workload": {k: v for k, v in vars(args).items() if k not in ("json", "save")},
+    document = {"rows": rows, "verdicts": verdicts, "runs": results, "workload": workload,
                 "torch": torch.__version__}  # fmt: skip
     if args.save:
         Path(args.save).write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")

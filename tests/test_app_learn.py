@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from apptest_helpers import (
     chart_titles,
@@ -108,3 +110,78 @@ def test_try_it_starts_a_run_through_the_job_manager(bsq_home):
     runs = RunStore(bsq_home).list_runs()
     assert len(runs) == 1 and runs[0]["name"].startswith("lesson α=")
     assert at.query_params["run"] in (runs[0]["run_id"], [runs[0]["run_id"]])
+
+
+def test_try_it_records_the_session_owner(bsq_home):
+    at = open_page(PAGE, step="5", user="ada")
+    next(b for b in at.button if b.label == "Start the run").click().run()
+    [run] = RunStore(bsq_home).list_runs()
+    assert run["owner"] == "ada"  # so the student can stop their own lesson run
+
+
+def _finished_pair(store: RunStore, accs: tuple[float, float]) -> list[str]:
+    ids = []
+    for acc, method in zip(accs, ({"method": "uniform", "uniform_bits": 2},
+                                  {"method": "hawq", "avg_bits": 2.0})):  # fmt: skip
+        run_id = make_run(store, status="running", accuracy=acc, **method)
+        store.finish(run_id, {"accuracy": acc, "compression": 16.0, "test_size": 10000,
+                              "avg_bits": 2.0, "layers": []})  # fmt: skip
+        ids.append(run_id)
+    return ids
+
+
+def test_headroom_pair_compares_the_students_two_runs(bsq_home):
+    store = RunStore(bsq_home)
+    pair = _finished_pair(store, (0.818, 0.843))
+    make_run(store, name="someone else's", accuracy=0.99)  # never shown in step 5
+    at = _with_state(open_page(PAGE, step="5"), {"learn-pair-runs": pair})
+    at.segmented_control(key="learn-try-demo").set_value("headroom").run()
+    assert not at.exception
+    text = page_text(at)
+    assert "HAWQ-style (hessian) at 2 avg bits is ahead by 2.50 points" in text
+    assert "someone else's" not in text
+    [bench_line] = [t.value for t in at.text if t.value.startswith("Measured by the bench")]
+    assert "HAWQ-style (hessian) at 2 avg bits vs uniform 2-bit" in bench_line
+
+
+def test_headroom_pair_says_tied_within_noise(bsq_home):
+    pair = _finished_pair(RunStore(bsq_home), (0.818, 0.823))
+    at = _with_state(open_page(PAGE, step="5"), {"learn-pair-runs": pair})
+    at.segmented_control(key="learn-try-demo").set_value("headroom").run()
+    assert "Tied: 0.50 points apart" in page_text(at)
+
+
+def _with_state(at, state: dict):
+    for key, value in state.items():
+        at.session_state[key] = value
+    return at
+
+
+def test_headroom_pair_without_fashion_mnist_says_how_to_get_it(bsq_home, monkeypatch):
+    from bsq_engine.data import sources
+
+    monkeypatch.setattr(sources, "SYSTEM_DIRS", {"fashion_mnist": (), "mnist": ()})
+    monkeypatch.setenv("HOME", str(bsq_home))  # no download folder either
+    at = open_page(PAGE, step="5")
+    at.segmented_control(key="learn-try-demo").set_value("headroom").run()
+    assert not at.exception
+    assert any("dataset-fashion-mnist" in i.value for i in at.info)
+    assert not [b for b in at.button if b.label == "Start both runs"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+    reason="needs apt-get install dataset-fashion-mnist",
+)
+def test_headroom_pair_starts_both_runs_for_this_student(bsq_home):
+    at = open_page(PAGE, step="5", user="ada")
+    at.segmented_control(key="learn-try-demo").set_value("headroom").run()
+    next(b for b in at.button if b.label == "Start both runs").click().run()
+    assert not at.exception
+    runs = RunStore(bsq_home).list_runs()
+    assert sorted(r["config"]["method"] for r in runs) == ["hawq", "uniform"]
+    assert {(r["model"], r["dataset"], r["owner"]) for r in runs} == {
+        ("dsnet", "fashion_mnist", "ada")
+    }
+    assert sorted(at.session_state["learn-pair-runs"]) == sorted(r["run_id"] for r in runs)

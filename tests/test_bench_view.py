@@ -168,10 +168,15 @@ def test_measured_bench_is_read_from_the_saved_json():
     from dashboard.views.bench import bench_summary
 
     doc = {
-        "rows": [{"label": "uniform 2-bit", "accuracy": 0.85, "half_width": 0.016,
-                  "spread": 0.004, "seeds": 3, "compression": 16.0, "collapsed": 0}],
+        "rows": [{"label": "uniform 2-bit", "method": "uniform", "accuracy": 0.85,
+                  "half_width": 0.016, "spread": 0.004, "seeds": 3, "compression": 16.0,
+                  "collapsed": 0, "test_size": 1000},
+                 {"label": "HAWQ", "method": "hawq", "accuracy": 0.865, "half_width": 0.015,
+                  "spread": 0.004, "seeds": 3, "compression": 16.0, "collapsed": 0,
+                  "test_size": 1000}],
+        # a stale verdict: the page recomputes it from the rows
         "verdicts": [{"mixed": "HAWQ", "uniform": "uniform 2-bit", "diff_points": 1.5,
-                      "verdict": "tie"}],
+                      "verdict": "wins"}],
         "workload": {"model": "lenet5", "dataset": "fashion_mnist"},
     }  # fmt: skip
     table, lines, workload = bench_summary(json.loads(json.dumps(doc)))
@@ -189,3 +194,40 @@ def test_legacy_infinite_compression_is_never_shown():
     assert df["compression"].isna().all()
     assert "collapsed" in bench_frame(df, [legacy]).iloc[0]["mark"]
     assert _num(float("inf"), ".2f", "x") == _num(None, ".2f", "x")
+
+
+def _screens_script():
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from dashboard.ui import bench as bench_ui
+
+    folder = Path(tempfile.mkdtemp())
+    doc = {
+        "rows": [{"label": "uniform 2-bit", "method": "uniform", "accuracy": 0.83,
+                  "half_width": 0.007, "spread": 0.0, "seeds": 1, "compression": 16.0,
+                  "collapsed": 0, "test_size": 10000},
+                 {"label": "BSQ alpha=0.3", "method": "bsq", "accuracy": 0.783,
+                  "half_width": 0.008, "spread": 0.0, "seeds": 1, "compression": 18.1,
+                  "collapsed": 0, "test_size": 10000}],
+        "verdicts": [{"mixed": "BSQ alpha=0.3", "uniform": "uniform 2-bit",
+                      "diff_points": -4.7, "verdict": "loses"}],
+        "workload": {"model": "dsnet", "dataset": "fashion_mnist", "max_train": 10000,
+                     "act_bits": 4, "seeds": [0]},
+    }  # fmt: skip
+    (folder / "a.json").write_text(json.dumps(doc))
+    (folder / "b.json").write_text("{damaged")  # skipped, never an error
+    bench_ui._screens(folder)
+
+
+def test_screened_workloads_are_listed_with_their_verdicts():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(_screens_script, default_timeout=30).run()
+    assert not at.exception
+    texts = [t.value for t in at.text]
+    assert texts[0].startswith("Also tried: dsnet/fashion_mnist, 10000 training images, 4-bit")
+    assert texts[0].endswith("no mixed setting wins.")
+    assert texts[1] == "BSQ alpha=0.3 vs uniform 2-bit: -4.70 points, trade-off"
+    assert len(at.dataframe) == 1

@@ -185,3 +185,11 @@ def test_make_config_none_keeps_the_preset_and_replace_sets_float_activations():
     """None means "not given" (unset CLI flags pass through); replace() sets a real None."""
     assert make_config("resnet20", "cifar10", act_bits=None).act_bits == 4
     assert make_config("resnet20", "cifar10").replace(act_bits=None).act_bits is None
+
+
+def test_dsnet_preset_is_the_measured_workload_with_headroom():
+    """The settings of the 3-seed check in benchmarks/results/confirm_dsnet_*: changing
+    them invalidates the README's claim, so they are pinned here."""
+    config = make_config("dsnet", "fashion_mnist")
+    assert (config.act_bits, config.max_train, config.requant_interval) == (4, 10000, 2)
+    assert (config.pretrain_epochs, config.bsq_epochs, config.finetune_epochs) == (4, 8, 4)

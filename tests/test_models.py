@@ -27,6 +27,7 @@ def test_expected_models_registered_in_order():
     assert list_models() == [
         "mlp",
         "lenet5",
+        "dsnet",
         "resnet20",
         "resnet32",
         "resnet56",
@@ -126,6 +127,19 @@ def test_mobilenet_v2_stem_and_head():
 def test_lenet5_any_image_size(image_size):
     model = create_model("lenet5", in_channels=1, num_classes=10, image_size=image_size)
     assert model(torch.randn(3, 1, image_size, image_size)).shape == (3, 10)
+
+
+def test_dsnet_is_depthwise_separable():
+    model = create_model("dsnet", in_channels=1, num_classes=10, image_size=28)
+    convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    assert list(convs) == ["conv1", "dw1", "pw1", "dw2", "pw2", "dw3", "pw3"]
+    for i in (1, 2, 3):  # one 3x3 filter per channel, then a 1x1 mix
+        dw, pw = convs[f"dw{i}"], convs[f"pw{i}"]
+        assert dw.groups == dw.in_channels == dw.out_channels and dw.kernel_size == (3, 3)
+        assert pw.kernel_size == (1, 1) and pw.out_channels == 2 * pw.in_channels
+    assert model.fc.in_features == 128
+    with pytest.raises(ValueError, match="image_size >= 4"):
+        create_model("dsnet", in_channels=1, num_classes=10, image_size=3)
 
 
 def test_lenet5_classic_sizes():

@@ -63,6 +63,19 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pretrain-epochs", type=int, help="float pretraining epochs")
     g.add_argument("--finetune-epochs", type=int, help="finetune epochs (scheme fixed)")
     g.add_argument("--requant-interval", type=int, help="re-quantize every N BSQ epochs (bsq)")
+    g.add_argument(
+        "--fixed-bn-scales",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bsq, our option (README): do not train the scales of layers followed by "
+        "BatchNorm (off = the paper)",
+    )
+    g.add_argument(
+        "--max-msb-drop",
+        type=int,
+        help="bsq, our option (README): drop at most N zero MSB planes per layer at each "
+        "re-quantization (unset = the paper)",
+    )
     g.add_argument("--lr", type=float, help="learning rate of the BSQ stage, <= 10")
     g.add_argument("--batch-size", type=int, help="<= 65536")
     g.add_argument("--seed", type=int, help="0 .. 2**32-1")

@@ -36,7 +36,8 @@ _OVERRIDES = {
     "max_train": "max_train", "max_test": "max_test", "name": "name",
     "max_bits": "max_bits", "float_shortcuts": "float_shortcuts",
     "first_last_bits": "first_last_bits", "scheme": "scheme", "avg_bits": "avg_bits",
-    "sensitivity": "sensitivity",
+    "sensitivity": "sensitivity", "fixed_bn_scales": "fixed_bn_scales",
+    "max_msb_drop": "max_msb_drop",
 }  # fmt: skip
 # RunConfig field -> what the user typed, for messages. Fields without a flag come from the
 # preset, and are named so.
@@ -51,7 +52,8 @@ SWEEP_FLAGS = TRAIN_FLAGS | {"alpha": "--alphas", "uniform_bits": "--uniform-bit
 # Flags that only mean something for one method.
 _ONLY_FOR = {"alpha": ("bsq",), "n_bits": ("bsq",), "requant_interval": ("bsq",),
              "uniform_bits": ("uniform",), "first_last_bits": ("uniform",),
-             "scheme": ("scheme",), "avg_bits": ("hawq",), "sensitivity": ("hawq",)}  # fmt: skip
+             "scheme": ("scheme",), "avg_bits": ("hawq",), "sensitivity": ("hawq",),
+             "fixed_bn_scales": ("bsq",), "max_msb_drop": ("bsq",)}  # fmt: skip
 
 
 def overrides_of(args, exclude: tuple[str, ...] = ()) -> dict:

@@ -182,8 +182,13 @@ def quantized_layers(model: nn.Module) -> list[tuple[str, BitLayer | QuantLayer]
 
 
 @torch.no_grad()
-def _requantize_layer_(layer: BitLayer, max_bits: int) -> tuple[int, int, int]:
-    """Steps 1-5 of section 3 on one layer; returns ``(msb_dropped, lsb_dropped, grown)``."""
+def _requantize_layer_(
+    layer: BitLayer, max_bits: int, max_msb_drop: int | None = None
+) -> tuple[int, int, int]:
+    """Steps 1-5 of section 3 on one layer; returns ``(msb_dropped, lsb_dropped, grown)``.
+
+    ``max_msb_drop`` (our option, off = the paper): drop at most that many all-zero MSB
+    planes at once; the others stay as zero planes the layer can grow back into."""
     n_bits, scale = layer.n_bits, float(layer.scale.double())
     rp, rn = requantized_ints(layer.pos_planes, layer.neg_planes)  # S, S
     levels, grown = 2**n_bits - 1, 0
@@ -201,6 +206,8 @@ def _requantize_layer_(layer: BitLayer, max_bits: int) -> tuple[int, int, int]:
         layer.pruned = True
         return 0, 0, grown
     first, last = int(used.nonzero().min()), int(used.nonzero().max())
+    if max_msb_drop is not None:
+        first = min(first, max_msb_drop)
     kept = last - first + 1
     lsb = n_bits - 1 - last
     # Dropped LSBs double the remaining place values; the denominator changes from
@@ -213,20 +220,26 @@ def _requantize_layer_(layer: BitLayer, max_bits: int) -> tuple[int, int, int]:
 
 
 def requantize_(
-    model: nn.Module, max_bits: int = 8, *, stage: str = "", epoch: int = 0
+    model: nn.Module,
+    max_bits: int = 8,
+    *,
+    stage: str = "",
+    epoch: int = 0,
+    max_msb_drop: int | None = None,
 ) -> list[PrecisionEvent]:
     """Re-quantize every ``BitLayer`` in place and return the precision changes.
 
     Effective weights are unchanged except for rounding continuous planes to exact bits
     (and clipping at ``max_bits`` on overflow). Parameters are replaced: rebuild the
     optimizer afterwards (the reference does; momentum of resized tensors starts fresh).
+    ``max_msb_drop`` caps the MSB planes dropped per layer at once (None: no cap, the paper).
     """
     events = []
     for name, layer in quantized_layers(model):
         if not isinstance(layer, BitLayer):
             continue
         old = layer.reported_bits
-        msb, lsb, grown = _requantize_layer_(layer, max_bits)
+        msb, lsb, grown = _requantize_layer_(layer, max_bits, max_msb_drop)
         if layer.reported_bits != old or msb or lsb or grown:
             events.append(
                 PrecisionEvent(name, old, layer.reported_bits, msb, lsb, grown, stage, epoch)

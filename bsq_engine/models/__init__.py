@@ -7,6 +7,9 @@ that side effect); their order is the order `list_models()` reports, smallest mo
 from . import small  # noqa: F401  (registers mlp, lenet5)
 
 # isort: split
+from . import dsnet  # noqa: F401  (registers dsnet)
+
+# isort: split
 from . import cifar_resnet  # noqa: F401  (registers resnet20/32/56)
 
 # isort: split

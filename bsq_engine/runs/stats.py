@@ -29,6 +29,8 @@ __all__ = [
     "diff_interval",
     "differs",
     "frontier_marks",
+    "method_verdicts",
+    "significantly_better",
     "wilson_interval",
 ]
 
@@ -132,6 +134,62 @@ def frontier_marks(
         )
         marks[i] = "tied" if lead_is_noise else "frontier"
     return marks
+
+
+def significantly_better(a: dict, b: dict) -> bool:
+    """Setting ``a`` is more accurate than ``b`` by more than the test-set noise (Newcombe's
+    interval at the two test-set sizes) and by more than twice the seeds' standard error of
+    the difference. ``a``/``b``: ``accuracy``, ``test_size``, ``spread`` (seed sd), ``seeds``.
+    """
+    diff = a["accuracy"] - b["accuracy"]
+    seed_se = (a["spread"] ** 2 / a["seeds"] + b["spread"] ** 2 / b["seeds"]) ** 0.5
+    noisy = not differs(a["accuracy"], a["test_size"], b["accuracy"], b["test_size"])
+    return diff > 0 and not noisy and diff > 2 * seed_se
+
+
+def method_verdicts(
+    rows: Sequence[dict], mixed: Sequence[str] = ("bsq", "hawq"), tolerance: float = 0.02
+) -> list[dict]:
+    """Each mixed-precision setting M against the uniform settings (``method == "uniform"``,
+    first/last-8 included), compressions equal within ``tolerance``:
+
+    - **loses**: a uniform setting at least as compressed is significantly more accurate;
+    - **wins**: M is significantly more accurate than the best uniform setting that is no
+      more compressed (as good or better on both axes);
+    - **tie**: a uniform setting of the same compression is within noise of M;
+    - **trade-off**: no uniform setting of M's size; M sits between a larger, not worse one
+      and a smaller, not better one (the rival named is the best larger one, so the line
+      says what M's extra compression costs).
+
+    >>> u = dict(method="uniform", test_size=2000, spread=0.0, seeds=1)
+    >>> rows = [dict(u, label="u2", accuracy=0.85, compression=16.0),
+    ...         dict(u, label="u1", accuracy=0.64, compression=32.0),
+    ...         dict(u, label="h", method="hawq", accuracy=0.82, compression=22.0)]
+    >>> [(v["uniform"], v["verdict"]) for v in method_verdicts(rows)]
+    [('u2', 'trade-off')]
+    """
+    uniform = [r for r in rows if r["method"] == "uniform" and r["compression"]]
+    verdicts = []
+    for m in (r for r in rows if r["method"] in mixed and r["compression"]):
+        size = m["compression"]
+        below = [u for u in uniform if u["compression"] <= size * (1 + tolerance)]
+        above = [u for u in uniform if u["compression"] >= size * (1 - tolerance)]
+        same = [u for u in below if u in above]
+        best_below = max(below, key=lambda r: r["accuracy"], default=None)
+        best_above = max(above, key=lambda r: r["accuracy"], default=None)
+        if best_above is not None and significantly_better(best_above, m):
+            rival, verdict = best_above, "loses"
+        elif best_below is not None and significantly_better(m, best_below):
+            rival, verdict = best_below, "wins"
+        elif same:
+            rival, verdict = max(same, key=lambda r: r["accuracy"]), "tie"
+        else:
+            rival, verdict = best_below or best_above, "trade-off"
+        verdicts.append({
+            "mixed": m["label"], "uniform": rival and rival["label"], "verdict": verdict,
+            "diff_points": 100 * (m["accuracy"] - rival["accuracy"]) if rival else None,
+        })  # fmt: skip
+    return verdicts
 
 
 def _number(*values) -> bool:

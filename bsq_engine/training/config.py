@@ -117,6 +117,8 @@ class RunConfig:
     max_bits: int = 8
     act_bits: int | None = None
     float_shortcuts: bool = False
+    fixed_bn_scales: bool = False  # our option (README): BatchNorm-followed scales not trained
+    max_msb_drop: int | None = None  # our option (README): cap on MSB planes dropped at once
     pretrain_epochs: int = 20
     bsq_epochs: int = 60
     finetune_epochs: int = 20

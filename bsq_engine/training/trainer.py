@@ -21,7 +21,6 @@ from bsq_engine.core.quantize import (
     bit_report,
     layer_meta,
     prepare_bsq,
-    requantize_,
     scheme_summary,
     to_fixed_,
 )
@@ -36,6 +35,7 @@ from bsq_engine.training.distributed import resolve_device
 from bsq_engine.training.float_cache import FloatCache
 from bsq_engine.training.run_model import build_model, model_from_checkpoint, model_shape
 from bsq_engine.training.schemes import plan_scheme, prepare_fixed
+from bsq_engine.training.stage_options import freeze_bn_scales_, requantize_stage_
 
 __all__ = ["DivergenceError", "RunStopped", "Trainer", "resolve_device"]
 
@@ -99,6 +99,7 @@ class Trainer:
     def _build_optimizer(self) -> None:
         cfg = self.config
         lr = cfg.lr_at(self.stage, max(self.epoch, 1))
+        freeze_bn_scales_(self.model, cfg.fixed_bn_scales and self.stage is Stage.BSQ)
         self.optimizer = fast_path.make_sgd(
             self.model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
@@ -164,7 +165,7 @@ class Trainer:
         started = time.perf_counter()
         train = self._train_epoch(stage, lr)
         if stage is Stage.BSQ and self._requant_due(epoch):
-            events = requantize_(self.model, self.config.max_bits, stage=stage.value, epoch=epoch)
+            events = requantize_stage_(self.model, self.config, stage.value, epoch)
             self._build_optimizer()  # resized tensors: momentum starts fresh (the reference)
             self.callbacks.trigger("on_requantize", self, [e.to_dict() for e in events])
         test_loss, test_acc = self.evaluate()

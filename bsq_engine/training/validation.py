@@ -225,6 +225,9 @@ def _bits(v: Mapping[str, Any]) -> list[Problem]:
     if act is not None and not (_is_int(act) and 2 <= act <= BITS_MAX):
         out.append(Problem("act_bits", "must be None (float activations) or a whole number "
                            f"from 2 to {BITS_MAX}, got {_show(act)}"))  # fmt: skip
+    out += _bool("fixed_bn_scales", v["fixed_bn_scales"])
+    if v["max_msb_drop"] is not None:
+        out += _int("max_msb_drop", v["max_msb_drop"], 1, BITS_MAX, " (or None: no cap)")
     return out + _bool("float_shortcuts", v["float_shortcuts"])
 
 

@@ -18,6 +18,8 @@ __all__ = ["BENCH_PATH", "best_of_methods", "caption", "collapsed_notice", "meas
            "scheme_tools"]  # fmt: skip
 
 BENCH_PATH = Path(__file__).resolve().parents[2] / "assets" / "bench_frontier.json"
+# Other workloads screened for headroom (issue 12), saved by ``frontier.py --save``.
+SCREENS_DIR = BENCH_PATH.parent / "bench_screens"
 
 
 def caption(convention: str) -> None:
@@ -62,7 +64,8 @@ def best_of_methods(runs: pd.DataFrame) -> None:
                 f"{pick['compression']:.1f}x.")  # fmt: skip
 
 
-def _read_bench(path: Path) -> dict | None:
+def read_bench(path: Path = BENCH_PATH) -> dict | None:
+    """The saved bench document (``frontier.py --save``), or None when missing or damaged."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -71,7 +74,7 @@ def _read_bench(path: Path) -> dict | None:
 
 def measured_bench(path: Path = BENCH_PATH) -> None:
     """Where each method wins, from the saved bench (numbers read, never typed)."""
-    found = bench.bench_summary(_read_bench(path))
+    found = bench.bench_summary(read_bench(path))
     if found is None:
         return
     table, lines, workload = found
@@ -87,6 +90,22 @@ def measured_bench(path: Path = BENCH_PATH) -> None:
             "sensitivity really differs) and long schedules (the paper's 350 + 300 epochs) to "
             "beat uniform baselines; see the README, 'An honest bench'."
         )
+        _screens()
+
+
+def _screens(folder: Path = SCREENS_DIR) -> None:
+    """The other workloads tried, each with its table and verdicts (read, never typed)."""
+    for path in sorted(folder.glob("*.json")):
+        found = bench.bench_summary(read_bench(path))
+        if found is None:
+            continue
+        table, lines, w = found
+        wins = [line for line in lines if line.endswith(", wins")]
+        st.text(f"Also tried: {w.get('model')}/{w.get('dataset')}, {w.get('max_train')} training "
+                f"images, {w.get('act_bits')}-bit activations, seeds {w.get('seeds')}: "
+                + ("mixed precision wins here." if wins else "no mixed setting wins."))  # fmt: skip
+        st.dataframe(table, hide_index=True, width="stretch", key=f"pareto-screen-{path.stem}")
+        st.text("\n".join(lines))
 
 
 def scheme_tools(run_id: str) -> None:

@@ -11,15 +11,14 @@ import streamlit as st
 
 from bsq_engine.core.quantize import quantized_layers
 from bsq_engine.runs.status import RunStatus
-from bsq_engine.training.presets import make_config, preset_for
 from bsq_engine.units import format_bits, format_compression, format_pct
 from dashboard.ui.accessors import load_run_view, model_for_lesson
+from dashboard.ui.learn_try import ALPHAS, step_try
 from dashboard.ui.presentation import PRESENT_CSS, SHORT_STEPS
 from dashboard.ui.presentation import plot as _plot
 from dashboard.ui.presentation import table as _table
-from dashboard.ui.run_panel import render_run_panel
 from dashboard.ui.sensitivity import TEACHING, render_sensitivity
-from dashboard.ui.state import manager, set_url_run, store, url_run_id
+from dashboard.ui.state import set_url_run, store, url_run_id
 from dashboard.views import charts, frames, lesson_runs
 from dashboard.views import learn as lesson
 
@@ -28,7 +27,6 @@ __all__ = ["STEPS", "header", "init_state", "render_step"]
 STEPS = {1: "A weight in bits", 2: "A layer's bit planes", 3: "Why whole planes die",
          4: "Replay", 5: "Try it"}  # fmt: skip
 PLAY_S = 1.0
-ALPHAS = [0.01, 0.03, 0.1, 0.2, 0.5, 1.0, 2.0]
 
 
 def _url_int(name: str, default: int, lo: int, hi: int) -> int:
@@ -234,37 +232,6 @@ def step_replay(run: dict | None) -> None:
         st.session_state["learn-playing"] = not playing
         st.rerun()
     (_replay_playing if playing else _replay)(run["run_id"], playing)
-
-
-# ---------------------------------------------------------------- step 5
-def step_try(present: bool) -> None:
-    preset = preset_for("mlp", "digits")
-    st.markdown(
-        f"Train a small MLP on handwritten digits with the default recipe: "
-        f"{preset['pretrain_epochs']} float epochs, {preset['bsq_epochs']} BSQ epochs, "
-        f"{preset['finetune_epochs']} finetune epochs. Pick alpha: larger = fewer bits."
-    )
-    _init("learn-try-alpha", preset["alpha"])
-    alpha = st.select_slider("alpha", ALPHAS, key="learn-try-alpha")
-    if st.button("Start the run", type="primary", icon=":material/play_arrow:", key="learn-go"):
-        config = make_config("mlp", "digits", alpha=alpha, name=f"lesson α={alpha:g}")
-        # a dict, not the object: the manager outlives reruns, and a module reloaded by the
-        # file watcher would make its RunConfig a different class than ours
-        run_id = manager().start(config.to_dict())
-        st.session_state["learn-try-run"] = run_id
-        set_url_run(run_id)
-    mine = st.session_state.setdefault("learn-try-runs", [])
-    if st.session_state.get("learn-try-run") and st.session_state["learn-try-run"] not in mine:
-        mine.append(st.session_state["learn-try-run"])
-    if not mine:  # only runs this student started here: never someone else's
-        st.caption("Your run appears here once you press the button.")
-        return
-    if len(mine) > 1:
-        run_id = st.radio("Your runs", mine[::-1], horizontal=True, key="learn-try-pick",
-                          format_func=lambda r: f"run {mine.index(r) + 1}")  # fmt: skip
-    else:
-        run_id = mine[0]
-    render_run_panel(run_id, key="learn-panel")
 
 
 # ---------------------------------------------------------------- the page

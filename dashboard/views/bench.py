@@ -13,7 +13,13 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from bsq_engine.runs.stats import collapse_reason, differs, frontier_marks, wilson_interval
+from bsq_engine.runs.stats import (
+    collapse_reason,
+    differs,
+    frontier_marks,
+    method_verdicts,
+    wilson_interval,
+)
 from bsq_engine.runs.status import RunStatus
 from bsq_engine.training.config import describe_method
 
@@ -209,9 +215,12 @@ def sensitivity_table(plan: Mapping[str, Any] | None) -> pd.DataFrame:
 def bench_summary(doc: Mapping[str, Any] | None) -> tuple[pd.DataFrame, list[str], dict] | None:
     """The measured bench of ``benchmarks/frontier.py --save`` (its parsed JSON document):
     (table, verdict lines, workload), or ``None`` when the document is missing or malformed.
+    The verdicts are recomputed from the rows with today's rule (``method_verdicts``), not
+    read from the file, so a document saved by an older script says what the page says.
     """
     try:
-        rows, verdicts = doc["rows"], doc["verdicts"]
+        rows = doc["rows"]
+        verdicts = method_verdicts(rows)
         table = pd.DataFrame([{
             "setting": r["label"], "accuracy (%)": 100 * r["accuracy"],
             "± (95%)": 100 * r["half_width"], "seed sd": 100 * r["spread"], "seeds": r["seeds"],
