@@ -2,9 +2,9 @@
 
 Commands: ``train``, ``resume``, ``sweep`` (run in the foreground with a progress bar on
 stderr; ``cli/train.py``), ``list``, ``runs``, ``show`` (``cli/info.py``), ``export``,
-``delete`` (``cli/manage.py``), ``stop`` (``cli/control.py``), ``store check|repair``
-(``cli/maintenance.py``). Every
-command but ``delete`` takes ``--json``: the last line of stdout is then one JSON document.
+``delete`` (``cli/manage.py``), ``stop`` (``cli/control.py``), ``sensitivity``
+(``cli/sensitivity.py``), ``store check|repair`` (``cli/maintenance.py``). Every command
+but ``delete`` takes ``--json``: the last line of stdout is then one JSON document.
 
 Exit codes: 0 done; 1 a run failed or was stopped, or an action was refused; 2 bad arguments
 or a damaged file (one line on stderr, never a traceback); 130 interrupted outside a run.

@@ -171,6 +171,16 @@ def _run_management(sub) -> None:
     _json_flag(p)
     p.set_defaults(func=info.cmd_show)
 
+    p = sub.add_parser(
+        "sensitivity",
+        help="per-layer Hessian trace and one-layer-at-a-time "
+        "costs of a run (measured once, then read from its folder)",
+    )
+    p.add_argument("run_id")
+    p.add_argument("--recompute", action="store_true", help="measure again, replacing the saved")
+    _json_flag(p)
+    p.set_defaults(func=_sensitivity)
+
     p = sub.add_parser("export", help="scheme, metrics and packed integer weights of a run")
     p.add_argument("run_id")
     p.add_argument("--out", required=True, help="a new or empty folder to write the files into")
@@ -203,6 +213,12 @@ def _reproduce(args) -> int:
     from bsq_engine.cli.reproduce import cmd_reproduce  # imports the paper's figures: lazily
 
     return cmd_reproduce(args)
+
+
+def _sensitivity(args) -> int:
+    from bsq_engine.cli.sensitivity import cmd_sensitivity  # imports scipy: lazily
+
+    return cmd_sensitivity(args)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ Layout under the store's home::
     runs.db                          the SQLite run store
     runs/<run_id>/checkpoint.safetensors
     runs/<run_id>/error.log          traceback of an unexpected failure
+    runs/<run_id>/sensitivity.json   per-layer sensitivity, measured once (sensitivity_cache)
     float_cache/<key>.safetensors    pretrained float models shared by runs
 """
 
@@ -15,7 +16,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["cache_dir", "checkpoint_path", "db_path", "error_log_path", "run_folder"]
+__all__ = [
+    "cache_dir", "checkpoint_path", "db_path", "error_log_path", "run_folder",
+    "sensitivity_path",
+]  # fmt: skip
 
 
 CHECKPOINT_FILE = "checkpoint.safetensors"  # in each run folder; `store repair` reads it too
@@ -47,3 +51,8 @@ def checkpoint_path(store, run_id: str) -> Path:
 def error_log_path(store, run_id: str) -> Path:
     """The traceback of a run that failed unexpectedly (its message points here)."""
     return store.run_dir(run_id) / "error.log"
+
+
+def sensitivity_path(store, run_id: str) -> Path:
+    """The run's measured per-layer sensitivity (JSON, ``runs.sensitivity_cache``)."""
+    return store.run_dir(run_id) / "sensitivity.json"

@@ -23,6 +23,8 @@ from bsq_engine.data import DatasetUnavailable, get_dataset_info
 from bsq_engine.models import create_model
 from bsq_engine.runs.export import export_run, load_run_model
 from bsq_engine.runs.paths import cache_dir
+from bsq_engine.runs.sensitivity_cache import cached_sensitivity, sensitivity_of
+from bsq_engine.runs.settings import default_torch_threads
 from bsq_engine.runs.status import ACTIVE, RunStatus
 from bsq_engine.runs.store import RunNotFound
 from bsq_engine.training import run_model
@@ -42,8 +44,10 @@ __all__ = [
     "list_runs_frame",
     "load_references",
     "load_run_view",
+    "measure_sensitivity",
     "model_for_lesson",
     "planned_layers",
+    "run_sensitivity",
     "scheme_file",
 ]
 
@@ -318,3 +322,23 @@ def model_for_lesson(run: dict | None, fresh: str) -> tuple[nn.Module, str]:
     a sentence saying where its weights come from."""
     run_id = run["run_id"] if run else None
     return _model(run_id, run.get("finished_at") if run else None, str(store().home), fresh)
+
+
+# ---------------------------------------------------------------- per-layer sensitivity
+def run_sensitivity(run_id: str) -> tuple[dict | None, str | None]:
+    """The run's stored sensitivity (with its bits) or ``None``, and a note when the stored
+    file is damaged. Not cached: a small JSON file, and another viewer may measure it."""
+    return cached_sensitivity(store(), run_id)
+
+
+def measure_sensitivity(run_id: str, recompute: bool = False) -> dict:
+    """Measure (seconds on the small models) and store; a second viewer asking for the same
+    run meanwhile waits for the first measurement and reads it (one lock per run)."""
+    # The training rule of this server (``BSQ_TORCH_THREADS``, else a core left free on small
+    # machines). With torch's default of every core, the loaded 2-core machine took 8.6x
+    # to 25x the wall time (spinning threads; benchmarks/sensitivity_cost.py). Process-wide
+    # and kept, as the job manager's thread worker does: restoring would race a 2nd viewer.
+    threads = default_torch_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    return sensitivity_of(store(), run_id, recompute=recompute)

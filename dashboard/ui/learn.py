@@ -17,6 +17,7 @@ from dashboard.ui.learn_try import ALPHAS, step_try
 from dashboard.ui.presentation import PRESENT_CSS, SHORT_STEPS
 from dashboard.ui.presentation import plot as _plot
 from dashboard.ui.presentation import table as _table
+from dashboard.ui.sensitivity import TEACHING, render_sensitivity
 from dashboard.ui.state import set_url_run, store, url_run_id
 from dashboard.views import charts, frames, lesson_runs
 from dashboard.views import learn as lesson
@@ -160,6 +161,11 @@ def step_penalty(run: dict | None, present: bool) -> None:
         "layers pay more, so the bits BSQ removes are the ones that save memory."
     )
     _table(reweigh, "learn-reweigh", percent=("memory share",))
+    st.markdown(TEACHING)
+    if run is None:
+        st.info("Pick a finished run above to measure its layers' sensitivity.")
+    else:
+        render_sensitivity(run["run_id"], key="learn-sens", teaching=True)
 
 
 # ---------------------------------------------------------------- step 4

@@ -25,6 +25,7 @@ from bsq_engine.units import format_bits, format_compression, format_duration, f
 from dashboard.ui import identity, live
 from dashboard.ui.accessors import RunView, export_files
 from dashboard.ui.run_charts import build_figures, render_charts, vega_spec
+from dashboard.ui.sensitivity import sensitivity_section
 from dashboard.ui.state import manager, store
 from dashboard.views import charts, frames, plain
 
@@ -116,6 +117,8 @@ def _render(view: RunView, key: str, figures: dict) -> None:
     if view.status == RunStatus.FINISHED:
         _downloads(view, key)
     render_charts(view, key, figures)
+    if not view.active:  # measured on demand; never inside the live fragment's ticks
+        sensitivity_section(view.run_id, key)
 
 
 def _header(view: RunView) -> None:
