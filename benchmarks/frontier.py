@@ -182,8 +182,6 @@ def _combined(paths: list[str]) -> tuple[list[dict], dict]:
 
 
 def main(argv=None) -> int:
-    import candidates  # noqa: F401  (registers benchmark-only models; here, not at import)
-
     args = _parse(argv)
     if args.combine:
         try:
@@ -192,6 +190,8 @@ def main(argv=None) -> int:
             print(f"frontier.py: cannot combine: {exc}", file=sys.stderr)
             return 2
     else:
+        import candidates  # noqa: F401  (registers benchmark-only models; here, not at import)
+
         torch.set_num_threads(max(args.threads, 1))
         configs = _configs(args)
         print(f"{len(configs)} runs of {args.model}/{args.dataset} "
