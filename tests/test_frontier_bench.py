@@ -25,19 +25,21 @@ UNIFORM = [_row("u2", "uniform", 0.8455, 16.0), _row("fl1", "uniform", 0.785, 28
 
 
 @pytest.mark.parametrize(
-    ("mixed", "verdict", "rival"),
+    ("mixed", "verdict", "rival", "extra"),
     [
-        (_row("h16", "hawq", 0.87, 16.0), "wins", "u2"),  # same size, +2.45 points
-        (_row("h16", "hawq", 0.86, 16.0), "tie", "u2"),  # +1.45: within noise on 2k images
-        (_row("h21", "hawq", 0.8235, 21.4), "trade-off", "u2"),  # between sizes: vs the larger
-        (_row("h28", "hawq", 0.79, 28.8), "tie", "fl1"),  # same size, within noise
-        (_row("h23", "hawq", 0.77, 22.6), "trade-off", "u2"),  # between fl1 and u2, not "tie"
-        (_row("b8", "bsq", 0.80, 8.0), "loses", "u2"),  # dominated by a smaller, better run
-        (_row("h16", "hawq", 0.87, 16.0, spread=0.03, seeds=3), "tie", "u2"),  # seeds disagree
+        (_row("h16", "hawq", 0.87, 16.0), "wins", "u2", ()),  # same size, +2.45 points
+        (_row("h16", "hawq", 0.86, 16.0), "tie", "u2", ()),  # +1.45: within noise on 2k images
+        (_row("h21", "hawq", 0.8235, 21.4), "trade-off", "u2", ()),  # between sizes: vs the larger
+        (_row("h28", "hawq", 0.79, 28.8), "tie", "fl1", ()),  # same size, within noise
+        (_row("h23", "hawq", 0.77, 22.6), "trade-off", "u2", ()),  # between fl1 and u2, not "tie"
+        (_row("b8", "bsq", 0.80, 8.0), "loses", "u2", ()),  # dominated by a smaller, better run
+        (_row("h16", "hawq", 0.87, 16.0, spread=0.03, seeds=3), "tie", "u2", ()),  # seeds disagree
+        # a less compressed, more accurate uniform run is another size: still a win at 16x
+        (_row("h16", "hawq", 0.87, 16.0), "wins", "u2", [_row("u4", "uniform", 0.88, 8.0)]),
     ],
 )
-def test_verdict_at_equal_compression(mixed, verdict, rival):
-    [result] = method_verdicts([*UNIFORM, mixed], frontier.MIXED)
+def test_verdict_at_equal_compression(mixed, verdict, rival, extra):
+    [result] = method_verdicts([*UNIFORM, *extra, mixed], frontier.MIXED)
     assert (result["verdict"], result["uniform"]) == (verdict, rival)
 
 

@@ -151,22 +151,24 @@ def method_verdicts(
     rows: Sequence[dict], mixed: Sequence[str] = ("bsq", "hawq"), tolerance: float = 0.02
 ) -> list[dict]:
     """Each mixed-precision setting M against the uniform settings (``method == "uniform"``,
-    first/last-8 included), compressions equal within ``tolerance``:
+    first/last-8 included) **at equal compression** (within ``tolerance``):
 
     - **loses**: a uniform setting at least as compressed is significantly more accurate;
-    - **wins**: M is significantly more accurate than the best uniform setting that is no
-      more compressed (as good or better on both axes);
-    - **tie**: a uniform setting of the same compression is within noise of M;
-    - **trade-off**: no uniform setting of M's size; M sits between a larger, not worse one
-      and a smaller, not better one (the rival named is the best larger one, so the line
-      says what M's extra compression costs).
+    - **wins**: M is significantly more accurate than the best uniform setting of its size
+      (a less compressed uniform setting may still be more accurate: that is a different
+      size, and the frontier shows it);
+    - **tie**: the best uniform setting of its size is within noise of M;
+    - **trade-off**: no uniform setting of M's size; the rival named is the nearest less
+      compressed one (the most accurate of equal size), so the line says what M's extra
+      compression costs.
 
     >>> u = dict(method="uniform", test_size=2000, spread=0.0, seeds=1)
-    >>> rows = [dict(u, label="u2", accuracy=0.85, compression=16.0),
-    ...         dict(u, label="u1", accuracy=0.64, compression=32.0),
-    ...         dict(u, label="h", method="hawq", accuracy=0.82, compression=22.0)]
-    >>> [(v["uniform"], v["verdict"]) for v in method_verdicts(rows)]
-    [('u2', 'trade-off')]
+    >>> rows = [dict(u, label="u4", accuracy=0.87, compression=8.0),
+    ...         dict(u, label="u2", accuracy=0.80, compression=16.0),
+    ...         dict(u, label="h16", method="hawq", accuracy=0.86, compression=16.0),
+    ...         dict(u, label="h22", method="hawq", accuracy=0.79, compression=22.0)]
+    >>> [(v["mixed"], v["uniform"], v["verdict"]) for v in method_verdicts(rows)]
+    [('h16', 'u2', 'wins'), ('h22', 'u2', 'trade-off')]
     """
     uniform = [r for r in rows if r["method"] == "uniform" and r["compression"]]
     verdicts = []
@@ -174,22 +176,25 @@ def method_verdicts(
         size = m["compression"]
         below = [u for u in uniform if u["compression"] <= size * (1 + tolerance)]
         above = [u for u in uniform if u["compression"] >= size * (1 - tolerance)]
-        same = [u for u in below if u in above]
-        best_below = max(below, key=lambda r: r["accuracy"], default=None)
-        best_above = max(above, key=lambda r: r["accuracy"], default=None)
+        best_same = max((u for u in below if u in above), key=_acc, default=None)
+        best_above = max(above, key=_acc, default=None)
         if best_above is not None and significantly_better(best_above, m):
             rival, verdict = best_above, "loses"
-        elif best_below is not None and significantly_better(m, best_below):
-            rival, verdict = best_below, "wins"
-        elif same:
-            rival, verdict = max(same, key=lambda r: r["accuracy"]), "tie"
+        elif best_same is not None:
+            rival = best_same
+            verdict = "wins" if significantly_better(m, best_same) else "tie"
         else:
-            rival, verdict = best_below or best_above, "trade-off"
+            nearest = max(below, key=lambda u: (u["compression"], u["accuracy"]), default=None)
+            rival, verdict = nearest or best_above, "trade-off"
         verdicts.append({
             "mixed": m["label"], "uniform": rival and rival["label"], "verdict": verdict,
             "diff_points": 100 * (m["accuracy"] - rival["accuracy"]) if rival else None,
         })  # fmt: skip
     return verdicts
+
+
+def _acc(row: dict) -> float:
+    return row["accuracy"]
 
 
 def _number(*values) -> bool:
