@@ -232,3 +232,44 @@ def test_live_step_chart_is_built_once_for_every_default_viewer(monkeypatch):
     assert run_charts._step_chart(view, "b", default) is first  # new step, too soon
     monkeypatch.setattr(run_charts, "STEP_REBUILD_S", 0.0)
     assert run_charts._step_chart(view, "b", default) is not first and len(built) == 2
+
+
+def _frame(status="running", epochs=0, steps=0, epoch_s=None, age_s=60.0, view_age_s=0.0):
+    import time
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from dashboard.ui import live
+
+    snapshot = {"steps": [{"step": i} for i in range(steps)], "updated_at": time.time()}
+    if epoch_s is not None:
+        snapshot["epoch_s"] = epoch_s
+    view = SimpleNamespace(
+        status=status, active=status in ("queued", "running"), snapshot=snapshot,
+        epochs=pd.DataFrame({"seconds": [1.0] * epochs}), run={"created_at": time.time() - age_s},
+    )  # fmt: skip
+    now = time.monotonic()
+    return live.LiveFrame("r", ("live", 1), view, {}, now - view_age_s, now - view_age_s)
+
+
+def test_progress_ticks_fast_enough_for_a_slow_run_and_never_alias():
+    from dashboard.ui import live
+
+    slow = _frame(epochs=3, epoch_s=40.0)  # LeNet-5 on Fashion-MNIST: long epochs
+    assert live.poll_interval(slow) <= 1.5  # progress moves within ~2 s in the browser
+    # a view is re-read for every tick of a lone viewer (a hold equal to the tick aliased)
+    assert live.poll_interval(slow) > live.VIEW_HOLD_S
+    assert live._too_soon(_frame(epochs=3, view_age_s=live.VIEW_HOLD_S - 0.1), ("live", 2))
+    assert not live._too_soon(_frame(epochs=3, view_age_s=live.poll_interval(slow)), ("live", 2))
+
+
+def test_a_new_run_reads_views_at_the_fast_tick_until_its_first_curve():
+    from dashboard.ui import live
+
+    new = _frame(age_s=1.0)
+    assert live.poll_interval(new) == live.FAST_TICK_S
+    one_step = _frame(age_s=1.0, steps=1, view_age_s=live.FAST_TICK_S + 0.05)
+    assert not live._too_soon(one_step, ("live", 2))  # one step draws no curve yet
+    two = _frame(age_s=1.0, steps=2, view_age_s=live.FAST_TICK_S + 0.05)
+    assert live._too_soon(two, ("live", 2))  # the curve is drawable: back to the hold

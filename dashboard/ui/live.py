@@ -32,7 +32,15 @@ __all__ = ["BUILDS", "CHART_TICK_S", "LiveFrame", "live_frame", "poll_interval",
            "run_age_s"]  # fmt: skip
 
 MIN_BUILD_S, MAX_BUILD_S, BUILD_SHARE = 5.0, 10.0, 20
-MIN_TICK_S, MAX_TICK_S = 1.5, 4.0  # a training run's progress ticks at least every 4 s
+# A training run's progress ticks every 1.5 s, whatever its pace: within-epoch progress of a
+# slow run (LeNet-5 on Fashion-MNIST) then moves at least every ~2 s in the browser
+# (benchmarks/page_response.py), and benchmarks/classroom_load.py measured a viewer's cost
+# at this cadence (its fast run ticked at the 1.5 s floor).
+MIN_TICK_S = MAX_TICK_S = 1.5
+# A run's view is re-read at most this often for all its viewers: less than a tick, so each
+# tick of a lone viewer shows new progress (a hold equal to the tick aliased: half the ticks
+# found a view a few ms too young to re-read and showed the old one, a 3 s gap).
+VIEW_HOLD_S = 1.2
 STALLED_S, STALLED_TICK_S = 15.0, 8.0  # nothing new for 15 s: tick every 8 s
 # The charts tick apart from the progress, this often: re-sending them (Plotly JSON, each
 # Vega-Lite dataset converted to Arrow) is most of what a viewer's tick costs the server,
@@ -136,8 +144,9 @@ def _too_soon(frame: LiveFrame, version: tuple) -> bool:
     run (however many viewers ask); a status change never waits."""
     same_kind = frame.version[0] == version[0] == "live"
     waited = time.monotonic() - frame.view_at
-    steps = (frame.view.snapshot or {}).get("steps")
-    hold = MIN_TICK_S if len(frame.view.epochs) or steps else FAST_TICK_S  # first data: at once
+    steps = (frame.view.snapshot or {}).get("steps") or ()
+    # until the first curve can be drawn (two steps), a new view at each fast tick
+    hold = VIEW_HOLD_S if len(frame.view.epochs) or len(steps) >= 2 else FAST_TICK_S
     return same_kind and frame.view.active and waited < hold
 
 
