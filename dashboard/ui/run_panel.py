@@ -147,8 +147,10 @@ def _progress(view: RunView, key: str) -> None:
         text = _queue_text(view.run_id)
     else:
         epoch = snap.get("epoch_in_progress") or epoch  # the epoch being trained right now
-        text = f"{_STAGE_LABELS.get(stage, stage)} · epoch {epoch} of {per_stage.get(stage, '?')}"
-        if snap.get("step_in_epoch") and snap.get("steps_in_epoch"):
+        text = _STAGE_LABELS.get(stage, stage)
+        if stage in per_stage:  # the final evaluation has no epochs to count
+            text += f" · epoch {epoch} of {per_stage[stage]}"
+        if stage in per_stage and snap.get("step_in_epoch") and snap.get("steps_in_epoch"):
             text += f" · step {snap['step_in_epoch']} of {snap['steps_in_epoch']}"
         text += f" · {progress:.0%}"
         eta = snap.get("eta_seconds")
