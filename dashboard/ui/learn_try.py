@@ -97,6 +97,19 @@ def _bench_line() -> str | None:
     return f"Measured by the bench over {seeds} seed(s): {found[0]}." if found else None
 
 
+def _bench_cost() -> str:
+    """The pair's measured CPU time per run in the bench, as a clause ('' when unknown)."""
+    doc = bench_ui.read_bench() or {}
+    labels = {o["name"].removeprefix("lesson: ") for o in headroom.pair_overrides()}
+    try:
+        cpu = [r["cpu_s"] for r in doc.get("rows", []) if r["label"] in labels]
+    except (KeyError, TypeError):
+        return ""
+    if len(cpu) != len(labels) or not all(isinstance(c, int | float) for c in cpu):
+        return ""
+    return f" (the bench measured about {max(cpu):.0f} CPU seconds a run)"
+
+
 def _headroom() -> None:
     model, dataset = headroom.PAIR_MODEL, headroom.PAIR_DATASET
     st.markdown(
@@ -115,9 +128,8 @@ def _headroom() -> None:
         return
     configs = [make_config(model, dataset, **o) for o in headroom.pair_overrides()]
     found = estimate_run(store(), configs[1])
-    st.caption(f"Expected duration of each run here: {found.describe()}." if found else
-               "No run of this pair has trained on this machine yet (about 1.5 CPU minutes "
-               "each on the machine the bench ran on).")  # fmt: skip
+    unknown = "No run of this pair has trained on this machine yet" + _bench_cost() + "."
+    st.caption(f"Expected duration of each run here: {found.describe()}." if found else unknown)
     if st.button("Start both runs", type="primary", icon=":material/play_arrow:",
                  key="learn-pair-go"):  # fmt: skip
         ids = [_start(config) for config in configs]
