@@ -64,6 +64,13 @@ def best_of_methods(runs: pd.DataFrame) -> None:
                 f"{pick['compression']:.1f}x.")  # fmt: skip
 
 
+_BENCH_FORMATS = {
+    name: st.column_config.NumberColumn(format=fmt)
+    for name, fmt in (("accuracy (%)", "%.2f"), ("± (95%)", "%.2f"), ("seed sd", "%.2f"),
+                      ("compression (x)", "%.1f"))
+}  # fmt: skip
+
+
 def read_bench(path: Path = BENCH_PATH) -> dict | None:
     """The saved bench document (``frontier.py --save``), or None when missing or damaged."""
     try:
@@ -82,7 +89,8 @@ def measured_bench(path: Path = BENCH_PATH) -> None:
         st.text(f"benchmarks/frontier.py on {workload.get('model')}/{workload.get('dataset')}, "
                 f"{workload.get('max_train')} training images, {workload.get('act_bits')}-bit "
                 f"activations, seeds {workload.get('seeds')}:")  # fmt: skip
-        st.dataframe(table, hide_index=True, width="stretch", key="pareto-bench")
+        st.dataframe(table, hide_index=True, width="stretch", key="pareto-bench",
+                     column_config=_BENCH_FORMATS)  # fmt: skip
         st.text("\n".join(lines))
         st.caption(
             "A win needs more accuracy at equal or better compression, by more than the test "
@@ -104,7 +112,8 @@ def _screens(folder: Path = SCREENS_DIR) -> None:
         st.text(f"Also tried: {w.get('model')}/{w.get('dataset')}, {w.get('max_train')} training "
                 f"images, {w.get('act_bits')}-bit activations, seeds {w.get('seeds')}: "
                 + ("mixed precision wins here." if wins else "no mixed setting wins."))  # fmt: skip
-        st.dataframe(table, hide_index=True, width="stretch", key=f"pareto-screen-{path.stem}")
+        st.dataframe(table, hide_index=True, width="stretch", key=f"pareto-screen-{path.stem}",
+                     column_config=_BENCH_FORMATS)  # fmt: skip
         st.text("\n".join(lines))
 
 
