@@ -31,14 +31,12 @@ import os
 import socket
 import sqlite3
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from classroom_server import serve  # the one server start of the benchmarks
+
 CHROMIUM = "/usr/bin/chromium"
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 _BARS_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].some(p =>
@@ -56,22 +54,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _serve(home: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "BSQ_HOME": str(home)}
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-           "--server.port", str(port), "--browser.gatherUsageStats", "false"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    for _ in range(180):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1):
-                return proc
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("streamlit did not start")
 
 
 def _until(page, js: str, timeout: float = 120.0) -> float:
@@ -187,7 +169,7 @@ def measure(rounds: int, lenet: bool, watch: float) -> dict:
 
     home, port = Path(tempfile.mkdtemp(prefix="bsq_bench_")), _free_port()
     result = {"load_avg_before": os.getloadavg()[0]}
-    server = _serve(home, port)
+    server = serve(home, port)
     try:
         with sync_playwright() as p:
             flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]

@@ -143,11 +143,8 @@ def _headroom() -> None:
 
 
 def _pair_status(pair: list[str]) -> None:
-    runs = [store().get_run(run_id) for run_id in pair]
-    if any(run is None for run in runs):
-        st.info("One of your two runs was deleted; start the pair again.")
-        return
-    active = any(run["status"] in ACTIVE for run in runs)
+    """The pair's status, refreshing itself while either run trains."""
+    active = any((run := store().get_run(run_id)) and run["status"] in ACTIVE for run_id in pair)
     (_pair_live if active else _pair_body)(pair, active)
 
 
