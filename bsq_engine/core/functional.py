@@ -25,6 +25,8 @@ from functools import lru_cache
 
 import torch
 
+from bsq_engine.core import native
+
 __all__ = [
     "EPS",
     "PlanesToWeight",
@@ -262,10 +264,24 @@ class PlanesToWeight(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, pos, neg, scale, eps: float, with_norms=True, memory_format=None):
+    def forward(
+        ctx, pos, neg, scale, eps: float, with_norms=True, memory_format=None, native=False
+    ):
         n_bits = pos.shape[-1]
         pos2, neg2 = pos.reshape(-1, n_bits), neg.reshape(-1, n_bits)  # (N, n) views
         place = _place(n_bits, pos.device, pos.dtype)  # (n,)
+        ctx.native = _native_kernels(pos, neg) if native else None
+        ctx.set_materialize_grads(False)
+        ctx.plane_shape = pos.shape
+        if ctx.native is not None:  # one pass over the planes (core.native)
+            weight = torch.empty(pos.shape[:-1], dtype=pos.dtype, memory_format=memory_format
+                                 or torch.contiguous_format)  # fmt: skip
+            levels, scale2 = float(2**n_bits - 1), scale.detach()
+            weight, unit, norms = ctx.native.planes_forward(
+                pos2, neg2, place, scale2, levels, eps, bool(with_norms), weight
+            )
+            ctx.save_for_backward(pos2, neg2, scale, place, unit, norms)
+            return weight, norms
         unit = _sign_magnitude(_value_2d(pos2, neg2, place), float(2**n_bits - 1))  # (N,)
         norms = None
         if with_norms:
@@ -274,8 +290,6 @@ class PlanesToWeight(torch.autograd.Function):
             sq = torch.linalg.vecdot(pos2.T, pos2.T) + torch.linalg.vecdot(neg2.T, neg2.T)
             norms = torch.sqrt(eps + sq)  # (n,)
         ctx.save_for_backward(pos2, neg2, scale, place, unit, norms)
-        ctx.set_materialize_grads(False)
-        ctx.plane_shape = pos.shape
         unit = unit.view(pos.shape[:-1])  # S
         if memory_format is None:
             return scale * unit, norms
@@ -286,6 +300,13 @@ class PlanesToWeight(torch.autograd.Function):
     def backward(ctx, grad_w, grad_norms):
         pos2, neg2, scale, place, unit, norms = ctx.saved_tensors
         grad_pos = grad_neg = grad_scale = None
+        if ctx.native is not None and grad_w is not None:
+            lasso = place.new_empty(0) if grad_norms is None else grad_norms / norms  # (n,)
+            grad_pos, grad_neg, grad_scale = ctx.native.planes_backward(
+                grad_w, pos2, neg2, place, scale, unit, lasso, ctx.needs_input_grad[2]
+            )
+            shape = ctx.plane_shape
+            return grad_pos.view(shape), grad_neg.view(shape), grad_scale, None, None, None, None
         if grad_w is not None:
             g = grad_w.reshape(-1)  # (N,); a copy when W is channels_last
             # outer(s * dW, place) as a k = 1 matrix product: the same products, and BLAS
@@ -306,11 +327,17 @@ class PlanesToWeight(torch.autograd.Function):
         shape = ctx.plane_shape
         grad_pos = None if grad_pos is None else grad_pos.view(shape)
         grad_neg = None if grad_neg is None else grad_neg.view(shape)
-        return grad_pos, grad_neg, grad_scale, None, None, None
+        return grad_pos, grad_neg, grad_scale, None, None, None, None
 
 
 def weight_and_group_norms(
-    pos, neg, scale, eps: float = EPS, with_norms: bool = True, memory_format=None
+    pos,
+    neg,
+    scale,
+    eps: float = EPS,
+    with_norms: bool = True,
+    memory_format=None,
+    native: bool = False,
 ):
     """``(W, norms)``: :func:`from_bit_planes` and :func:`plane_group_norm` in one node.
 
@@ -323,4 +350,14 @@ def weight_and_group_norms(
     >>> w.tolist(), norms.tolist()
     ([0.3333333432674408, -1.0], [1.0, 1.4142135381698608])
     """
-    return PlanesToWeight.apply(pos, neg, scale, eps, with_norms, memory_format)
+    return PlanesToWeight.apply(pos, neg, scale, eps, with_norms, memory_format, native)
+
+
+def _native_kernels(pos: torch.Tensor, neg: torch.Tensor):
+    """The C++ plane kernels (``core.native``) when they apply: float32 dense planes on the
+    CPU and a successful build; else ``None`` (the eager kernels)."""
+    if pos.device.type != "cpu" or pos.dtype != torch.float32 or neg.dtype != torch.float32:
+        return None
+    if not (pos.is_contiguous() and neg.is_contiguous()) or torch.compiler.is_compiling():
+        return None
+    return native.kernels()  # built lazily on the first call, never at import
