@@ -196,8 +196,16 @@ def _flags() -> list[str]:
 
 
 def _build():
-    from torch.utils.cpp_extension import load_inline  # slow import: only when building
-
+    # importing cpp_extension on a machine without CUDA logs a warning about CUDA_HOME that
+    # does not concern a CPU-only build: keep it out of the run's log
+    ext_log = logging.getLogger("torch.utils.cpp_extension")
+    level = ext_log.level
+    ext_log.setLevel(logging.ERROR)
+    try:
+        from torch.utils.cpp_extension import load_inline  # slow import: only when building
+    finally:
+        ext_log.setLevel(level)
+    log.info("loading the native plane kernels (a first build on this machine: about 30 s)")
     flags = _flags()
     name = "bsq_planes_" + ("avx2" if "-mavx2" in flags else "base")
     return load_inline(
