@@ -14,9 +14,13 @@ Everything here is a small pure function; the straight-through estimators are tw
 regularizer's group norms into one node).
 
 Cost: on the CPU every pass over the planes is memory-bound (ResNet-20 at 8 bits: 2 x 2.1 M
-floats, 17 MB), so the code here counts passes: ``v`` by two mat-vecs (no ``pos - neg``
-temporary), the sign-magnitude rounding in place on a ``(N,)`` vector, the plane gradients
-in the fewest eager kernels measured (see ``PlanesToWeight.backward``).
+floats, 17 MB), so the code here counts passes. On the CPU the fused node runs C++ kernels
+(``native``): one read of the planes forward (value, rounding and the group norms' sums of
+squares together), one read and one write of each plane tensor backward. Its eager kernels
+(CUDA, ``layer.native = False``, or no compiler) make two reads forward (``v`` by two
+mat-vecs, no ``pos - neg`` temporary; the sums of squares) and about 4.5 passes backward
+(see ``PlanesToWeight.backward``); the sign-magnitude rounding runs in place on a ``(N,)``
+vector in both.
 """
 
 from __future__ import annotations
@@ -256,6 +260,9 @@ class PlanesToWeight(torch.autograd.Function):
     ``None``), saving (besides the planes themselves) only the ``(N,)`` quantized unit
     weight and the ``(n,)`` norms. ``W`` is written directly in ``memory_format`` (the
     conv's ``channels_last``: one kernel instead of a product and a re-layout copy).
+    ``native``: on float32 CPU planes, the C++ kernels of :mod:`native` when they build
+    (same values; the weight may differ by one level where ``v (2^n - 1)`` lies within
+    float rounding of a half level, as their sum runs in another order than BLAS's).
     Backward writes each plane gradient once: ``outer(s * dW, place)`` (both
     straight-through estimators of section 1) plus the group Lasso term
     ``d_norm * plane / norm``. The plain path builds about ten autograd nodes per layer and
