@@ -109,9 +109,9 @@ def bsq_epochs(home: Path, run_id: str) -> list[tuple[int, float]]:
     return [(int(g), float(s)) for g, s in rows if s is not None]
 
 
-def run_state(home: Path, run_id: str) -> tuple[str, bool]:
-    """(status, whether a stop was requested through the store)."""
+def run_state(home: Path, run_id: str) -> tuple[str, float | None]:
+    """(status, when a stop was asked: the ``stop_requested`` wall-clock time, or None)."""
     (status, requested), *_ = _read(
         home, "SELECT status, stop_requested FROM runs WHERE run_id = ?", (run_id,)
     )
-    return status, requested is not None
+    return status, requested
