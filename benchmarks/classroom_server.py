@@ -26,9 +26,10 @@ __all__ = ["bsq_epochs", "cpu", "rss_mib", "run_state", "serve"]
 def serve(home: Path, port: int) -> subprocess.Popen:
     """``streamlit run app.py`` on 127.0.0.1:``port`` with its store in ``home``."""
     env = {**os.environ, "BSQ_HOME": str(home), "BSQ_TORCH_THREADS": "1"}
+    # no file watcher: an edit to the code must not reload modules in the middle of a measure
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
            "--server.address", "127.0.0.1", "--server.port", str(port),
-           "--browser.gatherUsageStats", "false"]  # fmt: skip
+           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]  # fmt: skip
     log = (home / "streamlit.log").open("w")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     for _ in range(240):
@@ -109,9 +110,9 @@ def bsq_epochs(home: Path, run_id: str) -> list[tuple[int, float]]:
     return [(int(g), float(s)) for g, s in rows if s is not None]
 
 
-def run_state(home: Path, run_id: str) -> tuple[str, bool]:
-    """(status, whether a stop was requested through the store)."""
+def run_state(home: Path, run_id: str) -> tuple[str, float | None]:
+    """(status, when a stop was asked: the ``stop_requested`` wall-clock time, or None)."""
     (status, requested), *_ = _read(
         home, "SELECT status, stop_requested FROM runs WHERE run_id = ?", (run_id,)
     )
-    return status, requested is not None
+    return status, requested

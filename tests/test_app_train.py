@@ -168,6 +168,8 @@ def test_stop_button_stops_a_live_run():
     run_id = at.query_params["run"]
     run_until(at, lambda a: _status(a, run_id) == "running")
     button(at, "Stop").click().run()
+    # the callback's message shows, whether the panel redrew live or as the ended run
+    assert {t.value for t in at.toast} & {"Stopped.", "Stopping after the current step..."}
     assert get_manager().wait(run_id, 60) == "stopped"
     run_until(at, lambda a: "Stop" not in [b.label for b in a.button])
     assert any("did not finish" in w.value for w in at.warning)

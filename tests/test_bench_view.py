@@ -95,6 +95,8 @@ def test_best_of_each_method_at_a_compression(df):
     assert sentence.startswith("At 16x or more: uniform (uni2) 90.0 ± 1.9% at 16.0x; BSQ")
     assert sentence.endswith("Verdict: all within noise of each other.")
     assert best_sentence(best_at(df, 100), 100) == "No finished run reaches 100x."
+    alone = best_sentence(best.iloc[:1], 16)  # one method: no comparison to claim
+    assert alone.endswith("Verdict: one method only, nothing to compare.")
 
 
 def test_seeds_are_averaged_per_setting():

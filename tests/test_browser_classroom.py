@@ -124,6 +124,11 @@ def test_a_class_in_browsers(app, browser):
     wait_for(lambda: store.get_run(first)["status"] == "stopped", 60, every=0.2,
              what="the first run to stop")  # fmt: skip
     print(f"admin Stop took {time.monotonic() - clicked:.2f} s")  # the server's exit stops the rest
+    # the panel says so (drawn in place first, then the finished view), and the page stops
+    # polling: the live Stop goes away
+    ben.get_by_text("This run did not finish", exact=False).first.wait_for(timeout=30_000)
+    wait_for(lambda: ben.locator(".st-key-train-stop button").count() == 0, 30, every=0.5,
+             what="the finished view without the live Stop")  # fmt: skip
 
 
 def test_presentation_mode_fits_a_projector(app, browser):

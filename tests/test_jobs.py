@@ -92,10 +92,12 @@ def test_stop_lands_within_one_step(manager, long_config):
     recorder = OnStep()
     run_id = manager.start(long_config, callbacks=[recorder])
     wait_for(lambda: len(recorder.steps) >= 3)
-    stopped_at = time.monotonic()
+    stopped_at, asked_at = time.monotonic(), time.time()
     manager.stop(run_id)
     assert manager.wait(run_id, timeout=30) == "stopped"
-    assert manager.store.get_run(run_id)["error"].startswith("Stopped by the user at ")
+    run = manager.store.get_run(run_id)
+    assert run["error"].startswith("Stopped by the user at ")
+    assert asked_at <= run["stop_requested"] <= time.time()  # when it was asked, recorded
     assert sum(t > stopped_at for t, _ in recorder.steps) <= 1  # the step already under way
     assert len(manager.store.epochs(run_id)) < long_config.total_epochs
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -31,7 +32,7 @@ from bsq_engine.runs.settings import (
     default_torch_threads,
 )
 from bsq_engine.runs.status import ACTIVE, RESUMABLE, RunStatus
-from bsq_engine.runs.store import RunStore, default_home
+from bsq_engine.runs.store import RunStore, StoreError, default_home
 from bsq_engine.training.config import RunConfig
 
 __all__ = ["TORCH_THREADS_ENV", "JobManager", "LiveBufferCallback", "QueueFull", "get_manager",
@@ -99,16 +100,24 @@ class JobManager:
 
     def stop(self, run_id: str) -> None:
         """Cooperative stop: the trainer raises ``RunStopped`` before its next step. A run
-        still queued is marked stopped directly; an ended run is left alone."""
+        still queued is marked stopped directly; an ended run is left alone. A running
+        job's request is also written to the store (``stop_requested``, a time): the
+        record of when the stop was asked, and a second way to the trainer
+        (``runner.StopRequestCallback``) should the signal to a child process be lost."""
         with self._cond:
             job = self._jobs.get(run_id)
-            if job is not None and job.running:
+            running = job is not None and job.running
+            if running:
                 job.stop_event.request()
-                return
-            if job is not None:
+            elif job is not None:
                 self._queue.remove(job)
                 del self._jobs[run_id]
                 self._cond.notify_all()
+        if running:
+            # the signal is sent: a locked store or a deleted row only lose the record
+            with contextlib.suppress(StoreError, KeyError, sqlite3.Error):
+                self.store.request_stop(run_id)
+            return
         status = self.store.get_run(run_id)["status"]
         if status == RunStatus.QUEUED:  # ours, or left queued by a process that died
             self.store.set_status(run_id, RunStatus.STOPPED, error="Stopped before it started.")

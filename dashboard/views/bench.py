@@ -167,7 +167,8 @@ def best_sentence(best: pd.DataFrame, compression: float) -> str:
         return f"At {compression:g}x or more: " + "; ".join(parts) + f". Verdict: {verdict}."
     tied = int(best["tied"].sum())
     verdict = (
-        "all within noise of each other" if tied == len(best)
+        "one method only, nothing to compare" if len(best) == 1
+        else "all within noise of each other" if tied == len(best)
         else f"{best.iloc[0]['method']} is best by more than the noise" if tied == 1
         else f"the top {tied} are within noise of each other"
     )  # fmt: skip
