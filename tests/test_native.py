@@ -176,9 +176,7 @@ def test_a_failed_build_logs_once_and_the_eager_path_runs(monkeypatch, fresh_sta
 
 
 def test_native_kernels_are_not_used_off_the_cpu_float32_path(monkeypatch, fresh_state):
-    from bsq_engine.core.functional import _native_kernels
-
     monkeypatch.setattr(native, "_build", lambda: pytest.fail("built for a float64 layer"))
     planes = torch.rand(3, 4, dtype=torch.float64)
-    assert _native_kernels(planes, planes) is None
-    assert _native_kernels(torch.rand(8, 4)[:, :2], torch.rand(4, 2)) is None  # strided
+    assert native.kernels_for(planes, planes) is None
+    assert native.kernels_for(torch.rand(8, 4)[:, :2], torch.rand(4, 2)) is None  # strided

@@ -31,7 +31,7 @@ import threading
 
 import torch
 
-__all__ = ["kernels", "native_wanted", "status"]
+__all__ = ["kernels", "kernels_for", "native_wanted", "status"]
 
 log = logging.getLogger(__name__)
 
@@ -239,3 +239,13 @@ def kernels():
             (log.info if not native_wanted() else log.warning)(_STATE["why"])
         _STATE["tried"] = True
     return _STATE["module"]
+
+
+def kernels_for(pos: torch.Tensor, neg: torch.Tensor):
+    """The kernels when they apply to these planes (float32, dense, on the CPU, not under
+    ``torch.compile``) and build; else ``None`` (the eager kernels)."""
+    if pos.device.type != "cpu" or pos.dtype != torch.float32 or neg.dtype != torch.float32:
+        return None
+    if not (pos.is_contiguous() and neg.is_contiguous()) or torch.compiler.is_compiling():
+        return None
+    return kernels()  # built lazily on the first call, never at import
