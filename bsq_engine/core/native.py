@@ -97,7 +97,15 @@ std::vector<torch::Tensor> planes_forward(torch::Tensor pos, torch::Tensor neg,
   // the same product as eager's torch.mul(unit, scale, out=weight), in weight's format
   at::mul_out(weight, unit.view(weight.sizes()), scale);
   torch::Tensor norms;
-  if (with_norms) norms = partial.sum(0).add_(eps).sqrt_();
+  if (with_norms) {  // blocks summed in order (not torch's sum: it may split by threads)
+    norms = torch::empty({n}, pos.options());
+    float* out = norms.data_ptr<float>();
+    for (int64_t b = 0; b < n; ++b) {
+      double total = 0.0;
+      for (int64_t blk = 0; blk < blocks; ++blk) total += S[blk * n + b];
+      out[b] = static_cast<float>(std::sqrt(eps + total));
+    }
+  }
   return {weight, unit, norms};
 }
 
