@@ -13,7 +13,7 @@ from shared import TINY
 
 from bsq_engine.runs.jobs import get_manager
 from bsq_engine.training.presets import make_config
-from dashboard.views import colors, frames
+from dashboard.views import colors, curves, frames
 
 pytestmark = pytest.mark.usefixtures("bsq_home")  # an isolated store per test
 
@@ -65,6 +65,29 @@ def test_a_finished_run_shows_its_stored_steps_with_the_curve_options():
     labels = [d.label for d in at.download_button]
     charts = sum(len(at.get(k)) for k in ("plotly_chart", "vega_lite_chart"))
     assert labels.count("CSV") == charts == 7  # bits, planes, 2 per-step, loss, acc, avg bits
+
+
+def test_a_long_series_is_thinned_for_drawing_only():
+    """A long run keeps more points than Altair draws (its limit: 5,000 rows; 7,000 broke
+    the finished view): at most SERIES_MAX_POINTS per metric, the last one included,
+    smoothed over every point; the CSV keeps them all."""
+    store = get_manager().store
+    run_id = make_run(store, name="long")
+    store.add_step_points(run_id, _points(7000))
+    at = open_page("pages/runs.py", run=run_id)
+    assert not at.exception, page_text(at)
+    assert {"Training loss per step", "Batch accuracy per step"} <= {
+        json.loads(e.proto.spec).get("title") for e in at.get("vega_lite_chart")
+    }
+    frame = curves.series_frame(_points(7000))
+    options = curves.CurveOptions(x="step", smoothing=0.9)
+    spec = curves.series_chart(frame, ["loss", "ce"], options, "t", "y").to_dict(validate=False)
+    rows = next(iter(spec["datasets"].values()))
+    ce = [r for r in rows if r["metric"] == "cross-entropy"]
+    assert len(rows) == 2 * len(ce) == 2 * curves.SERIES_MAX_POINTS
+    assert ce[-1]["step"] == 7000
+    full = curves.ema(frame["ce"].tolist(), 0.9)
+    assert ce[-1]["smoothed"] == pytest.approx(full[-1])  # not the thinned curve's average
 
 
 def test_a_run_without_stored_steps_says_why():

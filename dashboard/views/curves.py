@@ -18,6 +18,8 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from bsq_engine.runs.queries import downsample
+
 __all__ = [
     "SERIES_COLUMNS", "X_AXES", "CurveOptions", "ema", "series_chart", "series_frame", "step_chart",
     "step_frame", "with_wall_clock",
@@ -108,6 +110,10 @@ def step_chart(frame: pd.DataFrame, options: CurveOptions = CurveOptions(x="step
 SERIES_COLUMNS = ["step", "epoch_frac", "wall", "stage", "epoch", "loss", "ce", "reg",
                   "batch_acc", "lr"]  # fmt: skip
 _SERIES_X = {"step": "step", "epoch": "epoch_frac", "wall": "wall"}
+# Points drawn per metric of a stored series: a run keeps about 2,000 points plus each
+# epoch's last step, so a long run has many more, and Altair refuses a chart of over 5,000
+# rows (a 7,000-row series broke a long run's finished view). The CSV keeps every point.
+SERIES_MAX_POINTS = 1500
 SERIES_LABELS = {"loss": "loss (CE + alpha x R)", "ce": "cross-entropy",
                  "batch_acc": "batch accuracy"}  # fmt: skip
 
@@ -131,7 +137,9 @@ def series_chart(frame: pd.DataFrame, metrics: Sequence[str], options: CurveOpti
     long["metric"] = long["metric"].map(lambda m: SERIES_LABELS.get(m, m))
     long["smoothed"] = long.groupby("metric")["value"].transform(
         lambda v: ema(v.tolist(), options.smoothing)
-    )
+    )  # over every point; only the drawing is thinned
+    if len(long):
+        long = pd.concat(downsample(g, SERIES_MAX_POINTS) for _, g in long.groupby("metric"))
     names = [SERIES_LABELS.get(m, m) for m in metrics]
     palette = [color or "#4C78A8", "#888888", "#BBBBBB"][: len(names)]
     scale = alt.Scale(type="log" if options.log_y else "linear", zero=False)
