@@ -203,8 +203,15 @@ def test_shared_frame_is_rebuilt_only_when_the_version_moves(monkeypatch):
                                "test_acc": 0.6, "seconds": 1.0}])  # fmt: skip
     assert live.live_frame(run_id, build).figures is not third.figures and len(calls) == 4
     monkeypatch.setattr(live, "MIN_BUILD_S", 3600.0)
-    store.set_status(run_id, "stopped")  # an ended run always gets its final figures
-    assert not live.live_frame(run_id, build).view.active and len(calls) == 5
+    store.set_status(run_id, "stopped")
+    # the progress fragment draws no figure: the ended view at once, the live figures kept
+    ended = live.live_frame(run_id, build, figures=False)
+    assert not ended.view.active and ended.pending and len(calls) == 4
+    assert live.live_frame(run_id, build, figures=False) is ended
+    final = live.live_frame(run_id, build)  # an ended run always gets its final figures
+    assert not final.view.active and not final.pending and len(calls) == 5
+    assert final.view is ended.view  # the ended view is read once
+    assert live.live_frame(run_id, build, figures=False) is final
 
 
 def test_live_step_chart_is_built_once_for_every_default_viewer(monkeypatch):

@@ -63,6 +63,9 @@ class LiveFrame:
     figures_at: float  # when the figures were built (the view may be newer)
     cost_s: float = 0.0  # CPU seconds the figures took (this thread only)
     drawn: tuple = (0, 0, 0)  # (epochs, layers, precision changes) the figures drew
+    # the run has ended and these are still its live figures: the view goes out first
+    # (the outcome of a Stop shows at once), the final figures are built by the next caller
+    pending: bool = False
 
     @property
     def rebuild_after_s(self) -> float:
@@ -111,25 +114,29 @@ def live_version(run_id: str) -> tuple:
                            lambda: store().change_marker(run_id)))  # fmt: skip
 
 
-def live_frame(run_id: str, build: Callable[[RunView], dict]) -> LiveFrame:
+def live_frame(run_id: str, build: Callable[[RunView], dict], *, figures: bool = True) -> LiveFrame:
     """The shared frame of ``run_id`` now; ``build(view)`` makes its figures when needed.
+    ``figures=False``: the caller draws only the view (progress, outcome), so a run that
+    has just ended is returned at once with its live figures (``pending``) rather than
+    after the final figures' build, which other viewers may be running.
 
     Raises ``RunNotFound`` when the run is gone."""
     version = live_version(run_id)
     with _LOCK:
         frame = _FRAMES.get(run_id)
-    if frame is not None and (frame.version == version or _too_soon(frame, version)):
+    done = frame is not None and (not frame.pending or not figures)
+    if done and (frame.version == version or _too_soon(frame, version)):
         return frame
     with _LOCK:
         builder = _BUILDERS.setdefault(run_id, threading.Lock())
-    if not builder.acquire(blocking=frame is None):
+    if not builder.acquire(blocking=frame is None or (frame.pending and figures)):
         return frame  # another session is building this version: draw the last one
     try:
         with _LOCK:
             current = _FRAMES.get(run_id)
-        if current is not None and current.version == version:
+        if current is not None and current.version == version and not current.pending:
             return current
-        new = _build(run_id, version, current, build)
+        new = _build(run_id, version, current, build, figures)
         with _LOCK:
             _FRAMES[run_id] = new
             while len(_FRAMES) > _MAX_FRAMES:
@@ -150,13 +157,20 @@ def _too_soon(frame: LiveFrame, version: tuple) -> bool:
     return same_kind and frame.view.active and waited < hold
 
 
-def _build(run_id: str, version: tuple, old: LiveFrame | None, build) -> LiveFrame:
+def _build(run_id: str, version: tuple, old: LiveFrame | None, build, figures=True) -> LiveFrame:
     """A new view always (progress and tiles move each tick: cheap); new figures only when
-    the old ones are stale (Altair and Plotly builds are what costs)."""
-    view, now = load_run_view(run_id), time.monotonic()
+    the old ones are stale (Altair and Plotly builds are what costs). A run that has just
+    ended, for a caller without figures: the new view with the live figures, ``pending``."""
+    if old is not None and old.pending and old.version == version:
+        view, now = old.view, old.view_at  # the ended run's view, read a moment ago
+    else:
+        view, now = load_run_view(run_id), time.monotonic()
     if old is not None and old.figures_fresh(view):
         return LiveFrame(run_id, version, view, old.figures, now, old.figures_at, old.cost_s,
                          old.drawn)  # fmt: skip
+    if old is not None and not figures and old.view.active and not view.active:
+        return LiveFrame(run_id, version, view, old.figures, now, old.figures_at, old.cost_s,
+                         old.drawn, pending=True)  # fmt: skip
     started = time.thread_time()
     figures = build(view)
     with _LOCK:

@@ -76,17 +76,18 @@ def render_run_panel(run_id: str, *, key: str = "panel") -> None:
         _render(frame.view, key, frame.figures)
 
 
-def _live_frame(run_id: str) -> live.LiveFrame:
+def _live_frame(run_id: str, *, figures: bool = True) -> live.LiveFrame:
     """The shared frame, or a whole-page rerun when the run is gone."""
     try:
-        return live.live_frame(run_id, build_figures)
+        return live.live_frame(run_id, build_figures, figures=figures)
     except RunNotFound:
         st.rerun()
 
 
 def _live_top(run_id: str, key: str, every: float) -> None:
-    """Header, progress, Stop and tiles: the cheap part, every half epoch (1.5-4 s)."""
-    frame = _live_frame(run_id)
+    """Header, progress, Stop and tiles: the cheap part, every half epoch (1.5-4 s). It
+    draws no figure, so it never waits for one to be built."""
+    frame = _live_frame(run_id, figures=False)
     if not frame.view.active:
         _ended_in_place(frame.view)
         return
