@@ -4,7 +4,7 @@
     python benchmarks/step_overhead.py --json          # last line: one JSON object
     python benchmarks/step_overhead.py --profile       # top operators of the fast steps
 
-Four steps are built in ONE process and run interleaved after a warm-up (the order rotates
+Five steps are built in ONE process and run interleaved after a warm-up (the order rotates
 each round), so load from other processes hits them alike:
 
 - ``float``: the float model (same activation quantizers), NCHW, the trainer's SGD;
@@ -13,8 +13,11 @@ each round), so load from other processes hits them alike:
   regularizer as separate graphs (``layer.fused = False``), foreach SGD, each layer's
   ``clip_()`` (the structure of then; the shared kernels, e.g. the sign-magnitude
   rounding, are today's);
+- ``bsq-eager``: ``bsq-fast`` with the fused node's eager kernels (``layer.native = False``:
+  what runs where the C++ kernels cannot be built, and what ran before them);
 - ``bsq-fast``: the engine's step now: ``channels_last``, the fused planes -> weight + group
-  norms node, fused SGD (``make_sgd``), ``clip_planes_``.
+  norms node with its C++ kernels on the CPU (``core.native``; eager when they cannot be
+  built: the report says which), fused SGD (``make_sgd``), ``clip_planes_``.
 
 Each BSQ step = forward, cross-entropy + alpha * bit_group_lasso, backward, SGD (momentum
 0.9, weight decay 1e-4), clipping, on the model prepared at 8 bits with float shortcuts (the
@@ -48,6 +51,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bsq_engine.core import native
 from bsq_engine.core.layers import BitLayer, QuantLayer
 from bsq_engine.core.quantize import BSQConfig, _swap_activations_, prepare_bsq
 from bsq_engine.core.regularizer import bit_group_lasso, clip_planes_
@@ -58,7 +62,7 @@ RATIO_TARGET = 1.05  # BSQ fast step / fastest float step (paired median)
 MEMORY_TARGET = 1.3  # BSQ fast peak memory / that float step's peak memory
 ALPHA = 5e-3  # the paper's headline ResNet-20 alpha
 MEMORY_STEPS = 3  # steps per memory child: the first allocates the optimizer state
-VARIANTS = ("float", "float-cl", "bsq-today", "bsq-fast")
+VARIANTS = ("float", "float-cl", "bsq-today", "bsq-eager", "bsq-fast")
 # A fixed mmap threshold makes glibc map and unmap every large tensor, so peak RSS follows
 # the live tensors (with the default dynamic threshold identical runs differed by +-100 MB).
 _MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
@@ -95,12 +99,13 @@ def make_step(variant: str, args, base: nn.Module | None = None):
     """A closure running one training step of ``variant`` on a fixed random batch."""
     model = copy.deepcopy(base) if base is not None else _float_model(args)
     bsq, today = variant.startswith("bsq"), variant == "bsq-today"
-    channels_last = variant in ("float-cl", "bsq-fast")
+    channels_last = variant in ("float-cl", "bsq-eager", "bsq-fast")
     if bsq:
         model = prepare_bsq(model, _BSQ)
         for layer in model.modules():
             if isinstance(layer, BitLayer):
                 layer.fused = not today
+                layer.native = variant == "bsq-fast"  # the layers' default: True
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
@@ -184,8 +189,12 @@ def peak_memory_mb(args) -> dict[str, float]:
     return {v: rss[v] - rss["baseline"] for v in VARIANTS}
 
 
+def _ratios(times: dict, a: str, b: str) -> list[float]:
+    return [x / y for x, y in zip(times[a], times[b])]
+
+
 def _paired(times: dict, a: str, b: str) -> float:
-    return statistics.median(x / y for x, y in zip(times[a], times[b]))
+    return statistics.median(_ratios(times, a, b))
 
 
 def median_interval(values: list[float], level: float = 0.95, resamples: int = 4000):
@@ -213,6 +222,9 @@ def summarize(times: dict, memory: dict, args) -> dict:
         "ratio_iqr": [quartiles[0], quartiles[2]],
         "ratios_paired": {v: _paired(times, v, fastest) for v in VARIANTS},
         "speedup_fast_vs_today": _paired(times, "bsq-today", "bsq-fast"),
+        "speedup_native": _paired(times, "bsq-eager", "bsq-fast"),
+        "native_ci95": list(median_interval(_ratios(times, "bsq-fast", "bsq-eager"))),
+        "native": native.status(),
         "float_spread": max(times[fastest]) / min(times[fastest]),
         "peak_mb": memory or None,
         "memory_ratio": memory["bsq-fast"] / memory[fastest] if memory else None,
@@ -244,6 +256,9 @@ def _report(result: dict, times: dict, load: str) -> None:
           f"{result['ratio_iqr'][0]:.3f}-{result['ratio_iqr'][1]:.3f}; target <= "
           f"{RATIO_TARGET}); bsq-today / bsq-fast: "
           f"{result['speedup_fast_vs_today']:.3f}")  # fmt: skip
+    low, high = result["native_ci95"]
+    print(f"  bsq-eager / bsq-fast: {result['speedup_native']:.3f} (bsq-fast / bsq-eager 95% CI "
+          f"{low:.3f}-{high:.3f}); {result['native']}")  # fmt: skip
     if result["memory_ratio"] is not None:
         print(f"  peak memory bsq-fast / {fastest}: {result['memory_ratio']:.2f} "
               f"(target <= {MEMORY_TARGET})")  # fmt: skip

@@ -6,6 +6,8 @@ import importlib.util
 import statistics
 from pathlib import Path
 
+import pytest
+
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "step_overhead.py"
 _spec = importlib.util.spec_from_file_location("step_overhead_bench", _PATH)
 bench = importlib.util.module_from_spec(_spec)
@@ -28,6 +30,7 @@ def _times(bsq_fast_ratios):
         "float": [x * 1.2 for x in float_cl],
         "float-cl": float_cl,
         "bsq-today": [x * 1.3 for x in float_cl],
+        "bsq-eager": [x * r * 1.02 for x, r in zip(float_cl, bsq_fast_ratios)],
         "bsq-fast": [x * r for x, r in zip(float_cl, bsq_fast_ratios)],
     }
 
@@ -40,6 +43,8 @@ def test_summary_reports_the_interval_and_a_robust_verdict():
     assert low <= tight["ratio_vs_fastest_float"] <= high <= 1.035
     assert tight["ratio_iqr"][0] <= tight["ratio_vs_fastest_float"] <= tight["ratio_iqr"][1]
     assert tight["targets_met"] and tight["targets_met_robustly"]
+    assert tight["speedup_native"] == pytest.approx(1.02)  # bsq-eager / bsq-fast, paired
+    assert tight["native_ci95"][0] <= 1 / 1.02 <= tight["native_ci95"][1]
     # the same median with a wide spread: met by the median, not robustly
     spread = [1.03 + 0.008 * (i - 15) for i in range(30)]  # 0.91 .. 1.14
     wide = bench.summarize(_times(spread), {}, args)

@@ -5,18 +5,17 @@ keeps two tensors of shape ``(*S, n_bits)``, ``pos`` and ``neg``. The last dimen
 bit position, **MSB first**: plane ``b`` has place value ``2**(n_bits - 1 - b) / (2**n_bits - 1)``.
 
 The planes are *stored* in exactly this layout (dense, last dimension fastest) on every
-device and in every memory format: a model converted to ``channels_last`` keeps its planes
-as they are and computes its effective weight in the format of its input (see ``layers``;
-the fused node writes it there directly). (A plane-major storage layout was not tried.)
+device and in every memory format; a ``channels_last`` model computes its effective weight
+in the format of its input (see ``layers``; a plane-major storage was not tried).
 
-Everything here is a small pure function; the straight-through estimators are two tiny
-``autograd.Function``s (``RoundSTE``, and ``PlanesToWeight``, which fuses the weight and the
-regularizer's group norms into one node).
+Small pure functions; the straight-through estimators are two tiny ``autograd.Function``s
+(``RoundSTE``, and ``PlanesToWeight``, which fuses the weight and the group norms).
 
-Cost: on the CPU every pass over the planes is memory-bound (ResNet-20 at 8 bits: 2 x 2.1 M
-floats, 17 MB), so the code here counts passes: ``v`` by two mat-vecs (no ``pos - neg``
-temporary), the sign-magnitude rounding in place on a ``(N,)`` vector, the plane gradients
-in the fewest eager kernels measured (see ``PlanesToWeight.backward``).
+Cost: every pass over the planes is memory-bound (ResNet-20 at 8 bits: 17 MB), so passes
+are counted. On the CPU the fused node runs C++ kernels (``native``): one read of the planes
+forward, one read and one write of each plane tensor backward. Its eager kernels (CUDA,
+``layer.native = False``, no compiler) read them twice forward (``v`` by two mat-vecs, no
+``pos - neg`` temporary; the sums of squares) and make about 4.5 passes backward.
 """
 
 from __future__ import annotations
@@ -24,6 +23,8 @@ from __future__ import annotations
 from functools import lru_cache
 
 import torch
+
+from bsq_engine.core import native as _native
 
 __all__ = [
     "EPS",
@@ -254,6 +255,8 @@ class PlanesToWeight(torch.autograd.Function):
     ``None``), saving (besides the planes themselves) only the ``(N,)`` quantized unit
     weight and the ``(n,)`` norms. ``W`` is written directly in ``memory_format`` (the
     conv's ``channels_last``: one kernel instead of a product and a re-layout copy).
+    ``native``: the C++ kernels (:mod:`native`) on float32 CPU planes when they build; the
+    weight may then differ by one level where ``v (2^n - 1)`` is within rounding of a tie.
     Backward writes each plane gradient once: ``outer(s * dW, place)`` (both
     straight-through estimators of section 1) plus the group Lasso term
     ``d_norm * plane / norm``. The plain path builds about ten autograd nodes per layer and
@@ -262,11 +265,25 @@ class PlanesToWeight(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, pos, neg, scale, eps: float, with_norms=True, memory_format=None):
+    def forward(
+        ctx, pos, neg, scale, eps: float, with_norms=True, memory_format=None, native=False
+    ):
         n_bits = pos.shape[-1]
         pos2, neg2 = pos.reshape(-1, n_bits), neg.reshape(-1, n_bits)  # (N, n) views
         place = _place(n_bits, pos.device, pos.dtype)  # (n,)
-        unit = _sign_magnitude(_value_2d(pos2, neg2, place), float(2**n_bits - 1))  # (N,)
+        levels = float(2**n_bits - 1)
+        ctx.native = _native.kernels_for(pos, neg) if native else None
+        ctx.set_materialize_grads(False)
+        ctx.plane_shape = pos.shape
+        if ctx.native is not None:  # one pass over the planes (core.native)
+            fmt = memory_format or torch.contiguous_format
+            weight = torch.empty(pos.shape[:-1], dtype=pos.dtype, memory_format=fmt)
+            weight, unit, norms = ctx.native.planes_forward(
+                pos2, neg2, place, scale.detach(), levels, eps, bool(with_norms), weight
+            )
+            ctx.save_for_backward(pos2, neg2, scale, place, unit, norms)
+            return weight, norms
+        unit = _sign_magnitude(_value_2d(pos2, neg2, place), levels)  # (N,)
         norms = None
         if with_norms:
             # per-plane sums of squares; vecdot over the (n, N) view measured a little
@@ -274,8 +291,6 @@ class PlanesToWeight(torch.autograd.Function):
             sq = torch.linalg.vecdot(pos2.T, pos2.T) + torch.linalg.vecdot(neg2.T, neg2.T)
             norms = torch.sqrt(eps + sq)  # (n,)
         ctx.save_for_backward(pos2, neg2, scale, place, unit, norms)
-        ctx.set_materialize_grads(False)
-        ctx.plane_shape = pos.shape
         unit = unit.view(pos.shape[:-1])  # S
         if memory_format is None:
             return scale * unit, norms
@@ -286,7 +301,13 @@ class PlanesToWeight(torch.autograd.Function):
     def backward(ctx, grad_w, grad_norms):
         pos2, neg2, scale, place, unit, norms = ctx.saved_tensors
         grad_pos = grad_neg = grad_scale = None
-        if grad_w is not None:
+        if ctx.native is not None and grad_w is not None:  # both terms in one pass
+            lasso = place.new_empty(0) if grad_norms is None else grad_norms / norms  # (n,)
+            grad_pos, grad_neg, grad_scale = ctx.native.planes_backward(
+                grad_w, pos2, neg2, place, scale, unit, lasso, ctx.needs_input_grad[2]
+            )
+            grad_norms = None  # the kernel added the group Lasso term
+        elif grad_w is not None:
             g = grad_w.reshape(-1)  # (N,); a copy when W is channels_last
             # outer(s * dW, place) as a k = 1 matrix product: the same products, and BLAS
             # wrote them faster than torch.outer's broadcast multiply (CPU, cold caches)
@@ -306,21 +327,22 @@ class PlanesToWeight(torch.autograd.Function):
         shape = ctx.plane_shape
         grad_pos = None if grad_pos is None else grad_pos.view(shape)
         grad_neg = None if grad_neg is None else grad_neg.view(shape)
-        return grad_pos, grad_neg, grad_scale, None, None, None
+        return grad_pos, grad_neg, grad_scale, None, None, None, None
 
 
 def weight_and_group_norms(
-    pos, neg, scale, eps: float = EPS, with_norms: bool = True, memory_format=None
+    pos, neg, scale, eps: float = EPS, with_norms: bool = True, memory_format=None, native=False
 ):
     """``(W, norms)``: :func:`from_bit_planes` and :func:`plane_group_norm` in one node.
 
     Values equal the two plain functions'; gradients equal theirs to float rounding.
     ``with_norms=False`` skips the norms (``None``; a step without the regularizer);
-    ``memory_format`` lays ``W`` out in that format (the default: the planes' own order).
+    ``memory_format`` lays ``W`` out in that format (the default: the planes' own order);
+    ``native=True`` (the layers' default) runs the C++ kernels where they apply.
 
     >>> pos, neg, s = to_bit_planes(torch.tensor([0.3, -1.0]), 2)
     >>> w, norms = weight_and_group_norms(pos, neg, s, eps=0.0)
     >>> w.tolist(), norms.tolist()
     ([0.3333333432674408, -1.0], [1.0, 1.4142135381698608])
     """
-    return PlanesToWeight.apply(pos, neg, scale, eps, with_norms, memory_format)
+    return PlanesToWeight.apply(pos, neg, scale, eps, with_norms, memory_format, native)

@@ -71,6 +71,8 @@ class BitLayer(_WeightOp):
     # False: a fused training forward skips the group norms (a step without the
     # regularizer, alpha = 0); training.fast_path.step_forward sets it per epoch
     fused_norms = True
+    # the fused node's C++ kernels on the CPU (core.native) when they build; False: eager
+    native = True
 
     def _init_from(self, template: nn.Module, n_bits: int) -> None:
         self._adopt_geometry(template)
@@ -130,8 +132,9 @@ class BitLayer(_WeightOp):
             return self._op(x, self.effective_weight())
         pos, neg = self.pos_planes, self.neg_planes
         weight, norms = weight_and_group_norms(
-            pos, neg, self.scale, with_norms=self.fused_norms, memory_format=self._format(x)
-        )
+            pos, neg, self.scale, with_norms=self.fused_norms,
+            memory_format=self._format(x), native=self.native,
+        )  # fmt: skip
         if norms is not None:
             _FORWARD_NORMS[self] = (pos, neg, pos._version, neg._version, norms)
         else:  # never hand the regularizer an older forward's norms

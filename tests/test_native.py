@@ -1,0 +1,182 @@
+"""The C++ plane kernels (``core.native``): the same values and gradients as the eager fused
+node, thread-count independent, and an optional accelerator (off, or failing to build, the
+eager path runs and one line says why)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from bsq_engine.core import native
+from bsq_engine.core.functional import _place, _value_2d, to_bit_planes, weight_and_group_norms
+from bsq_engine.core.layers import BitLayer
+from bsq_engine.core.quantize import BSQConfig, prepare_bsq
+from bsq_engine.models import create_model
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    """The built extension; the first build on a machine compiles C++ (about 30 s)."""
+    built = native.kernels()
+    if built is None:
+        pytest.skip(f"the C++ plane kernels cannot be built here: {native.status()}")
+    return built
+
+
+def _planes(shape, n_bits, seed):
+    """Converted planes moved off 0/1 as training does (some values leave [-1, 1])."""
+    gen = torch.Generator().manual_seed(seed)
+    pos, neg, scale = to_bit_planes(torch.randn(shape, generator=gen), n_bits)
+    pos = (pos + 0.6 * torch.rand(pos.shape, generator=gen)).requires_grad_()
+    neg = (neg + 0.3 * torch.rand(neg.shape, generator=gen)).requires_grad_()
+    return pos, neg, (scale * 1.3).requires_grad_()
+
+
+def _run(pos, neg, scale, use_native, with_norms, memory_format, seed=0):
+    for t in (pos, neg, scale):
+        t.grad = None
+    weight, norms = weight_and_group_norms(
+        pos, neg, scale, with_norms=with_norms, memory_format=memory_format, native=use_native
+    )
+    gen = torch.Generator().manual_seed(seed)
+    loss = (weight * torch.randn(weight.shape, generator=gen)).sum()
+    if with_norms:
+        loss = loss + (norms * torch.rand(norms.shape, generator=gen)).sum()
+    loss.backward()
+    return weight.detach(), norms, [t.grad.clone() for t in (pos, neg, scale)]
+
+
+def _assert_same_weight(w_native, w_eager, pos, neg):
+    """Bit-identical, except where ``v * L`` sits within float rounding of a half level:
+    the C++ loop sums ``pos @ place`` in its own order (BLAS's is unspecified), and there
+    the rounding may go the other way, by exactly one level."""
+    n_bits = pos.shape[-1]
+    levels = 2**n_bits - 1
+    differ = (w_native != w_eager).reshape(-1)
+    if not differ.any():
+        return
+    v = _value_2d(
+        pos.detach().reshape(-1, n_bits).double(),
+        neg.detach().reshape(-1, n_bits).double(),
+        _place(n_bits, pos.device, torch.float64),
+    )  # (N,)
+    distance = ((v[differ].clamp(-1, 1) * levels).abs().frac() - 0.5).abs()
+    assert float(distance.max()) < 1e-4, "a weight differs away from a rounding tie"
+    step = float(w_eager.abs().max()) / levels  # the scale is the largest magnitude's
+    gap = (w_native - w_eager).reshape(-1)[differ].abs()
+    assert float(gap.max()) <= step * 1.001
+    assert int(differ.sum()) <= max(1, differ.numel() // 1000)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", [(5, 3, 3, 3), (7, 4), (11,), (33, 17, 3, 3)])
+@pytest.mark.parametrize("n_bits", range(1, 9))
+@pytest.mark.parametrize("with_norms", [True, False], ids=["norms", "no-norms"])
+def test_native_values_and_gradients_equal_the_eager_node(kernels, shape, n_bits, with_norms):
+    pos, neg, scale = _planes(shape, n_bits, seed=n_bits)
+    conv = len(shape) == 4
+    formats = [None, torch.channels_last] if conv else [None]
+    for memory_format in formats:
+        w_n, norms_n, g_n = _run(pos, neg, scale, True, with_norms, memory_format)
+        w_e, norms_e, g_e = _run(pos, neg, scale, False, with_norms, memory_format)
+        assert w_n.stride() == w_e.stride()  # written in the requested memory format
+        _assert_same_weight(w_n, w_e, pos, neg)
+        if with_norms:
+            assert torch.allclose(norms_n.detach(), norms_e.detach(), rtol=1e-6, atol=0)
+        else:
+            assert norms_n is None and norms_e is None
+        for got, want, name in zip(g_n, g_e, ("pos", "neg", "scale")):
+            assert torch.allclose(got, want, rtol=1e-5, atol=1e-5), name
+
+
+@pytest.mark.slow
+def test_native_results_do_not_depend_on_the_thread_count(kernels):
+    """Blocked reductions summed in block order: a resumed run may use another thread
+    count only if the results stay the same; they must, bit for bit."""
+    pos, neg, scale = _planes((64, 64, 3, 3), 8, seed=3)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _run(pos, neg, scale, True, True, torch.channels_last)
+        torch.set_num_threads(max(2, threads))
+        many = _run(pos, neg, scale, True, True, torch.channels_last)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one[0], many[0]) and torch.equal(one[1], many[1])
+    for a, b in zip(one[2], many[2]):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.slow
+def test_native_training_step_matches_the_eager_step_on_resnet(kernels):
+    def step(use_native):
+        torch.manual_seed(0)
+        model = create_model("resnet20", in_channels=3, num_classes=10, image_size=16)
+        model = prepare_bsq(model, BSQConfig(n_bits=6, act_bits=4, float_shortcuts=True))
+        model = model.train().to(memory_format=torch.channels_last)
+        for layer in model.modules():
+            if isinstance(layer, BitLayer):
+                layer.native = use_native
+                layer.pos_planes.data.add_(0.4 * torch.rand_like(layer.pos_planes))
+        gen = torch.Generator().manual_seed(1)
+        x = torch.randn(8, 3, 16, 16, generator=gen).contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, 10, (8,), generator=gen)
+        from bsq_engine.core.regularizer import bit_group_lasso
+
+        loss = torch.nn.functional.cross_entropy(model(x), y) + 5e-3 * bit_group_lasso(model)
+        loss.backward()
+        return float(loss.detach()), {n: p.grad for n, p in model.named_parameters()}
+
+    loss_n, grads_n = step(True)
+    loss_e, grads_e = step(False)
+    assert loss_n == pytest.approx(loss_e, rel=1e-5)
+    largest = max(float(g.abs().max()) for g in grads_e.values())
+    for name, eager in grads_e.items():
+        assert float((grads_n[name] - eager).abs().max()) <= 1e-5 * largest, name
+
+
+# ------------------------------------------------ an optional accelerator (no build needed)
+
+
+@pytest.fixture
+def fresh_state(monkeypatch):
+    """A process that has not tried to build yet (restored afterwards)."""
+    monkeypatch.setattr(native, "_STATE", {"tried": False, "module": None, "why": ""})
+
+
+def test_bsq_native_0_turns_the_kernels_off_without_building(monkeypatch, fresh_state, caplog):
+    monkeypatch.setenv("BSQ_NATIVE", "0")
+    monkeypatch.setattr(native, "_build", lambda: pytest.fail("built although BSQ_NATIVE=0"))
+    with caplog.at_level(logging.INFO, logger=native.__name__):
+        assert native.kernels() is None and native.kernels() is None
+    assert "BSQ_NATIVE=0" in native.status()
+    assert len(caplog.records) == 1  # one line per process
+
+
+def test_a_failed_build_logs_once_and_the_eager_path_runs(monkeypatch, fresh_state, caplog):
+    monkeypatch.delenv("BSQ_NATIVE", raising=False)
+    calls = []
+
+    def broken_build():
+        calls.append(1)
+        raise OSError("g++: command not found")
+
+    monkeypatch.setattr(native, "_build", broken_build)
+    pos, neg, scale = _planes((4, 3, 3, 3), 4, seed=0)
+    with caplog.at_level(logging.WARNING, logger=native.__name__):
+        w_native, _, grads = _run(pos, neg, scale, True, True, torch.channels_last)
+        w_eager, _, eager = _run(pos, neg, scale, False, True, torch.channels_last)
+    assert len(calls) == 1 and len(caplog.records) == 1  # tried once, said once
+    assert "g++: command not found" in native.status() and "eager" in native.status()
+    assert torch.equal(w_native, w_eager)
+    for got, want in zip(grads, eager):
+        assert torch.equal(got, want)
+
+
+def test_native_kernels_are_not_used_off_the_cpu_float32_path(monkeypatch, fresh_state):
+    monkeypatch.setattr(native, "_build", lambda: pytest.fail("built for a float64 layer"))
+    planes = torch.rand(3, 4, dtype=torch.float64)
+    assert native.kernels_for(planes, planes) is None
+    assert native.kernels_for(torch.rand(8, 4)[:, :2], torch.rand(4, 2)) is None  # strided
