@@ -133,6 +133,10 @@ def _child_main(out, inbox) -> None:
     from bsq_engine.runs.store import RunStore
 
     warm_imports()
+    if not torch.cuda.is_available():  # the CPU's plane kernels: built once per machine
+        from bsq_engine.core import native  # (about 20 s), loaded in 0.05 s after that
+
+        native.kernels()  # here, not in the run's first BSQ step (None: eager kernels)
 
     # Ctrl-C reaches the whole process group; the parent decides (it sends "stop").
     signal.signal(signal.SIGINT, signal.SIG_IGN)
