@@ -107,3 +107,17 @@ def wait_for(
             detail = what() if callable(what) else what
             raise AssertionError(f"timed out after {timeout} s waiting for {detail}")
         time.sleep(every)
+
+
+def continuous_planes(shape, n_bits: int, seed: int):
+    """Converted planes moved off 0/1 as training does (some values leave [-1, 1]), with
+    gradients: (pos, neg, scale)."""
+    import torch
+
+    from bsq_engine.core.functional import to_bit_planes
+
+    gen = torch.Generator().manual_seed(seed)
+    pos, neg, scale = to_bit_planes(torch.randn(shape, generator=gen), n_bits)
+    pos = (pos + 0.6 * torch.rand(pos.shape, generator=gen)).requires_grad_()
+    neg = (neg + 0.3 * torch.rand(neg.shape, generator=gen)).requires_grad_()
+    return pos, neg, (scale * 1.3).requires_grad_()

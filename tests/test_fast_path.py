@@ -8,12 +8,12 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from shared import continuous_planes
 from torch import nn
 
 from bsq_engine.core.functional import (
     from_bit_planes,
     plane_group_norm,
-    to_bit_planes,
     weight_and_group_norms,
 )
 from bsq_engine.core.layers import BitLayer
@@ -23,15 +23,6 @@ from bsq_engine.models import create_model
 
 # float(parameter) in assertions is fine here: nothing is differentiated through it.
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
-
-
-def _continuous_planes(shape, n_bits, seed):
-    """Converted planes moved off 0/1 as training does; some values leave [-1, 1]."""
-    gen = torch.Generator().manual_seed(seed)
-    pos, neg, scale = to_bit_planes(torch.randn(shape, generator=gen), n_bits)
-    pos = (pos + 0.6 * torch.rand(pos.shape, generator=gen)).requires_grad_()
-    neg = (neg + 0.3 * torch.rand(neg.shape, generator=gen)).requires_grad_()
-    return pos, neg, (scale * 1.3).requires_grad_()
 
 
 def _grads(pos, neg, scale, fused, use_weight, use_norms, seed=0):
@@ -56,7 +47,7 @@ def _grads(pos, neg, scale, fused, use_weight, use_norms, seed=0):
 @pytest.mark.parametrize("n_bits", [1, 3, 8])
 @pytest.mark.parametrize(("use_weight", "use_norms"), [(1, 1), (1, 0), (0, 1)])
 def test_fused_values_and_gradients_equal_the_plain_path(shape, n_bits, use_weight, use_norms):
-    pos, neg, scale = _continuous_planes(shape, n_bits, seed=n_bits)
+    pos, neg, scale = continuous_planes(shape, n_bits, seed=n_bits)
     w_f, n_f, g_f = _grads(pos, neg, scale, True, use_weight, use_norms)
     w_p, n_p, g_p = _grads(pos, neg, scale, False, use_weight, use_norms)
     assert torch.equal(w_f, w_p)  # the same arithmetic: bit-identical weights
@@ -68,7 +59,7 @@ def test_fused_values_and_gradients_equal_the_plain_path(shape, n_bits, use_weig
 
 
 def test_fused_weight_in_channels_last_and_without_norms_equals_the_plain_path():
-    pos, neg, scale = _continuous_planes((6, 3, 3, 3), 5, seed=4)
+    pos, neg, scale = continuous_planes((6, 3, 3, 3), 5, seed=4)
     upstream = torch.randn(6, 3, 3, 3).contiguous(memory_format=torch.channels_last)
     plain_w = from_bit_planes(pos, neg, scale)
     plain_w.backward(upstream)

@@ -8,9 +8,10 @@ import logging
 
 import pytest
 import torch
+from shared import continuous_planes
 
 from bsq_engine.core import native
-from bsq_engine.core.functional import _place, _value_2d, to_bit_planes, weight_and_group_norms
+from bsq_engine.core.functional import _place, _value_2d, weight_and_group_norms
 from bsq_engine.core.layers import BitLayer
 from bsq_engine.core.quantize import BSQConfig, prepare_bsq
 from bsq_engine.models import create_model
@@ -23,15 +24,6 @@ def kernels():
     if built is None:
         pytest.skip(f"the C++ plane kernels cannot be built here: {native.status()}")
     return built
-
-
-def _planes(shape, n_bits, seed):
-    """Converted planes moved off 0/1 as training does (some values leave [-1, 1])."""
-    gen = torch.Generator().manual_seed(seed)
-    pos, neg, scale = to_bit_planes(torch.randn(shape, generator=gen), n_bits)
-    pos = (pos + 0.6 * torch.rand(pos.shape, generator=gen)).requires_grad_()
-    neg = (neg + 0.3 * torch.rand(neg.shape, generator=gen)).requires_grad_()
-    return pos, neg, (scale * 1.3).requires_grad_()
 
 
 def _run(pos, neg, scale, use_native, with_norms, memory_format, seed=0):
@@ -75,7 +67,7 @@ def _assert_same_weight(w_native, w_eager, pos, neg):
 @pytest.mark.parametrize("n_bits", range(1, 9))
 @pytest.mark.parametrize("with_norms", [True, False], ids=["norms", "no-norms"])
 def test_native_values_and_gradients_equal_the_eager_node(kernels, shape, n_bits, with_norms):
-    pos, neg, scale = _planes(shape, n_bits, seed=n_bits)
+    pos, neg, scale = continuous_planes(shape, n_bits, seed=n_bits)
     conv = len(shape) == 4
     formats = [None, torch.channels_last] if conv else [None]
     for memory_format in formats:
@@ -95,7 +87,7 @@ def test_native_values_and_gradients_equal_the_eager_node(kernels, shape, n_bits
 def test_native_results_do_not_depend_on_the_thread_count(kernels):
     """Blocked reductions summed in block order: a resumed run may use another thread
     count only if the results stay the same; they must, bit for bit."""
-    pos, neg, scale = _planes((64, 64, 3, 3), 8, seed=3)
+    pos, neg, scale = continuous_planes((64, 64, 3, 3), 8, seed=3)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -164,7 +156,7 @@ def test_a_failed_build_logs_once_and_the_eager_path_runs(monkeypatch, fresh_sta
         raise OSError("g++: command not found")
 
     monkeypatch.setattr(native, "_build", broken_build)
-    pos, neg, scale = _planes((4, 3, 3, 3), 4, seed=0)
+    pos, neg, scale = continuous_planes((4, 3, 3, 3), 4, seed=0)
     with caplog.at_level(logging.WARNING, logger=native.__name__):
         w_native, _, grads = _run(pos, neg, scale, True, True, torch.channels_last)
         w_eager, _, eager = _run(pos, neg, scale, False, True, torch.channels_last)
