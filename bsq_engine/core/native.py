@@ -16,22 +16,19 @@ the number of threads (a resumed run with the same data is bit-identical). Rows 
 across threads with ``at::parallel_for``.
 
 An optional accelerator: :func:`kernels` builds the extension lazily, on first use (never
-at import), with ``torch.utils.cpp_extension.load_inline`` (g++ and ninja needed); torch
-caches the build under its extensions directory (``TORCH_EXTENSIONS_DIR``, folder
-``pyXY_cpu/bsq_planes_*``), so only the first process pays for compiling (the app's
-pre-started training process builds it before any run asks), one builder at a time. With ``BSQ_NATIVE=0``, without a compiler, or when the
-build fails, it returns ``None`` after logging one line saying why, and the eager kernels
-run instead (same values to float rounding). On CUDA the eager path runs.
+at import), with ``torch.utils.cpp_extension.load_inline`` (g++ and ninja needed), cached
+in torch's extensions directory (``TORCH_EXTENSIONS_DIR`` or ``~/.cache/torch_extensions``):
+only the first process pays for compiling (the app's pre-started training process builds
+it before any run asks). With ``BSQ_NATIVE=0``, without a compiler, or when the build
+fails, it returns ``None`` after logging one line saying why, and the eager kernels run
+instead (same values to float rounding). On CUDA the eager path runs.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import sys
 import threading
-from pathlib import Path
 
 import torch
 
@@ -214,42 +211,18 @@ def _build():
     level = ext_log.level
     ext_log.setLevel(logging.ERROR)
     try:
-        from torch.utils.cpp_extension import get_default_build_root, load_inline  # slow
+        from torch.utils.cpp_extension import load_inline  # slow import: only when building
     finally:
         ext_log.setLevel(level)
     log.info("loading the native plane kernels (a first build on this machine: about 30 s)")
     flags = _flags()
     name = "bsq_planes_" + ("avx2" if "-mavx2" in flags else "base")
-    python = "py{}{}_cpu".format(*sys.version_info[:2])  # torch's own folder naming
-    folder = Path(get_default_build_root()) / python / name
-    folder.mkdir(parents=True, exist_ok=True)
-    with _build_lock(folder):
-        return load_inline(
-            name, cpp_sources=[_SOURCE], functions=_FUNCTIONS, build_directory=str(folder),
-            extra_cflags=flags, extra_ldflags=["-fopenmp"], verbose=False,
-        )  # fmt: skip
-
-
-@contextlib.contextmanager
-def _build_lock(folder: Path):
-    """One builder at a time, through a lock the kernel drops when its holder dies.
-
-    torch's own build lock is a file that only its holder removes: a build killed halfway
-    (a server shut down, a test's worker terminated) leaves it, and every later build waits
-    on it forever. Our builders hold this ``flock`` first, so while one does, any torch
-    lock file in the folder is such a leftover, and is removed."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: torch's lock alone
-        yield
-        return
-    with open(folder / "bsq_build.flock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            (folder / "lock").unlink(missing_ok=True)
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    # torch serializes builders with an OS-level lock (its ``lock`` file stays; the kernel
+    # drops the lock if a builder dies), so a build killed halfway blocks nothing
+    return load_inline(
+        name, cpp_sources=[_SOURCE], functions=_FUNCTIONS,
+        extra_cflags=flags, extra_ldflags=["-fopenmp"], verbose=False,
+    )  # fmt: skip
 
 
 def kernels():
