@@ -249,8 +249,15 @@ class RayExecutor:
                 self._leaders.discard(task.key)  # it never pretrained: let another try
 
     def _lost(self, task: _Task, exc: Exception) -> None:
-        """The task died (worker killed, node lost) or was cancelled by ``stop``."""
-        self._ended(task)
+        """The task died (worker killed, node lost) or was cancelled by ``stop``. The status
+        is written before the run leaves the active ones, so ``wait`` never returns a run
+        still marked running (it did, under load)."""
+        try:
+            self._settle_lost(task, exc)
+        finally:
+            self._ended(task)
+
+    def _settle_lost(self, task: _Task, exc: Exception) -> None:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if task.stopping:
             status, error = RunStatus.STOPPED, None
