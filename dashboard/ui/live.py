@@ -161,10 +161,7 @@ def _build(run_id: str, version: tuple, old: LiveFrame | None, build, figures=Tr
     """A new view always (progress and tiles move each tick: cheap); new figures only when
     the old ones are stale (Altair and Plotly builds are what costs). A run that has just
     ended, for a caller without figures: the new view with the live figures, ``pending``."""
-    if old is not None and old.pending and old.version == version:
-        view, now = old.view, old.view_at  # the ended run's view, read a moment ago
-    else:
-        view, now = load_run_view(run_id), time.monotonic()
+    view, now = load_run_view(run_id), time.monotonic()  # the final figures: a fresh read
     if old is not None and old.figures_fresh(view):
         return LiveFrame(run_id, version, view, old.figures, now, old.figures_at, old.cost_s,
                          old.drawn)  # fmt: skip
