@@ -81,6 +81,7 @@ class _Task:
     started: bool = False
     stopping: bool = False
     worker: str = ""
+    settled: bool = False  # its "end" message arrived (the worker wrote the final status)
 
 
 class RayExecutor:
@@ -228,7 +229,10 @@ class RayExecutor:
         try:
             message = self.ray.get(next(task.gen))
         except StopIteration:
-            self._ended(task)
+            if task.settled:
+                self._ended(task)
+            else:  # a cancel can end the generator before its "end" message: settle it here
+                self._lost(task, RuntimeError("the Ray task ended without its final status."))
             return
         except self.ray.exceptions.RayError as exc:
             self._lost(task, exc)
@@ -237,6 +241,8 @@ class RayExecutor:
         kind = message[0]
         if kind == "start":
             task.started, task.worker = True, message[1]["worker"]
+        elif kind == "end":
+            task.settled = True
         elif kind == "stage_end" and message[1] == "pretrain" and task.key is not None:
             with self._lock:
                 self._pretrained.add(task.key)
