@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -189,3 +190,35 @@ def test_backfill_replays_what_a_dying_worker_checkpointed(bsq_home):
         assert [e["global_epoch"] for e in store.epochs(rid)] == [3]
         assert [e["new_bits"] for e in store.events(rid)] == [6]
         assert ray_worker.backfill(store, rid, path.with_name("absent")) == 0
+
+
+class _NoRay:
+    """Just what ``RayExecutor._receive`` asks of the ``ray`` module (no cluster)."""
+
+    class exceptions:
+        class RayError(Exception):
+            pass
+
+    @staticmethod
+    def get(ref):
+        return ref
+
+
+@pytest.mark.parametrize(("stopping", "status"), [(True, "stopped"), (False, "interrupted")])
+def test_a_task_that_ends_without_its_final_message_is_settled(tmp_path, stopping, status):
+    """A cancel can end the generator cleanly, before its "end" message: the run must not
+    stay ``running`` once it has left the active runs (the race a loaded suite hit)."""
+    store = RunStore(tmp_path)
+    config = make_config(**TINY)
+    rid = store.create_run(config.to_dict())
+    executor = object.__new__(RayExecutor)  # the driver's bookkeeping, without Ray
+    executor.store, executor.storage, executor.ray = store, tmp_path, _NoRay
+    executor._lock, executor._running, executor._waiting = threading.Lock(), {}, []
+    executor._pretrained, executor._leaders = set(), set()
+    start = ("start", {"device": "cpu", "worker": "test"})
+    task = ray_executor._Task(rid, config, None, gen=iter([start]), stopping=stopping)
+    executor._running[rid] = task
+    executor._receive(task)  # the start message: running
+    assert store.get_run(rid)["status"] == "running"
+    executor._receive(task)  # the generator ends, no "end" message
+    assert store.get_run(rid)["status"] == status and rid not in executor.active_runs()
