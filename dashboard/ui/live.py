@@ -22,7 +22,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bsq_engine.runs.status import RunStatus
 from dashboard.ui.accessors import RunView, load_run_view
@@ -161,13 +161,11 @@ def _build(run_id: str, version: tuple, old: LiveFrame | None, build, figures=Tr
     """A new view always (progress and tiles move each tick: cheap); new figures only when
     the old ones are stale (Altair and Plotly builds are what costs). A run that has just
     ended, for a caller without figures: the new view with the live figures, ``pending``."""
-    view, now = load_run_view(run_id), time.monotonic()  # the final figures: a fresh read
-    if old is not None and old.figures_fresh(view):
-        return LiveFrame(run_id, version, view, old.figures, now, old.figures_at, old.cost_s,
-                         old.drawn)  # fmt: skip
-    if old is not None and not figures and old.view.active and not view.active:
-        return LiveFrame(run_id, version, view, old.figures, now, old.figures_at, old.cost_s,
-                         old.drawn, pending=True)  # fmt: skip
+    view, now = load_run_view(run_id), time.monotonic()
+    if old is not None:
+        ended_now = not figures and old.view.active and not view.active
+        if ended_now or old.figures_fresh(view):  # the old figures with the new view
+            return replace(old, version=version, view=view, view_at=now, pending=ended_now)
     started = time.thread_time()
     figures = build(view)
     with _LOCK:
