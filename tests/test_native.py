@@ -129,6 +129,35 @@ def test_native_training_step_matches_the_eager_step_on_resnet(kernels):
         assert float((grads_n[name] - eager).abs().max()) <= 1e-5 * largest, name
 
 
+@pytest.mark.parametrize("used", ["weight", "norms", "both"])
+@pytest.mark.parametrize("scale_grad", [True, False], ids=["scale-grad", "frozen-scale"])
+def test_native_gradients_equal_the_eager_ones_whatever_the_loss_uses(
+    kernels, used, scale_grad
+):
+    """A loss of the weight only, of the norms only (the weight's gradient is then
+    undefined) or of both; with and without a scale gradient."""
+    grads = {}
+    for use_native in (True, False):
+        pos, neg, scale = continuous_planes((6, 5, 3, 3), 8, seed=2)
+        scale.requires_grad_(scale_grad)
+        weight, norms = weight_and_group_norms(
+            pos, neg, scale, memory_format=torch.channels_last, native=use_native
+        )
+        gen = torch.Generator().manual_seed(0)
+        loss = 0.0
+        if used in ("weight", "both"):
+            loss = loss + (weight * torch.randn(weight.shape, generator=gen)).sum()
+        if used in ("norms", "both"):
+            loss = loss + (norms * torch.rand(norms.shape, generator=gen)).sum()
+        loss.backward()
+        grads[use_native] = [t.grad for t in (pos, neg, scale)]
+    for got, want, name in zip(grads[True], grads[False], ("pos", "neg", "scale")):
+        if want is None:
+            assert got is None, name
+        else:
+            assert torch.allclose(got, want, rtol=1e-5, atol=1e-6), name
+
+
 # ------------------------------------------------ an optional accelerator (no build needed)
 
 
