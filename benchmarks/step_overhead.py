@@ -3,6 +3,7 @@
     python benchmarks/step_overhead.py                 # 30 interleaved rounds, 4-bit acts
     python benchmarks/step_overhead.py --json          # last line: one JSON object
     python benchmarks/step_overhead.py --profile       # top operators of the fast steps
+    python benchmarks/step_overhead.py --ablate        # what each part of bsq-fast costs
 
 Five steps are built in ONE process and run interleaved after a warm-up (the order rotates
 each round), so load from other processes hits them alike:
@@ -26,6 +27,13 @@ CIFAR preset). Ratios are medians of same-round pairs; ``ratio_vs_fastest_float`
 a bootstrap 95% interval of that median (``ratio_ci95``) and the ratios' quartiles
 (``ratio_iqr``): ``targets_met`` judges the median, ``targets_met_robustly`` the interval's
 upper end.
+
+``--ablate`` times three more steps in the same rounds, each ``bsq-fast`` without one of its
+parts: ``bsq-no-reg`` (alpha 0: no group norms, no Lasso gradient), ``bsq-no-plane-sgd``
+(the planes get gradients but no update, nor clipping), ``bsq-no-clip``; a part's cost is
+``bsq-fast`` minus that step, per round, in points of the fastest float step (median and
+bootstrap 95% interval). Removal measures what the profiler cannot: a pass over the planes
+also slows the float operators around it (the caches it evicts).
 
 Memory: each variant runs a few steps in a fresh child process that reports its own peak
 RSS (``VmHWM``) minus a baseline child's (imports, float model, batch). See
@@ -63,6 +71,9 @@ MEMORY_TARGET = 1.3  # BSQ fast peak memory / that float step's peak memory
 ALPHA = 5e-3  # the paper's headline ResNet-20 alpha
 MEMORY_STEPS = 3  # steps per memory child: the first allocates the optimizer state
 VARIANTS = ("float", "float-cl", "bsq-today", "bsq-eager", "bsq-fast")
+# --ablate: bsq-fast without one part each (see the module docstring)
+ABLATIONS = {"bsq-no-reg": "regularizer", "bsq-no-plane-sgd": "SGD on the planes + clipping",
+             "bsq-no-clip": "clipping"}  # fmt: skip
 # A fixed mmap threshold makes glibc map and unmap every large tensor, so peak RSS follows
 # the live tensors (with the default dynamic threshold identical runs differed by +-100 MB).
 _MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
@@ -99,34 +110,41 @@ def make_step(variant: str, args, base: nn.Module | None = None):
     """A closure running one training step of ``variant`` on a fixed random batch."""
     model = copy.deepcopy(base) if base is not None else _float_model(args)
     bsq, today = variant.startswith("bsq"), variant == "bsq-today"
-    channels_last = variant in ("float-cl", "bsq-eager", "bsq-fast")
+    channels_last = variant not in ("float", "bsq-today")
+    reg = bsq and variant != "bsq-no-reg"
     if bsq:
         model = prepare_bsq(model, _BSQ)
         for layer in model.modules():
             if isinstance(layer, BitLayer):
                 layer.fused = not today
-                layer.native = variant == "bsq-fast"  # the layers' default: True
+                layer.native = variant != "bsq-eager"  # the layers' default: True
+                layer.fused_norms = reg  # as the trainer's step_forward sets it
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
-    opt = (
-        torch.optim.SGD(model.parameters(), **_SGD)
-        if today
-        else make_sgd(model.parameters(), **_SGD)
-    )
+    params, frozen = list(model.parameters()), []
+    if variant == "bsq-no-plane-sgd":  # the planes still get their gradients
+        layers = [m for m in model.modules() if isinstance(m, BitLayer)]
+        frozen = [p for m in layers for p in (m.pos_planes, m.neg_planes)]
+        params = [p for p in params if all(p is not f for f in frozen)]
+    opt = torch.optim.SGD(params, **_SGD) if today else make_sgd(params, **_SGD)
     x, y = _batch(args, channels_last)
     clip = _clip_per_layer_ if today else clip_planes_
+    clipped = bsq and variant not in ("bsq-no-clip", "bsq-no-plane-sgd")
 
     def step():
         loss = F.cross_entropy(model(x), y)
-        if bsq:
+        if reg:
             loss = loss + ALPHA * bit_group_lasso(model)
         opt.zero_grad(set_to_none=True)
+        for p in frozen:  # as zero_grad does for the optimizer's parameters
+            p.grad = None
         loss.backward()
         opt.step()
-        if bsq:
+        if clipped:
             clip(model)
 
+    step.model = model  # for tests
     return step
 
 
@@ -220,7 +238,7 @@ def summarize(times: dict, memory: dict, args) -> dict:
         "ratio_vs_fastest_float": statistics.median(ratios),
         "ratio_ci95": list(median_interval(ratios)),
         "ratio_iqr": [quartiles[0], quartiles[2]],
-        "ratios_paired": {v: _paired(times, v, fastest) for v in VARIANTS},
+        "ratios_paired": {v: _paired(times, v, fastest) for v in times},
         "speedup_fast_vs_today": _paired(times, "bsq-today", "bsq-fast"),
         "speedup_native": _paired(times, "bsq-eager", "bsq-fast"),
         "native_ci95": list(median_interval(_ratios(times, "bsq-fast", "bsq-eager"))),
@@ -232,6 +250,16 @@ def summarize(times: dict, memory: dict, args) -> dict:
         "threads": torch.get_num_threads(),
         "act_bits": args.act_bits, "torch": torch.__version__,
     }  # fmt: skip
+    if any(v in times for v in ABLATIONS):  # a part's cost in points of the float step
+        result["ablation"] = {}
+        for variant, part in ABLATIONS.items():
+            points = [
+                100 * (a - b) / f
+                for a, b, f in zip(times["bsq-fast"], times[variant], times[fastest])
+            ]
+            result["ablation"][part] = {
+                "points": statistics.median(points), "ci95": list(median_interval(points)),
+            }  # fmt: skip
     memory_ok = result["memory_ratio"] is None or result["memory_ratio"] <= MEMORY_TARGET
     result["targets_met"] = result["ratio_vs_fastest_float"] <= RATIO_TARGET and memory_ok
     # robust: even the interval's upper end is within the target
@@ -244,10 +272,10 @@ def _report(result: dict, times: dict, load: str) -> None:
           f"{result['act_bits'] or 'float'}, {result['rounds']} rounds, {result['clock']} "
           f"time, load {load}")  # fmt: skip
     fastest = result["fastest_float"]
-    print(f"  {'step':<10}{'median ms':>10}{'min':>8}{'max':>8}{'/ ' + fastest:>14}{'peak MB':>9}")
+    print(f"  {'step':<18}{'median ms':>10}{'min':>8}{'max':>8}{'/ ' + fastest:>14}{'peak MB':>9}")
     for name, values in times.items():
         peak = (result["peak_mb"] or {}).get(name)
-        print(f"  {name:<10}{statistics.median(values):>10.1f}{min(values):>8.1f}"
+        print(f"  {name:<18}{statistics.median(values):>10.1f}{min(values):>8.1f}"
               f"{max(values):>8.1f}{result['ratios_paired'][name]:>14.3f}"
               f"{'' if peak is None else f'{peak:9.1f}'}")  # fmt: skip
     low, high = result["ratio_ci95"]
@@ -259,6 +287,10 @@ def _report(result: dict, times: dict, load: str) -> None:
     low, high = result["native_ci95"]
     print(f"  bsq-eager / bsq-fast: {result['speedup_native']:.3f} (bsq-fast / bsq-eager 95% CI "
           f"{low:.3f}-{high:.3f}); {result['native']}")  # fmt: skip
+    for part, cost in result.get("ablation", {}).items():
+        low, high = cost["ci95"]
+        print(f"  cost of {part}: {cost['points']:+.1f} points of {fastest} (95% CI "
+              f"{low:+.1f} to {high:+.1f})")  # fmt: skip
     if result["memory_ratio"] is not None:
         print(f"  peak memory bsq-fast / {fastest}: {result['memory_ratio']:.2f} "
               f"(target <= {MEMORY_TARGET})")  # fmt: skip
@@ -315,6 +347,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--json", action="store_true", help="print one JSON object as the last line")
     add("--no-memory", action="store_true", help="skip the memory children")
     add("--profile", action="store_true", help="top operators of float-cl and bsq-fast")
+    add("--ablate", action="store_true", help="also bsq-fast without each of its parts")
     add("--_child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rounds < 1:
@@ -332,8 +365,9 @@ def main(argv=None) -> dict:
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     memory = {} if args.no_memory else peak_memory_mb(args)  # first: a small parent
     base = _float_model(args)
+    variants = VARIANTS + (tuple(ABLATIONS) if args.ablate else ())
     times = time_interleaved(
-        {v: make_step(v, args, base) for v in VARIANTS}, args.rounds, args.warmup
+        {v: make_step(v, args, base) for v in variants}, args.rounds, args.warmup
     )
     result = summarize(times, memory, args)
     result["load_avg"] = f"{load} -> " + ", ".join(f"{v:.2f}" for v in os.getloadavg())

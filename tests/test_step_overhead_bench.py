@@ -49,3 +49,50 @@ def test_summary_reports_the_interval_and_a_robust_verdict():
     spread = [1.03 + 0.008 * (i - 15) for i in range(30)]  # 0.91 .. 1.14
     wide = bench.summarize(_times(spread), {}, args)
     assert wide["targets_met"] and not wide["targets_met_robustly"]
+
+
+def test_ablation_reports_each_parts_cost_in_points_of_the_float_step():
+    args = bench.parse_args(["--rounds", "30", "--no-memory", "--ablate"])
+    times = _times([1.06] * 30)
+    float_cl = times["float-cl"]
+    times["bsq-no-reg"] = [x * 1.045 for x in float_cl]  # the regularizer: 1.5 points
+    times["bsq-no-plane-sgd"] = [x * 1.04 for x in float_cl]  # 2 points
+    times["bsq-no-clip"] = [x * 1.06 for x in float_cl]  # free
+    result = bench.summarize(times, {}, args)
+    costs = {part: cost["points"] for part, cost in result["ablation"].items()}
+    assert costs == pytest.approx(
+        {"regularizer": 1.5, "SGD on the planes + clipping": 2.0, "clipping": 0.0}, abs=1e-9
+    )
+    assert result["ratios_paired"]["bsq-no-reg"] == pytest.approx(1.045)
+    assert "ablation" not in bench.summarize(_times([1.06] * 30), {}, args)
+
+
+@pytest.mark.slow
+def test_each_ablated_step_leaves_out_its_part_only():
+    """One step of each variant on a small batch: what changes in the planes says which
+    parts ran (the update, the clipping) and the regularizer's norms are skipped."""
+    import torch
+
+    from bsq_engine.core.layers import BitLayer
+
+    args = bench.parse_args(["--batch", "4", "--no-memory"])
+    base = bench._float_model(args)
+
+    def planes_after_one_step(variant):
+        step = bench.make_step(variant, args, base)
+        layer = next(m for m in step.model.modules() if isinstance(m, BitLayer))
+        before = layer.pos_planes.detach().clone()
+        with torch.no_grad():  # a plane above 2 shows whether the step clips
+            layer.pos_planes.view(-1)[0] = 2.5
+        step()
+        return before, layer.pos_planes.detach(), layer.fused_norms
+
+    for variant in ("bsq-fast", "bsq-no-reg", "bsq-no-clip", "bsq-no-plane-sgd"):
+        before, after, norms = planes_after_one_step(variant)
+        first = float(after.view(-1)[0])
+        if variant == "bsq-no-plane-sgd":
+            assert torch.equal(after.view(-1)[1:], before.view(-1)[1:]) and first == 2.5
+        else:
+            assert not torch.equal(after, before), variant  # updated
+            assert (first <= 2.0) == (variant != "bsq-no-clip"), variant
+        assert norms == (variant != "bsq-no-reg"), variant
