@@ -307,3 +307,81 @@ def test_get_manager_is_one_per_home(bsq_home, single_torch_thread):
     second = get_manager()
     assert second is not first
     second.shutdown()
+
+
+class _SlowExit:
+    """Stands in for ``worker_process.run_in_child``: the "child" records ``status`` in the
+    store, closes its pipe (``on_run_end``), then takes until ``exit`` is set to exit, as
+    torch's teardown can. No process is spawned."""
+
+    def __init__(self, status: str, code: int = 0):
+        self.status, self.code = status, code
+        self.ended, self.exit, self.calls = threading.Event(), threading.Event(), 0
+        self.later, self.exit_later = threading.Event(), threading.Event()
+
+    def __call__(self, home, run_id, *, on_run_end=None, **_):
+        self.calls += 1
+        if self.calls > 1:  # a later job: holds until released, records nothing
+            self.later.set()
+            assert self.exit_later.wait(30)
+            return 0
+        store = RunStore(home)
+        store.set_status(run_id, "running")
+        if self.status != "running":
+            store.set_status(run_id, self.status, error="Stopped by the user at bsq epoch 1")
+        on_run_end()
+        self.ended.set()
+        assert self.exit.wait(30)
+        return self.code
+
+
+@pytest.fixture
+def process_manager(bsq_home, single_torch_thread):
+    manager = JobManager(bsq_home, max_concurrent=1, torch_threads=1, worker="process")
+    yield manager
+    manager.shutdown()
+
+
+def test_a_run_is_over_once_recorded_though_its_process_still_exits(
+    process_manager, tiny_config, monkeypatch
+):
+    """Measured before: a Stop's panel waited 1.5 s for the child process to exit after
+    its run had recorded "stopped"; the run now leaves the active ones when its pipe
+    closes with the outcome recorded."""
+    child = _SlowExit("stopped")
+    monkeypatch.setattr(jobs.worker_process, "run_in_child", child)
+    run_id = process_manager.start(tiny_config)
+    assert child.ended.wait(30)
+    assert process_manager.wait(run_id, timeout=5) == "stopped"  # before the exit
+    assert run_id not in process_manager.active_runs() and not child.exit.is_set()
+    assert process_manager.version(run_id) is None  # viewers read the store now
+    child.exit.set()
+
+
+def test_a_child_that_dies_before_recording_keeps_its_run_until_its_exit(
+    process_manager, tiny_config, monkeypatch
+):
+    child = _SlowExit("running", code=-9)  # killed: the pipe closed, nothing recorded
+    monkeypatch.setattr(jobs.worker_process, "run_in_child", child)
+    run_id = process_manager.start(tiny_config)
+    assert child.ended.wait(30)
+    assert run_id in process_manager.active_runs()
+    child.exit.set()
+    assert process_manager.wait(run_id, timeout=30) == "failed"
+    assert "exited with code -9" in process_manager.store.get_run(run_id)["error"]
+
+
+def test_a_run_resumed_while_its_old_process_exits_stays_queued(
+    process_manager, tiny_config, monkeypatch
+):
+    """The old job's worker, when its process finally exits, must not drop the new job."""
+    child = _SlowExit("stopped")
+    monkeypatch.setattr(jobs.worker_process, "run_in_child", child)
+    monkeypatch.setattr(jobs.runner, "load_resume_point", lambda store, run_id: None)
+    run_id = process_manager.start(tiny_config)
+    assert child.ended.wait(30) and process_manager.wait(run_id, timeout=5) == "stopped"
+    process_manager.resume(run_id)  # queued behind the one worker, still busy exiting
+    child.exit.set()
+    assert child.later.wait(30)  # the old job is released; the worker took the new one
+    assert run_id in process_manager.active_runs()
+    child.exit_later.set()

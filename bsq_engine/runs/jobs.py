@@ -269,9 +269,7 @@ class JobManager:
             except Exception as exc:  # could not even start (e.g. checkpoint broke since)
                 self._end(job.run_id, RunStatus.FAILED, str(exc))
             finally:
-                with self._cond:
-                    self._jobs.pop(job.run_id, None)
-                    self._cond.notify_all()
+                self._release(job)
                 self._keep_warm()  # after the run, not during: its imports would slow it
 
     def _still_queued(self, run_id: str) -> bool:
@@ -294,11 +292,31 @@ class JobManager:
         code = worker_process.run_in_child(
             self.store.home, job.run_id, resume=job.resume, live=job.live,
             stop_event=job.stop_event, torch_threads=self.torch_threads, cuda_index=cuda,
-            warm=warm,
+            warm=warm, on_run_end=lambda: self._release_if_recorded(job),
         )  # fmt: skip
         if code != 0:  # crashed before recording an outcome (killed, out of memory...)
             message = f"The training process exited with code {code}; see the server log."
             self._end(job.run_id, RunStatus.FAILED, message)
+
+    def _release(self, job: _Job) -> None:
+        """``job`` is over: out of the active runs, waiters woken. Only this job's entry (the
+        run may have been resumed as a new job meanwhile)."""
+        with self._cond:
+            if self._jobs.get(job.run_id) is job:
+                del self._jobs[job.run_id]
+            self._cond.notify_all()
+
+    def _release_if_recorded(self, job: _Job) -> None:
+        """The child closed its pipe. If the run recorded its outcome, it is over for
+        viewers and waiters now, though the process may take a second or more to exit
+        (torch's teardown): a Stop's panel waited for that (1.5 s measured). A child that
+        died without recording keeps the job until its exit code is read."""
+        try:
+            recorded = self.store.get_run(job.run_id)["status"] not in ACTIVE
+        except (KeyError, StoreError, sqlite3.Error):
+            return
+        if recorded:
+            self._release(job)
 
     def _keep_warm(self) -> None:
         """Spawn the next waiting child if none is ready (``prestart`` only)."""

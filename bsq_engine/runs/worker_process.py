@@ -71,14 +71,16 @@ class WarmChild:
 def run_in_child(
     home: Path | str, run_id: str, *, resume: bool, live, stop_event,
     torch_threads: int | None = None, cuda_index: int | None = None,
-    warm: WarmChild | None = None,
+    warm: WarmChild | None = None, on_run_end=None,
 ) -> int | None:  # fmt: skip
     """Train ``run_id`` of the store at ``home`` in a child process; block until it exits.
 
     ``warm``: a :class:`WarmChild` to use (it has imported torch already); when None or
     dead, a new child is spawned. Messages go to ``live.apply``; ``stop_event`` (set by
-    another thread) is forwarded. Returns the child's exit code (0: the run ended and
-    recorded its own status).
+    another thread) is forwarded. ``on_run_end()`` is called when the child closes its pipe
+    (its run has returned, or it died), before waiting for the process to exit: torch's
+    teardown can take a second or more. Returns the child's exit code (0: the run ended
+    and recorded its own status).
     """
     job = ("run", str(home), run_id, resume, torch_threads, cuda_index)
     child = _hand_over(warm, job) if warm is not None else None
@@ -87,6 +89,8 @@ def run_in_child(
         child.to_child.send(job)
     try:
         _pump(child.proc, child.from_child, child.to_child, live, stop_event)
+        if on_run_end is not None:
+            on_run_end()
     finally:
         child.proc.join(timeout=30)
         if child.proc.is_alive():  # did not reach its next step in time
