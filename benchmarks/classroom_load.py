@@ -8,11 +8,13 @@ For each N of ``--viewers``, N students arrive ``--arrival`` seconds apart (tabs
 Chromium context, Playwright; ``--contexts``: a context each) on ``/?run=<id>``; once all
 have loaded (or given up), three phases, each measured on its own:
 
-- **watch**: ``--watch`` seconds in which every viewer only watches its live panel;
+- **watch**: ``--watch`` seconds in which every viewer only watches its live panel; a
+  viewer saw it update when its progress text changed within them (recorded in the page by
+  a ``MutationObserver``, read once afterwards: no polling from here);
 - **Stop** (last N only): viewer 0 is the run's owner, in a Chromium of its own (the
   teacher's laptop), and clicks the panel's Stop while everyone watches; the seconds until
   the app asked the run to stop (the store's ``stop_requested`` time), until the training
-  stopped (``stopped``) and until the owner's panel shows the run ended;
+  stopped (``stopped``) and until the owner's page drew the ended run (its observer's time);
 - **switch**: every viewer goes to the Runs page and back to Train.
 
 Server CPU is read from ``/proc`` (``classroom_server.cpu``): the server process alone
@@ -118,9 +120,32 @@ async def warm_up(browser, base: str, run_id: str) -> None:
     await context.close()
 
 
-async def _progress_text(page) -> str | None:
+# Installed in every viewer's page once its panel shows: records, in the page itself, when
+# the progress text changes and when the ended run's outcome appears (``Date.now()``, ms).
+# Polling each tab from here (a CDP round trip per tab per second) added load of its own,
+# and a read that a starved tab could not answer within its timeout counted as no update.
+_OBSERVE = """() => {
+  if (window.__bsq) return;
+  const rec = window.__bsq = {changes: [], ended: null};
+  let last = null, pending = false;
+  const look = () => {
+    pending = false;
+    const bar = document.querySelector('%s');
+    const text = bar ? bar.textContent : null;
+    if (text && text !== last) { if (last !== null) rec.changes.push(Date.now()); last = text; }
+    if (rec.ended === null && document.body.textContent.includes('%s')) rec.ended = Date.now();
+  };
+  new MutationObserver(() => { if (!pending) { pending = true; setTimeout(look, 50); } })
+    .observe(document.body, {subtree: true, childList: true, characterData: true});
+  look();
+}"""
+_ENDED = "This run did not finish"
+
+
+async def _record(page) -> dict | None:
+    """What the page's observer recorded (``None`` if the page could not answer)."""
     try:
-        return await page.locator(_PROGRESS).first.inner_text(timeout=1000)
+        return await page.evaluate("window.__bsq || null")
     except Exception:
         return None
 
@@ -147,12 +172,18 @@ async def viewer(where, url: str, delay_s: float, timeout_s: float, phase: dict,
     except Exception:
         out["failed"] = True
         return
-    first = await _progress_text(page)
-    while not phase["switch"].is_set():
-        await asyncio.sleep(1.0)
-        if not out["updated"] and phase["watching"].is_set():
-            text = await _progress_text(page)
-            out["updated"] = text is not None and text != first
+    try:
+        await page.evaluate(_OBSERVE % (_PROGRESS, _ENDED))
+    except Exception:
+        out["failed"] = True
+        return
+    await phase["watched"].wait()  # the watch window is over
+    record = await _record(page)
+    window = phase["window"]
+    out["updated"] = record is not None and any(
+        window[0] <= t / 1000 <= window[1] for t in record["changes"]
+    )
+    await phase["switch"].wait()
     for link in ("Runs", "Train"):  # a page link drops ?run=, so wait for the title
         ready, start = page.get_by_role("heading", name=link, exact=True), time.monotonic()
         try:
@@ -182,16 +213,16 @@ async def press_stop(page, home: Path, run_id: str) -> dict:
     except Exception as exc:
         print(f"Stop could not be clicked: {exc}", flush=True)
         return out
-    ended = page.get_by_text("This run did not finish", exact=False).first
     while time.monotonic() - start < 60 and None in out.values():
         status, asked = run_state(home, run_id)
         if out["stop_asked_s"] is None and asked is not None:
             out["stop_asked_s"] = max(asked - wall, 0.0)
         if out["stop_store_s"] is None and status == "stopped":
             out["stop_store_s"] = time.monotonic() - start
-        if out["stop_panel_s"] is None and await ended.is_visible():
-            out["stop_panel_s"] = time.monotonic() - start
-        await asyncio.sleep(0.1)
+        if out["stop_panel_s"] is None:  # when the page drew it, by the page's own clock
+            ended = ((await _record(page)) or {}).get("ended")
+            out["stop_panel_s"] = None if ended is None else max(ended / 1000 - wall, 0.0)
+        await asyncio.sleep(0.2)
     return out
 
 
@@ -207,7 +238,8 @@ async def one_n(browsers, server, home, base, run_id, n, args, idle, stop) -> di
     ``browsers``: (the owner's, the students'); with ``stop`` viewer 0 is the owner, in a
     browser of its own (the teacher's laptop)."""
     owner_browser, browser = browsers
-    phase = {"watching": asyncio.Event(), "switch": asyncio.Event()}
+    # "window": the watch phase's (start, end) in time.time(); "watched" once it is over
+    phase = {"watched": asyncio.Event(), "switch": asyncio.Event(), "window": None}
     shared = None  # default: tabs of one context share its HTTP and V8 code caches
     if not args.contexts:
         shared = await browser.new_context(viewport={"width": 1280, "height": 720})
@@ -223,10 +255,11 @@ async def one_n(browsers, server, home, base, run_id, n, args, idle, stop) -> di
             break
         await asyncio.sleep(1)
     await asyncio.sleep(5)  # the last arrival's first ticks
-    meter = Meter(server, home, run_id)
-    phase["watching"].set()
+    meter, opened = Meter(server, home, run_id), time.time()
     await asyncio.sleep(args.watch)
     watch = meter.read()
+    phase["window"] = (opened, time.time())
+    phase["watched"].set()
     row = {"viewers": n}
     if stop:
         row.update(await press_stop(results[0]["page"], home, run_id))
