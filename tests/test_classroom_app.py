@@ -279,3 +279,15 @@ def test_a_new_run_reads_views_at_the_fast_tick_until_its_first_curve():
     assert not live._too_soon(one_step, ("live", 2))  # one step draws no curve yet
     two = _frame(age_s=1.0, steps=2, view_age_s=live.FAST_TICK_S + 0.05)
     assert live._too_soon(two, ("live", 2))  # the curve is drawable: back to the hold
+
+
+def test_who_is_ahead_in_the_queue_is_grouped_by_name_as_plain_text():
+    from dashboard.ui.run_panel import ahead_text
+
+    queue = ["zed"] * 6 + ["ana"] + ["cid"] * 5 + ["dee", "eve", "dee", "fay"]
+    assert ahead_text(queue) == (
+        "zed (6 runs), ana, cid (5 runs), dee (2 runs) and 2 more people"
+    )
+    assert ahead_text(["ana", "ana"]) == "ana (2 runs)"
+    assert ahead_text(list("abcde")) == "a, b, c, d and 1 more person"
+    assert ahead_text(["**bold**"]) == plain.md("**bold**") != "**bold**"  # shown as text

@@ -15,6 +15,7 @@ the page then shows the static, finished view, which no longer polls.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 
 import streamlit as st
 
@@ -30,7 +31,7 @@ from dashboard.ui.sensitivity import sensitivity_section
 from dashboard.ui.state import manager, store
 from dashboard.views import charts, frames, plain
 
-__all__ = ["STATUS_COLORS", "render_run_panel", "start_warm_up"]
+__all__ = ["STATUS_COLORS", "ahead_text", "render_run_panel", "start_warm_up"]
 
 _S = RunStatus
 STOP_WAIT_S = 1.5
@@ -216,12 +217,22 @@ def _queue_text(run_id: str) -> str:
         return "Queued: waits for a free worker."
     text = f"Queued: place {place['place']} of {place['of']}"
     if place["ahead"]:
-        names = ", ".join(plain.md(plain.short(n, 20)) for n in place["ahead"][:5])
-        more = len(place["ahead"]) - 5
-        text += f" · ahead: {names}" + (f" and {more} more" if more > 0 else "")
+        text += f" · ahead: {ahead_text(place['ahead'])}"
     if place["start_s"] is not None:
         text += f" · starts in about {format_duration(place['start_s'])}"
     return text
+
+
+def ahead_text(owners: list[str], shown: int = 4) -> str:
+    """Who is ahead in the queue, by name in queue order with each one's number of runs:
+    ``zed (6 runs), ana, cid (5 runs) and 2 more people`` (a class queues runs by the
+    handful; a name per run repeated itself). Names as plain text."""
+    counts = Counter(owners)  # first appearance order: the queue's
+    parts = [plain.md(plain.short(name, 20)) + (f" ({n} runs)" if n > 1 else "")
+             for name, n in list(counts.items())[:shown]]  # fmt: skip
+    rest = len(counts) - len(parts)
+    more = f" and {rest} more {'person' if rest == 1 else 'people'}" if rest > 0 else ""
+    return ", ".join(parts) + more
 
 
 def _outcome(view: RunView) -> None:
