@@ -126,7 +126,8 @@ def make_step(variant: str, args, base: nn.Module | None = None):
     if variant == "bsq-no-plane-sgd":  # the planes still get their gradients
         layers = [m for m in model.modules() if isinstance(m, BitLayer)]
         frozen = [p for m in layers for p in (m.pos_planes, m.neg_planes)]
-        params = [p for p in params if all(p is not f for f in frozen)]
+        frozen_ids = {id(p) for p in frozen}
+        params = [p for p in params if id(p) not in frozen_ids]
     opt = torch.optim.SGD(params, **_SGD) if today else make_sgd(params, **_SGD)
     x, y = _batch(args, channels_last)
     clip = _clip_per_layer_ if today else clip_planes_

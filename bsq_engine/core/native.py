@@ -80,12 +80,13 @@ std::vector<torch::Tensor> planes_forward(torch::Tensor pos, torch::Tensor neg,
   TORCH_CHECK(n <= 64, "at most 64 bit planes, got ", n);
   auto unit = torch::empty({N}, pos.options());
   const int64_t blocks = (N + kBlock - 1) / kBlock;
-  auto partial = torch::zeros({blocks, n}, pos.options());
+  // per-block sums of squares, only when the norms are asked for
+  auto partial = with_norms ? torch::empty({blocks, n}, pos.options()) : torch::Tensor();
   const float* P = pos.data_ptr<float>();
   const float* Q = neg.data_ptr<float>();
   const float* pl = place.data_ptr<float>();
   float* U = unit.data_ptr<float>();
-  float* S = partial.data_ptr<float>();
+  float* S = with_norms ? partial.data_ptr<float>() : nullptr;
   const float L = static_cast<float>(levels);
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t blk = b0; blk < b1; ++blk) {
@@ -158,13 +159,13 @@ std::vector<torch::Tensor> planes_backward(torch::Tensor grad_w, torch::Tensor p
   auto gp = torch::empty_like(pos);
   auto gn = torch::empty_like(neg);
   const bool with_lasso = lasso.numel() > 0;
-  auto la = with_lasso ? lasso.contiguous() : torch::zeros({n}, pos.options());
+  auto la = with_lasso ? lasso.contiguous() : lasso;  // not read without the term
   const float s = scale.item<float>();
   const float* G = g.data_ptr<float>();
   const float* P = pos.data_ptr<float>();
   const float* Q = neg.data_ptr<float>();
   const float* pl = place.data_ptr<float>();
-  const float* LA = la.data_ptr<float>();
+  const float* LA = with_lasso ? la.data_ptr<float>() : nullptr;
   float* OP = gp.data_ptr<float>();
   float* ON = gn.data_ptr<float>();
   at::parallel_for(0, N, kBlock, [&](int64_t s0, int64_t e0) {
