@@ -24,6 +24,8 @@ ESTIMATE_HELP = (
 )
 _JUMP = "train.jump_to_panel"  # set by Start: scroll to the run panel once it is drawn
 _START_PROBLEM = "train.start_problem"  # (kind, message) left by the Start callback
+_SWEEP_PROBLEM = "train.sweep_problem"  # the message left by the Start sweep callback
+_SWEEP_EXECUTOR = "train.sweep_executor"  # the radio: this machine's job queue or Ray
 
 
 def _start_run() -> None:
@@ -82,13 +84,17 @@ def run_form() -> bool:
     return dataset_ok
 
 
-def _start_sweep(kwargs: dict, on_ray: bool) -> None:
+def _start_sweep() -> None:
+    """Start sweep button callback (as :func:`_start_run`): problems are shown below the
+    form by ``sweep_section``."""
+    on_ray = st.session_state.get(_SWEEP_EXECUTOR) == "Ray"
     try:
+        kwargs = widgets.sweep_request()
         executor = state.ray_executor() if on_ray else state.manager()
         owner = None if on_ray else identity.user_name()  # Ray runs: no owner recorded yet
         sweep_id = start_sweep(executor, owner=owner, **kwargs)
     except (ValueError, RuntimeError, ConnectionError) as exc:  # incl. Ray failing to start
-        st.error(f"Cannot start this sweep: {exc}", icon=":material/error:")
+        st.session_state[_SWEEP_PROBLEM] = f"Cannot start this sweep: {exc}"
         return
     state.set_url_sweep(sweep_id)
     run_ids = sweep_progress(state.store(), sweep_id)["run_ids"]
@@ -130,16 +136,12 @@ def _show_sweep(sweep_id: str) -> None:
 
 def sweep_section(dataset_ok: bool) -> None:
     """The sweep form (sharing the run form's settings) and the progress of its sweep."""
-    sweep_kwargs, on_ray = None, False
     if state.ray_installed():  # Ray is optional: offer it only where it is importable
-        on_ray = st.radio("Run the sweep on", ["this machine's job queue", "Ray"],
-                          horizontal=True, key="train.sweep_executor") == "Ray"  # fmt: skip
-    try:
-        sweep_kwargs = widgets.sweep_form(dataset_ok)
-    except ValueError as exc:  # the shared settings above do not make a valid config
-        st.error(f"Cannot start this sweep: {exc}", icon=":material/error:")
-    if sweep_kwargs:
-        _start_sweep(sweep_kwargs, on_ray)
+        st.radio("Run the sweep on", ["this machine's job queue", "Ray"], horizontal=True,
+                 key=_SWEEP_EXECUTOR)  # fmt: skip
+    widgets.sweep_form(dataset_ok, _start_sweep)
+    if problem := st.session_state.pop(_SWEEP_PROBLEM, None):
+        st.error(problem, icon=":material/error:")
     if sweep_id := state.url_sweep_id():
         _show_sweep(sweep_id)
 

@@ -33,6 +33,7 @@ __all__ = [
     "model_dataset_picker",
     "save_form",
     "sweep_form",
+    "sweep_request",
 ]
 
 PREFIX = "train."
@@ -241,8 +242,11 @@ def form_values() -> dict:
     return values
 
 
-def sweep_form(dataset_ok: bool) -> dict | None:
-    """Sweep settings; returns start_sweep keyword arguments when "Start sweep" is pressed."""
+def sweep_form(dataset_ok: bool, on_start) -> None:
+    """Sweep settings and the "Start sweep" button. ``on_start`` is the button's callback:
+    it runs before the page's script, so a live panel's timed rerun cannot swallow the
+    click (a plain ``if st.button(...)`` lost one under load); it reads the settings with
+    :func:`sweep_request`."""
     left, mid, right = st.columns(3)
     n = left.number_input("Points", 2, 12, value=5, step=1, key=KEY("sweep_n"))
     lo = mid.number_input("Lowest alpha", min_value=1e-6, format="%.4g", key=KEY("sweep_lo"))
@@ -251,25 +255,32 @@ def sweep_form(dataset_ok: bool) -> dict | None:
         alphas = log_alphas(lo, hi, int(n))
     except ValueError as exc:
         st.error(f"{exc} Make the lowest alpha smaller than the highest.")
-        return None
+        return
     st.caption("Alphas (log-spaced): " + ", ".join(f"{a:g}" for a in alphas))
     left, right = st.columns(2)
-    bits = left.multiselect(
+    left.multiselect(
         "Uniform baselines (bits)",
         UNIFORM_CHOICES,
         key=KEY("sweep_bits"),
         help="Uniform k-bit runs to compare the BSQ frontier against.",
     )
-    name = right.text_input("Sweep name", key=KEY("sweep_name"), placeholder="automatic")
-    if not st.button("Start sweep", key=KEY("sweep_start"), disabled=not dataset_ok,
-                     icon=":material/stacked_line_chart:"):  # fmt: skip
-        return None
+    right.text_input("Sweep name", key=KEY("sweep_name"), placeholder="automatic")
+    st.button("Start sweep", key=KEY("sweep_start"), disabled=not dataset_ok,
+              icon=":material/stacked_line_chart:", on_click=on_start)  # fmt: skip
+
+
+def sweep_request() -> dict:
+    """``start_sweep`` keyword arguments from the sweep form's values (and the run form's
+    shared settings); ``ValueError`` when they do not make a valid sweep."""
+    state = st.session_state
+    alphas = log_alphas(state[KEY("sweep_lo")], state[KEY("sweep_hi")], int(state[KEY("sweep_n")]))
     values = form_values()
     base = {k: v for k, v in values.items() if k not in ("alpha", "method", "uniform_bits")}
     overrides = build_config({**base, "method": "bsq"}).to_dict()  # validates the base
     keep = set(base) - {"model", "dataset"}
+    name = (state.get(KEY("sweep_name")) or "").strip()
     return {"model": values["model"], "dataset": values["dataset"], "alphas": alphas,
-            "uniform_bits": list(bits), "name": name.strip() or None,
+            "uniform_bits": list(state.get(KEY("sweep_bits")) or []), "name": name or None,
             "overrides": {k: v for k, v in overrides.items() if k in keep}}  # fmt: skip
 
 
