@@ -131,6 +131,13 @@ def test_a_class_in_browsers(app, browser):
              what="the finished view without the live Stop")  # fmt: skip
 
 
+_STEP_TOPS = """async () => {
+    await document.fonts.ready;
+    return [...document.querySelectorAll('[data-testid="stButtonGroup"] button')]
+        .map(b => Math.round(b.getBoundingClientRect().top));
+}"""
+
+
 def test_presentation_mode_fits_a_projector(app, browser):
     """1280x720: sidebar collapsed, the five step buttons on one line, chart text at the
     body text's size."""
@@ -149,8 +156,16 @@ def test_presentation_mode_fits_a_projector(app, browser):
     )
     steps = page.locator('[data-testid="stButtonGroup"] button')
     wait_for(lambda: steps.count() == 5, 60, every=0.5, what="five step buttons")
-    tops = {round(steps.nth(i).bounding_box()["y"]) for i in range(5)}
-    assert len(tops) == 1, f"step buttons wrap onto {len(tops)} lines"
+    # All five boxes read in one frame, once the web fonts are in and the layout held still
+    # for a second: five separate reads straddled a reflow on CI's machine (tops 213 and
+    # 227, 14 px apart; a wrapped row would be a whole button lower).
+    def settled_tops():
+        first = page.evaluate(_STEP_TOPS)
+        time.sleep(1)
+        return first if page.evaluate(_STEP_TOPS) == first else None
+
+    tops = wait_for(settled_tops, 60, every=0.5, what="step buttons that stay in place")
+    assert len(set(tops)) == 1, f"step buttons wrap onto {len(set(tops))} lines: tops {tops}"
     body = page.evaluate("""() => parseFloat(getComputedStyle(
         document.querySelector('[data-testid="stMain"] p')).fontSize)""")
     fonts = wait_for(
