@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import altair as alt
@@ -243,3 +244,105 @@ def test_overlay_curves_in_percent(records):
     assert [t.name for t in fig.data] == ["A", "B"]
     assert fig.data[1].y[0] == pytest.approx((0.55 - 0.02) * 100)
     assert "%" in fig.layout.yaxis.title.text
+
+
+def test_a_shared_spec_carries_arrow_datasets_that_read_back_for_a_png(records):
+    """``vega_spec`` converts the rows to Arrow once (what st.vega_lite_chart would do on
+    every send); the PNG download reads the same rows back, NaN as null."""
+    from dashboard.ui.chart_downloads import HAS_VL_CONVERT, _json_datasets, png_bytes
+    from dashboard.ui.run_charts import vega_spec
+
+    chart = bits_chart(epochs_frame(records))
+    plain = chart.to_dict(validate=False)["datasets"]
+    spec = vega_spec(chart)
+    assert set(spec["datasets"]) == set(plain)
+    assert all(isinstance(data, bytes) for data in spec["datasets"].values())
+    back = _json_datasets(spec)["datasets"]
+    for name, rows in plain.items():
+        assert len(back[name]) == len(rows)
+        for got, want in zip(back[name], rows):
+            for column, value in want.items():
+                assert got[column] == (None if value != value else value)  # NaN -> null
+    assert all(isinstance(data, bytes) for data in spec["datasets"].values())  # not changed
+    if HAS_VL_CONVERT:
+        assert png_bytes(spec).startswith(b"\x89PNG")
+
+
+def _data_refs_blanked(node):
+    """A spec with every dataset reference replaced by one placeholder."""
+    if isinstance(node, dict):
+        if set(node) == {"name"} and isinstance(node["name"], str):
+            return "<data>"
+        return {k: _data_refs_blanked(v) for k, v in node.items() if k != "datasets"}
+    if isinstance(node, list):
+        return [_data_refs_blanked(v) for v in node]
+    return node
+
+
+def _rows(spec) -> list:
+    from dashboard.ui.chart_downloads import _json_datasets
+
+    datasets = _json_datasets(spec)["datasets"].values()
+    return sorted(json.dumps(rows, sort_keys=True) for rows in datasets)
+
+
+@pytest.mark.parametrize("kind", ["loss", "accuracy", "bits", "smoothed", "step"])
+def test_a_shared_layout_draws_the_same_chart_as_a_whole_build(records, kind):
+    """``shared_spec`` (a layout built once per key, new rows each time) gives the spec a
+    whole Altair build gives, but for the datasets' names; a second call with other rows
+    reuses the layout."""
+    from dashboard.ui.run_charts import shared_spec, vega_spec
+    from dashboard.views import charts, curves
+
+    def parts(n):
+        df = epochs_frame(records[:n])
+        steps = curves.step_frame([{"step": i, "stage": "bsq", "epoch": 1, "loss": 1 / i,
+                                    "batch_acc": 0.5, "reg": 0.1, "time": float(i)}
+                                   for i in range(1, n + 1)])  # fmt: skip
+        return {
+            "loss": lambda: charts.loss_parts(df),
+            "accuracy": lambda: charts.accuracy_parts(df),
+            "bits": lambda: charts.bits_parts(df),
+            "smoothed": lambda: charts.loss_parts(df, curves.CurveOptions(smoothing=0.6)),
+            "step": lambda: curves.step_parts(steps, curves.CurveOptions(x="step", smoothing=0.6)),
+        }[kind]()
+
+    full, shared = parts(7), shared_spec(parts(7))
+    whole = vega_spec(full.chart())
+    assert _data_refs_blanked(shared) == _data_refs_blanked(whole)
+    assert _rows(shared) == _rows(whole)
+    fewer = parts(6)
+    assert fewer.key == full.key
+    again = shared_spec(fewer)
+    assert _rows(again) == _rows(vega_spec(fewer.chart())) != _rows(shared)
+    assert again["config"] is shared["config"] and again["layer"] is shared["layer"]  # reused
+
+
+def test_a_layout_key_changes_with_what_shapes_the_layout(records):
+    from dashboard.views import charts, curves
+
+    df = epochs_frame(records)
+    keys = {charts.loss_parts(df).key, charts.accuracy_parts(df).key,
+            charts.loss_parts(df, curves.CurveOptions(log_y=True)).key,
+            charts.loss_parts(df, curves.CurveOptions(x="wall")).key,
+            charts.loss_parts(df[df["stage"] == "bsq"]).key}  # fmt: skip
+    assert len(keys) == 5  # the last: one stage, no stage rules
+
+
+@pytest.mark.parametrize("n", [0, 1, 40])
+def test_epochs_frame_is_the_plain_frame_of_its_records(records, n):
+    """Built column by column for speed, it equals the obvious construction: missing keys,
+    None and text in a number column become NaN, rows sorted by global epoch."""
+    from dashboard.views.frames import EPOCH_COLUMNS
+
+    rows = [dict(records[i % len(records)], global_epoch=n - i) for i in range(n)]
+    for i, row in enumerate(rows):
+        row.update({"test_loss": None} if i % 3 else {"lr": "n/a", "unknown": 1})
+        if i % 5 == 4:
+            del row["stage"]
+    plain = pd.DataFrame(rows).reindex(columns=EPOCH_COLUMNS)
+    numeric = [c for c in EPOCH_COLUMNS if c != "stage"]
+    plain[numeric] = plain[numeric].apply(pd.to_numeric, errors="coerce")
+    plain["stage"] = plain["stage"].astype(object)
+    plain = plain.sort_values("global_epoch", kind="stable").reset_index(drop=True)
+    pd.testing.assert_frame_equal(epochs_frame(rows), plain)

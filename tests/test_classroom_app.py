@@ -221,8 +221,8 @@ def test_live_step_chart_is_built_once_for_every_default_viewer(monkeypatch):
     from dashboard.views import curves, frames
 
     built = []
-    real = curves.step_chart
-    monkeypatch.setattr(curves, "step_chart", lambda *a: built.append(1) or real(*a))
+    real = curves.step_parts
+    monkeypatch.setattr(curves, "step_parts", lambda *a: built.append(1) or real(*a))
     monkeypatch.setattr(run_charts, "_SHARED_STEPS", {})
     steps = [{"step": i, "stage": "bsq", "epoch": 1, "loss": 1.0 / (i + 1), "reg": 0.1,
               "batch_acc": 0.5, "lr": 0.1, "time": 1000.0 + i} for i in range(8)]  # fmt: skip
@@ -291,3 +291,4 @@ def test_who_is_ahead_in_the_queue_is_grouped_by_name_as_plain_text():
     assert ahead_text(["ana", "ana"]) == "ana (2 runs)"
     assert ahead_text(list("abcde")) == "a, b, c, d and 1 more person"
     assert ahead_text(["**bold**"]) == plain.md("**bold**") != "**bold**"  # shown as text
+

@@ -31,7 +31,20 @@ def png_bytes(chart: go.Figure | dict) -> bytes:
         return chart.to_image(format="png", width=width, height=height, scale=1)
     import vl_convert
 
-    return vl_convert.vegalite_to_png(chart, scale=2)
+    return vl_convert.vegalite_to_png(_json_datasets(chart), scale=2)
+
+
+def _json_datasets(spec: dict) -> dict:
+    """``spec`` with its Arrow datasets (``run_charts.vega_spec``) as the rows vl-convert
+    reads; a new dict (specs are shared across sessions: never changed in place)."""
+    datasets = spec.get("datasets")
+    if not isinstance(datasets, dict) or not any(isinstance(d, bytes) for d in datasets.values()):
+        return spec
+    import pyarrow as pa
+
+    rows = {name: pa.ipc.open_stream(data).read_all().to_pylist() if isinstance(data, bytes)
+            else data for name, data in datasets.items()}  # fmt: skip
+    return {**spec, "datasets": rows}
 
 
 def _can_png(chart) -> bool:

@@ -15,14 +15,16 @@ from __future__ import annotations
 import threading
 import time
 
+import altair as alt
 import streamlit as st
+from streamlit import dataframe_util
 
 from bsq_engine.runs.status import RunStatus
 from dashboard.ui.accessors import RunView, color_of, planned_layers
 from dashboard.ui.chart_downloads import chart_downloads
 from dashboard.views import charts, curves, frames
 
-__all__ = ["build_figures", "render_charts", "vega_spec"]
+__all__ = ["build_figures", "render_charts", "shared_spec", "vega_spec"]
 
 _FIGURES = "run_panel.figures"  # session state: {panel key: (signature, figures, when, cost)}
 _STEPS = "run_panel.step_chart"  # session state: {panel key: (when, n points, spec)}
@@ -38,12 +40,46 @@ X_CHOICES = {"epoch": "Epoch", "step": "Step", "wall": "Wall-clock"}
 def vega_spec(chart) -> dict:
     """Altair chart -> Vega-Lite dict, once per rebuild (``st.altair_chart`` would convert
     and validate it again on every tick). Altair's default 300 px view size is dropped, as
-    ``st.altair_chart`` does, so the chart fills its column."""
+    ``st.altair_chart`` does, so the chart fills its column.
+
+    Its datasets are Arrow IPC bytes, made here by the function ``st.vega_lite_chart``
+    would call on every send (rows -> Arrow): bytes it passes through as they are, so a
+    viewer's tick re-sends a shared chart without converting its rows again (that
+    conversion was most of a chart's cost per viewer per tick). ``chart_downloads.png_bytes``
+    reads them back for a PNG."""
     spec = chart.to_dict(validate=False)  # built by our own code: schema checks are CPU only
     view = spec.get("config", {}).get("view", {})
     for size in ("continuousWidth", "continuousHeight"):
         view.pop(size, None)
+    if isinstance(spec.get("datasets"), dict):
+        arrow = dataframe_util.convert_anything_to_arrow_bytes
+        spec["datasets"] = {name: rows if isinstance(rows, bytes) else arrow(rows)
+                            for name, rows in spec["datasets"].items()}  # fmt: skip
     return spec
+
+
+_LAYOUTS: dict[tuple, dict] = {}  # ChartParts.key -> Vega-Lite spec without rows
+_LAYOUTS_LOCK = threading.Lock()
+_MAX_LAYOUTS = 128
+
+
+def shared_spec(parts: curves.ChartParts) -> dict:
+    """``vega_spec`` of ``parts.chart()``, the layout built once per key (Altair's chart
+    building and spec conversion, about 40 ms a chart on the 2-core machine) and only the
+    rows converted each time (to Arrow, as ``vega_spec`` does). Layouts are never mutated
+    after they are stored; each spec is a new top-level dict."""
+    with _LAYOUTS_LOCK:
+        layout = _LAYOUTS.get(parts.key)
+    if layout is None:
+        layout = vega_spec(parts.layout(alt.NamedData))
+        layout.pop("datasets", None)
+        with _LAYOUTS_LOCK:
+            _LAYOUTS[parts.key] = layout
+            while len(_LAYOUTS) > _MAX_LAYOUTS:
+                _LAYOUTS.pop(next(iter(_LAYOUTS)))
+    arrow = dataframe_util.convert_anything_to_arrow_bytes
+    rows = {name: arrow(frame.reset_index(drop=True)) for name, frame in parts.data.items()}
+    return {**layout, "datasets": rows}
 
 
 def _options(key: str) -> curves.CurveOptions:
@@ -70,10 +106,10 @@ def build_figures(view: RunView, options: curves.CurveOptions | None = None) -> 
         "density": charts.density_heatmap(layers, view.max_bits),
     }
     if len(ep):
-        figures["loss"] = vega_spec(charts.loss_chart(ep, options))
-        figures["acc"] = vega_spec(charts.accuracy_chart(ep, options))
+        figures["loss"] = shared_spec(charts.loss_parts(ep, options))
+        figures["acc"] = shared_spec(charts.accuracy_parts(ep, options))
     if len(ep) and ep["avg_bits"].notna().any():
-        figures["avg"] = vega_spec(charts.bits_chart(ep))
+        figures["avg"] = shared_spec(charts.bits_parts(ep))
     if not view.active and len(view.steps):
         figures.update(_series_figures(view.steps, options, color))
     return figures
@@ -146,7 +182,7 @@ def _step_chart(view: RunView, key: str, options: curves.CurveOptions) -> dict |
         x="wall" if options.x == "wall" else "step", smoothing=options.smoothing or 0.6,
         log_y=options.log_y,
     )  # fmt: skip
-    spec = vega_spec(curves.step_chart(curves.step_frame(steps), step_options))
+    spec = shared_spec(curves.step_parts(curves.step_frame(steps), step_options))
     if shared:  # two sessions may build the same spec at once: harmless, the last one stays
         with _SHARED_LOCK:
             _SHARED_STEPS[view.run_id] = (time.monotonic(), len(steps), spec, options)

@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 from bsq_engine.core.quantize import PrecisionEvent
 from bsq_engine.runs.queries import downsample
 from bsq_engine.training.config import Stage
-from dashboard.views.curves import X_AXES, CurveOptions, ema, with_wall_clock
+from dashboard.views.curves import X_AXES, ChartParts, CurveOptions, ema, with_wall_clock
 from dashboard.views.frames import bit_labels, density_matrix, plane_matrix
 
 TEMPLATE = "plotly_white"
@@ -180,12 +180,17 @@ def _x(options: CurveOptions) -> alt.X:
     return epoch_axis()
 
 
-def _stage_layers(epochs_df: pd.DataFrame, x: str = "epoch") -> list[alt.Chart]:
-    """Dashed rules at stage boundaries, labelled with the stage that starts there."""
+def _stage_data(epochs_df: pd.DataFrame, x: str = "epoch") -> dict[str, pd.DataFrame]:
+    """The "stages" dataset of :func:`_stage_layers`, or none when there is one stage."""
     starts = _stage_starts(epochs_df, x)
-    if starts.empty:
+    return {} if starts.empty else {"stages": starts}
+
+
+def _stage_layers(source, stages: bool) -> list[alt.Chart]:
+    """Dashed rules at stage boundaries, labelled with the stage that starts there."""
+    if not stages:
         return []
-    base = alt.Chart(starts)
+    base = alt.Chart(source("stages"))
     rule = base.mark_rule(strokeDash=[4, 4], color="grey").encode(x="x:Q")
     label = base.mark_text(align="left", dx=4, dy=6, baseline="top", color="grey").encode(
         x="x:Q", y=alt.value(0), text="stage:N"
@@ -203,59 +208,107 @@ def curves_chart(
 ) -> alt.LayerChart:
     """Metrics over the epochs (or wall-clock), one colour per metric, stage boundaries as
     rules; ``options`` adds smoothing (raw curve faint underneath) and a log y axis."""
+    return curves_parts(epochs_df, metrics, title, y_title, max_points, options).chart()
+
+
+def curves_parts(
+    epochs_df: pd.DataFrame,
+    metrics: list[str],
+    title: str = "Training curves",
+    y_title: str = "value",
+    max_points: int = 500,
+    options: CurveOptions | None = None,
+) -> ChartParts:
+    """:func:`curves_chart` as rows + layout."""
     options = options or CurveOptions()
-    percent = set(metrics) <= PERCENT_METRICS
     long = _long(epochs_df, metrics, max_points)
     if options.smoothing:
         long["smoothed"] = long.groupby("metric")["value"].transform(
             lambda v: ema(v.tolist(), options.smoothing)
         )
+    stages = _stage_data(epochs_df, options.x)
+    return ChartParts.of(
+        _curves_layout, {"curves": long, **stages}, percent=set(metrics) <= PERCENT_METRICS,
+        title=title, y_title=y_title, x=options.x, smoothed=bool(options.smoothing),
+        log_y=options.log_y, points=len(long) < 60, stages=bool(stages),
+    )  # fmt: skip
+
+
+def _curves_layout(source, percent: bool, title: str, y_title: str, x: str, smoothed: bool,
+                   log_y: bool, points: bool, stages: bool) -> alt.LayerChart:  # fmt: skip
     fmt = ".1%" if percent else ".4g"
-    scale = alt.Scale(zero=False, type="log" if options.log_y else "linear")
+    scale = alt.Scale(zero=False, type="log" if log_y else "linear")
     axis = alt.Axis(format=".0%" if percent else "~g")
-    base = alt.Chart(long).encode(
-        x=_x(options), color=alt.Color("metric:N", title=None, legend=alt.Legend(orient="top")),
+    base = alt.Chart(source("curves")).encode(
+        x=_x(CurveOptions(x=x)),
+        color=alt.Color("metric:N", title=None, legend=alt.Legend(orient="top")),
         tooltip=[alt.Tooltip("global_epoch:Q", title="epoch"), alt.Tooltip("stage:N"),
                  alt.Tooltip("metric:N"), alt.Tooltip("value:Q", format=fmt),
                  alt.Tooltip("wall:Q", title="seconds", format=".1f")],
     )  # fmt: skip
-    raw = base.mark_line(point=len(long) < 60, opacity=0.3 if options.smoothing else 1.0)
+    raw = base.mark_line(point=points, opacity=0.3 if smoothed else 1.0)
     lines = [raw.encode(y=alt.Y("value:Q", title=y_title, scale=scale, axis=axis))]
-    if options.smoothing:
+    if smoothed:
         lines.append(base.mark_line().encode(y=alt.Y("smoothed:Q", scale=scale, axis=axis)))
-    chart = alt.layer(*lines, *_stage_layers(epochs_df, options.x)).properties(title=title)
+    chart = alt.layer(*lines, *_stage_layers(source, stages)).properties(title=title)
     return chart.configure_view(strokeWidth=0).configure(background="white")
+
+
+_LOSS = (["train_loss", "test_loss"], "Loss", "cross-entropy loss")
+_ACCURACY = (["train_acc", "test_acc"], "Accuracy", "top-1 accuracy")
 
 
 def loss_chart(epochs_df: pd.DataFrame, options: CurveOptions | None = None) -> alt.LayerChart:
     """Train and test loss."""
-    return curves_chart(epochs_df, ["train_loss", "test_loss"], "Loss", "cross-entropy loss",
-                        options=options)  # fmt: skip
+    return loss_parts(epochs_df, options).chart()
+
+
+def loss_parts(epochs_df: pd.DataFrame, options: CurveOptions | None = None) -> ChartParts:
+    """:func:`loss_chart` as rows + layout."""
+    return curves_parts(epochs_df, *_LOSS, options=options)
 
 
 def accuracy_chart(epochs_df: pd.DataFrame, options: CurveOptions | None = None) -> alt.LayerChart:
     """Train and test accuracy, axis and tooltips in %."""
-    return curves_chart(epochs_df, ["train_acc", "test_acc"], "Accuracy", "top-1 accuracy",
-                        options=options)  # fmt: skip
+    return accuracy_parts(epochs_df, options).chart()
+
+
+def accuracy_parts(epochs_df: pd.DataFrame, options: CurveOptions | None = None) -> ChartParts:
+    """:func:`accuracy_chart` as rows + layout."""
+    return curves_parts(epochs_df, *_ACCURACY, options=options)
+
+
+_BITS_METRICS = (("average bits", "left"), ("compression (x)", "right"))
 
 
 def bits_chart(epochs_df: pd.DataFrame, max_points: int = 500) -> alt.LayerChart:
     """Average bits (left axis) and compression (right axis): the same fact on two scales."""
+    return bits_parts(epochs_df, max_points).chart()
+
+
+def bits_parts(epochs_df: pd.DataFrame, max_points: int = 500) -> ChartParts:
+    """:func:`bits_chart` as rows + layout."""
     long = _long(epochs_df, ["avg_bits", "compression"], max_points)
+    data = {metric: long[long["metric"] == metric] for metric, _ in _BITS_METRICS}
+    stages = _stage_data(epochs_df)
+    return ChartParts.of(_bits_layout, {**data, **stages}, stages=bool(stages))
+
+
+def _bits_layout(source, stages: bool) -> alt.LayerChart:
     color = alt.Color("metric:N", title=None, legend=alt.Legend(orient="top"))
     x = epoch_axis()
     tooltip = [alt.Tooltip("global_epoch:Q", title="epoch"), "stage:N", "metric:N",
                alt.Tooltip("value:Q", format=".3g")]  # fmt: skip
     lines = []
-    for metric, orient in (("average bits", "left"), ("compression (x)", "right")):
+    for metric, orient in _BITS_METRICS:
         lines.append(
-            alt.Chart(long[long["metric"] == metric])
+            alt.Chart(source(metric))
             .mark_line()
             .encode(x=x, color=color, tooltip=tooltip,
                     y=alt.Y("value:Q", title=metric, axis=alt.Axis(orient=orient)))
         )  # fmt: skip
     twin = alt.layer(*lines).resolve_scale(y="independent")
-    chart = alt.layer(twin, *_stage_layers(epochs_df)).properties(title="Bits and compression")
+    chart = alt.layer(twin, *_stage_layers(source, stages)).properties(title="Bits and compression")
     return chart.configure_view(strokeWidth=0).configure(background="white")
 
 

@@ -11,8 +11,10 @@ epoch, so its curves take the same three x axes: step, epoch, wall-clock.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import altair as alt
 import numpy as np
@@ -21,8 +23,8 @@ import pandas as pd
 from bsq_engine.runs.queries import downsample
 
 __all__ = [
-    "SERIES_COLUMNS", "X_AXES", "CurveOptions", "ema", "series_chart", "series_frame", "step_chart",
-    "step_frame", "with_wall_clock",
+    "SERIES_COLUMNS", "X_AXES", "ChartParts", "CurveOptions", "ema", "series_chart",
+    "series_frame", "step_chart", "step_frame", "step_parts", "with_wall_clock",
 ]  # fmt: skip
 
 #: x-axis choices: field in the tidy frame -> axis title.
@@ -63,6 +65,33 @@ def ema(values: Sequence[float], weight: float) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class ChartParts:
+    """A Vega-Lite chart in two parts: its rows, and a layout that reads them by name.
+
+    ``layout(source)`` builds the Altair chart, taking each dataset as ``source(name)``: the
+    rows themselves (:meth:`chart`, the whole chart as before) or ``alt.NamedData`` (a
+    layout without rows). ``key`` names the layout: charts with equal keys differ in their
+    rows only. Made by :meth:`of`, which puts every argument of the layout function in the
+    key, so nothing about the rows can shape a layout without being in its key. The live
+    panel builds each layout once and sends new rows (``run_charts.shared_spec``): building
+    Altair charts was most of what a watched run's figures cost the server."""
+
+    key: tuple
+    data: Mapping[str, pd.DataFrame]
+    layout: Callable[[Callable[[str], Any]], alt.TopLevelMixin]
+
+    @classmethod
+    def of(cls, layout_fn: Callable, data: Mapping[str, pd.DataFrame], **args) -> ChartParts:
+        """``layout_fn(source, **args)`` with ``data``; ``args`` must be hashable."""
+        key = (layout_fn.__module__, layout_fn.__qualname__, *sorted(args.items()))
+        return cls(key, dict(data), functools.partial(layout_fn, **args))
+
+    def chart(self) -> alt.TopLevelMixin:
+        """The chart with its rows inline."""
+        return self.layout(self.data.__getitem__)
+
+
 def with_wall_clock(epochs_df: pd.DataFrame) -> pd.DataFrame:
     """Epoch rows plus ``wall`` and ``wall_start``: seconds of training so far at the end
     and at the start of each epoch (rows in training order)."""
@@ -85,18 +114,28 @@ def step_frame(steps: Sequence[dict]) -> pd.DataFrame:
 def step_chart(frame: pd.DataFrame, options: CurveOptions = CurveOptions(x="step")) -> alt.Chart:
     """Training loss per step (batch loss incl. alpha * R during BSQ): raw faint, smoothed
     bold, one colour per stage."""
+    return step_parts(frame, options).chart()
+
+
+def step_parts(frame: pd.DataFrame, options: CurveOptions = CurveOptions(x="step")) -> ChartParts:
+    """:func:`step_chart` as rows + layout."""
     x = options.x if options.x in ("step", "wall") else "step"
     df = frame.assign(smoothed=ema(frame["loss"].tolist(), options.smoothing))
-    scale = alt.Scale(type="log" if options.log_y else "linear", zero=False)
-    base = alt.Chart(df).encode(
+    return ChartParts.of(_step_layout, {"steps": df}, x=x, smoothed=bool(options.smoothing),
+                         log_y=options.log_y)  # fmt: skip
+
+
+def _step_layout(source, x: str, smoothed: bool, log_y: bool) -> alt.Chart:
+    scale = alt.Scale(type="log" if log_y else "linear", zero=False)
+    base = alt.Chart(source("steps")).encode(
         x=alt.X(f"{x}:Q", title=X_AXES[x], axis=alt.Axis(tickMinStep=1, format="~g")),
         color=alt.Color("stage:N", title=None, legend=alt.Legend(orient="top")),
     )
-    raw = base.mark_line(opacity=0.3 if options.smoothing else 1.0).encode(
+    raw = base.mark_line(opacity=0.3 if smoothed else 1.0).encode(
         y=alt.Y("loss:Q", title="training loss (per step)", scale=scale)
     )
     layers = [raw]
-    if options.smoothing:
+    if smoothed:
         layers.append(base.mark_line().encode(
             y=alt.Y("smoothed:Q", scale=scale),
             tooltip=["step:Q", "stage:N", alt.Tooltip("loss:Q", format=".4g"),

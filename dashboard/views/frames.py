@@ -38,11 +38,20 @@ def epochs_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 
     Pretrain epochs carry avg_bits=None; NaN lets charts drop them instead of failing.
     """
-    df = pd.DataFrame(list(records)).reindex(columns=EPOCH_COLUMNS)
-    numeric = [c for c in EPOCH_COLUMNS if c != "stage"]
-    df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")
+    records = list(records)
+    # column by column (a frame from a list of dicts costs twice as much: a live run's view
+    # is read about once a second, all its epochs each time)
+    columns = {c: [r.get(c, np.nan) for r in records] for c in EPOCH_COLUMNS}
+    df = pd.DataFrame({c: v if c == "stage" else _numeric(v) for c, v in columns.items()})
     df["stage"] = df["stage"].astype(object)
     return df.sort_values("global_epoch", kind="stable").reset_index(drop=True)
+
+
+def _numeric(values: list) -> pd.Series:
+    """``values`` as numbers: None and anything that is not a number become NaN."""
+    if not values:
+        return pd.Series(values, dtype=float)
+    return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
 
 
 def layers_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
