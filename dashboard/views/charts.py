@@ -174,8 +174,8 @@ def epoch_axis(field: str = "global_epoch", title: str = X_AXES["epoch"]) -> alt
     return alt.X(f"{field}:Q", title=title, axis=alt.Axis(tickMinStep=1, format="d"))
 
 
-def _x(options: CurveOptions) -> alt.X:
-    if options.x == "wall":
+def _x(x: str) -> alt.X:
+    if x == "wall":
         return alt.X("wall:Q", title=X_AXES["wall"], axis=alt.Axis(format="~g"))
     return epoch_axis()
 
@@ -240,7 +240,7 @@ def _curves_layout(source, percent: bool, title: str, y_title: str, x: str, smoo
     scale = alt.Scale(zero=False, type="log" if log_y else "linear")
     axis = alt.Axis(format=".0%" if percent else "~g")
     base = alt.Chart(source("curves")).encode(
-        x=_x(CurveOptions(x=x)),
+        x=_x(x),
         color=alt.Color("metric:N", title=None, legend=alt.Legend(orient="top")),
         tooltip=[alt.Tooltip("global_epoch:Q", title="epoch"), alt.Tooltip("stage:N"),
                  alt.Tooltip("metric:N"), alt.Tooltip("value:Q", format=fmt),
@@ -278,7 +278,8 @@ def accuracy_parts(epochs_df: pd.DataFrame, options: CurveOptions | None = None)
     return curves_parts(epochs_df, *_ACCURACY, options=options)
 
 
-_BITS_METRICS = (("average bits", "left"), ("compression (x)", "right"))
+# (dataset name, metric label, y axis side)
+_BITS_METRICS = (("avg_bits", "average bits", "left"), ("compression", "compression (x)", "right"))
 
 
 def bits_chart(epochs_df: pd.DataFrame, max_points: int = 500) -> alt.LayerChart:
@@ -289,7 +290,7 @@ def bits_chart(epochs_df: pd.DataFrame, max_points: int = 500) -> alt.LayerChart
 def bits_parts(epochs_df: pd.DataFrame, max_points: int = 500) -> ChartParts:
     """:func:`bits_chart` as rows + layout."""
     long = _long(epochs_df, ["avg_bits", "compression"], max_points)
-    data = {metric: long[long["metric"] == metric] for metric, _ in _BITS_METRICS}
+    data = {name: long[long["metric"] == metric] for name, metric, _ in _BITS_METRICS}
     stages = _stage_data(epochs_df)
     return ChartParts.of(_bits_layout, {**data, **stages}, stages=bool(stages))
 
@@ -300,9 +301,9 @@ def _bits_layout(source, stages: bool) -> alt.LayerChart:
     tooltip = [alt.Tooltip("global_epoch:Q", title="epoch"), "stage:N", "metric:N",
                alt.Tooltip("value:Q", format=".3g")]  # fmt: skip
     lines = []
-    for metric, orient in _BITS_METRICS:
+    for name, metric, orient in _BITS_METRICS:
         lines.append(
-            alt.Chart(source(metric))
+            alt.Chart(source(name))
             .mark_line()
             .encode(x=x, color=color, tooltip=tooltip,
                     y=alt.Y("value:Q", title=metric, axis=alt.Axis(orient=orient)))
