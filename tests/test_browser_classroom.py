@@ -156,6 +156,7 @@ def test_presentation_mode_fits_a_projector(app, browser):
     )
     steps = page.locator('[data-testid="stButtonGroup"] button')
     wait_for(lambda: steps.count() == 5, 60, every=0.5, what="five step buttons")
+
     # All five boxes read in one frame, once the web fonts are in and the layout held still
     # for a second: five separate reads straddled a reflow on CI's machine (tops 213 and
     # 227, 14 px apart; a wrapped row would be a whole button lower).

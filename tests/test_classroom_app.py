@@ -285,10 +285,23 @@ def test_who_is_ahead_in_the_queue_is_grouped_by_name_as_plain_text():
     from dashboard.ui.run_panel import ahead_text
 
     queue = ["zed"] * 6 + ["ana"] + ["cid"] * 5 + ["dee", "eve", "dee", "fay"]
-    assert ahead_text(queue) == (
-        "zed (6 runs), ana, cid (5 runs), dee (2 runs) and 2 more people"
-    )
+    assert ahead_text(queue) == ("zed (6 runs), ana, cid (5 runs), dee (2 runs) and 2 more people")
     assert ahead_text(["ana", "ana"]) == "ana (2 runs)"
     assert ahead_text(list("abcde")) == "a, b, c, d and 1 more person"
     assert ahead_text(["**bold**"]) == plain.md("**bold**") != "**bold**"  # shown as text
 
+
+def test_a_refused_sweep_says_why_in_plain_text(monkeypatch):
+    """The sweep's refusal may quote user text (a full queue names its owner): shown as
+    text, like the Start button's."""
+    from bsq_engine.runs.queueing import QueueFull
+    from dashboard.ui import train
+
+    def refuse(*args, **kwargs):
+        raise QueueFull(f"{INJECTED} already has 6 runs waiting; wait for one to start.")
+
+    monkeypatch.setattr(train, "start_sweep", refuse)
+    at = open_page()
+    button(at, "Start sweep").click().run()
+    _assert_plain(at, INJECTED)
+    assert any("Cannot start this sweep" in e.value for e in at.error)

@@ -131,9 +131,7 @@ def test_native_training_step_matches_the_eager_step_on_resnet(kernels):
 
 @pytest.mark.parametrize("used", ["weight", "norms", "both"])
 @pytest.mark.parametrize("scale_grad", [True, False], ids=["scale-grad", "frozen-scale"])
-def test_native_gradients_equal_the_eager_ones_whatever_the_loss_uses(
-    kernels, used, scale_grad
-):
+def test_native_gradients_equal_the_eager_ones_whatever_the_loss_uses(kernels, used, scale_grad):
     """A loss of the weight only, of the norms only (the weight's gradient is then
     undefined) or of both; with and without a scale gradient."""
     grads = {}

@@ -35,7 +35,7 @@ def _start_run() -> None:
     try:
         config = widgets.build_config(widgets.form_values())
     except ValueError as exc:
-        st.session_state[_START_PROBLEM] = ("error", f"Cannot start this run: {exc}")
+        st.session_state[_START_PROBLEM] = ("error", plain.md(f"Cannot start this run: {exc}"))
         return
     try:
         run_id = state.manager().start(config, owner=identity.user_name())
@@ -44,7 +44,7 @@ def _start_run() -> None:
         return
     except (ValueError, RuntimeError) as exc:
         message = f"Could not queue the run: {exc} Reload the page and try again."
-        st.session_state[_START_PROBLEM] = ("error", message)
+        st.session_state[_START_PROBLEM] = ("error", plain.md(message))
         return
     state.set_url_run(run_id)
     st.session_state[_JUMP] = True  # the panel is below the form: bring it into view
@@ -94,7 +94,8 @@ def _start_sweep() -> None:
         owner = None if on_ray else identity.user_name()  # Ray runs: no owner recorded yet
         sweep_id = start_sweep(executor, owner=owner, **kwargs)
     except (ValueError, RuntimeError, ConnectionError) as exc:  # incl. Ray failing to start
-        st.session_state[_SWEEP_PROBLEM] = f"Cannot start this sweep: {exc}"
+        # may quote user text (a queue-full message names the owner): never Markdown
+        st.session_state[_SWEEP_PROBLEM] = plain.md(f"Cannot start this sweep: {exc}")
         return
     state.set_url_sweep(sweep_id)
     run_ids = sweep_progress(state.store(), sweep_id)["run_ids"]
