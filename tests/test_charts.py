@@ -15,7 +15,7 @@ from dashboard.views.charts import (
     accuracy_chart,
     bits_chart,
     bits_per_layer_chart,
-    curves_chart,
+    curves_parts,
     density_heatmap,
     events_table,
     loss_chart,
@@ -153,7 +153,7 @@ def test_heatmap_z_equals_matrix_with_blank_dropped_planes(snapshot):
 
 def test_curves_chart_spans_all_stages_with_boundaries(records):
     df = epochs_frame(records)
-    spec = curves_chart(df, ["test_acc", "train_acc"], "Accuracy").to_dict()
+    spec = curves_parts(df, ["test_acc", "train_acc"], "Accuracy").chart().to_dict()
     datasets = list(spec["datasets"].values())
     long = next(d for d in datasets if d and "metric" in d[0])
     assert {r["stage"] for r in long} == {"pretrain", "bsq", "finetune"}

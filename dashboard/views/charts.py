@@ -198,19 +198,6 @@ def _stage_layers(source, stages: bool) -> list[alt.Chart]:
     return [rule, label]
 
 
-def curves_chart(
-    epochs_df: pd.DataFrame,
-    metrics: list[str],
-    title: str = "Training curves",
-    y_title: str = "value",
-    max_points: int = 500,
-    options: CurveOptions | None = None,
-) -> alt.LayerChart:
-    """Metrics over the epochs (or wall-clock), one colour per metric, stage boundaries as
-    rules; ``options`` adds smoothing (raw curve faint underneath) and a log y axis."""
-    return curves_parts(epochs_df, metrics, title, y_title, max_points, options).chart()
-
-
 def curves_parts(
     epochs_df: pd.DataFrame,
     metrics: list[str],
@@ -219,7 +206,9 @@ def curves_parts(
     max_points: int = 500,
     options: CurveOptions | None = None,
 ) -> ChartParts:
-    """:func:`curves_chart` as rows + layout."""
+    """Metrics over the epochs (or wall-clock), one colour per metric, stage boundaries as
+    rules; ``options`` adds smoothing (raw curve faint underneath) and a log y axis. The
+    chart itself: ``.chart()``."""
     options = options or CurveOptions()
     long = _long(epochs_df, metrics, max_points)
     if options.smoothing:
