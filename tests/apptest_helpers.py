@@ -175,12 +175,18 @@ def chart_titles(at: AppTest) -> list[str]:
 _MD_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
 
 
+def shown(value: object) -> str:
+    """An element's Markdown as a browser shows it: ``plain.md``'s backslash escapes
+    removed."""
+    return _MD_ESCAPE.sub(r"\1", str(value))
+
+
 def page_text(at: AppTest) -> str:
     """Every text element, metric, button label and chart title, one per line; Markdown
     backslash escapes (``plain.md``) are removed, as a browser shows the text."""
     parts = []
     for kind in _TEXT_ELEMENTS:
-        parts += [_MD_ESCAPE.sub(r"\1", str(e.value)) for e in at.get(kind)]
+        parts += [shown(e.value) for e in at.get(kind)]
     parts += [f"{m.label}: {m.value}" for m in at.metric]
     parts += [b.label for b in at.button]
     parts += chart_titles(at)

@@ -8,6 +8,7 @@ from apptest_helpers import (
     open_page,
     page_text,
     run_until,
+    shown,
 )
 
 from bsq_engine import preset_for
@@ -87,9 +88,9 @@ def test_invalid_combination_is_rejected_without_a_run():
     button(at, "Start training").click().run()
     assert not at.exception
     assert any(
-        "Starting bits (n_bits) must be between 1 and Max bits on overflow (4)" in e.value
+        "Starting bits (n_bits) must be between 1 and Max bits on overflow (4)" in shown(e.value)
         for e in at.error
-    )
+    )  # the message is shown as plain text: Markdown escapes in its source
     assert get_manager().store.list_runs() == []
     assert "run" not in at.query_params
 
