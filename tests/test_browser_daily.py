@@ -55,9 +55,17 @@ def test_live_view_is_kept_across_pages_and_reloads(app, page):  # noqa: F811
     assert _param(page, "run") == run_id
     page.locator('[data-testid="stProgress"]').first.wait_for()
 
+    # The run ends first. Its panel redraws the whole page when it ends, and a Start sweep
+    # click near that moment was lost in two clean-clone suite runs on the busy 2-core
+    # machine (once as a plain button, once as a callback: no sweep in the store, nothing
+    # in the log; README, "Known limitations"). This test is about the sweep's URL.
+    page.get_by_text("Finished in", exact=False).first.wait_for(timeout=240_000)
     page.get_by_text("Sweep alpha: several runs").click()
     page.get_by_role("button", name="Start sweep").click()
-    sweep_id = wait_for(lambda: _param(page, "sweep"), 60, what="?sweep= after Start sweep")
+    sweep_id = wait_for(
+        lambda: _param(page, "sweep"), 60,
+        what=lambda: "?sweep= after Start sweep; the page shows:\n" + page.inner_text("body"),
+    )  # fmt: skip
     _go(page, "Pareto frontier", "Pareto frontier")
     _go(page, "Train", "Train")
     assert wait_for(lambda: _param(page, "sweep"), 30, what="?sweep= kept") == sweep_id
