@@ -23,8 +23,10 @@ ESTIMATE_HELP = (
     "machine changes it."
 )
 _JUMP = "train.jump_to_panel"  # set by Start: scroll to the run panel once it is drawn
-_START_PROBLEM = "train.start_problem"  # (kind, message) left by the Start callback
-_SWEEP_PROBLEM = "train.sweep_problem"  # the message left by the Start sweep callback
+_START_PROBLEM = "train.start_problem"  # (kind, text) left by the Start callback
+# Problems are kept as plain text and escaped where they are shown: they may quote user text
+# (a full queue names its owner).
+_SWEEP_PROBLEM = "train.sweep_problem"  # the text left by the Start sweep callback
 _SWEEP_EXECUTOR = "train.sweep_executor"  # the radio: this machine's job queue or Ray
 
 
@@ -35,16 +37,16 @@ def _start_run() -> None:
     try:
         config = widgets.build_config(widgets.form_values())
     except ValueError as exc:
-        st.session_state[_START_PROBLEM] = ("error", plain.md(f"Cannot start this run: {exc}"))
+        st.session_state[_START_PROBLEM] = ("error", f"Cannot start this run: {exc}")
         return
     try:
         run_id = state.manager().start(config, owner=identity.user_name())
     except QueueFull as exc:
-        st.session_state[_START_PROBLEM] = ("warning", plain.md(str(exc)))
+        st.session_state[_START_PROBLEM] = ("warning", str(exc))
         return
     except (ValueError, RuntimeError) as exc:
         message = f"Could not queue the run: {exc} Reload the page and try again."
-        st.session_state[_START_PROBLEM] = ("error", plain.md(message))
+        st.session_state[_START_PROBLEM] = ("error", message)
         return
     state.set_url_run(run_id)
     st.session_state[_JUMP] = True  # the panel is below the form: bring it into view
@@ -80,7 +82,7 @@ def run_form() -> bool:
     if problem := st.session_state.pop(_START_PROBLEM, None):
         kind, message = problem
         icon = ":material/hourglass:" if kind == "warning" else ":material/error:"
-        getattr(st, kind)(message, icon=icon)
+        getattr(st, kind)(plain.md(message), icon=icon)
     return dataset_ok
 
 
@@ -94,8 +96,7 @@ def _start_sweep() -> None:
         owner = None if on_ray else identity.user_name()  # Ray runs: no owner recorded yet
         sweep_id = start_sweep(executor, owner=owner, **kwargs)
     except (ValueError, RuntimeError, ConnectionError) as exc:  # incl. Ray failing to start
-        # may quote user text (a queue-full message names the owner): never Markdown
-        st.session_state[_SWEEP_PROBLEM] = plain.md(f"Cannot start this sweep: {exc}")
+        st.session_state[_SWEEP_PROBLEM] = f"Cannot start this sweep: {exc}"
         return
     state.set_url_sweep(sweep_id)
     run_ids = sweep_progress(state.store(), sweep_id)["run_ids"]
@@ -142,7 +143,7 @@ def sweep_section(dataset_ok: bool) -> None:
                  key=_SWEEP_EXECUTOR)  # fmt: skip
     widgets.sweep_form(dataset_ok, _start_sweep)
     if problem := st.session_state.pop(_SWEEP_PROBLEM, None):
-        st.error(problem, icon=":material/error:")
+        st.error(plain.md(problem), icon=":material/error:")
     if sweep_id := state.url_sweep_id():
         _show_sweep(sweep_id)
 
