@@ -4,6 +4,7 @@
     python benchmarks/step_overhead.py --json          # last line: one JSON object
     python benchmarks/step_overhead.py --profile       # top operators of the fast steps
     python benchmarks/step_overhead.py --ablate        # what each part of bsq-fast costs
+    python benchmarks/step_overhead.py --planes        # the planes' own work, alone
 
 Five steps are built in ONE process and run interleaved after a warm-up (the order rotates
 each round), so load from other processes hits them alike:
@@ -14,11 +15,15 @@ each round), so load from other processes hits them alike:
   regularizer as separate graphs (``layer.fused = False``), foreach SGD, each layer's
   ``clip_()`` (the structure of then; the shared kernels, e.g. the sign-magnitude
   rounding, are today's);
-- ``bsq-eager``: ``bsq-fast`` with the fused node's eager kernels (``layer.native = False``:
+- ``bsq-eager``: ``bsq-optim`` with the fused node's eager kernels (``layer.native = False``:
   what runs where the C++ kernels cannot be built, and what ran before them);
-- ``bsq-fast``: the engine's step now: ``channels_last``, the fused planes -> weight + group
-  norms node with its C++ kernels on the CPU (``core.native``; eager when they cannot be
-  built: the report says which), fused SGD (``make_sgd``), ``clip_planes_``.
+- ``bsq-optim``: ``channels_last``, the fused planes -> weight + group norms node with its
+  C++ kernels on the CPU (``core.native``; eager when they cannot be built: the report says
+  which), fused SGD (``make_sgd``) over every parameter, ``clip_planes_``: the fast path
+  before the planes' update moved into the backward pass;
+- ``bsq-fast``: the engine's step now: ``bsq-optim`` whose fused node's backward applies SGD
+  and the clip to the planes in its one pass over them
+  (``fast_path.planes_sgd_in_backward``); the optimizer updates the other parameters.
 
 Each BSQ step = forward, cross-entropy + alpha * bit_group_lasso, backward, SGD (momentum
 0.9, weight decay 1e-4), clipping, on the model prepared at 8 bits with float shortcuts (the
@@ -28,9 +33,9 @@ a bootstrap 95% interval of that median (``ratio_ci95``) and the ratios' quartil
 (``ratio_iqr``): ``targets_met`` judges the median, ``targets_met_robustly`` the interval's
 upper end.
 
-``--ablate`` times three more steps in the same rounds, each ``bsq-fast`` without one of its
+``--ablate`` times two more steps in the same rounds, each ``bsq-fast`` without one of its
 parts: ``bsq-no-reg`` (alpha 0: no group norms, no Lasso gradient), ``bsq-no-plane-sgd``
-(the planes get gradients but no update, nor clipping), ``bsq-no-clip``; a part's cost is
+(the planes get gradients, written as tensors, but no update, nor clipping); a part's cost is
 ``bsq-fast`` minus that step, per round, in points of the fastest float step (median and
 bootstrap 95% interval). Removal measures what the profiler cannot: a pass over the planes
 also slows the float operators around it (the caches it evicts).
@@ -60,20 +65,20 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bsq_engine.core import native
+from bsq_engine.core.functional import weight_and_group_norms
 from bsq_engine.core.layers import BitLayer, QuantLayer
 from bsq_engine.core.quantize import BSQConfig, _swap_activations_, prepare_bsq
 from bsq_engine.core.regularizer import bit_group_lasso, clip_planes_
 from bsq_engine.models import create_model
-from bsq_engine.training.fast_path import make_sgd
+from bsq_engine.training.fast_path import make_sgd, planes_sgd_in_backward
 
 RATIO_TARGET = 1.05  # BSQ fast step / fastest float step (paired median)
 MEMORY_TARGET = 1.3  # BSQ fast peak memory / that float step's peak memory
 ALPHA = 5e-3  # the paper's headline ResNet-20 alpha
 MEMORY_STEPS = 3  # steps per memory child: the first allocates the optimizer state
-VARIANTS = ("float", "float-cl", "bsq-today", "bsq-eager", "bsq-fast")
+VARIANTS = ("float", "float-cl", "bsq-today", "bsq-eager", "bsq-optim", "bsq-fast")
 # --ablate: bsq-fast without one part each (see the module docstring)
-ABLATIONS = {"bsq-no-reg": "regularizer", "bsq-no-plane-sgd": "SGD on the planes + clipping",
-             "bsq-no-clip": "clipping"}  # fmt: skip
+ABLATIONS = {"bsq-no-reg": "regularizer", "bsq-no-plane-sgd": "SGD on the planes + clipping"}
 # A fixed mmap threshold makes glibc map and unmap every large tensor, so peak RSS follows
 # the live tensors (with the default dynamic threshold identical runs differed by +-100 MB).
 _MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
@@ -131,9 +136,16 @@ def make_step(variant: str, args, base: nn.Module | None = None):
     opt = torch.optim.SGD(params, **_SGD) if today else make_sgd(params, **_SGD)
     x, y = _batch(args, channels_last)
     clip = _clip_per_layer_ if today else clip_planes_
-    clipped = bsq and variant not in ("bsq-no-clip", "bsq-no-plane-sgd")
+    clipped = bsq and variant != "bsq-no-plane-sgd"
+    in_backward = variant in ("bsq-fast", "bsq-no-reg")
+    attachment, updaters = None, []
+    if in_backward:  # attached while the step lives (the trainer: for an epoch)
+        attachment = planes_sgd_in_backward(model, opt)
+        updaters = attachment.__enter__()
 
     def step():
+        for updater in updaters:  # as fast_path.step_forward arms them
+            updater.arm()
         loss = F.cross_entropy(model(x), y)
         if reg:
             loss = loss + ALPHA * bit_group_lasso(model)
@@ -146,6 +158,7 @@ def make_step(variant: str, args, base: nn.Module | None = None):
             clip(model)
 
     step.model = model  # for tests
+    step.attachment = attachment  # kept: once collected, its exit detaches the updaters
     return step
 
 
@@ -241,8 +254,10 @@ def summarize(times: dict, memory: dict, args) -> dict:
         "ratio_iqr": [quartiles[0], quartiles[2]],
         "ratios_paired": {v: _paired(times, v, fastest) for v in times},
         "speedup_fast_vs_today": _paired(times, "bsq-today", "bsq-fast"),
-        "speedup_native": _paired(times, "bsq-eager", "bsq-fast"),
-        "native_ci95": list(median_interval(_ratios(times, "bsq-fast", "bsq-eager"))),
+        "speedup_in_backward": _paired(times, "bsq-optim", "bsq-fast"),
+        "in_backward_ci95": list(median_interval(_ratios(times, "bsq-optim", "bsq-fast"))),
+        "speedup_native": _paired(times, "bsq-eager", "bsq-optim"),
+        "native_ci95": list(median_interval(_ratios(times, "bsq-optim", "bsq-eager"))),
         "native": native.status(),
         "float_spread": max(times[fastest]) / min(times[fastest]),
         "peak_mb": memory or None,
@@ -285,9 +300,12 @@ def _report(result: dict, times: dict, load: str) -> None:
           f"{result['ratio_iqr'][0]:.3f}-{result['ratio_iqr'][1]:.3f}; target <= "
           f"{RATIO_TARGET}); bsq-today / bsq-fast: "
           f"{result['speedup_fast_vs_today']:.3f}")  # fmt: skip
+    low, high = result["in_backward_ci95"]
+    print(f"  bsq-optim / bsq-fast: {result['speedup_in_backward']:.3f} (95% CI {low:.3f}-"
+          f"{high:.3f}): the planes' update in the backward pass")  # fmt: skip
     low, high = result["native_ci95"]
-    print(f"  bsq-eager / bsq-fast: {result['speedup_native']:.3f} (bsq-fast / bsq-eager 95% CI "
-          f"{low:.3f}-{high:.3f}); {result['native']}")  # fmt: skip
+    print(f"  bsq-eager / bsq-optim: {result['speedup_native']:.3f} (bsq-optim / bsq-eager 95% "
+          f"CI {low:.3f}-{high:.3f}); {result['native']}")  # fmt: skip
     for part, cost in result.get("ablation", {}).items():
         low, high = cost["ci95"]
         print(f"  cost of {part}: {cost['points']:+.1f} points of {fastest} (95% CI "
@@ -300,6 +318,52 @@ def _report(result: dict, times: dict, load: str) -> None:
               "busy; trust the paired ratios over the medians, or rerun")  # fmt: skip
     print(f"  targets met: {result['targets_met']} (median); robustly (CI upper end): "
           f"{result['targets_met_robustly']}")  # fmt: skip
+
+
+def _plane_work_of(variant: str, args, gen: torch.Generator):
+    """A closure: the planes' work of one step of ``variant`` (see :func:`plane_work`)."""
+    model = make_step(variant, args, _float_model(args)).model
+    layers = [m for m in model.modules() if isinstance(m, BitLayer)]
+    grads = [torch.randn(m.weight_shape, generator=gen) * 1e-3 for m in layers]  # fixed dW
+    opt = make_sgd([m.pos_planes for m in layers] + [m.neg_planes for m in layers], **_SGD)
+    attachment = planes_sgd_in_backward(model, opt, enabled=variant == "bsq-fast")
+    updaters = attachment.__enter__()
+
+    def run():
+        for updater in updaters:
+            updater.arm()
+        total = 0.0
+        for layer, g in zip(layers, grads):
+            weight, norms = weight_and_group_norms(
+                layer.pos_planes, layer.neg_planes, layer.scale, native=True,
+                memory_format=torch.channels_last if g.dim() == 4 else None, sgd=layer.plane_sgd,
+            )  # fmt: skip
+            total = total + (weight * g).sum() + ALPHA * norms.sum()
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        clip_planes_(model)
+
+    run.attachment = attachment  # kept: once collected, its exit detaches the updaters
+    run.model = model  # for tests
+    return run
+
+
+def plane_work(args, rounds: int = 40) -> dict:
+    """The planes' own work per step, alone (no convolution): each BSQ layer's fused node
+    forward and backward for a fixed weight gradient, then the planes' update, as
+    ``bsq-optim`` does it (gradient tensors, fused SGD, ``clip_planes_``) and as ``bsq-fast``
+    does it (update and clip in the backward pass). Interleaved, CPU time: ms medians and
+    the paired ratio with its bootstrap 95% interval. The whole step's noise hides a change
+    of this size; this isolates it."""
+    gen = torch.Generator().manual_seed(0)
+    work = {v: _plane_work_of(v, args, gen) for v in ("bsq-optim", "bsq-fast")}
+    times = time_interleaved(work, rounds, warmup=3)
+    ratios = _ratios(times, "bsq-optim", "bsq-fast")
+    return {
+        "ms": {v: statistics.median(t) for v, t in times.items()},
+        "optim_over_fast": statistics.median(ratios), "ci95": list(median_interval(ratios)),
+    }  # fmt: skip
 
 
 def profile_fast(args, steps: int = 3, rows: int = 18) -> str:
@@ -349,6 +413,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--no-memory", action="store_true", help="skip the memory children")
     add("--profile", action="store_true", help="top operators of float-cl and bsq-fast")
     add("--ablate", action="store_true", help="also bsq-fast without each of its parts")
+    add("--planes", action="store_true", help="the planes' own work alone: bsq-optim vs bsq-fast")
     add("--_child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rounds < 1:
@@ -373,6 +438,13 @@ def main(argv=None) -> dict:
     result = summarize(times, memory, args)
     result["load_avg"] = f"{load} -> " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
     _report(result, times, result["load_avg"])
+    if args.planes:
+        planes = result["planes"] = plane_work(args)
+        low, high = planes["ci95"]
+        print(f"  planes' work alone (node forward + backward + update, ms per step): "
+              f"bsq-optim {planes['ms']['bsq-optim']:.2f}, bsq-fast {planes['ms']['bsq-fast']:.2f}"
+              f"; bsq-optim / bsq-fast {planes['optim_over_fast']:.3f} (95% CI {low:.3f}-"
+              f"{high:.3f})")  # fmt: skip
     if args.profile:
         print(profile_fast(args))
     if args.json:

@@ -220,3 +220,33 @@ def test_a_step_without_regularizer_skips_the_norms_and_the_regularizer_still_co
     _, _, reg = step_forward(model, torch.contiguous_format, use_reg=True)(x, y)
     assert all(layer.fused_norms for layer in layers)
     assert "PlanesToWeightBackward" in _node_names(reg)  # the forward's norms again
+
+
+def test_planes_sgd_in_backward_attaches_for_the_trainers_sgd_only_and_always_detaches():
+    """Attached per BSQ layer for momentum SGD; none when disabled (distributed, compiled),
+    for an SGD rule the kernel does not apply (Nesterov, no momentum) or another optimizer;
+    detached when the block ends, also by an error."""
+    from bsq_engine.training import fast_path
+
+    torch.manual_seed(0)
+    model = prepare_bsq(create_model("lenet5", in_channels=1, num_classes=10, image_size=16),
+                        BSQConfig(n_bits=4))  # fmt: skip
+    layers = [m for m in model.modules() if isinstance(m, BitLayer)]
+
+    def attached(opt, enabled=True):
+        with fast_path.planes_sgd_in_backward(model, opt, enabled) as updaters:
+            return len(updaters), sum(m.plane_sgd is not None for m in layers)
+
+    sgd = dict(lr=0.1, momentum=0.9)
+    assert attached(fast_path.make_sgd(model.parameters(), **sgd)) == (len(layers), len(layers))
+    assert attached(fast_path.make_sgd(model.parameters(), **sgd), enabled=False) == (0, 0)
+    nesterov = torch.optim.SGD(model.parameters(), nesterov=True, **sgd)
+    assert attached(nesterov) == (0, 0)
+    assert attached(torch.optim.SGD(model.parameters(), lr=0.1)) == (0, 0)
+    assert attached(torch.optim.Adam(model.parameters())) == (0, 0)
+    assert all(m.plane_sgd is None for m in layers)
+    opt = fast_path.make_sgd(model.parameters(), **sgd)
+    epoch = fast_path.planes_sgd_in_backward(model, opt)
+    with pytest.raises(RuntimeError, match="mid-epoch"), epoch:
+        raise RuntimeError("mid-epoch")
+    assert all(m.plane_sgd is None for m in layers)

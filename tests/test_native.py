@@ -156,6 +156,110 @@ def test_native_gradients_equal_the_eager_ones_whatever_the_loss_uses(kernels, u
             assert torch.allclose(got, want, rtol=1e-5, atol=1e-6), name
 
 
+# ------------------------------------------- the planes' SGD update inside the backward pass
+
+
+def _train_steps(in_backward: bool, steps=3, *, alpha=5e-3, momentum=0.9, weight_decay=1e-4,
+                 lr=0.5, use_twice=False):  # fmt: skip
+    """A small BSQ conv net, a few SGD steps with (``in_backward``) or without the planes'
+    update in the fused node's backward; a large lr drives planes past both clip bounds."""
+    from bsq_engine.core.regularizer import clip_planes_
+    from bsq_engine.training import fast_path
+
+    torch.manual_seed(0)
+    model = create_model("lenet5", in_channels=1, num_classes=10, image_size=16)
+    model = prepare_bsq(model, BSQConfig(n_bits=6, act_bits=4)).train()
+    model = model.to(memory_format=torch.channels_last)
+    layers = [m for m in model.modules() if isinstance(m, BitLayer)]
+    hyper = dict(lr=lr, momentum=momentum, weight_decay=weight_decay)
+    opt = fast_path.make_sgd(model.parameters(), **hyper)
+    gen = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(8, 1, 16, 16, generator=gen), torch.randint(0, 10, (8,), generator=gen))
+               for _ in range(steps)]  # fmt: skip
+    grads_none = []
+    with fast_path.planes_sgd_in_backward(model, opt, in_backward) as updaters:
+        forward = fast_path.step_forward(model, torch.channels_last, alpha > 0, False, updaters)
+        for x, y in batches:
+            _logits, ce, reg = forward(x, y)
+            loss = ce + alpha * reg if alpha > 0 else ce
+            if use_twice:  # the first layer used again in the same step
+                x_cl = x.contiguous(memory_format=torch.channels_last)
+                loss = loss + 1e-3 * layers[0](x_cl).square().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grads_none.append([layer.pos_planes.grad is None for layer in layers])
+            opt.step()
+            clip_planes_(model)
+    assert all(layer.plane_sgd is None for layer in layers)  # detached after the epoch
+    buffers = [opt.state[p].get("momentum_buffer") for p in model.parameters()]
+    return model, buffers, grads_none
+
+
+def _assert_same_training(a, b, tol=1e-5):
+    (model_a, buffers_a, _), (model_b, buffers_b, _) = a, b
+    for (name, pa), pb in zip(model_a.named_parameters(), model_b.parameters()):
+        pa, pb = pa.detach(), pb.detach()
+        assert float((pa - pb).abs().max()) <= tol * max(1.0, float(pa.abs().max())), name
+    for ba, bb in zip(buffers_a, buffers_b):
+        assert (ba is None) == (bb is None)
+        if ba is not None:
+            assert float((ba - bb).abs().max()) <= tol * max(1.0, float(ba.abs().max()))
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"alpha": 0.0}, {"weight_decay": 0.0}, {"momentum": 0.0}, {"lr": 5.0, "alpha": 0.5}],
+    ids=["default", "no-regularizer", "no-weight-decay", "no-momentum", "past-the-bounds"],
+)
+def test_sgd_in_backward_trains_as_the_optimizer_does(kernels, settings):
+    """Planes, scales and momentum buffers after three steps equal the optimizer path's to
+    float rounding (the same arithmetic, in a fused loop), and the planes never got a
+    gradient tensor. With a large lr, planes leave [0, 2] and are clipped alike. Without
+    momentum the optimizer keeps the update (torch keeps no momentum buffer then)."""
+    plain = _train_steps(False, **settings)
+    fused = _train_steps(True, **settings)
+    _assert_same_training(plain, fused)
+    assert not any(any(step) for step in plain[2])
+    # without momentum torch keeps no buffer, which the kernel would: the optimizer updates
+    in_backward = settings.get("momentum", 0.9) > 0
+    assert all(all(step) == in_backward for step in fused[2])
+    for layer in (m for m in fused[0].modules() if isinstance(m, BitLayer)):
+        planes = torch.cat([layer.pos_planes.reshape(-1), layer.neg_planes.reshape(-1)]).detach()
+        assert float(planes.min()) >= 0.0 and float(planes.max()) <= 2.0
+    if settings.get("lr") == 5.0:  # the bounds were reached, so the clip was exercised
+        named = fused[0].named_parameters()
+        planes = torch.cat([p.detach().reshape(-1) for n, p in named if "planes" in n])
+        assert bool((planes == 0).any()) and bool((planes == 2).any())
+
+
+def test_a_layer_used_twice_in_a_step_leaves_its_update_to_the_optimizer(kernels):
+    """Two nodes of one layer in a step: neither updates in backward (the first would
+    update before the second's gradient), both write gradients, and training is the same."""
+    plain = _train_steps(False, use_twice=True)
+    fused = _train_steps(True, use_twice=True)
+    _assert_same_training(plain, fused)
+    assert all(step[0] is False and all(step[1:]) for step in fused[2])
+
+
+def test_sgd_in_backward_keeps_a_nan_as_the_optimizer_does(kernels):
+    """A diverged gradient leaves NaN planes on both paths (torch.clamp keeps NaN; a clip
+    that turned it into 0 would hide the divergence from the next step's loss)."""
+    from bsq_engine.core.functional import InBackwardSGD
+
+    results = []
+    for in_backward in (False, True):
+        pos, neg, scale = continuous_planes((4, 3), 8, seed=3)
+        opt = torch.optim.SGD([pos, neg, scale], lr=0.1, momentum=0.9)
+        sgd = InBackwardSGD(opt, opt.param_groups[0], pos, neg) if in_backward else None
+        if sgd is not None:
+            sgd.arm()
+        weight, _norms = weight_and_group_norms(pos, neg, scale, native=True, sgd=sgd)
+        (weight * torch.tensor(float("nan"))).sum().backward()
+        opt.step()
+        results.append(pos.detach())
+    assert bool(results[0].isnan().all()) and bool(results[1].isnan().all())
+
+
 # ------------------------------------------------ an optional accelerator (no build needed)
 
 

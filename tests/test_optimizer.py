@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from bsq_engine.core import native
 from bsq_engine.core.layers import BitConv2d, BitLayer
 from bsq_engine.core.quantize import BSQConfig, prepare_bsq, requantize_
 from bsq_engine.training import fast_path
@@ -63,6 +64,19 @@ class _SaveAt(Callback):
             save_checkpoint(self.path, *trainer.checkpoint_state())
 
 
+class _PlaneUpdates(Callback):
+    """Where each BSQ step's plane update ran: ``True`` in the backward pass."""
+
+    def __init__(self):
+        self.in_backward = []
+
+    def on_step_end(self, trainer, info):
+        if info["stage"] == "bsq":
+            layers = [m for m in trainer.model.modules() if isinstance(m, BitLayer)]
+            done = [m.plane_sgd is not None and m.plane_sgd.done for m in layers]
+            self.in_backward.append(all(done))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("model", "memory_format"), [("mlp", torch.contiguous_format), ("lenet5", torch.channels_last)]
@@ -70,15 +84,18 @@ class _SaveAt(Callback):
 def test_fused_resumed_run_ends_identical_to_uninterrupted_run(tmp_path, model, memory_format):
     """A strong alpha with a large lr drops planes by the second re-quantization (the case
     that once diverged); the run and its resumed twin both train with the fused optimizer,
-    a conv model in channels_last."""
+    a conv model in channels_last, and (with the C++ kernels) the planes' update in the
+    backward pass, whose momentum buffers the checkpoint carries."""
     settings = dict(
         model=model, pretrain_epochs=1, bsq_epochs=3, finetune_epochs=1, requant_interval=1,
         alpha=2.2, lr=2.0, max_train=256, max_test=128,
     )  # fmt: skip
     path = tmp_path / "mid.safetensors"
-    trainer = Trainer(make_config(**settings), [_SaveAt(path, 2)])
+    updates = _PlaneUpdates()
+    trainer = Trainer(make_config(**settings), [_SaveAt(path, 2), updates])
     full = trainer.run()
     assert trainer.optimizer.defaults["fused"] is True
+    assert updates.in_backward and set(updates.in_backward) == {native.kernels() is not None}
     assert trainer.memory_format is memory_format
     tensors, meta = load_checkpoint(path)
     assert any(layer["n_bits"] < 8 for layer in meta["layers"].values())  # planes dropped

@@ -28,6 +28,7 @@ from bsq_engine.core import native as _native
 
 __all__ = [
     "EPS",
+    "InBackwardSGD",
     "PlanesToWeight",
     "RoundSTE",
     "from_bit_planes",
@@ -247,6 +248,43 @@ def plane_group_norm(pos: torch.Tensor, neg: torch.Tensor, eps: float = 1e-8) ->
     return torch.sqrt(eps + sq)  # (n,)
 
 
+class InBackwardSGD:
+    """``torch.optim.SGD``'s update of one layer's planes, made by the fused node's backward.
+
+    With it, the C++ backward (``native.planes_backward_sgd``) does not write a plane
+    gradient for the optimizer to read: in the same pass over the planes it computes the
+    gradient, applies SGD (momentum, weight decay; the optimizer's current ``lr``,
+    ``momentum`` and ``weight_decay``, read from its param ``group`` at that moment) and
+    clips to [0, 2]. The momentum buffers stay in the optimizer's ``state`` under
+    ``"momentum_buffer"``, where SGD keeps them, so checkpoints and resumes are unchanged;
+    the planes' ``.grad`` stays ``None`` and ``optimizer.step()`` skips them.
+
+    Only for a step of one forward and one backward (``training.fast_path`` arms it per step
+    and detaches it after the epoch); a layer forwarded more than once in a step (``uses``)
+    leaves the update to the optimizer. Where the C++ kernels do not run (CUDA, eager), the
+    node returns gradients as usual. ``done`` tells ``clip_planes_`` the planes are clipped.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, group: dict, pos, neg) -> None:
+        self.state, self.group, self.pos, self.neg = optimizer.state, group, pos, neg
+        self.uses = 0  # forwards of the layer since the step was armed
+        self.done = False  # this step's update was applied
+
+    def arm(self) -> None:
+        self.uses, self.done = 0, False
+
+    def buffers(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """The momentum buffers (new, uninitialised ones on the first step) and ``first``."""
+        a = self.state[self.pos].get("momentum_buffer")
+        b = self.state[self.neg].get("momentum_buffer")
+        if a is not None and b is not None:
+            return a, b, False
+        a, b = torch.empty_like(self.pos), torch.empty_like(self.neg)
+        self.state[self.pos]["momentum_buffer"] = a
+        self.state[self.neg]["momentum_buffer"] = b
+        return a, b, True
+
+
 class PlanesToWeight(torch.autograd.Function):
     """``(pos, neg, scale) -> (W, group norms)`` as one autograd node (the fused path).
 
@@ -259,20 +297,26 @@ class PlanesToWeight(torch.autograd.Function):
     weight may then differ by one level where ``v (2^n - 1)`` is within rounding of a tie.
     Backward writes each plane gradient once: ``outer(s * dW, place)`` (both
     straight-through estimators of section 1) plus the group Lasso term
-    ``d_norm * plane / norm``. The plain path builds about ten autograd nodes per layer and
+    ``d_norm * plane / norm``; with ``sgd`` (an armed :class:`InBackwardSGD`, C++ kernels
+    only) it applies the optimizer's update to the planes in that same pass instead and
+    returns no plane gradient. The plain path builds about ten autograd nodes per layer and
     keeps plane-sized temporaries; on ResNet-20's planes its forward + backward measured
     1.8x the CPU time of this node's.
     """
 
     @staticmethod
     def forward(
-        ctx, pos, neg, scale, eps: float, with_norms=True, memory_format=None, native=False
-    ):
+        ctx, pos, neg, scale, eps: float, with_norms=True, memory_format=None, native=False,
+        sgd: InBackwardSGD | None = None,
+    ):  # fmt: skip
         n_bits = pos.shape[-1]
         pos2, neg2 = pos.reshape(-1, n_bits), neg.reshape(-1, n_bits)  # (N, n) views
         place = _place(n_bits, pos.device, pos.dtype)  # (n,)
         levels = float(2**n_bits - 1)
         ctx.native = _native.kernels_for(pos, neg) if native else None
+        ctx.sgd = sgd if ctx.native is not None and sgd is not None else None
+        if ctx.sgd is not None:
+            ctx.sgd.uses += 1
         ctx.set_materialize_grads(False)
         ctx.plane_shape = pos.shape
         if ctx.native is not None:  # one pass over the planes (core.native)
@@ -301,6 +345,20 @@ class PlanesToWeight(torch.autograd.Function):
     def backward(ctx, grad_w, grad_norms):
         pos2, neg2, scale, place, unit, norms = ctx.saved_tensors
         grad_pos = grad_neg = grad_scale = None
+        sgd = ctx.sgd
+        if sgd is not None and sgd.uses == 1 and grad_w is not None:  # gradient + update
+            lasso = place.new_empty(0) if grad_norms is None else grad_norms / norms  # (n,)
+            mom_pos, mom_neg, first = sgd.buffers()
+            group = sgd.group
+            grad_scale = ctx.native.planes_backward_sgd(
+                grad_w, pos2, neg2, place, scale, unit, lasso, ctx.needs_input_grad[2],
+                mom_pos.view(pos2.shape), mom_neg.view(neg2.shape),
+                group["lr"], group["momentum"], group["weight_decay"], first,
+            )  # fmt: skip
+            for plane in (sgd.pos, sgd.neg):  # changed in place, as optimizer.step() would
+                torch.autograd.graph.increment_version(plane)
+            sgd.done = True
+            return None, None, grad_scale, None, None, None, None, None
         if ctx.native is not None and grad_w is not None:  # both terms in one pass
             lasso = place.new_empty(0) if grad_norms is None else grad_norms / norms  # (n,)
             grad_pos, grad_neg, grad_scale = ctx.native.planes_backward(
@@ -327,22 +385,24 @@ class PlanesToWeight(torch.autograd.Function):
         shape = ctx.plane_shape
         grad_pos = None if grad_pos is None else grad_pos.view(shape)
         grad_neg = None if grad_neg is None else grad_neg.view(shape)
-        return grad_pos, grad_neg, grad_scale, None, None, None, None
+        return grad_pos, grad_neg, grad_scale, None, None, None, None, None
 
 
 def weight_and_group_norms(
-    pos, neg, scale, eps: float = EPS, with_norms: bool = True, memory_format=None, native=False
-):
+    pos, neg, scale, eps: float = EPS, with_norms: bool = True, memory_format=None, native=False,
+    sgd: InBackwardSGD | None = None,
+):  # fmt: skip
     """``(W, norms)``: :func:`from_bit_planes` and :func:`plane_group_norm` in one node.
 
     Values equal the two plain functions'; gradients equal theirs to float rounding.
     ``with_norms=False`` skips the norms (``None``; a step without the regularizer);
     ``memory_format`` lays ``W`` out in that format (the default: the planes' own order);
-    ``native=True`` (the layers' default) runs the C++ kernels where they apply.
+    ``native=True`` (the layers' default) runs the C++ kernels where they apply;
+    ``sgd``: see :class:`InBackwardSGD` (training steps only).
 
     >>> pos, neg, s = to_bit_planes(torch.tensor([0.3, -1.0]), 2)
     >>> w, norms = weight_and_group_norms(pos, neg, s, eps=0.0)
     >>> w.tolist(), norms.tolist()
     ([0.3333333432674408, -1.0], [1.0, 1.4142135381698608])
     """
-    return PlanesToWeight.apply(pos, neg, scale, eps, with_norms, memory_format, native)
+    return PlanesToWeight.apply(pos, neg, scale, eps, with_norms, memory_format, native, sgd)

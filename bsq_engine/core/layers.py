@@ -24,6 +24,8 @@ one place and their gradient is written once. ``fused = False`` selects the plai
 (separate weight and regularizer graphs); both give the same values and gradients.
 ``fused_norms = False`` (set by ``training.fast_path.step_forward`` when alpha is 0) skips
 the norms in that node; the regularizer then computes them if it is called anyway.
+During a training epoch ``plane_sgd`` (``functional.InBackwardSGD``) lets that node's
+backward apply the optimizer's update to the planes in the same pass (C++ kernels only).
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ class BitLayer(_WeightOp):
     fused_norms = True
     # the fused node's C++ kernels on the CPU (core.native) when they build; False: eager
     native = True
+    # an InBackwardSGD while a training epoch lets the fused node's backward update the
+    # planes (training.fast_path.planes_sgd_in_backward); None: the optimizer does it
+    plane_sgd = None
 
     def _init_from(self, template: nn.Module, n_bits: int) -> None:
         self._adopt_geometry(template)
@@ -133,7 +138,7 @@ class BitLayer(_WeightOp):
         pos, neg = self.pos_planes, self.neg_planes
         weight, norms = weight_and_group_norms(
             pos, neg, self.scale, with_norms=self.fused_norms,
-            memory_format=self._format(x), native=self.native,
+            memory_format=self._format(x), native=self.native, sgd=self.plane_sgd,
         )  # fmt: skip
         if norms is not None:
             _FORWARD_NORMS[self] = (pos, neg, pos._version, neg._version, norms)

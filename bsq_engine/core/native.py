@@ -179,9 +179,84 @@ std::vector<torch::Tensor> planes_backward(torch::Tensor grad_w, torch::Tensor p
     gscale = torch::full({}, blocked_dot(unit.data_ptr<float>(), G, N), scale.options());
   return {gp, gn, gscale};
 }
+
+// The plane gradient of planes_backward, then in the same pass torch.optim.SGD's update
+// (dampening 0, no Nesterov) and the method's clip to [0, 2], written over the planes and
+// their momentum buffers in place:
+//   d = grad + wd p;  m = first ? d : momentum m + d;  p = clamp(p - lr m, 0, 2)
+// (the clamp keeps a NaN, as torch.clamp does). Each element is independent: results do
+// not depend on the number of threads.
+template <int NB, bool LASSO>
+static void sgd_rows(const float* __restrict__ g, float* __restrict__ pos,
+                     float* __restrict__ neg, const float* __restrict__ place,
+                     const float* __restrict__ lasso, float* __restrict__ mp,
+                     float* __restrict__ mn, int64_t n, float s, float lr, float momentum,
+                     float wd, bool first, int64_t begin, int64_t end) {
+  const int64_t nb = NB > 0 ? NB : n;
+  for (int64_t i = begin; i < end; ++i) {
+    const float gs = g[i] * s;
+    float* p = pos + i * nb;
+    float* q = neg + i * nb;
+    float* a = mp + i * nb;
+    float* c = mn + i * nb;
+    for (int64_t b = 0; b < nb; ++b) {
+      const float t = gs * place[b];
+      const float dp = (LASSO ? t + p[b] * lasso[b] : t) + wd * p[b];
+      const float dn = (LASSO ? -t + q[b] * lasso[b] : -t) + wd * q[b];
+      const float ma = first ? dp : a[b] * momentum + dp;
+      const float mc = first ? dn : c[b] * momentum + dn;
+      a[b] = ma;
+      c[b] = mc;
+      const float np = p[b] - lr * ma, nq = q[b] - lr * mc;
+      p[b] = np < 0.f ? 0.f : (np > 2.f ? 2.f : np);
+      q[b] = nq < 0.f ? 0.f : (nq > 2.f ? 2.f : nq);
+    }
+  }
+}
+
+// Returns the scale gradient (or an undefined tensor); the planes get no gradient tensor.
+torch::Tensor planes_backward_sgd(torch::Tensor grad_w, torch::Tensor pos, torch::Tensor neg,
+                                  torch::Tensor place, torch::Tensor scale, torch::Tensor unit,
+                                  torch::Tensor lasso, bool need_scale, torch::Tensor mom_pos,
+                                  torch::Tensor mom_neg, double lr, double momentum,
+                                  double weight_decay, bool first) {
+  const int64_t N = pos.size(0), n = pos.size(1);
+  TORCH_CHECK(pos.is_contiguous() && neg.is_contiguous() && mom_pos.is_contiguous() &&
+                  mom_neg.is_contiguous(), "planes and momentum buffers must be dense");
+  TORCH_CHECK(mom_pos.numel() == pos.numel() && mom_neg.numel() == neg.numel(),
+              "momentum buffers must match the planes");
+  auto g = grad_w.contiguous().view({N});
+  const bool with_lasso = lasso.numel() > 0;
+  auto la = with_lasso ? lasso.contiguous() : lasso;
+  const float s = scale.item<float>();
+  const float* G = g.data_ptr<float>();
+  float* P = pos.data_ptr<float>();
+  float* Q = neg.data_ptr<float>();
+  float* MP = mom_pos.data_ptr<float>();
+  float* MN = mom_neg.data_ptr<float>();
+  const float* pl = place.data_ptr<float>();
+  const float* LA = with_lasso ? la.data_ptr<float>() : nullptr;
+  const float fl = static_cast<float>(lr), fm = static_cast<float>(momentum);
+  const float fw = static_cast<float>(weight_decay);
+  // the scale gradient reads the unit weight, not the planes: order does not matter
+  torch::Tensor gscale;
+  if (need_scale)
+    gscale = torch::full({}, blocked_dot(unit.data_ptr<float>(), G, N), scale.options());
+  at::parallel_for(0, N, kBlock, [&](int64_t s0, int64_t e0) {
+    if (with_lasso && n == 8)
+      sgd_rows<8, true>(G, P, Q, pl, LA, MP, MN, n, s, fl, fm, fw, first, s0, e0);
+    else if (with_lasso)
+      sgd_rows<0, true>(G, P, Q, pl, LA, MP, MN, n, s, fl, fm, fw, first, s0, e0);
+    else if (n == 8)
+      sgd_rows<8, false>(G, P, Q, pl, LA, MP, MN, n, s, fl, fm, fw, first, s0, e0);
+    else
+      sgd_rows<0, false>(G, P, Q, pl, LA, MP, MN, n, s, fl, fm, fw, first, s0, e0);
+  });
+  return gscale;
+}
 """
 
-_FUNCTIONS = ["planes_forward", "planes_backward"]
+_FUNCTIONS = ["planes_forward", "planes_backward", "planes_backward_sgd"]
 _LOCK = threading.Lock()
 _STATE: dict = {"tried": False, "module": None, "why": "not built yet (built on first use)"}
 

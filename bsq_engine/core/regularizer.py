@@ -77,8 +77,10 @@ def clip_planes_(model: nn.Module) -> None:
     scales = []
     for module in model.modules():
         if isinstance(module, BitLayer):
-            module.pos_planes.clamp_(0.0, 2.0)
-            module.neg_planes.clamp_(0.0, 2.0)
+            sgd = module.plane_sgd
+            if sgd is None or not sgd.done:  # else: clipped by the update in backward
+                module.pos_planes.clamp_(0.0, 2.0)
+                module.neg_planes.clamp_(0.0, 2.0)
         elif isinstance(module, QuantLayer):
             module.weight.clamp_(-1.0, 1.0)
         else:

@@ -9,6 +9,12 @@
 - The fused planes -> weight + group norms node is the layers' default
   (``BitLayer.fused``); :func:`step_forward` only tells it whether the step has a
   regularizer (``BitLayer.fused_norms``: with alpha = 0 no group-norm pass is made).
+- :func:`planes_sgd_in_backward`: for one epoch, the fused node's C++ backward applies
+  SGD and the clip to the planes in its pass over them (``functional.InBackwardSGD``):
+  the planes' gradients are never written, nor read back by the optimizer, nor clipped in
+  another pass. Single-process only (DDP must average gradients before any update), not
+  under ``torch.compile``, and only for SGD with momentum and no dampening, Nesterov or
+  maximize (the trainer's).
 - :func:`step_forward`: the forward half of a training step (logits, cross-entropy,
   regularizer), compiled with ``torch.compile`` on CUDA when ``BSQ_COMPILE=1``. Opt-in
   because it was never measured on a GPU (none was available): whether it helps there is
@@ -24,15 +30,25 @@ Results stay exactly resumable: a resumed run rebuilds the same optimizer and me
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bsq_engine.core.functional import InBackwardSGD
 from bsq_engine.core.layers import BitConv2d, BitLayer, QuantConv2d
 from bsq_engine.core.regularizer import bit_group_lasso
 
-__all__ = ["compile_wanted", "make_sgd", "memory_format_for", "step_forward", "to_memory_format"]
+__all__ = [
+    "compile_wanted",
+    "make_sgd",
+    "memory_format_for",
+    "planes_sgd_in_backward",
+    "step_forward",
+    "to_memory_format",
+]
 
 
 def _is_dense(param: torch.Tensor) -> bool:
@@ -75,14 +91,58 @@ def compile_wanted(device: torch.device) -> bool:
     return device.type == "cuda" and os.environ.get("BSQ_COMPILE", "") == "1"
 
 
-def step_forward(model: nn.Module, memory_format, use_reg: bool, compile: bool = False):
-    """``forward(xb, yb) -> (logits, cross_entropy, regularizer or None)`` for one step."""
+def _plain_sgd(group: dict) -> bool:
+    """SGD whose rule the kernel applies: with momentum (without, torch keeps no buffer in
+    the optimizer state, which the kernel's first step would add), no dampening, etc."""
+    return (
+        group.get("momentum", 0) > 0
+        and group.get("dampening", 0) == 0
+        and not group.get("nesterov", False)
+        and not group.get("maximize", False)
+        and not group.get("differentiable", False)
+    )
+
+
+@contextmanager
+def planes_sgd_in_backward(
+    model: nn.Module, optimizer: torch.optim.Optimizer, enabled: bool = True
+) -> Iterator[list[InBackwardSGD]]:
+    """Attach an :class:`InBackwardSGD` to each BSQ layer whose planes the optimizer holds
+    (plain SGD only), for the ``with`` block; yields them (arm each step: ``step_forward``
+    does). ``enabled=False`` (distributed, compiled) attaches none."""
+    groups = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    attached = []
+    if enabled and isinstance(optimizer, torch.optim.SGD):
+        for layer in model.modules():
+            if not isinstance(layer, BitLayer):
+                continue
+            pos, neg = layer.pos_planes, layer.neg_planes
+            group = groups.get(id(pos))
+            if group is None or groups.get(id(neg)) is not group or not _plain_sgd(group):
+                continue
+            layer.plane_sgd = InBackwardSGD(optimizer, group, pos, neg)
+            attached.append(layer)
+    try:
+        yield [layer.plane_sgd for layer in attached]
+    finally:
+        for layer in attached:
+            layer.plane_sgd = None
+
+
+def step_forward(
+    model: nn.Module, memory_format, use_reg: bool, compile: bool = False, plane_sgd=()
+):
+    """``forward(xb, yb) -> (logits, cross_entropy, regularizer or None)`` for one step.
+
+    ``plane_sgd``: the epoch's :class:`InBackwardSGD` updaters, armed before each forward."""
 
     for layer in model.modules():
         if isinstance(layer, BitLayer):
             layer.fused_norms = use_reg  # no group-norm pass in a step without regularizer
 
     def forward(xb: torch.Tensor, yb: torch.Tensor):
+        for updater in plane_sgd:
+            updater.arm()
         logits = model(to_memory_format(xb, memory_format))
         reg = bit_group_lasso(model) if use_reg else None
         return logits, F.cross_entropy(logits, yb), reg

@@ -193,11 +193,31 @@ class Trainer:
         cfg, model, world = self.config, self.model, self.dist
         model.train()
         use_reg = stage is Stage.BSQ and cfg.alpha > 0
+        compile_ = fast_path.compile_wanted(self.device)
+        # DDP averages the planes' gradients in backward: their update must wait for that
+        in_backward = world.world_size == 1 and not compile_
+        with fast_path.planes_sgd_in_backward(model, self.optimizer, in_backward) as updaters:
+            # through the DDP wrapper when distributed: gradients are averaged in backward
+            forward = fast_path.step_forward(
+                self.net, self.memory_format, use_reg, compile_, updaters
+            )
+            totals, step_ms = self._train_steps(stage, lr, forward, use_reg)
+        distributed.sync_buffers_(model, world, self.device)  # BatchNorm stats: one per job
+        keys = ("loss", "correct", "n", "reg")  # this rank's shard -> the global batch
+        totals = dict(zip(keys, distributed.all_sum([totals[k] for k in keys], world, self.device)))
+        n = max(totals["n"], 1)
+        reg_mean = totals["reg"] / n
+        return {
+            "train_loss": totals["loss"] / n, "train_acc": totals["correct"] / n,
+            "reg": reg_mean, "alpha_reg": cfg.alpha * reg_mean if use_reg else 0.0,
+            "step_ms": statistics.median(step_ms) if step_ms else None,
+        }  # fmt: skip
+
+    def _train_steps(self, stage: Stage, lr: float, forward, use_reg: bool):
+        """One epoch's steps: ``(totals of this rank's shard, step times in ms)``."""
+        cfg, model, world = self.config, self.model, self.dist
         seed = cfg.seed * 100_003 + self.global_epoch  # per-epoch: resume replays the same order
         totals, step_ms = {"loss": 0.0, "correct": 0, "n": 0, "reg": 0.0}, []
-        compile_ = fast_path.compile_wanted(self.device)
-        # through the DDP wrapper when distributed: gradients are averaged in backward
-        forward = fast_path.step_forward(self.net, self.memory_format, use_reg, compile_)
         batches = distributed.train_batches(self.data, cfg.batch_size, seed, self.device, world)
         n_batches = len(batches) if hasattr(batches, "__len__") else self.steps_per_epoch
         for batch, (xb, yb) in enumerate(batches, start=1):
@@ -207,7 +227,7 @@ class Trainer:
             logits, ce, reg = forward(xb, yb)
             loss = ce + cfg.alpha * reg if use_reg else ce
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # may update the planes already (fast_path.planes_sgd_in_backward)
             self.optimizer.step()
             clip_planes_(model)
             loss_value = float(loss.detach())
@@ -227,16 +247,7 @@ class Trainer:
                 "batch_acc": correct / len(yb), "step_ms": step_ms[-1],
                 "batch": batch, "batches": n_batches,  # progress within the epoch
             })  # fmt: skip
-        distributed.sync_buffers_(model, world, self.device)  # BatchNorm stats: one per job
-        keys = ("loss", "correct", "n", "reg")  # this rank's shard -> the global batch
-        totals = dict(zip(keys, distributed.all_sum([totals[k] for k in keys], world, self.device)))
-        n = max(totals["n"], 1)
-        reg_mean = totals["reg"] / n
-        return {
-            "train_loss": totals["loss"] / n, "train_acc": totals["correct"] / n,
-            "reg": reg_mean, "alpha_reg": cfg.alpha * reg_mean if use_reg else 0.0,
-            "step_ms": statistics.median(step_ms) if step_ms else None,
-        }  # fmt: skip
+        return totals, step_ms
 
     def _check_finite(self, loss_value: float) -> None:
         bad = distributed.any_rank([not math.isfinite(loss_value)], self.dist, self.device)[0]
