@@ -346,3 +346,72 @@ def test_epochs_frame_is_the_plain_frame_of_its_records(records, n):
     plain["stage"] = plain["stage"].astype(object)
     plain = plain.sort_values("global_epoch", kind="stable").reset_index(drop=True)
     pd.testing.assert_frame_equal(epochs_frame(rows), plain)
+
+
+@pytest.mark.parametrize("cut", [0, 1, 4, 9, 10])
+def test_extending_an_epochs_frame_equals_building_it_whole(records, cut):
+    """A live view converts only the epochs that arrived since its last read: the frame is
+    the same as the whole build, dtypes included (an int64 column turns float64 when a new
+    epoch brings a missing or fractional value, as the whole build's does)."""
+    from dashboard.views.frames import extend_epochs_frame
+
+    rows = [dict(records[i % len(records)], global_epoch=i + 1, epoch=i + 1) for i in range(10)]
+    for i, row in enumerate(rows):
+        if i >= 6:
+            row["epoch"] = None if i == 6 else row["epoch"]  # int64 so far, then a None
+        if i == 8:
+            row["lr"] = "n/a"
+            del row["stage"]
+    whole = epochs_frame(rows)
+    extended = extend_epochs_frame(epochs_frame(rows[:cut]), rows[cut:])
+    pd.testing.assert_frame_equal(extended, whole)
+    # an epoch that sorts before the frame's last, or without a global epoch: whole build
+    assert extend_epochs_frame(whole, [dict(rows[0], global_epoch=3)]) is None
+    assert extend_epochs_frame(whole, [{"stage": "bsq", "epoch": 1}]) is None
+
+
+def test_a_live_view_reuses_its_frames_and_converts_only_new_epochs(records, monkeypatch):
+    """Views of one run, read as it trains: the layers frame is reused while its records
+    are the same, the epochs frame is extended (the new epochs converted, not all of them),
+    and a run whose earlier epochs changed (resumed with others) gets a whole new frame."""
+    from dashboard.ui import accessors
+    from dashboard.views import frames
+
+    converted = []
+    real = frames.epochs_frame
+    monkeypatch.setattr(frames, "epochs_frame", lambda rs: converted.append(len(rs)) or real(rs))
+    monkeypatch.setattr(accessors, "_BUILT", {})
+    rows = [dict(records[i % len(records)], global_epoch=i + 1) for i in range(12)]
+    layers = [{"global_epoch": 5, "layer_index": 0, "name": "fc", "n_bits": 4, "density": [1]}]
+    first = accessors._live_frames("r", rows[:8], layers)
+    second = accessors._live_frames("r", rows[:11], [dict(layers[0])])  # equal records
+    assert converted == [8, 3]
+    assert second[1] is first[1]
+    pd.testing.assert_frame_equal(second[0], real(rows[:11]))
+    changed = [dict(rows[0], test_acc=0.5), *rows[1:12]]
+    third = accessors._live_frames("r", changed, [dict(layers[0], n_bits=3)])
+    assert converted[-1] == 12 and third[1] is not second[1]
+    pd.testing.assert_frame_equal(third[0], real(changed))
+
+
+def test_figures_get_the_white_template_as_plotlys_default(snapshot, monkeypatch):
+    """The template is Plotly's default (applied without validating it again, 13 ms a
+    figure less), and a figure is the same as with the template set on it; if the default
+    was changed elsewhere, the figure still gets the template."""
+    import json
+
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    from dashboard.views import charts
+
+    fast = charts.style_figure(go.Figure(), "t", "x", "y")
+    slow = go.Figure().update_layout(template=charts.TEMPLATE)
+    slow = charts.style_figure(slow, "t", "x", "y")
+    assert json.loads(fast.to_json()) == json.loads(slow.to_json())
+    heat = json.loads(charts.density_heatmap(snapshot, 8).to_json())
+    assert heat["layout"]["template"] == slow.to_dict()["layout"]["template"]
+    monkeypatch.setattr(pio.templates, "default", "plotly")
+    assert json.loads(charts.style_figure(go.Figure(), "t", "x", "y").to_json()) == json.loads(
+        slow.to_json()
+    )

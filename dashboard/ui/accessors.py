@@ -8,6 +8,7 @@ pure because every file, checkpoint and store read happens here.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,12 +35,13 @@ from bsq_engine.training.float_cache import FloatCache
 from bsq_engine.training.presets import make_config
 from dashboard.ui.state import manager, store
 from dashboard.views import compare, curves, frames, pareto, plain
-from dashboard.views.colors import run_color
+from dashboard.views.colors import PALETTE, run_colors
 
 __all__ = [
     "RunView",
     "color_of",
     "export_files",
+    "forget_run_colors",
     "lesson_model",
     "list_runs_frame",
     "load_references",
@@ -173,7 +175,8 @@ def _store_view(run: dict) -> RunView:
 
 def _live_view(run: dict, snap: dict) -> RunView:
     """The live snapshot holds every epoch so far (it loads the stored ones on start) and
-    the latest layers, so a tick reads only the run row and the events from SQLite."""
+    the latest layers, so a tick reads only the run row and the events from SQLite. Their
+    frames are built from what changed since the run's last view (:func:`_live_frames`)."""
     db, run_id = store(), run["run_id"]
     epochs = snap.get("epochs") or db.epochs(run_id)
     layers = snap.get("layers")
@@ -182,14 +185,57 @@ def _live_view(run: dict, snap: dict) -> RunView:
         layers = [{"global_epoch": epoch, "layer_index": i, **r} for i, r in enumerate(layers)]
     else:
         layers = db.latest_layers(run_id)
+    epochs_df, layers_df = _live_frames(run_id, epochs, layers)
     return RunView(
         run={**run, "status": snap.get("status") or run["status"]},
-        epochs=frames.epochs_frame(epochs),
-        layers=frames.layers_frame(layers),
+        epochs=epochs_df,
+        layers=layers_df,
         events=_merge_events(db.events(run_id), snap.get("events") or []),
         live=True,
         snapshot=snap,
     )
+
+
+@dataclass
+class _Built:
+    """A live run's last epochs and layers frames and the records they were built from."""
+
+    epochs: list[dict]
+    epochs_df: pd.DataFrame
+    layers: list[dict]
+    layers_df: pd.DataFrame
+
+
+_BUILT: dict[str, _Built] = {}  # run id -> its last live frames (a few live runs at a time)
+_BUILT_MAX = 32
+_BUILT_LOCK = threading.Lock()  # sessions' script threads read views of one run at once
+
+
+def _live_frames(run_id: str, epochs: list[dict], layers: list[dict]):
+    """``(epochs_frame(epochs), layers_frame(layers))``, reusing the run's last ones: its
+    epochs only grow (only the new ones are converted) and its layers change once an epoch.
+    Views are shared read-only, so a frame may serve several views. The previous records
+    are compared, not trusted: a run resumed with other epochs gets whole new frames."""
+    with _BUILT_LOCK:
+        built = _BUILT.get(run_id)
+    epochs_df = layers_df = None
+    if built is not None:
+        n = len(built.epochs)  # the same first and last of those epochs: only appended to
+        grown = len(epochs) >= n and epochs[:1] == built.epochs[:1]
+        if grown and (n == 0 or epochs[n - 1] == built.epochs[-1]):
+            epochs_df = frames.extend_epochs_frame(built.epochs_df, epochs[n:])
+        if layers == built.layers:
+            layers_df = built.layers_df
+    if epochs_df is None:
+        epochs_df = frames.epochs_frame(epochs)
+    if layers_df is None:
+        layers_df = frames.layers_frame(layers)
+    with _BUILT_LOCK:
+        _BUILT.pop(run_id, None)  # re-inserted last: the oldest run is dropped first
+        _BUILT[run_id] = _Built(list(epochs), epochs_df, layers, layers_df)
+        while len(_BUILT) > _BUILT_MAX:
+            _BUILT.pop(next(iter(_BUILT)))
+    return epochs_df, layers_df
 
 
 def _merge_events(stored: list[dict], live: list[dict]) -> list[dict]:
@@ -210,8 +256,28 @@ def planned_layers(config: dict) -> pd.DataFrame:
 
 def color_of(run_id: str) -> str:
     """The run's colour on every page (``views.colors``): ranked among the same rows the
-    Compare page lists (damaged rows left out), without its warnings."""
-    return run_color(frames.runs_frame(store().list_runs()), run_id)
+    Compare page lists (damaged rows left out), without its warnings. The ranking is read
+    at most every ``_COLORS_TTL_S`` (a live run's figures ask at each rebuild, and listing
+    a class's runs is the costly part); a run newer than that ranking is ranked now."""
+    colors = _run_colors(str(store().home))
+    if run_id not in colors:
+        forget_run_colors()
+        colors = _run_colors(str(store().home))
+    return colors.get(run_id, PALETTE[-1])  # not in the store (deleted): as run_colors does
+
+
+def forget_run_colors() -> None:
+    """Rank again at the next :func:`color_of` (after this app deleted runs: the colours
+    of later runs move up; a deletion by another process shows within the TTL)."""
+    _run_colors.clear()
+
+
+_COLORS_TTL_S = 10.0
+
+
+@st.cache_data(ttl=_COLORS_TTL_S, max_entries=4, show_spinner=False)
+def _run_colors(home: str) -> dict[str, str]:
+    return run_colors(frames.runs_frame(store().list_runs()))
 
 
 def list_runs_frame(**filters: Any) -> pd.DataFrame:

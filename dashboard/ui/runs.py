@@ -8,7 +8,7 @@ import streamlit as st
 
 from bsq_engine import list_datasets, list_models
 from dashboard.ui import identity, state, widgets
-from dashboard.ui.accessors import list_runs_frame
+from dashboard.ui.accessors import forget_run_colors, list_runs_frame
 from dashboard.ui.run_panel import render_run_panel
 from dashboard.views import plain
 from dashboard.views import runs as rv
@@ -138,6 +138,11 @@ def _annotate(run: dict) -> None:
             st.rerun()
 
 
+def _delete(run_id: str) -> None:
+    state.store().delete_run(run_id)
+    forget_run_colors()  # the colours of later runs move up
+
+
 def _confirm_delete() -> None:
     pending = st.session_state.get(state.KEY_DELETE_PENDING)
     if not pending:
@@ -150,7 +155,7 @@ def _confirm_delete() -> None:
             del st.session_state[state.KEY_DELETE_PENDING]
             if state.url_run_id() in pending:
                 state.set_url_run(None)
-            _each(state.store().delete_run, pending, "delete", "deleted")
+            _each(_delete, pending, "delete", "deleted")
         if row.button("Cancel", key="runs.cancel_delete"):
             del st.session_state[state.KEY_DELETE_PENDING]
             st.rerun()

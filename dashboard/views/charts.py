@@ -14,6 +14,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io as pio
 
 from bsq_engine.core.quantize import PrecisionEvent
 from bsq_engine.runs.queries import downsample
@@ -22,6 +23,9 @@ from dashboard.views.curves import X_AXES, ChartParts, CurveOptions, ema, with_w
 from dashboard.views.frames import bit_labels, density_matrix, plane_matrix
 
 TEMPLATE = "plotly_white"
+# Every figure's look, as Plotly's default: Plotly then applies it to each new figure without
+# validating it again (setting it per figure did: 13 ms of a live run's 25-30 ms figures).
+pio.templates.default = TEMPLATE
 BAR_COLOR = "#4C78A8"
 PRUNED_COLOR = "#D62728"
 GAP_COLOR = "#E5E5E5"  # plot background shows through NaN cells: dropped planes look grey
@@ -45,8 +49,9 @@ PERCENT_METRICS = {"train_acc", "test_acc"}
 
 def style_figure(fig: go.Figure, title: str, x_title: str, y_title: str) -> go.Figure:
     """One look for every Plotly figure: white theme, title, axis titles, compact margins."""
+    if pio.templates.default != TEMPLATE:  # changed by someone else: set it on the figure
+        fig.update_layout(template=TEMPLATE)
     fig.update_layout(
-        template=TEMPLATE,
         title={"text": title, "x": 0.0, "xanchor": "left"},
         xaxis_title=x_title,
         yaxis_title=y_title,

@@ -47,6 +47,32 @@ def epochs_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return df.sort_values("global_epoch", kind="stable").reset_index(drop=True)
 
 
+def extend_epochs_frame(
+    frame: pd.DataFrame, records: list[Mapping[str, Any]]
+) -> pd.DataFrame | None:
+    """``epochs_frame(old + records)`` from ``frame = epochs_frame(old)``, converting only
+    the new ``records`` (a live run's view is re-read about once a second, and its epochs
+    only grow). ``None`` when that is not the same frame: a new epoch sorts before an old
+    one, or a ``global_epoch`` is missing (then build the whole frame).
+
+    Equal to the whole build (``tests/test_charts.py``): numbers are int64 only when every
+    value of the column is an integer, as ``pd.to_numeric`` of the whole column gives.
+    """
+    if not records:
+        return frame
+    new = epochs_frame(records)
+    old_epochs, new_epochs = frame["global_epoch"], new["global_epoch"]
+    if old_epochs.isna().any() or new_epochs.isna().any():
+        return None
+    if len(frame) and new_epochs.iloc[0] < old_epochs.iloc[-1]:
+        return None  # the stable sort of the whole list would interleave them
+    if frame.empty:
+        return new
+    both = pd.concat([frame, new], ignore_index=True)  # int64 + float64 columns: float64
+    both["stage"] = both["stage"].astype(object)
+    return both
+
+
 def _numeric(values: list) -> pd.Series:
     """``values`` as numbers: None and anything that is not a number become NaN."""
     if not values:
