@@ -194,3 +194,27 @@ def test_sweep_queues_runs_and_links_to_pareto():
     assert any("pareto" in str(link.proto.page) for link in at.get("page_link"))
     for r in runs:
         get_manager().wait(r["run_id"], 120)
+
+
+def test_one_start_is_one_run_even_when_its_click_comes_back(monkeypatch):
+    """Streamlit replays a click in the next script run when the run that saw it was
+    interrupted, which calls the Start callback again: the same start from the same session
+    within ``REPEAT_S`` queues nothing more (one click queued two runs on a loaded machine);
+    later, or with other settings, Start queues another run."""
+    from dashboard.ui import train
+
+    monkeypatch.setattr(train, "REPEAT_S", 60.0)  # an AppTest run may take a second here
+    at = _set_inputs(open_page(), **TINY_INPUTS)
+    button(at, "Start training").click().run()
+    first = at.query_params["run"]
+    button(at, "Start training").click().run()  # the same click, seen again
+    assert [r["run_id"] for r in get_manager().store.list_runs()] == [first]
+    assert at.query_params["run"] == first and not at.exception
+    at.number_input(key="train.bsq_epochs").set_value(3).run()
+    button(at, "Start training").click().run()  # other settings: a new run
+    monkeypatch.setattr(train, "REPEAT_S", 0.0)
+    button(at, "Start training").click().run()  # the same settings, but not right after
+    runs = get_manager().store.list_runs()
+    assert len(runs) == 3 and at.query_params["run"] == runs[0]["run_id"]
+    for run in runs:
+        get_manager().wait(run["run_id"], 120)

@@ -3,6 +3,8 @@ progress, and the panel of the run in the URL."""
 
 from __future__ import annotations
 
+import time
+
 import streamlit as st
 
 from bsq_engine.runs.estimate import estimate_run
@@ -28,6 +30,21 @@ _START_PROBLEM = "train.start_problem"  # (kind, text) left by the Start callbac
 # (a full queue names its owner).
 _SWEEP_PROBLEM = "train.sweep_problem"  # the text left by the Start sweep callback
 _SWEEP_EXECUTOR = "train.sweep_executor"  # the radio: this machine's job queue or Ray
+_LAST_START = "train.last_start"  # (what was started, when): see _repeated
+# Streamlit replays a button's click in the next script run when the run that saw it was
+# interrupted (a timed fragment, another widget), and that calls its on_click callback again:
+# one click queued two identical runs 10 ms apart (tests/test_browser_classroom.py, a loaded
+# machine). Short: a student may mean to queue the same settings again a few seconds later.
+REPEAT_S = 1.0
+
+
+def _repeated(request: object) -> bool:
+    """True when this session asked to start the same ``request`` less than ``REPEAT_S``
+    ago: the same click seen again, or a double click; either way one start is meant."""
+    now, key = time.monotonic(), repr(request)
+    last = st.session_state.get(_LAST_START)
+    st.session_state[_LAST_START] = (key, now)
+    return last is not None and last[0] == key and now - last[1] < REPEAT_S
 
 
 def _start_run() -> None:
@@ -38,6 +55,8 @@ def _start_run() -> None:
         config = widgets.build_config(widgets.form_values())
     except ValueError as exc:
         st.session_state[_START_PROBLEM] = ("error", f"Cannot start this run: {exc}")
+        return
+    if _repeated(("run", config)):
         return
     try:
         run_id = state.manager().start(config, owner=identity.user_name())
@@ -92,6 +111,8 @@ def _start_sweep() -> None:
     on_ray = st.session_state.get(_SWEEP_EXECUTOR) == "Ray"
     try:
         kwargs = widgets.sweep_request()
+        if _repeated(("sweep", on_ray, kwargs)):
+            return
         executor = state.ray_executor() if on_ray else state.manager()
         owner = None if on_ray else identity.user_name()  # Ray runs: no owner recorded yet
         sweep_id = start_sweep(executor, owner=owner, **kwargs)
