@@ -322,7 +322,8 @@ def _report(result: dict, times: dict, load: str) -> None:
 
 def _plane_work_of(variant: str, args, gen: torch.Generator):
     """A closure: the planes' work of one step of ``variant`` (see :func:`plane_work`)."""
-    model = make_step(variant, args, _float_model(args)).model
+    # the same model for both (bsq-optim's step attaches nothing); the update is attached here
+    model = make_step("bsq-optim", args, _float_model(args)).model
     layers = [m for m in model.modules() if isinstance(m, BitLayer)]
     grads = [torch.randn(m.weight_shape, generator=gen) * 1e-3 for m in layers]  # fixed dW
     opt = make_sgd([m.pos_planes for m in layers] + [m.neg_planes for m in layers], **_SGD)
