@@ -255,6 +255,7 @@ def test_sgd_in_backward_keeps_a_nan_as_the_optimizer_does(kernels):
             sgd.arm()
         weight, _norms = weight_and_group_norms(pos, neg, scale, native=True, sgd=sgd)
         (weight * torch.tensor(float("nan"))).sum().backward()
+        assert (pos.grad is None) == in_backward  # the update ran in the backward pass
         opt.step()
         results.append(pos.detach())
     assert bool(results[0].isnan().all()) and bool(results[1].isnan().all())
