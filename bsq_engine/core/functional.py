@@ -346,8 +346,9 @@ class PlanesToWeight(torch.autograd.Function):
         pos2, neg2, scale, place, unit, norms = ctx.saved_tensors
         grad_pos = grad_neg = grad_scale = None
         sgd = ctx.sgd
-        if sgd is not None and sgd.uses == 1 and grad_w is not None:  # gradient + update
+        if ctx.native is not None and grad_w is not None:  # the kernels' group-Lasso factors
             lasso = place.new_empty(0) if grad_norms is None else grad_norms / norms  # (n,)
+        if sgd is not None and sgd.uses == 1 and grad_w is not None:  # gradient + update
             mom_pos, mom_neg, first = sgd.buffers()
             group = sgd.group
             grad_scale = ctx.native.planes_backward_sgd(
@@ -360,7 +361,6 @@ class PlanesToWeight(torch.autograd.Function):
             sgd.done = True
             return None, None, grad_scale, None, None, None, None, None
         if ctx.native is not None and grad_w is not None:  # both terms in one pass
-            lasso = place.new_empty(0) if grad_norms is None else grad_norms / norms  # (n,)
             grad_pos, grad_neg, grad_scale = ctx.native.planes_backward(
                 grad_w, pos2, neg2, place, scale, unit, lasso, ctx.needs_input_grad[2]
             )

@@ -41,6 +41,7 @@ _SOURCE = r"""
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 // Rows per block: reductions sum blocks in order, whatever the thread count.
@@ -111,6 +112,21 @@ std::vector<torch::Tensor> planes_forward(torch::Tensor pos, torch::Tensor neg,
   return {weight, unit, norms};
 }
 
+// body(nb, lasso, begin, end) over the rows in blocks, across threads, with the bit count
+// (8, the usual one, or 0: read at run time) and whether there is a Lasso term as
+// compile-time constants (std::integral_constant), so the row loops vectorize.
+template <class Body>
+static void for_rows(int64_t N, int64_t n, bool lasso, Body body) {
+  using Eight = std::integral_constant<int, 8>;
+  using Any = std::integral_constant<int, 0>;
+  at::parallel_for(0, N, kBlock, [&](int64_t s0, int64_t e0) {
+    if (lasso && n == 8) body(Eight{}, std::true_type{}, s0, e0);
+    else if (lasso) body(Any{}, std::true_type{}, s0, e0);
+    else if (n == 8) body(Eight{}, std::false_type{}, s0, e0);
+    else body(Any{}, std::false_type{}, s0, e0);
+  });
+}
+
 // LASSO false: no regularizer term, the planes are not read at all.
 template <int NB, bool LASSO>
 static void backward_rows(const float* __restrict__ g, const float* __restrict__ pos,
@@ -168,11 +184,9 @@ std::vector<torch::Tensor> planes_backward(torch::Tensor grad_w, torch::Tensor p
   const float* LA = with_lasso ? la.data_ptr<float>() : nullptr;
   float* OP = gp.data_ptr<float>();
   float* ON = gn.data_ptr<float>();
-  at::parallel_for(0, N, kBlock, [&](int64_t s0, int64_t e0) {
-    if (with_lasso && n == 8) backward_rows<8, true>(G, P, Q, pl, LA, n, s, OP, ON, s0, e0);
-    else if (with_lasso) backward_rows<0, true>(G, P, Q, pl, LA, n, s, OP, ON, s0, e0);
-    else if (n == 8) backward_rows<8, false>(G, P, Q, pl, LA, n, s, OP, ON, s0, e0);
-    else backward_rows<0, false>(G, P, Q, pl, LA, n, s, OP, ON, s0, e0);
+  for_rows(N, n, with_lasso, [&](auto nb, auto la, int64_t s0, int64_t e0) {
+    backward_rows<decltype(nb)::value, decltype(la)::value>(G, P, Q, pl, LA, n, s, OP, ON,
+                                                             s0, e0);
   });
   torch::Tensor gscale;
   if (need_scale)
@@ -242,15 +256,9 @@ torch::Tensor planes_backward_sgd(torch::Tensor grad_w, torch::Tensor pos, torch
   torch::Tensor gscale;
   if (need_scale)
     gscale = torch::full({}, blocked_dot(unit.data_ptr<float>(), G, N), scale.options());
-  at::parallel_for(0, N, kBlock, [&](int64_t s0, int64_t e0) {
-    if (with_lasso && n == 8)
-      sgd_rows<8, true>(G, P, Q, pl, LA, MP, MN, n, s, fl, fm, fw, first, s0, e0);
-    else if (with_lasso)
-      sgd_rows<0, true>(G, P, Q, pl, LA, MP, MN, n, s, fl, fm, fw, first, s0, e0);
-    else if (n == 8)
-      sgd_rows<8, false>(G, P, Q, pl, LA, MP, MN, n, s, fl, fm, fw, first, s0, e0);
-    else
-      sgd_rows<0, false>(G, P, Q, pl, LA, MP, MN, n, s, fl, fm, fw, first, s0, e0);
+  for_rows(N, n, with_lasso, [&](auto nb, auto la, int64_t s0, int64_t e0) {
+    sgd_rows<decltype(nb)::value, decltype(la)::value>(G, P, Q, pl, LA, MP, MN, n, s, fl, fm,
+                                                        fw, first, s0, e0);
   });
   return gscale;
 }

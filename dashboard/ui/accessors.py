@@ -232,7 +232,7 @@ def _live_frames(run_id: str, epochs: list[dict], layers: list[dict]):
         layers_df = frames.layers_frame(layers)
     with _BUILT_LOCK:
         _BUILT.pop(run_id, None)  # re-inserted last: the oldest run is dropped first
-        _BUILT[run_id] = _Built(list(epochs), epochs_df, layers, layers_df)
+        _BUILT[run_id] = _Built(epochs, epochs_df, layers, layers_df)  # fresh lists: kept
         while len(_BUILT) > _BUILT_MAX:
             _BUILT.pop(next(iter(_BUILT)))
     return epochs_df, layers_df
