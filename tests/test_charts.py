@@ -394,6 +394,59 @@ def test_a_live_view_reuses_its_frames_and_converts_only_new_epochs(records, mon
     pd.testing.assert_frame_equal(third[0], real(changed))
 
 
+def test_the_last_epoch_from_records_is_the_frames_last_row(records):
+    """A live panel's progress and tiles read the last epoch from the records (no frame):
+    the same row as ``epochs_frame(...).iloc[-1]``, whatever the order, ties, missing
+    numbers and text in number columns; of one stage too."""
+    from dashboard.views.frames import last_epoch
+
+    def frame_last(rows, stage=None):
+        df = epochs_frame(rows)
+        df = df if stage is None else df[df["stage"] == stage]
+        return None if df.empty else df.iloc[-1].to_dict()
+
+    def same(a, b):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert a.keys() == b.keys()
+            for k in a:
+                assert a[k] == b[k] or (pd.isna(a[k]) and pd.isna(b[k])), (k, a[k], b[k])
+
+    rows = [dict(records[i % len(records)], global_epoch=g) for i, g in enumerate([3, 1, 5, 2])]
+    tie = dict(rows[2], test_acc=0.123)  # a second epoch 5: the later one is last
+    odd = dict(rows[1], global_epoch=4, avg_bits=None, lr="0.5", compression=True)
+    del odd["test_loss"]
+    for case in (rows, [*rows, tie], [*rows, odd], [odd], [*rows, tie, odd], []):
+        same(last_epoch(case), frame_last(case))
+        same(last_epoch([r for r in case if r.get("stage") == "bsq"]), frame_last(case, "bsq"))
+    no_number = dict(rows[0], global_epoch=None)  # sorts last in the frame
+    same(last_epoch([*rows, no_number, tie]), frame_last([*rows, no_number, tie]))
+
+
+def test_a_live_views_progress_part_builds_no_frame(records, monkeypatch):
+    """The top of a live panel (counts, last epoch, last BSQ epoch) reads the records; the
+    frames are built once, when first asked for, and then equal the whole build."""
+    from dashboard.ui import accessors
+    from dashboard.views import frames
+
+    built = []
+    real = frames.epochs_frame
+    monkeypatch.setattr(frames, "epochs_frame", lambda rs: built.append(len(rs)) or real(rs))
+    monkeypatch.setattr(accessors, "_BUILT", {})
+    rows = [dict(records[i % len(records)], global_epoch=i + 1) for i in range(6)]
+    layers = [{"global_epoch": 6, "layer_index": 0, "name": "fc", "n_bits": 4, "density": [1]}]
+    view = accessors.RunView({"run_id": "r", "status": "running"}, live=True, snapshot={},
+                             records=(rows, layers))  # fmt: skip
+    assert view.n_epochs == 6 and view.n_layers == 1
+    assert view.last_epoch()["global_epoch"] == 6 and view.last_epoch("nope") is None
+    assert built == []
+    pd.testing.assert_frame_equal(view.epochs, real(rows))
+    assert view.n_layers == len(view.layers) == 1 and built == [6]
+    assert view.last_epoch("bsq") == view.epochs[view.epochs["stage"] == "bsq"].iloc[-1].to_dict()
+    with pytest.raises(ValueError, match="records"):
+        accessors.RunView({"run_id": "r", "status": "running"}, epochs=real(rows))
+
+
 def test_figures_get_the_white_template_as_plotlys_default(snapshot, monkeypatch):
     """The template is Plotly's default (applied without validating it again, 13 ms a
     figure less), and a figure is the same as with the template set on it; if the default

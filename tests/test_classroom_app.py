@@ -242,18 +242,17 @@ def test_live_step_chart_is_built_once_for_every_default_viewer(monkeypatch):
 
 def _frame(status="running", epochs=0, steps=0, epoch_s=None, age_s=60.0, view_age_s=0.0):
     import time
-    from types import SimpleNamespace
-
-    import pandas as pd
 
     from dashboard.ui import live
+    from dashboard.ui.accessors import RunView
 
     snapshot = {"steps": [{"step": i} for i in range(steps)], "updated_at": time.time()}
     if epoch_s is not None:
         snapshot["epoch_s"] = epoch_s
-    view = SimpleNamespace(
-        status=status, active=status in ("queued", "running"), snapshot=snapshot,
-        epochs=pd.DataFrame({"seconds": [1.0] * epochs}), run={"created_at": time.time() - age_s},
+    records = [{"stage": "bsq", "global_epoch": g, "seconds": 1.0} for g in range(1, epochs + 1)]
+    view = RunView(
+        run={"run_id": "r", "status": status, "created_at": time.time() - age_s},
+        live=True, snapshot=snapshot, records=(records, []),
     )  # fmt: skip
     now = time.monotonic()
     return live.LiveFrame("r", ("live", 1), view, {}, now - view_age_s, now - view_age_s)

@@ -149,6 +149,31 @@ def test_step_progress_bumps_the_version_once_per_period():
     assert live.version == v0 + 3
 
 
+def test_a_snapshot_never_changes_under_its_reader():
+    """Snapshots share the buffer's records (copying each record of a long run at every
+    view read was most of a snapshot's cost) but get their own lists: what a reader holds
+    stays as it was while training goes on, and the buffer keeps its own copies of what
+    the trainer hands it."""
+    live, trainer = LiveBufferCallback(), _Trainer()
+    live.on_run_start(trainer)
+    record = {"stage": "bsq", "epoch": 1, "global_epoch": 1, "test_acc": 0.5}
+    layers = [{"name": "fc1", "n_bits": 8, "density": [0.5] * 8}]
+    live.on_epoch_end(trainer, record, layers)
+    live.on_step_end(trainer, {"step": 1, "loss": 1.0})
+    live.on_requantize(trainer, [{"layer": "fc1", "old_bits": 8, "new_bits": 6}])
+    before = live.snapshot()
+    record["test_acc"], layers[0]["density"][0] = 0.0, 0.0  # the trainer reuses its objects
+    live.on_epoch_end(trainer, dict(record, epoch=2, global_epoch=2), [dict(layers[0], n_bits=6)])
+    live.on_step_end(trainer, {"step": 2, "loss": 0.9})
+    live.on_requantize(trainer, [{"layer": "fc1", "old_bits": 6, "new_bits": 5}])
+    assert [e["test_acc"] for e in before["epochs"]] == [0.5]
+    assert before["layers"][0]["n_bits"] == 8 and before["layers"][0]["density"][0] == 0.5
+    assert len(before["steps"]) == 1 and len(before["events"]) == 1
+    after = live.snapshot()
+    assert len(after["epochs"]) == 2 and after["layers"][0]["n_bits"] == 6
+    assert after["epochs"][0] is before["epochs"][0]  # shared, not copied
+
+
 class _Pipe:
     def __init__(self):
         self.sent = []

@@ -25,8 +25,10 @@ class LiveBufferCallback(Callback):
     """In-memory state of one running run, written by the worker, read by ``snapshot()``.
 
     Pages poll several times a second; reading this instead of SQLite keeps ticks cheap.
-    Records are copied once on the way in and the lists again on the way out, so a
-    snapshot never changes under its reader. On (re)start it loads the epochs already in
+    Records are copied once on the way in and never changed afterwards; a snapshot gets new
+    lists of those same records (copying every record of a long run at each view read was
+    most of a snapshot's cost), so a snapshot never changes under its reader, and its
+    readers must not change the records either. On (re)start it loads the epochs already in
     the store, so a resumed run's curves start where the checkpoint left them. ``steps`` is
     a thinned per-step curve of this attempt (memory only: the store keeps epochs), so a
     live chart has points long before the first epoch ends.
@@ -142,15 +144,17 @@ class LiveBufferCallback(Callback):
             self._epoch_s = s if avg is None else 0.3 * s + 0.7 * avg
 
     def snapshot(self) -> dict:
-        """A consistent copy: plain dicts and lists, safe to keep and mutate."""
+        """A consistent copy: a new dict and new lists, safe to keep. The records in the
+        lists (epochs, layers, events, steps) are the buffer's own, never changed after
+        they were added: read them, do not change them."""
         with self._lock:
             snap = dict(self._state)
-            snap["epochs"] = [dict(r) for r in self._epochs]
-            snap["layers"] = [_copy_layer(layer) for layer in self._layers]
-            snap["events"] = [dict(e) for e in self._events]
-            snap["step"] = None if self._step is None else dict(self._step)
+            snap["epochs"] = list(self._epochs)
+            snap["layers"] = list(self._layers)  # replaced as a whole at each epoch
+            snap["events"] = list(self._events)
+            snap["step"] = self._step
             snap["version"] = self._version
-            snap["steps"] = [dict(p) for p in self._steps]
+            snap["steps"] = list(self._steps)
             epoch_s, frac, t0 = self._epoch_s, self._frac, self._epoch_t0
         total, done = snap["total_epochs"], snap["global_epoch"] + frac
         snap["progress"] = min(done / total, 1.0) if total else 0.0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,6 @@ __all__ = [
 _CACHE_TTL_S = 300
 
 
-@dataclass
 class RunView:
     """Everything the run panel shows about one run.
 
@@ -66,16 +65,68 @@ class RunView:
     from the store on first use (live ticks never need it). ``events``: precision-change
     events in training order. ``snapshot``: the manager's live snapshot dict when the run is
     live in this process (``live`` True), else None.
+
+    A live view (:func:`load_run_view`) is made from records and builds its ``epochs`` and
+    ``layers`` frames on first use: the progress part of the panel reads a new view about
+    once a second and needs only counts and the last epoch (:attr:`n_epochs`,
+    :meth:`last_epoch`), while the frames are needed only when figures are built, every
+    5-10 s. Views are shared read-only across sessions; two sessions building the same
+    frames at once build equal ones.
     """
 
-    run: dict
-    epochs: pd.DataFrame
-    layers: pd.DataFrame
-    events: list[dict] = field(default_factory=list)
-    live: bool = False
-    snapshot: dict | None = None
-    _snapshots: pd.DataFrame | None = field(default=None, repr=False)
-    _steps: pd.DataFrame | None = field(default=None, repr=False)
+    def __init__(
+        self, run: dict, epochs: pd.DataFrame | None = None, layers: pd.DataFrame | None = None,
+        events: list[dict] | None = None, live: bool = False, snapshot: dict | None = None,
+        *, records: tuple[list[dict], list[dict]] | None = None,
+    ) -> None:  # fmt: skip
+        """Either the frames (``epochs``, ``layers``) or ``records``: the epoch and layer
+        records they are built from, when first asked for (``_live_frames``)."""
+        if records is None and (epochs is None or layers is None):
+            raise ValueError("RunView needs its epochs and layers frames, or their records")
+        self.run, self.events, self.live, self.snapshot = run, events or [], live, snapshot
+        self._epochs, self._layers, self._records = epochs, layers, records
+        self._snapshots: pd.DataFrame | None = None
+        self._steps: pd.DataFrame | None = None
+
+    def __repr__(self) -> str:
+        return f"RunView({self.run.get('run_id')!r}, {self.status!r}, {self.n_epochs} epochs)"
+
+    def _build_frames(self) -> None:
+        epochs, layers = self._records
+        self._epochs, self._layers = _live_frames(self.run_id, epochs, layers)
+
+    @property
+    def epochs(self) -> pd.DataFrame:
+        if self._epochs is None:
+            self._build_frames()
+        return self._epochs
+
+    @property
+    def layers(self) -> pd.DataFrame:
+        if self._layers is None:
+            self._build_frames()
+        return self._layers
+
+    @property
+    def n_epochs(self) -> int:
+        """``len(self.epochs)``, without building the frame."""
+        return len(self._records[0]) if self._epochs is None else len(self._epochs)
+
+    @property
+    def n_layers(self) -> int:
+        """``len(self.layers)``, without building the frame."""
+        return len(self._records[1]) if self._layers is None else len(self._layers)
+
+    def last_epoch(self, stage: str | None = None) -> dict | None:
+        """The last row of ``epochs`` (of ``stage`` only, if given) as a dict, None when
+        there is none; from the records while the frame is not built."""
+        if self._epochs is None:
+            records = self._records[0]
+            if stage is not None:
+                records = [r for r in records if r.get("stage") == stage]
+            return frames.last_epoch(records)
+        rows = self._epochs if stage is None else self._epochs[self._epochs["stage"] == stage]
+        return None if rows.empty else rows.iloc[-1].to_dict()
 
     @property
     def snapshots(self) -> pd.DataFrame:
@@ -176,7 +227,8 @@ def _store_view(run: dict) -> RunView:
 def _live_view(run: dict, snap: dict) -> RunView:
     """The live snapshot holds every epoch so far (it loads the stored ones on start) and
     the latest layers, so a tick reads only the run row and the events from SQLite. Their
-    frames are built from what changed since the run's last view (:func:`_live_frames`)."""
+    frames are built when first used, from what changed since the run's last frames
+    (:func:`_live_frames`)."""
     db, run_id = store(), run["run_id"]
     epochs = snap.get("epochs") or db.epochs(run_id)
     layers = snap.get("layers")
@@ -185,14 +237,12 @@ def _live_view(run: dict, snap: dict) -> RunView:
         layers = [{"global_epoch": epoch, "layer_index": i, **r} for i, r in enumerate(layers)]
     else:
         layers = db.latest_layers(run_id)
-    epochs_df, layers_df = _live_frames(run_id, epochs, layers)
     return RunView(
         run={**run, "status": snap.get("status") or run["status"]},
-        epochs=epochs_df,
-        layers=layers_df,
         events=_merge_events(db.events(run_id), snap.get("events") or []),
         live=True,
         snapshot=snap,
+        records=(epochs, layers),  # the frames are built when first asked for
     )
 
 

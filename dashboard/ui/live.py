@@ -153,7 +153,7 @@ def _too_soon(frame: LiveFrame, version: tuple) -> bool:
     waited = time.monotonic() - frame.view_at
     steps = (frame.view.snapshot or {}).get("steps") or ()
     # until the first curve can be drawn (two steps), a new view at each fast tick
-    hold = VIEW_HOLD_S if len(frame.view.epochs) or len(steps) >= 2 else FAST_TICK_S
+    hold = VIEW_HOLD_S if frame.view.n_epochs or len(steps) >= 2 else FAST_TICK_S
     return same_kind and frame.view.active and waited < hold
 
 
@@ -175,7 +175,7 @@ def _build(run_id: str, version: tuple, old: LiveFrame | None, build, figures=Tr
 
 
 def _drawn(view: RunView) -> tuple[int, int, int]:
-    return len(view.epochs), len(view.layers), len(view.events or ())
+    return view.n_epochs, view.n_layers, len(view.events or ())
 
 
 def poll_interval(frame: LiveFrame) -> float:
@@ -186,7 +186,7 @@ def poll_interval(frame: LiveFrame) -> float:
     another ends, so 3 s; a run created less than ``FAST_FOR_S`` ago ticks every
     ``FAST_TICK_S`` (its first chart is on its way)."""
     view = frame.view
-    if run_age_s(view) < FAST_FOR_S and not len(view.epochs):
+    if run_age_s(view) < FAST_FOR_S and not view.n_epochs:
         return FAST_TICK_S
     if view.status == RunStatus.QUEUED:
         return 3.0
@@ -194,7 +194,7 @@ def poll_interval(frame: LiveFrame) -> float:
     if updated is not None and time.time() - updated > STALLED_S:
         return STALLED_TICK_S
     pace = (view.snapshot or {}).get("epoch_s")
-    if pace is None and len(view.epochs) and "seconds" in view.epochs:
+    if pace is None and view.n_epochs and "seconds" in view.epochs:
         pace = view.epochs["seconds"].tail(5).median()
     if pace is None or pace != pace:  # NaN: no timed epoch yet
         pace = 4.0

@@ -200,7 +200,7 @@ def render_charts(view: RunView, key: str, shared: dict | None = None) -> None:
     if view.status == RunStatus.QUEUED:
         st.caption("Charts appear as soon as the run starts training.")
         return
-    options = _options(key) if len(view.epochs) or view.active else curves.CurveOptions()
+    options = _options(key) if view.n_epochs or view.active else curves.CurveOptions()
     if shared is not None and options == curves.CurveOptions():
         figures = shared
     else:
@@ -210,7 +210,7 @@ def render_charts(view: RunView, key: str, shared: dict | None = None) -> None:
     with left:
         st.plotly_chart(figures["bits"], key=f"{key}-bits", width="stretch")
         cols = ["name", "n_bits", "n_weights", "msb_offset"]
-        chart_downloads(figures["bits"], view.layers.reindex(columns=cols),
+        chart_downloads(figures["bits"], lambda: view.layers.reindex(columns=cols),
                         f"{name}-bits-per-layer", f"{key}-bits")  # fmt: skip
     with right:
         st.plotly_chart(figures["density"], key=f"{key}-density", width="stretch")
@@ -241,25 +241,30 @@ def _series(view: RunView, key: str, figures: dict) -> None:
 
 
 def _curves(view: RunView, key: str, figures: dict) -> None:
-    ep, name = view.epochs, view.run_id
+    name = view.run_id
     left, right = st.columns(2)
     for where, kind, metrics in ((left, "loss", ["train_loss", "test_loss"]),
                                  (right, "acc", ["train_acc", "test_acc"])):  # fmt: skip
         with where:
             st.vega_lite_chart(spec=figures[kind], key=f"{key}-{kind}", width="stretch")
-            chart_downloads(figures[kind], ep.reindex(columns=[*_EPOCH_COLS, *metrics]),
+            chart_downloads(figures[kind], _epoch_columns(view, *metrics),
                             f"{name}-{kind}", f"{key}-{kind}")  # fmt: skip
     left, right = st.columns(2)
     with left:
         if "avg" in figures:
             st.vega_lite_chart(spec=figures["avg"], key=f"{key}-avg", width="stretch")
-            chart_downloads(figures["avg"],
-                            ep.reindex(columns=[*_EPOCH_COLS, "avg_bits", "compression"]),
+            chart_downloads(figures["avg"], _epoch_columns(view, "avg_bits", "compression"),
                             f"{name}-avg-bits", f"{key}-avg")  # fmt: skip
         else:
             st.info("Average bits and compression are measured from the BSQ stage on.")
     with right:
         _events(view, key)
+
+
+def _epoch_columns(view: RunView, *columns: str):
+    """The CSV of an epoch chart, made when its button is clicked (a live tick re-sends
+    the buttons and should not build the frame)."""
+    return lambda: view.epochs.reindex(columns=[*_EPOCH_COLS, *columns])
 
 
 def _events(view: RunView, key: str) -> None:

@@ -155,7 +155,7 @@ def _header(view: RunView) -> None:
 
 def _progress(view: RunView, key: str) -> None:
     snap, cfg = view.snapshot or {}, view.config
-    last = view.epochs.iloc[-1] if not view.epochs.empty else None
+    last = view.last_epoch()
     stage = snap.get("stage") or (last["stage"] if last is not None else Stage.PRETRAIN)
     epoch = snap["epoch"] if "epoch" in snap else (int(last["epoch"]) if last is not None else 0)
     per_stage = frames.stage_epochs(cfg)
@@ -265,7 +265,7 @@ def _outcome(view: RunView) -> None:
 
 
 def _tiles(view: RunView) -> None:
-    run, last = view.run, (view.epochs.iloc[-1] if not view.epochs.empty else None)
+    run, last = view.run, view.last_epoch()
     done = view.status == RunStatus.FINISHED
     acc = run.get("accuracy") if done or last is None else last["test_acc"]
     flt = run.get("float_accuracy") or (view.snapshot or {}).get("float_accuracy")
@@ -283,9 +283,9 @@ def _tiles(view: RunView) -> None:
     if run.get("method") == "uniform":
         c4.metric("Regularizer", "off", border=True, help="Uniform k-bit runs use no regularizer.")
         return
-    bsq = view.epochs[view.epochs["stage"] == Stage.BSQ]
-    reg = bsq["alpha_reg"].iloc[-1] if not bsq.empty else None
-    ce = bsq["train_loss"].iloc[-1] if not bsq.empty else None
+    bsq = view.last_epoch(Stage.BSQ)
+    reg = bsq["alpha_reg"] if bsq is not None else None
+    ce = bsq["train_loss"] if bsq is not None else None
     share = reg / (reg + ce) if is_number(reg) and is_number(ce) and reg + ce > 0 else None
     c4.metric(
         "Regularizer alpha·R (nats)", f"{reg:.4g}" if is_number(reg) else "—",

@@ -6,7 +6,7 @@ so the shapes documented in docs/ARCHITECTURE.md are interpreted in exactly one 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -71,6 +71,38 @@ def extend_epochs_frame(
     both = pd.concat([frame, new], ignore_index=True)  # int64 + float64 columns: float64
     both["stage"] = both["stage"].astype(object)
     return both
+
+
+def last_epoch(records: Sequence[Mapping[str, Any]]) -> dict | None:
+    """``epochs_frame(records).iloc[-1]`` as a dict, without building the frame (a live
+    panel's progress and tiles need only the last epoch, about once a second): the record
+    with the largest ``global_epoch`` (the last of equals, as the stable sort keeps them;
+    one without a number sorts last), numbers as numbers and anything else as NaN.
+    ``tests/test_charts.py`` checks it against the frame. None for no records."""
+    if not records:
+        return None
+    last, last_g = None, None
+    for record in records:
+        g = _number(record.get("global_epoch"))
+        if last is None or g != g or (last_g == last_g and g >= last_g):  # NaN: sorts last
+            last, last_g = record, g
+    row = {c: _number(last.get(c)) for c in EPOCH_COLUMNS if c != "stage"}
+    return {**row, "stage": last.get("stage", np.nan)}
+
+
+def _number(value: Any) -> float | int:
+    """One value as ``pd.to_numeric(..., errors="coerce")`` reads it: a number stays one,
+    a numeric string is parsed, anything else is NaN."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return np.nan
+    return np.nan
 
 
 def _numeric(values: list) -> pd.Series:
