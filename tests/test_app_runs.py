@@ -135,3 +135,23 @@ def test_finished_run_offers_its_exports():
     assert labels.count("PNG") in (0, charts)  # PNG needs the optional kaleido/vl-convert
     at = open_page("pages/runs.py", run=run_id)  # files exist now: no second export step
     assert len([d for d in at.get("download_button") if d.label not in ("CSV", "PNG")]) == 5
+
+
+def test_a_run_panel_lists_its_precision_changes():
+    """The event log is made with the figures (in Arrow, once per build) and shown as the
+    run panel's table; a run without re-quantizations says when they happen."""
+    store = get_manager().store
+    changed = make_run(store, bits=(4, 8, 5))
+    at = open_page("pages/train.py", run=changed)
+    assert not at.exception
+    tables = [
+        d.value for d in at.dataframe if list(d.value.columns) == ["stage", "epoch", "change"]
+    ]
+    table = tables[0]
+    assert len(tables) == 1 and len(table) == 2 and "fc1: 8 -> 4 bits" in " ".join(table["change"])
+    same = make_run(store, bits=(8, 8, 8))
+    at = open_page("pages/train.py", run=same)
+    assert not any("change" in d.value.columns for d in at.dataframe)
+    assert "None yet: layers change precision at re-quantization" in " ".join(
+        c.value for c in at.caption
+    )

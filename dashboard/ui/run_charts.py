@@ -16,6 +16,7 @@ import threading
 import time
 
 import altair as alt
+import pyarrow as pa
 import streamlit as st
 from streamlit import dataframe_util
 
@@ -104,6 +105,7 @@ def build_figures(view: RunView, options: curves.CurveOptions | None = None) -> 
             layers, start_bits=start_bits, color=color, planned=_planned(view)
         ),
         "density": charts.density_heatmap(layers, view.max_bits),
+        "events": events_arrow(view.events),
     }
     if len(ep):
         figures["loss"] = shared_spec(charts.loss_parts(ep, options))
@@ -258,7 +260,7 @@ def _curves(view: RunView, key: str, figures: dict) -> None:
         else:
             st.info("Average bits and compression are measured from the BSQ stage on.")
     with right:
-        _events(view, key)
+        _events(view, key, figures)
 
 
 def _epoch_columns(view: RunView, *columns: str):
@@ -267,13 +269,22 @@ def _epoch_columns(view: RunView, *columns: str):
     return lambda: view.epochs.reindex(columns=[*_EPOCH_COLS, *columns])
 
 
-def _events(view: RunView, key: str) -> None:
+def _events(view: RunView, key: str, figures: dict) -> None:
     st.markdown("**Precision changes**")
-    if not view.events:
+    table = figures["events"] if "events" in figures else events_arrow(view.events)
+    if table is None:
         every = view.config.get("requant_interval")
         st.caption(
             f"None yet: layers change precision at re-quantization (every {every} BSQ epochs)."
         )
         return
-    table = charts.events_table(view.events)[["stage", "epoch", "change"]]
     st.dataframe(table, key=f"{key}-events", hide_index=True, width="stretch")
+
+
+def events_arrow(events: list[dict]) -> pa.Table | None:
+    """The precision-change log as the table the panel shows, already in Arrow (made with
+    the figures, once per build: a live tick of every viewer re-sends it), None if empty."""
+    if not events:
+        return None
+    table = charts.events_table(events)[["stage", "epoch", "change"]]
+    return pa.Table.from_pandas(table, preserve_index=False)
