@@ -213,6 +213,38 @@ def test_shared_frame_is_rebuilt_only_when_the_version_moves(monkeypatch):
     assert live.live_frame(run_id, build, figures=False) is final
 
 
+def test_the_end_of_a_run_shows_while_another_session_builds_its_figures(monkeypatch):
+    """While one session builds a run's figures (the final ones of a run 30 viewers watch
+    took seconds), the progress part of the others still draws the run's end at once; the
+    charts keep the last frame until that build is done."""
+    from dashboard.ui import live
+
+    store = get_manager().store
+    run_id = make_run(store, status="queued", name="cli-run", owner="cli")
+    store.set_status(run_id, "running")
+    calls = []
+
+    def build(view):
+        calls.append(view.run_id)
+        return {}
+
+    monkeypatch.setattr(live, "_MARKER_TTL_S", 0.0)
+    running = live.live_frame(run_id, build)
+    assert running.view.active and len(calls) == 1
+    store.set_status(run_id, "stopped")
+    builder = live._BUILDERS[run_id]
+    assert builder.acquire(blocking=False)  # another session is building
+    try:
+        ended = live.live_frame(run_id, build, figures=False)
+        assert not ended.view.active and ended.view.status == "stopped" and ended.pending
+        assert live.live_frame(run_id, build) is running  # the charts: the last frame
+        assert len(calls) == 1
+    finally:
+        builder.release()
+    final = live.live_frame(run_id, build)
+    assert not final.view.active and not final.pending and len(calls) == 2
+
+
 def test_live_step_chart_is_built_once_for_every_default_viewer(monkeypatch):
     """The per-step loss chart of a live run: one spec per run for every session with the
     default options, rebuilt only when new steps arrived and ``STEP_REBUILD_S`` passed."""

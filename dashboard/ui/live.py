@@ -130,7 +130,15 @@ def live_frame(run_id: str, build: Callable[[RunView], dict], *, figures: bool =
     with _LOCK:
         builder = _BUILDERS.setdefault(run_id, threading.Lock())
     if not builder.acquire(blocking=frame is None or (frame.pending and figures)):
-        return frame  # another session is building this version: draw the last one
+        # another session is building this version: draw the last one, except where the
+        # progress part may be missing the run's end (it is not live here: ended, or
+        # trained by another process), which it draws at once rather than after that
+        # build (the final figures of a run 30 viewers watch took seconds to build)
+        if figures or version[0] != "store" or not frame.view.active:
+            return frame
+        view = load_run_view(run_id)
+        return replace(frame, version=version, view=view, view_at=time.monotonic(),
+                       pending=frame.pending or not view.active)  # fmt: skip
     try:
         with _LOCK:
             current = _FRAMES.get(run_id)
