@@ -370,17 +370,25 @@ def test_extending_an_epochs_frame_equals_building_it_whole(records, cut):
     assert extend_epochs_frame(whole, [{"stage": "bsq", "epoch": 1}]) is None
 
 
+def _count_epoch_frames(monkeypatch):
+    """``frames.epochs_frame`` recording how many records each call converts (the list),
+    and the real one; no live run's last frames kept."""
+    from dashboard.ui import accessors
+    from dashboard.views import frames
+
+    counts, real = [], frames.epochs_frame
+    monkeypatch.setattr(frames, "epochs_frame", lambda rs: counts.append(len(rs)) or real(rs))
+    monkeypatch.setattr(accessors, "_BUILT", {})
+    return counts, real
+
+
 def test_a_live_view_reuses_its_frames_and_converts_only_new_epochs(records, monkeypatch):
     """Views of one run, read as it trains: the layers frame is reused while its records
     are the same, the epochs frame is extended (the new epochs converted, not all of them),
     and a run whose earlier epochs changed (resumed with others) gets a whole new frame."""
     from dashboard.ui import accessors
-    from dashboard.views import frames
 
-    converted = []
-    real = frames.epochs_frame
-    monkeypatch.setattr(frames, "epochs_frame", lambda rs: converted.append(len(rs)) or real(rs))
-    monkeypatch.setattr(accessors, "_BUILT", {})
+    converted, real = _count_epoch_frames(monkeypatch)
     rows = [dict(records[i % len(records)], global_epoch=i + 1) for i in range(12)]
     layers = [{"global_epoch": 5, "layer_index": 0, "name": "fc", "n_bits": 4, "density": [1]}]
     first = accessors._live_frames("r", rows[:8], layers)
@@ -427,12 +435,8 @@ def test_a_live_views_progress_part_builds_no_frame(records, monkeypatch):
     """The top of a live panel (counts, last epoch, last BSQ epoch) reads the records; the
     frames are built once, when first asked for, and then equal the whole build."""
     from dashboard.ui import accessors
-    from dashboard.views import frames
 
-    built = []
-    real = frames.epochs_frame
-    monkeypatch.setattr(frames, "epochs_frame", lambda rs: built.append(len(rs)) or real(rs))
-    monkeypatch.setattr(accessors, "_BUILT", {})
+    built, real = _count_epoch_frames(monkeypatch)
     rows = [dict(records[i % len(records)], global_epoch=i + 1) for i in range(6)]
     layers = [{"global_epoch": 6, "layer_index": 0, "name": "fc", "n_bits": 4, "density": [1]}]
     view = accessors.RunView({"run_id": "r", "status": "running"}, live=True, snapshot={},

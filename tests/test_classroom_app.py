@@ -158,8 +158,9 @@ def test_live_panel_stop_is_for_the_owner_and_frames_are_shared():
         hold.release.set()
 
 
-def test_shared_frame_is_rebuilt_only_when_the_version_moves(monkeypatch):
-    """A run another process trains (the store's change marker is its version)."""
+def _cli_run(monkeypatch):
+    """A run another process trains (the store's change marker is its version, read on
+    every tick), and a figures builder that counts its calls."""
     from dashboard.ui import live
 
     store = get_manager().store
@@ -171,7 +172,15 @@ def test_shared_frame_is_rebuilt_only_when_the_version_moves(monkeypatch):
         calls.append(view.run_id)
         return {}
 
-    monkeypatch.setattr(live, "_MARKER_TTL_S", 0.0)  # read the marker on every tick
+    monkeypatch.setattr(live, "_MARKER_TTL_S", 0.0)
+    return store, run_id, build, calls
+
+
+def test_shared_frame_is_rebuilt_only_when_the_version_moves(monkeypatch):
+    """A run another process trains (the store's change marker is its version)."""
+    from dashboard.ui import live
+
+    store, run_id, build, calls = _cli_run(monkeypatch)
     monkeypatch.setattr(live, "MIN_BUILD_S", 3600.0)  # figures stay fresh while it runs
     zero = live.live_frame(run_id, build)
     store.add_epochs(run_id, [{"stage": "pretrain", "epoch": 1, "global_epoch": 1,
@@ -219,16 +228,7 @@ def test_the_end_of_a_run_shows_while_another_session_builds_its_figures(monkeyp
     charts keep the last frame until that build is done."""
     from dashboard.ui import live
 
-    store = get_manager().store
-    run_id = make_run(store, status="queued", name="cli-run", owner="cli")
-    store.set_status(run_id, "running")
-    calls = []
-
-    def build(view):
-        calls.append(view.run_id)
-        return {}
-
-    monkeypatch.setattr(live, "_MARKER_TTL_S", 0.0)
+    store, run_id, build, calls = _cli_run(monkeypatch)
     running = live.live_frame(run_id, build)
     assert running.view.active and len(calls) == 1
     store.set_status(run_id, "stopped")
