@@ -210,7 +210,11 @@ def test_shared_frame_is_rebuilt_only_when_the_version_moves(monkeypatch):
     monkeypatch.setattr(live, "MIN_BUILD_S", 0.0)
     store.add_epochs(run_id, [{"stage": "pretrain", "epoch": 3, "global_epoch": 3,
                                "test_acc": 0.6, "seconds": 1.0}])  # fmt: skip
-    assert live.live_frame(run_id, build).figures is not third.figures and len(calls) == 4
+    fourth = live.live_frame(run_id, build)
+    assert fourth.figures is not third.figures and len(calls) == 4
+    store.request_stop(run_id)  # a new version (a new view), nothing new to draw: no build
+    asked = live.live_frame(run_id, build)
+    assert asked is not fourth and asked.figures is fourth.figures and len(calls) == 4
     monkeypatch.setattr(live, "MIN_BUILD_S", 3600.0)
     store.set_status(run_id, "stopped")
     # the progress fragment draws no figure: the ended view at once, the live figures kept

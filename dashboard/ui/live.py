@@ -72,16 +72,22 @@ class LiveFrame:
         return min(max(BUILD_SHARE * self.cost_s, MIN_BUILD_S), MAX_BUILD_S)
 
     def figures_fresh(self, view: RunView) -> bool:
-        """Keep these figures for ``view``: same run still live, built recently enough, and
-        not lacking the first epoch or the first layers (drawn at once). A re-quantization
-        (what a viewer watches for) is drawn ``MIN_BUILD_S`` after the last build, without
-        the longer wait a costly build earns: a fast run re-quantizes every second."""
+        """Keep these figures for ``view``: same run still live, and either nothing they
+        draw has changed (no new epoch, layers or precision change: the version also moves
+        with the progress within an epoch, and a run with long epochs would otherwise
+        redraw the same charts every few seconds), or built recently enough and not lacking
+        the first epoch or the first layers (drawn at once). A re-quantization (what a
+        viewer watches for) is drawn ``MIN_BUILD_S`` after the last build, without the
+        longer wait a costly build earns: a fast run re-quantizes every second."""
         if not (self.view.active and view.active):
             return False
-        waited = time.monotonic() - self.figures_at
-        epochs, layers, events = _drawn(view)
+        drawn = _drawn(view)
+        if drawn == self.drawn:
+            return True
+        epochs, layers, events = drawn
         if (epochs and not self.drawn[0]) or (layers and not self.drawn[1]):
             return False
+        waited = time.monotonic() - self.figures_at
         return waited < (MIN_BUILD_S if events > self.drawn[2] else self.rebuild_after_s)
 
 
