@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["format_bits", "format_compression", "format_duration", "format_pct", "is_number"]
+__all__ = ["MISSING", "format_bits", "format_compression", "format_duration", "format_pct",
+           "is_number"]  # fmt: skip
+
+MISSING = "—"  # an unknown or absent number, in the app's tables and tiles
 
 
 def is_number(value) -> bool:
@@ -33,7 +36,7 @@ def format_duration(seconds, *, compact: bool = False, missing: str = "-") -> st
     return f"{s // 3600}{hours}{s % 3600 // 60:02d}{mins.rstrip()}"
 
 
-def format_pct(fraction, *, digits: int = 2, missing: str = "—") -> str:
+def format_pct(fraction, *, digits: int = 2, missing: str = MISSING) -> str:
     """An accuracy fraction (0-1) as a percentage.
 
     >>> format_pct(0.96667), format_pct(None)
@@ -42,7 +45,7 @@ def format_pct(fraction, *, digits: int = 2, missing: str = "—") -> str:
     return f"{100 * fraction:.{digits}f} %" if is_number(fraction) else missing
 
 
-def format_bits(avg_bits, *, missing: str = "—") -> str:
+def format_bits(avg_bits, *, missing: str = MISSING) -> str:
     """Average bits per weight.
 
     >>> format_bits(1.777), format_bits(0)
@@ -51,7 +54,7 @@ def format_bits(avg_bits, *, missing: str = "—") -> str:
     return f"{avg_bits:.2f}" if is_number(avg_bits) else missing
 
 
-def format_compression(ratio, *, missing: str = "—") -> str:
+def format_compression(ratio, *, missing: str = MISSING) -> str:
     """A compression ratio; never "inf": a run with every layer pruned stores no weight bits,
     so its ratio is undefined and shows as ``all pruned``.
 

@@ -155,3 +155,17 @@ def test_a_run_panel_lists_its_precision_changes():
     assert "None yet: layers change precision at re-quantization" in " ".join(
         c.value for c in at.caption
     )
+
+
+def test_missing_numbers_read_as_a_dash(runs):
+    """A run without a result (failed, stopped, queued) has empty cells: the Runs and
+    Pareto tables show them as the app's dash, not Streamlit's grey "None"."""
+    from bsq_engine.units import MISSING
+
+    at = open_page("pages/runs.py")
+    _, failed = _row(at, runs["failed"])
+    assert failed.isna().any()  # there are empty cells to show
+    assert at.dataframe[0].proto.placeholder == MISSING == "—"
+    at = open_page("pages/pareto.py")
+    tables = [d for d in at.dataframe if d.proto.placeholder == MISSING]
+    assert not at.exception and tables

@@ -11,6 +11,7 @@ import streamlit as st
 from bsq_engine.runs.export import COUNTING_CONVENTION
 from bsq_engine.runs.status import ACTIVE, RunStatus
 from bsq_engine.runs.sweep import sweep_progress
+from bsq_engine.units import MISSING
 from dashboard.ui import bench as bench_ui
 from dashboard.ui.accessors import color_of, list_runs_frame, load_references
 from dashboard.ui.navigation import anchor, jump_to
@@ -103,6 +104,7 @@ def _frontier(model: str, dataset: str, x_mode: str, live: bool) -> None:
         column_config={"accuracy (%)": st.column_config.NumberColumn(format="%.2f"),
                        "average bits": st.column_config.NumberColumn(format="%.3f"),
                        "compression (x)": st.column_config.NumberColumn(format="%.2f")},
+        placeholder=MISSING,
     )  # fmt: skip
     _downloads(table, fig, model, dataset)
     bench_ui.best_of_methods(runs)

@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from bsq_engine import list_datasets, list_models
+from bsq_engine.units import MISSING
 from dashboard.ui import identity, state, widgets
 from dashboard.ui.accessors import forget_run_colors, list_runs_frame
 from dashboard.ui.run_panel import render_run_panel
@@ -182,7 +183,7 @@ def runs_table() -> None:
     event = st.dataframe(
         df, key=f"runs.table.{st.session_state.get(TABLE_VERSION, 0)}", on_select="rerun",
         selection_mode="multi-row", hide_index=True, column_order=order,
-        column_config=column_config, width="stretch",
+        column_config=column_config, width="stretch", placeholder=MISSING,
     )  # fmt: skip
     rows = [r for r in event.selection.rows if r < len(df)]
     _actions(df.iloc[rows]["run_id"].tolist(), dict(zip(df["run_id"], df["status"])))

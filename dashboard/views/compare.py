@@ -19,6 +19,7 @@ from pandas.io.formats.style import Styler
 from plotly.subplots import make_subplots
 
 from bsq_engine.runs.export import COUNTING_CONVENTION
+from bsq_engine.units import MISSING
 from dashboard.views import plain
 from dashboard.views.charts import (
     DENSITY_SCALE,
@@ -45,7 +46,6 @@ __all__ = [
 ]
 
 DIFF_STYLE = "background-color: #FFF3C4; font-weight: 600"
-MISSING = "—"
 
 
 def run_labels(runs: Sequence[Mapping[str, Any]]) -> list[str]:
