@@ -271,7 +271,7 @@ def _epoch_columns(view: RunView, *columns: str):
 
 def _events(view: RunView, key: str, figures: dict) -> None:
     st.markdown("**Precision changes**")
-    table = figures["events"] if "events" in figures else events_arrow(view.events)
+    table = figures["events"]  # made with the figures (build_figures)
     if table is None:
         every = view.config.get("requant_interval")
         st.caption(

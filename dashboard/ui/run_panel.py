@@ -23,7 +23,14 @@ from bsq_engine.runs.export import COUNTING_CONVENTION
 from bsq_engine.runs.status import ACTIVE, RunStatus
 from bsq_engine.runs.store import RunNotFound, StoreError
 from bsq_engine.training.config import Stage, describe_method
-from bsq_engine.units import format_bits, format_compression, format_duration, format_pct, is_number
+from bsq_engine.units import (
+    MISSING,
+    format_bits,
+    format_compression,
+    format_duration,
+    format_pct,
+    is_number,
+)
 from dashboard.ui import identity, live
 from dashboard.ui.accessors import RunView, export_files
 from dashboard.ui.run_charts import build_figures, render_charts, vega_spec
@@ -175,7 +182,7 @@ def _progress(view: RunView, key: str) -> None:
         text += f" · {progress:.0%}"
         eta = snap.get("eta_seconds")
         if is_number(eta):
-            text += f" · about {format_duration(eta, missing='—')} left"
+            text += f" · about {format_duration(eta, missing=MISSING)} left"
     bar, button = st.columns([6, 1], vertical_alignment="bottom")
     bar.progress(min(max(float(progress), 0.0), 1.0), text=text)
     refusal = identity.refusal(view.run, "stop")
@@ -239,7 +246,7 @@ def _outcome(view: RunView) -> None:
     run, status = view.run, view.status
     if status == RunStatus.FINISHED:
         acc, flt = run.get("accuracy"), run.get("float_accuracy")
-        text = f"Finished in {format_duration(run.get('seconds'), missing='—')}: "
+        text = f"Finished in {format_duration(run.get('seconds'), missing=MISSING)}: "
         text += f"**{format_pct(acc)}** test accuracy"
         if is_number(flt) and is_number(acc):
             text += f" (float model {format_pct(flt)}, {100 * (acc - flt):+.2f} points)"
@@ -288,7 +295,7 @@ def _tiles(view: RunView) -> None:
     ce = bsq["train_loss"] if bsq is not None else None
     share = reg / (reg + ce) if is_number(reg) and is_number(ce) and reg + ce > 0 else None
     c4.metric(
-        "Regularizer alpha·R (nats)", f"{reg:.4g}" if is_number(reg) else "—",
+        "Regularizer alpha·R (nats)", f"{reg:.4g}" if is_number(reg) else MISSING,
         f"{share:.0%} of the loss" if share is not None else None,
         delta_color="off", border=True, help=REGULARIZER_HELP,
     )  # fmt: skip

@@ -51,9 +51,9 @@ def extend_epochs_frame(
     frame: pd.DataFrame, records: list[Mapping[str, Any]]
 ) -> pd.DataFrame | None:
     """``epochs_frame(old + records)`` from ``frame = epochs_frame(old)``, converting only
-    the new ``records`` (a live run's view is re-read about once a second, and its epochs
-    only grow). ``None`` when that is not the same frame: a new epoch sorts before an old
-    one, or a ``global_epoch`` is missing (then build the whole frame).
+    the new ``records`` (a live run's frames are rebuilt every few seconds while it trains,
+    and its epochs only grow). ``None`` when that is not the same frame: a new epoch sorts
+    before an old one, or a ``global_epoch`` is missing (then build the whole frame).
 
     Equal to the whole build (``tests/test_charts.py``): numbers are int64 only when every
     value of the column is an integer, as ``pd.to_numeric`` of the whole column gives.
