@@ -157,6 +157,28 @@ def test_a_run_panel_lists_its_precision_changes():
     )
 
 
+def test_a_runs_precision_changes_are_tabled_again_only_when_they_change():
+    """A live run's figures are rebuilt every few seconds; its precision-change table only
+    when its events changed (equal events in a new list keep the table)."""
+    from dashboard.ui import run_charts
+    from dashboard.ui.accessors import RunView
+    from dashboard.views import frames
+
+    def view(events):
+        return RunView(run={"run_id": "events-run", "status": "running", "config": {}},
+                       epochs=frames.epochs_frame([]), layers=frames.layers_frame([]),
+                       events=events)  # fmt: skip
+
+    change = {"stage": "bsq", "epoch": 2, "layer": "fc1", "old_bits": 8, "new_bits": 6}
+    first = run_charts._events_of(view([dict(change)]))
+    assert first.num_rows == 1 and run_charts._events_of(view([dict(change)])) is first
+    more = [dict(change), {**change, "epoch": 4, "old_bits": 6, "new_bits": 5}]
+    second = run_charts._events_of(view(more))
+    assert second is not first and second.equals(run_charts.events_arrow(more))
+    assert second.column("change").to_pylist()[1] == "fc1: 6 -> 5 bits at epoch 4"
+    assert run_charts._events_of(view([])) is None
+
+
 def test_missing_numbers_read_as_a_dash(runs):
     """A run without a result (failed, stopped, queued) has empty cells: the Runs and
     Pareto tables show them as the app's dash, not Streamlit's grey "None"."""

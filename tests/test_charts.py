@@ -517,3 +517,87 @@ def test_the_bits_chart_made_in_one_go_is_plotlys_own_step_by_step_figure(snapsh
     fig.update_yaxes(range=[0, 10], dtick=1)
     fig.update_layout(showlegend=False, xaxis={"type": "category", "tickangle": -45})
     assert bits_per_layer_chart(snapshot, start_bits=8).to_dict() == fig.to_dict()
+
+
+def _reference_long(epochs_df, metrics, max_points):
+    """The tidy rows as ``DataFrame.melt`` makes them (what ``charts._long`` replaced)."""
+    from dashboard.views import charts, curves
+
+    cols = ["global_epoch", "wall", "stage", *metrics]
+    df = downsample(curves.with_wall_clock(epochs_df)[cols], max_points)
+    long = df.melt(["global_epoch", "wall", "stage"], var_name="metric", value_name="value")
+    long = long.dropna(subset=["value"])
+    long["metric"] = long["metric"].map(lambda m: charts.METRIC_LABELS.get(m, m))
+    return long
+
+
+def _reference_stages(epochs_df, x):
+    """Stage starts as ``groupby(...).first()`` found them (what ``charts._stage_starts``
+    replaced)."""
+    from dashboard.views import curves
+
+    df = curves.with_wall_clock(epochs_df)
+    firsts = df.sort_values("global_epoch").groupby("stage", sort=False).first().reset_index()
+    firsts = firsts.sort_values("global_epoch").iloc[1:]
+    where = firsts["global_epoch"] - 0.5 if x == "epoch" else firsts["wall_start"]
+    return pd.DataFrame({"x": where.to_numpy(), "stage": firsts["stage"].to_numpy()})
+
+
+def _epoch_frames(records):
+    """Epoch frames a chart meets: a whole run, a long one (downsampled), one stage, a
+    missing value in every column, whole-number columns (int64), no seconds, one epoch."""
+    rng = np.random.default_rng(0)
+    long_run = []
+    for g in range(1, 1201):
+        stage = "pretrain" if g <= 100 else "bsq" if g <= 1100 else "finetune"
+        long_run.append(_epoch(stage, g, g, float(rng.uniform(0.4, 0.9))))
+        long_run[-1]["seconds"] = float(rng.uniform(0.05, 0.2))
+    holes = [dict(r) for r in records]
+    for i, col in enumerate(["train_loss", "test_acc", "avg_bits", "seconds", "compression"]):
+        holes[i][col] = None
+    whole = [{**r, "avg_bits": 4, "compression": 8, "train_acc": 1} for r in records]
+    no_seconds = [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+    return {
+        "run": epochs_frame(records), "long": epochs_frame(long_run),
+        "one stage": epochs_frame([r for r in records if r["stage"] == "bsq"]),
+        "holes": epochs_frame(holes), "whole numbers": epochs_frame(whole),
+        "no seconds": epochs_frame(no_seconds).drop(columns="seconds"),
+        "one epoch": epochs_frame(records[-1:]),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("x", ["epoch", "wall"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.6])
+def test_epoch_parts_equal_the_charts_made_one_by_one(records, x, smoothing):
+    """``epoch_parts`` (what the live panel builds) works the epochs' wall clock and stage
+    starts out once for its three charts: each of its parts equals the same chart made on
+    its own, and their rows equal the melt-based rows they replaced, frame for frame."""
+    from dashboard.views import charts, curves
+
+    options = curves.CurveOptions(x=x, smoothing=smoothing)
+    for name, df in _epoch_frames(records).items():
+        parts = charts.epoch_parts(df, options)
+        alone = {"loss": charts.loss_parts(df, options), "acc": charts.accuracy_parts(df, options)}
+        if df["avg_bits"].notna().any():
+            alone["avg"] = charts.bits_parts(df)
+        assert parts.keys() == alone.keys(), name
+        for kind, part in parts.items():
+            assert part.key == alone[kind].key, (name, kind)
+            assert part.data.keys() == alone[kind].data.keys(), (name, kind)
+            for dataset, rows in part.data.items():
+                pd.testing.assert_frame_equal(rows, alone[kind].data[dataset], obj=f"{name} {kind}")
+        for kind, metrics in (("loss", ["train_loss", "test_loss"]), ("acc", ["train_acc", "test_acc"])):
+            rows = parts[kind].data["curves"]
+            reference = _reference_long(df, metrics, 500)
+            pd.testing.assert_frame_equal(rows.drop(columns="smoothed", errors="ignore"),
+                                          reference, obj=f"{name} {kind}")  # fmt: skip
+            stages = _reference_stages(df, x)
+            if len(stages):
+                pd.testing.assert_frame_equal(parts[kind].data["stages"], stages, obj=name)
+            else:
+                assert "stages" not in parts[kind].data, name
+        if "avg" in parts:
+            both = _reference_long(df, ["avg_bits", "compression"], 500)
+            for dataset, label in (("avg_bits", "average bits"), ("compression", "compression (x)")):
+                pd.testing.assert_frame_equal(parts["avg"].data[dataset],
+                                              both[both["metric"] == label], obj=name)  # fmt: skip

@@ -77,7 +77,7 @@ def test_epoch_curves_take_options_and_keep_whole_epochs():
     assert raw["encoding"]["x"]["field"] == "wall" and raw["mark"]["opacity"] == 0.3
     assert smoothed["encoding"]["y"]["field"] == "smoothed"
     assert raw["encoding"]["y"]["scale"]["type"] == "log"
-    starts = charts._stage_starts(epochs, "wall")
+    starts = charts._stage_starts(curves.with_wall_clock(epochs), "wall")
     assert starts["x"].tolist() == [2.0] and starts["stage"].tolist() == ["bsq"]
 
 

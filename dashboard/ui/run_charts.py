@@ -34,6 +34,9 @@ _MIN_REBUILD_S, _MAX_REBUILD_S, STEP_REBUILD_S = 2.0, 6.0, 3.0
 # points, spec, options)}. Specs are never mutated after they are stored.
 _SHARED_STEPS: dict[str, tuple] = {}
 _SHARED_LOCK = threading.Lock()
+# {run id: (events, their table)}: the last precision-change table of each run, shared
+_EVENT_TABLES: dict[str, tuple[list[dict], pa.Table | None]] = {}
+_MAX_EVENT_TABLES = 64
 _EPOCH_COLS = ["stage", "epoch", "global_epoch", "seconds"]
 X_CHOICES = {"epoch": "Epoch", "step": "Step", "wall": "Wall-clock"}
 
@@ -105,13 +108,10 @@ def build_figures(view: RunView, options: curves.CurveOptions | None = None) -> 
             layers, start_bits=start_bits, color=color, planned=_planned(view)
         ),
         "density": charts.density_heatmap(layers, view.max_bits),
-        "events": events_arrow(view.events),
+        "events": _events_of(view),
     }
-    if len(ep):
-        figures["loss"] = shared_spec(charts.loss_parts(ep, options))
-        figures["acc"] = shared_spec(charts.accuracy_parts(ep, options))
-    if len(ep) and ep["avg_bits"].notna().any():
-        figures["avg"] = shared_spec(charts.bits_parts(ep))
+    if len(ep):  # "loss", "acc" and, once there are average bits, "avg"
+        figures.update({k: shared_spec(p) for k, p in charts.epoch_parts(ep, options).items()})
     if not view.active and len(view.steps):
         figures.update(_series_figures(view.steps, options, color))
     return figures
@@ -279,6 +279,23 @@ def _events(view: RunView, key: str, figures: dict) -> None:
         )
         return
     st.dataframe(table, key=f"{key}-events", hide_index=True, width="stretch")
+
+
+def _events_of(view: RunView) -> pa.Table | None:
+    """``events_arrow(view.events)``, made again only when the run's events changed (they
+    change at a re-quantization; a fast run's figures are rebuilt every few seconds, and a
+    long run's log took 5 ms to make)."""
+    with _SHARED_LOCK:
+        hit = _EVENT_TABLES.get(view.run_id)
+    if hit is not None and hit[0] == view.events:
+        return hit[1]
+    table = events_arrow(view.events)
+    with _SHARED_LOCK:
+        _EVENT_TABLES.pop(view.run_id, None)
+        _EVENT_TABLES[view.run_id] = (list(view.events), table)
+        while len(_EVENT_TABLES) > _MAX_EVENT_TABLES:
+            _EVENT_TABLES.pop(next(iter(_EVENT_TABLES)))
+    return table
 
 
 def events_arrow(events: list[dict]) -> pa.Table | None:

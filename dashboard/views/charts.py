@@ -183,23 +183,29 @@ def density_heatmap(snapshot_df: pd.DataFrame, max_bits: int) -> go.Figure:
     return make_figure([trace], {**layout, "plot_bgcolor": GAP_COLOR})
 
 
-def _long(epochs_df: pd.DataFrame, metrics: list[str], max_points: int) -> pd.DataFrame:
-    """Tidy (global_epoch, wall, stage, metric, value) rows; missing values dropped."""
-    cols = ["global_epoch", "wall", "stage", *metrics]
-    df = downsample(with_wall_clock(epochs_df)[cols], max_points)
-    long = df.melt(["global_epoch", "wall", "stage"], var_name="metric", value_name="value")
-    long = long.dropna(subset=["value"])
-    long["metric"] = long["metric"].map(lambda m: METRIC_LABELS.get(m, m))
-    return long
+def _long(timed: pd.DataFrame, metrics: list[str], max_points: int) -> pd.DataFrame:
+    """Tidy (global_epoch, wall, stage, metric, value) rows of a ``with_wall_clock`` frame,
+    metric by metric (``DataFrame.melt``'s rows and index), missing values dropped. Built
+    from the columns' arrays: ``melt`` and a label ``map`` were a third of a live run's
+    chart rebuild."""
+    ids = ["global_epoch", "wall", "stage"]
+    df = downsample(timed[[*ids, *metrics]], max_points)
+    n = len(df)
+    long = pd.DataFrame({
+        **{c: np.tile(df[c].to_numpy(), len(metrics)) for c in ids},
+        "metric": np.repeat(np.array([METRIC_LABELS.get(m, m) for m in metrics], object), n),
+        "value": np.concatenate([df[m].to_numpy() for m in metrics]) if metrics else [],
+    })  # fmt: skip
+    return long[long["value"].notna().to_numpy()]
 
 
-def _stage_starts(epochs_df: pd.DataFrame, x: str = "epoch") -> pd.DataFrame:
-    """Where each stage after the first begins (between two epochs), for vertical rules."""
-    df = with_wall_clock(epochs_df)
-    firsts = df.sort_values("global_epoch").groupby("stage", sort=False).first().reset_index()
-    firsts = firsts.sort_values("global_epoch").iloc[1:]
+def _stage_starts(timed: pd.DataFrame, x: str = "epoch") -> pd.DataFrame:
+    """Where each stage after the first begins (between two epochs), for vertical rules;
+    from a ``with_wall_clock`` frame."""
+    rows = timed[["stage", "global_epoch", "wall_start"]].dropna(subset=["stage"])
+    firsts = rows.sort_values("global_epoch", kind="stable").drop_duplicates("stage").iloc[1:]
     where = firsts["global_epoch"] - 0.5 if x == "epoch" else firsts["wall_start"]
-    return pd.DataFrame({"x": where, "stage": firsts["stage"]})
+    return pd.DataFrame({"x": where.to_numpy(), "stage": firsts["stage"].to_numpy()})
 
 
 def epoch_axis(field: str = "global_epoch", title: str = X_AXES["epoch"]) -> alt.X:
@@ -213,9 +219,9 @@ def _x(x: str) -> alt.X:
     return epoch_axis()
 
 
-def _stage_data(epochs_df: pd.DataFrame, x: str = "epoch") -> dict[str, pd.DataFrame]:
+def _stage_data(timed: pd.DataFrame, x: str = "epoch") -> dict[str, pd.DataFrame]:
     """The "stages" dataset of :func:`_stage_layers`, or none when there is one stage."""
-    starts = _stage_starts(epochs_df, x)
+    starts = _stage_starts(timed, x)
     return {} if starts.empty else {"stages": starts}
 
 
@@ -243,17 +249,38 @@ def curves_parts(
     rules; ``options`` adds smoothing (raw curve faint underneath) and a log y axis. The
     chart itself: ``.chart()``."""
     options = options or CurveOptions()
-    long = _long(epochs_df, metrics, max_points)
+    timed = with_wall_clock(epochs_df)
+    return _curves_parts(timed, _stage_data(timed, options.x), metrics, title, y_title,
+                         max_points, options)  # fmt: skip
+
+
+def _curves_parts(timed: pd.DataFrame, stages: dict, metrics: list[str], title: str,
+                  y_title: str, max_points: int, options: CurveOptions) -> ChartParts:  # fmt: skip
+    long = _long(timed, metrics, max_points)
     if options.smoothing:
         long["smoothed"] = long.groupby("metric")["value"].transform(
             lambda v: ema(v.tolist(), options.smoothing)
         )
-    stages = _stage_data(epochs_df, options.x)
     return ChartParts.of(
         _curves_layout, {"curves": long, **stages}, percent=set(metrics) <= PERCENT_METRICS,
         title=title, y_title=y_title, x=options.x, smoothed=bool(options.smoothing),
         log_y=options.log_y, points=len(long) < 60, stages=bool(stages),
     )  # fmt: skip
+
+
+def epoch_parts(epochs_df: pd.DataFrame, options: CurveOptions | None = None) -> dict:
+    """A run's epoch charts: ``"loss"`` and ``"acc"`` (:func:`loss_parts`,
+    :func:`accuracy_parts`) and, once an epoch has average bits, ``"avg"``
+    (:func:`bits_parts`), equal to those, with the wall-clock columns and the stage starts
+    worked out once for the three (the live panel rebuilds them every few seconds)."""
+    options = options or CurveOptions()
+    timed = with_wall_clock(epochs_df)
+    stages = {x: _stage_data(timed, x) for x in {options.x, "epoch"}}
+    parts = {name: _curves_parts(timed, stages[options.x], *spec, 500, options)
+             for name, spec in (("loss", _LOSS), ("acc", _ACCURACY))}  # fmt: skip
+    if epochs_df["avg_bits"].notna().any():
+        parts["avg"] = _bits_parts(timed, stages["epoch"], 500)
+    return parts
 
 
 def _curves_layout(source, percent: bool, title: str, y_title: str, x: str, smoothed: bool,
@@ -300,7 +327,7 @@ def accuracy_parts(epochs_df: pd.DataFrame, options: CurveOptions | None = None)
     return curves_parts(epochs_df, *_ACCURACY, options=options)
 
 
-# (dataset name, metric label, y axis side)
+# (dataset and column name, metric label, y axis side)
 _BITS_METRICS = (("avg_bits", "average bits", "left"), ("compression", "compression (x)", "right"))
 
 
@@ -311,9 +338,14 @@ def bits_chart(epochs_df: pd.DataFrame, max_points: int = 500) -> alt.LayerChart
 
 def bits_parts(epochs_df: pd.DataFrame, max_points: int = 500) -> ChartParts:
     """:func:`bits_chart` as rows + layout."""
-    long = _long(epochs_df, ["avg_bits", "compression"], max_points)
-    data = {name: long[long["metric"] == metric] for name, metric, _ in _BITS_METRICS}
-    stages = _stage_data(epochs_df)
+    timed = with_wall_clock(epochs_df)
+    return _bits_parts(timed, _stage_data(timed), max_points)
+
+
+def _bits_parts(timed: pd.DataFrame, stages: dict, max_points: int) -> ChartParts:
+    long = _long(timed, [column for column, _, _ in _BITS_METRICS], max_points)
+    labels = long["metric"].to_numpy()
+    data = {name: long[labels == label] for name, label, _ in _BITS_METRICS}
     return ChartParts.of(_bits_layout, {**data, **stages}, stages=bool(stages))
 
 
