@@ -1,9 +1,9 @@
 """The view of one run, live or finished; used by the Train and Runs pages (and others).
 
 While a run is queued or running, the panel is two ``st.fragment``s: the progress (header,
-bar, Stop, tiles) re-renders itself every half epoch (1.5-4 s, ``live.poll_interval``), the
-charts every ``live.CHART_TICK_S`` (re-sending them is most of a tick's cost); element keys
-are stable so charts update in place. A tick reads nothing and builds nothing unless the
+bar, Stop) re-renders itself every ``live.poll_interval`` (1.5 s), the tiles and the charts
+every ``live.CHART_TICK_S`` (re-sending them is most of a tick's cost; the tiles then show
+the epoch the charts end at); element keys are stable so charts update in place. A tick reads nothing and builds nothing unless the
 run's version moved: the view and figures come from ``live.live_frame``, built once per
 (run, version) for all sessions.
 (Streamlit 1.5x+ removes a fragment's elements that a rerun does not re-emit, so a tick
@@ -93,8 +93,8 @@ def _live_frame(run_id: str, *, figures: bool = True) -> live.LiveFrame:
 
 
 def _live_top(run_id: str, key: str, every: float) -> None:
-    """Header, progress, Stop and tiles: the cheap part, every half epoch (1.5-4 s). It
-    draws no figure, so it never waits for one to be built."""
+    """Header, progress and Stop: the cheap part, every tick (1.5 s). It draws no figure,
+    so it never waits for one to be built."""
     frame = _live_frame(run_id, figures=False)
     if not frame.view.active:
         _ended_in_place(frame.view)
@@ -107,15 +107,15 @@ def _live_top(run_id: str, key: str, every: float) -> None:
         st.rerun()
     _header(frame.view)
     _progress(frame.view, key)
-    _tiles(frame.view)
 
 
 def _ended_in_place(view: RunView) -> None:
-    """The run has ended (stopped, finished, failed): first its header, outcome and tiles
-    in the fragment's own place, which reaches the browser at once (a whole page took
-    11-26 s to show a Stop with 30 viewers on the 2-core machine; a whole-page rerun
-    straight away may also drop the fragment's output), then, at the next tick, the whole
-    page as the finished view, which no longer polls."""
+    """The run has ended (stopped, finished, failed): first its header and outcome in the
+    fragment's own place, which reaches the browser at once (a whole page took 11-26 s to
+    show a Stop with 30 viewers on the 2-core machine; a whole-page rerun straight away
+    may also drop the fragment's output), then, at the next tick, the whole page as the
+    finished view, which no longer polls (its tiles the run's final figures: the charts
+    fragment's tiles stay until then)."""
     drawn = f"run_panel.ended.{view.run_id}"
     if st.session_state.pop(drawn, False):
         st.rerun()
@@ -123,13 +123,16 @@ def _ended_in_place(view: RunView) -> None:
     _header(view)
     _outcome(view)
     _stop_toast(view.run_id)
-    _tiles(view)
 
 
 def _live_charts(run_id: str, key: str) -> None:
-    """The charts, every ``live.CHART_TICK_S``: their figures change no faster. Once the
-    run has ended they show its last figures until the top fragment redraws the page."""
+    """The tiles and the charts, every ``live.CHART_TICK_S``: the figures change no faster,
+    and tiles drawn with them agree with the curves' last points (at the progress's tick
+    they ran up to a chart tick ahead, and their elements were a third of that tick's cost
+    to the server). Once the run has ended they show its last figures until the top
+    fragment redraws the page."""
     frame = _live_frame(run_id)
+    _tiles(frame.view)
     render_charts(frame.view, key, frame.figures)
 
 
