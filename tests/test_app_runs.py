@@ -179,6 +179,51 @@ def test_a_runs_precision_changes_are_tabled_again_only_when_they_change():
     assert run_charts._events_of(view([])) is None
 
 
+def test_a_growing_precision_change_log_is_extended_as_a_whole_one_is_made(monkeypatch):
+    """New events that sort after the log are appended to its table; any other change
+    (an event sorting before the end, an edited or dropped event, a missing epoch) makes
+    the whole table again. Either way it equals the whole log's table."""
+    import random
+
+    from dashboard.ui import run_charts
+    from dashboard.ui.accessors import RunView
+    from dashboard.views import frames
+
+    rng = random.Random(0)
+    extended, extend = [], run_charts._extended
+    monkeypatch.setattr(run_charts, "_extended", lambda *a: extended.append(extend(*a)) or extended[-1])
+
+    def event(stage, epoch):
+        bits = rng.randint(2, 8)
+        return {"stage": stage, "epoch": epoch, "layer": f"conv{rng.randint(1, 3)}",
+                "old_bits": bits, "new_bits": bits - 1}  # fmt: skip
+
+    def table_of(events):
+        return run_charts._events_of(RunView(
+            run={"run_id": "growing-log", "status": "running", "config": {}},
+            epochs=frames.epochs_frame([]), layers=frames.layers_frame([]), events=events))
+
+    log, appended = [], 0
+    for i in range(80):
+        kind = rng.random()
+        if kind < 0.75 or not log:  # the usual case: a later re-quantization
+            last = log[-1] if log else {"stage": "bsq", "epoch": 0}
+            stage = "finetune" if last["stage"] == "finetune" or rng.random() < 0.05 else "bsq"
+            epoch = last["epoch"] + rng.randint(0, 3) if stage == last["stage"] else 1
+            log = [*log, *(event(stage, epoch) for _ in range(rng.randint(1, 3)))]
+            appended += 1
+        elif kind < 0.85:  # a stored event arriving late, out of order
+            log = [*log, event("bsq", rng.randint(0, log[-1]["epoch"] or 1))]
+        elif kind < 0.88 and i > 70:  # no epoch: sorts last, so nothing is appended after it
+            log = [*log, event("pretrain", None)]
+        elif kind < 0.95:
+            log = log[1:]
+        else:
+            log = [{**log[0], "new_bits": 1}, *log[1:], event("finetune", 99)]  # edited, and one more
+        table = table_of(log)
+        assert table.equals(run_charts.events_arrow(log)), log
+    assert appended > 40 and sum(t is not None for t in extended) > 30  # both ways taken
+    assert sum(t is None for t in extended) > 5
 def test_missing_numbers_read_as_a_dash(runs):
     """A run without a result (failed, stopped, queued) has empty cells: the Runs and
     Pareto tables show them as the app's dash, not Streamlit's grey "None"."""

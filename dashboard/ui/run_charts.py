@@ -12,6 +12,7 @@ has nothing to draw yet and says so.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -282,20 +283,45 @@ def _events(view: RunView, key: str, figures: dict) -> None:
 
 
 def _events_of(view: RunView) -> pa.Table | None:
-    """``events_arrow(view.events)``, made again only when the run's events changed (they
-    change at a re-quantization; a fast run's figures are rebuilt every few seconds, and a
-    long run's log took 5 ms to make)."""
+    """``events_arrow(view.events)``, kept while the run's events are unchanged and extended
+    by the new ones when they only add to the log (a live run's figures are rebuilt every
+    few seconds, its events change at re-quantizations, and a long run's whole log took
+    5 ms to make, more as it grows)."""
+    events = view.events
     with _SHARED_LOCK:
-        hit = _EVENT_TABLES.get(view.run_id)
-    if hit is not None and hit[0] == view.events:
-        return hit[1]
-    table = events_arrow(view.events)
-    with _SHARED_LOCK:
-        _EVENT_TABLES.pop(view.run_id, None)
-        _EVENT_TABLES[view.run_id] = (list(view.events), table)
-        while len(_EVENT_TABLES) > _MAX_EVENT_TABLES:
-            _EVENT_TABLES.pop(next(iter(_EVENT_TABLES)))
+        old, table = _EVENT_TABLES.get(view.run_id, ([], None))
+    if table is None or events != old:
+        table = _extended(table, old, events) or events_arrow(events)
+        with _SHARED_LOCK:
+            _EVENT_TABLES.pop(view.run_id, None)
+            _EVENT_TABLES[view.run_id] = (list(events), table)
+            while len(_EVENT_TABLES) > _MAX_EVENT_TABLES:
+                _EVENT_TABLES.pop(next(iter(_EVENT_TABLES)))
     return table
+
+
+def _extended(table: pa.Table | None, old: list[dict], events: list[dict]) -> pa.Table | None:
+    """``events_arrow(events)`` made from ``table = events_arrow(old)`` and the new events'
+    rows, when ``events`` is ``old`` plus events that sort after all of it (the log's order:
+    stage, then epoch, stable); else None."""
+    n = len(old)
+    if table is None or len(events) <= n or events[:n] != old:
+        return None
+    if min(map(_event_order, events[n:])) < max(map(_event_order, old)):
+        return None
+    new = events_arrow(events[n:])
+    return pa.concat_tables([table, new]) if new.schema.equals(table.schema) else None
+
+
+def _event_order(event: dict) -> tuple[int, float]:
+    """Where ``charts.events_table`` puts an event: stage in training order (unknown ones
+    last), then epoch (missing ones last)."""
+    stage = charts.STAGE_ORDER.get(event.get("stage"), len(charts.STAGE_ORDER))
+    try:
+        epoch = float(event.get("epoch"))
+    except (TypeError, ValueError):
+        epoch = math.nan
+    return stage, epoch if math.isfinite(epoch) else math.inf
 
 
 def events_arrow(events: list[dict]) -> pa.Table | None:

@@ -375,6 +375,9 @@ def _message(event: Mapping[str, Any]) -> str:
     return PrecisionEvent(**{k: v for k, v in event.items() if k in known}).message
 
 
+STAGE_ORDER = {stage.value: i for i, stage in enumerate(Stage)}  # the stages in training order
+
+
 def events_table(events: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """Readable precision-change log in training order (stage, epoch, layer, change)."""
     rows = [
@@ -383,7 +386,6 @@ def events_table(events: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
         for e in events
     ]  # fmt: skip
     df = pd.DataFrame(rows, columns=["stage", "epoch", "layer", "old_bits", "new_bits", "change"])
-    stages = list(Stage)
-    order = df["stage"].map({s.value: i for i, s in enumerate(stages)}).fillna(len(stages))
+    order = df["stage"].map(STAGE_ORDER).fillna(len(STAGE_ORDER))
     df = df.assign(_order=order).sort_values(["_order", "epoch"], kind="stable")
     return df.drop(columns="_order").reset_index(drop=True)
