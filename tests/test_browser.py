@@ -119,7 +119,7 @@ def test_train_live_reload_and_finish(app, page):
     page.goto(app.url)
     page.get_by_text("Pick a model and dataset").wait_for()  # the first script run is done
     # Long enough to be watched: the default 60 BSQ epochs take ~2 s with the fast path,
-    # and the live charts redraw every 5 s (dashboard/ui/live.py, CHART_TICK_S).
+    # and the live charts redraw every 8 s (dashboard/ui/live.py, CHART_TICK_S).
     page.get_by_text("Advanced settings").click()
     _set_number(page, "BSQ epochs", 400)
     page.get_by_role("button", name="Start training").click()

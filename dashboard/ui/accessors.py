@@ -70,7 +70,7 @@ class RunView:
     ``layers`` frames on first use: the progress part of the panel reads a new view about
     once a second and needs only counts and the last epoch (:attr:`n_epochs`,
     :meth:`last_epoch`), while the frames are needed only when figures are built, every
-    5-10 s. Views are shared read-only across sessions; two sessions building the same
+    8-10 s. Views are shared read-only across sessions; two sessions building the same
     frames at once build equal ones.
     """
 
