@@ -191,7 +191,9 @@ def test_a_growing_precision_change_log_is_extended_as_a_whole_one_is_made(monke
 
     rng = random.Random(0)
     extended, extend = [], run_charts._extended
-    monkeypatch.setattr(run_charts, "_extended", lambda *a: extended.append(extend(*a)) or extended[-1])
+    monkeypatch.setattr(
+        run_charts, "_extended", lambda *a: extended.append(extend(*a)) or extended[-1]
+    )
 
     def event(stage, epoch):
         bits = rng.randint(2, 8)
@@ -199,9 +201,14 @@ def test_a_growing_precision_change_log_is_extended_as_a_whole_one_is_made(monke
                 "old_bits": bits, "new_bits": bits - 1}  # fmt: skip
 
     def table_of(events):
-        return run_charts._events_of(RunView(
-            run={"run_id": "growing-log", "status": "running", "config": {}},
-            epochs=frames.epochs_frame([]), layers=frames.layers_frame([]), events=events))
+        return run_charts._events_of(
+            RunView(
+                run={"run_id": "growing-log", "status": "running", "config": {}},
+                epochs=frames.epochs_frame([]),
+                layers=frames.layers_frame([]),
+                events=events,
+            )
+        )
 
     log, appended = [], 0
     for i in range(80):
@@ -218,12 +225,14 @@ def test_a_growing_precision_change_log_is_extended_as_a_whole_one_is_made(monke
             log = [*log, event("pretrain", None)]
         elif kind < 0.95:
             log = log[1:]
-        else:
-            log = [{**log[0], "new_bits": 1}, *log[1:], event("finetune", 99)]  # edited, and one more
+        else:  # an edited event, and one more
+            log = [{**log[0], "new_bits": 1}, *log[1:], event("finetune", 99)]
         table = table_of(log)
         assert table.equals(run_charts.events_arrow(log)), log
     assert appended > 40 and sum(t is not None for t in extended) > 30  # both ways taken
     assert sum(t is None for t in extended) > 5
+
+
 def test_missing_numbers_read_as_a_dash(runs):
     """A run without a result (failed, stopped, queued) has empty cells: the Runs and
     Pareto tables show them as the app's dash, not Streamlit's grey "None"."""

@@ -586,7 +586,10 @@ def test_epoch_parts_equal_the_charts_made_one_by_one(records, x, smoothing):
             assert part.data.keys() == alone[kind].data.keys(), (name, kind)
             for dataset, rows in part.data.items():
                 pd.testing.assert_frame_equal(rows, alone[kind].data[dataset], obj=f"{name} {kind}")
-        for kind, metrics in (("loss", ["train_loss", "test_loss"]), ("acc", ["train_acc", "test_acc"])):
+        for kind, metrics in (
+            ("loss", ["train_loss", "test_loss"]),
+            ("acc", ["train_acc", "test_acc"]),
+        ):
             rows = parts[kind].data["curves"]
             reference = _reference_long(df, metrics, 500)
             pd.testing.assert_frame_equal(rows.drop(columns="smoothed", errors="ignore"),
@@ -598,6 +601,9 @@ def test_epoch_parts_equal_the_charts_made_one_by_one(records, x, smoothing):
                 assert "stages" not in parts[kind].data, name
         if "avg" in parts:
             both = _reference_long(df, ["avg_bits", "compression"], 500)
-            for dataset, label in (("avg_bits", "average bits"), ("compression", "compression (x)")):
+            for dataset, label in (
+                ("avg_bits", "average bits"),
+                ("compression", "compression (x)"),
+            ):
                 pd.testing.assert_frame_equal(parts["avg"].data[dataset],
                                               both[both["metric"] == label], obj=name)  # fmt: skip

@@ -4,7 +4,7 @@ Thirty students watching one run must cost the server little more than one. Each
 fragment asks :func:`live_frame` for the run; that costs one dict lookup (the job manager's
 version counter, or a cached one-row query for runs another process trains) while nothing
 changed, and returns the frame (RunView + figures) already built for that version. When
-the version moves, one session reads the new view (cheap: progress and tiles move every
+the version moves, one session reads the new view (cheap: the progress moves every
 tick) while the others keep drawing the previous frame instead of waiting; the figures are
 rebuilt only when stale, so builds of one run use at most 1/``BUILD_SHARE`` of a core (the
 next one waits 20x the last one's CPU time, between ``MIN_BUILD_S`` and ``MAX_BUILD_S``,

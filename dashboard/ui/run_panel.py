@@ -3,9 +3,9 @@
 While a run is queued or running, the panel is two ``st.fragment``s: the progress (header,
 bar, Stop) re-renders itself every ``live.poll_interval`` (1.5 s), the tiles and the charts
 every ``live.CHART_TICK_S`` (re-sending them is most of a tick's cost; the tiles then show
-the epoch the charts end at); element keys are stable so charts update in place. A tick reads nothing and builds nothing unless the
-run's version moved: the view and figures come from ``live.live_frame``, built once per
-(run, version) for all sessions.
+the epoch the charts end at); element keys are stable so charts update in place. A tick
+reads nothing and builds nothing unless the run's version moved: the view and figures come
+from ``live.live_frame``, built once per (run, version) for all sessions.
 (Streamlit 1.5x+ removes a fragment's elements that a rerun does not re-emit, so a tick
 re-sends the shared elements rather than returning empty.) When the run ends, the top
 fragment draws its outcome in place at once, and at its next tick calls ``st.rerun()`` once:

@@ -45,6 +45,7 @@ METRIC_LABELS = {
     "step_ms": "ms per step",
 }
 PERCENT_METRICS = {"train_acc", "test_acc"}
+MAX_POINTS = 500  # an epoch curve's points at most (evenly spaced epochs, first and last kept)
 
 
 def base_layout(title: str, x_title: str, y_title: str) -> dict:
@@ -242,7 +243,7 @@ def curves_parts(
     metrics: list[str],
     title: str = "Training curves",
     y_title: str = "value",
-    max_points: int = 500,
+    max_points: int = MAX_POINTS,
     options: CurveOptions | None = None,
 ) -> ChartParts:
     """Metrics over the epochs (or wall-clock), one colour per metric, stage boundaries as
@@ -276,10 +277,10 @@ def epoch_parts(epochs_df: pd.DataFrame, options: CurveOptions | None = None) ->
     options = options or CurveOptions()
     timed = with_wall_clock(epochs_df)
     stages = {x: _stage_data(timed, x) for x in {options.x, "epoch"}}
-    parts = {name: _curves_parts(timed, stages[options.x], *spec, 500, options)
+    parts = {name: _curves_parts(timed, stages[options.x], *spec, MAX_POINTS, options)
              for name, spec in (("loss", _LOSS), ("acc", _ACCURACY))}  # fmt: skip
     if epochs_df["avg_bits"].notna().any():
-        parts["avg"] = _bits_parts(timed, stages["epoch"], 500)
+        parts["avg"] = _bits_parts(timed, stages["epoch"], MAX_POINTS)
     return parts
 
 
@@ -331,12 +332,12 @@ def accuracy_parts(epochs_df: pd.DataFrame, options: CurveOptions | None = None)
 _BITS_METRICS = (("avg_bits", "average bits", "left"), ("compression", "compression (x)", "right"))
 
 
-def bits_chart(epochs_df: pd.DataFrame, max_points: int = 500) -> alt.LayerChart:
+def bits_chart(epochs_df: pd.DataFrame, max_points: int = MAX_POINTS) -> alt.LayerChart:
     """Average bits (left axis) and compression (right axis): the same fact on two scales."""
     return bits_parts(epochs_df, max_points).chart()
 
 
-def bits_parts(epochs_df: pd.DataFrame, max_points: int = 500) -> ChartParts:
+def bits_parts(epochs_df: pd.DataFrame, max_points: int = MAX_POINTS) -> ChartParts:
     """:func:`bits_chart` as rows + layout."""
     timed = with_wall_clock(epochs_df)
     return _bits_parts(timed, _stage_data(timed), max_points)
