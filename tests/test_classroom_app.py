@@ -195,6 +195,8 @@ def test_shared_frame_is_rebuilt_only_when_the_version_moves(monkeypatch):
     second = live.live_frame(run_id, build)  # a new view (progress moves), same figures
     assert second is not first and len(second.view.epochs) == 2
     assert second.figures is first.figures and len(calls) == 2
+    # the tiles drawn with those figures show the view they were built from
+    assert second.figures_view is first.view and first.figures_view is first.view
     store.add_events(run_id, [{"layer": "fc1", "old_bits": 8, "new_bits": 6, "msb_dropped": 2,
                                "lsb_dropped": 0, "grown": 0, "stage": "bsq", "epoch": 1,
                                "message": "fc1: 8 -> 6 bits"}])  # fmt: skip
@@ -212,6 +214,7 @@ def test_shared_frame_is_rebuilt_only_when_the_version_moves(monkeypatch):
                                "test_acc": 0.6, "seconds": 1.0}])  # fmt: skip
     fourth = live.live_frame(run_id, build)
     assert fourth.figures is not third.figures and len(calls) == 4
+    assert fourth.figures_view is fourth.view and len(fourth.view.epochs) == 3
     store.request_stop(run_id)  # a new version (a new view), nothing new to draw: no build
     asked = live.live_frame(run_id, build)
     assert asked is not fourth and asked.figures is fourth.figures and len(calls) == 4

@@ -71,6 +71,14 @@ class LiveFrame:
     # the run has ended and these are still its live figures: the view goes out first
     # (the outcome of a Stop shows at once), the final figures are built by the next caller
     pending: bool = False
+    figures_of: RunView | None = None  # the view the figures were built from (None: view)
+
+    @property
+    def figures_view(self) -> RunView:
+        """The view the figures were built from: ``view`` may be newer (a new view is read
+        every tick, figures are kept up to ``MIN_BUILD_S``). The tiles drawn with the
+        charts show its numbers, so tiles and charts agree."""
+        return self.figures_of or self.view
 
     @property
     def rebuild_after_s(self) -> float:
@@ -190,7 +198,7 @@ def _build(run_id: str, version: tuple, old: LiveFrame | None, build, figures=Tr
     with _LOCK:
         BUILDS[run_id] += 1
     return LiveFrame(run_id, version, view, figures, now, time.monotonic(),
-                     time.thread_time() - started, _drawn(view))  # fmt: skip
+                     time.thread_time() - started, _drawn(view), figures_of=view)  # fmt: skip
 
 
 def _drawn(view: RunView) -> tuple[int, int, int]:

@@ -126,13 +126,14 @@ def _ended_in_place(view: RunView) -> None:
 
 
 def _live_charts(run_id: str, key: str) -> None:
-    """The tiles and the charts, every ``live.CHART_TICK_S``: the figures change no faster,
-    and tiles drawn with them agree with the curves' last points (at the progress's tick
-    they ran up to a chart tick ahead, and their elements were a third of that tick's cost
-    to the server). Once the run has ended they show its last figures until the top
-    fragment redraws the page."""
+    """The tiles and the charts, every ``live.CHART_TICK_S``: the figures change no faster.
+    The tiles show the view the figures were built from, so they agree with the bars and
+    the curves' last points (drawn with the progress, from the newest view, they ran up to
+    a rebuild ahead of the charts, and their elements were a third of that tick's cost to
+    the server). Once the run has ended they show its last figures until the top fragment
+    redraws the page."""
     frame = _live_frame(run_id)
-    _tiles(frame.view)
+    _tiles(frame.figures_view)
     render_charts(frame.view, key, frame.figures)
 
 
