@@ -12,7 +12,6 @@ has nothing to draw yet and says so.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 
@@ -289,39 +288,29 @@ def _events_of(view: RunView) -> pa.Table | None:
     5 ms to make, more as it grows)."""
     events = view.events
     with _SHARED_LOCK:
-        old, table = _EVENT_TABLES.get(view.run_id, ([], None))
-    if table is None or events != old:
-        table = _extended(table, old, events) or events_arrow(events)
-        with _SHARED_LOCK:
-            _EVENT_TABLES.pop(view.run_id, None)
-            _EVENT_TABLES[view.run_id] = (list(events), table)
-            while len(_EVENT_TABLES) > _MAX_EVENT_TABLES:
-                _EVENT_TABLES.pop(next(iter(_EVENT_TABLES)))
+        hit = _EVENT_TABLES.get(view.run_id)
+    if hit is not None and hit[0] == events:
+        return hit[1]
+    table = (_extended(*hit, events) if hit else None) or events_arrow(events)
+    with _SHARED_LOCK:
+        _EVENT_TABLES.pop(view.run_id, None)
+        _EVENT_TABLES[view.run_id] = (list(events), table)
+        while len(_EVENT_TABLES) > _MAX_EVENT_TABLES:
+            _EVENT_TABLES.pop(next(iter(_EVENT_TABLES)))
     return table
 
 
-def _extended(table: pa.Table | None, old: list[dict], events: list[dict]) -> pa.Table | None:
+def _extended(old: list[dict], table: pa.Table | None, events: list[dict]) -> pa.Table | None:
     """``events_arrow(events)`` made from ``table = events_arrow(old)`` and the new events'
-    rows, when ``events`` is ``old`` plus events that sort after all of it (the log's order:
-    stage, then epoch, stable); else None."""
+    rows, when ``events`` is ``old`` plus events that sort after all of it
+    (``charts.event_order``); else None."""
     n = len(old)
     if table is None or len(events) <= n or events[:n] != old:
         return None
-    if min(map(_event_order, events[n:])) < max(map(_event_order, old)):
+    if min(map(charts.event_order, events[n:])) < max(map(charts.event_order, old)):
         return None
     new = events_arrow(events[n:])
     return pa.concat_tables([table, new]) if new.schema.equals(table.schema) else None
-
-
-def _event_order(event: dict) -> tuple[int, float]:
-    """Where ``charts.events_table`` puts an event: stage in training order (unknown ones
-    last), then epoch (missing ones last)."""
-    stage = charts.STAGE_ORDER.get(event.get("stage"), len(charts.STAGE_ORDER))
-    try:
-        epoch = float(event.get("epoch"))
-    except (TypeError, ValueError):
-        epoch = math.nan
-    return stage, epoch if math.isfinite(epoch) else math.inf
 
 
 def events_arrow(events: list[dict]) -> pa.Table | None:

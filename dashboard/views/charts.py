@@ -7,6 +7,7 @@ is unit-testable and the pages stay thin.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -376,7 +377,19 @@ def _message(event: Mapping[str, Any]) -> str:
     return PrecisionEvent(**{k: v for k, v in event.items() if k in known}).message
 
 
-STAGE_ORDER = {stage.value: i for i, stage in enumerate(Stage)}  # the stages in training order
+_STAGE_ORDER = {stage.value: i for i, stage in enumerate(Stage)}  # the stages in training order
+
+
+def event_order(event: Mapping[str, Any]) -> tuple[int, float]:
+    """Where an event goes in the precision-change log: its stage in training order
+    (unknown stages last), then its epoch (missing ones last); equal events keep their
+    order."""
+    stage = _STAGE_ORDER.get(event.get("stage"), len(_STAGE_ORDER))
+    try:
+        epoch = float(event.get("epoch"))
+    except (TypeError, ValueError):
+        epoch = math.nan
+    return stage, epoch if math.isfinite(epoch) else math.inf
 
 
 def events_table(events: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
@@ -384,9 +397,6 @@ def events_table(events: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     rows = [
         {"stage": e.get("stage"), "epoch": e.get("epoch"), "layer": e.get("layer"),
          "old_bits": e.get("old_bits"), "new_bits": e.get("new_bits"), "change": _message(e)}
-        for e in events
+        for e in sorted(events, key=event_order)
     ]  # fmt: skip
-    df = pd.DataFrame(rows, columns=["stage", "epoch", "layer", "old_bits", "new_bits", "change"])
-    order = df["stage"].map(STAGE_ORDER).fillna(len(STAGE_ORDER))
-    df = df.assign(_order=order).sort_values(["_order", "epoch"], kind="stable")
-    return df.drop(columns="_order").reset_index(drop=True)
+    return pd.DataFrame(rows, columns=["stage", "epoch", "layer", "old_bits", "new_bits", "change"])
