@@ -23,8 +23,10 @@ no-viewer window's rate; so neither the browsers nor the training count as viewe
 It prints, per N: viewers that saw the panel and saw it update, panel load and
 page-switch p50 / p95 (seconds, in the browsers: they share the server's 2 cores), the
 server's cores while watching (minus no viewer) in all and per viewer, its CPU seconds per
-page switch, the training child's cores, the server's memory, and the run's BSQ epoch time
-against no viewer; then the marginal core per added viewer and the Stop times.
+page switch, the training child's cores, the students' browser's cores while watching (all
+its processes, from ``/proc``: what the tabs take from the shared cores) in all and per tab,
+the server's memory, and the run's BSQ epoch time against no viewer; then the marginal core
+per added viewer and the Stop times.
 
 The browsers share the server's cores, which no classroom does: ``--students-idle`` runs
 the students' browser under ``SCHED_IDLE``, so their rendering takes only the CPU that the
@@ -49,7 +51,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from classroom_server import bsq_epochs, cpu, rss_mib, run_state, serve
+from classroom_server import (
+    bsq_epochs,
+    chromium_roots,
+    cpu,
+    pids_now,
+    rss_mib,
+    run_state,
+    serve,
+    tree_cpu,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 _FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -61,13 +72,14 @@ _PAGES = ("runs", "pareto", "compare", "learn")
 
 
 class Meter:
-    """Server CPU over a phase: cores of the server process and of its children, and the
-    run's new BSQ epochs."""
+    """CPU over a phase: cores of the server process and of its children, of the students'
+    browser (all its processes), and the run's new BSQ epochs."""
 
-    def __init__(self, server: subprocess.Popen, home: Path, run_id: str):
-        self.server, self.home, self.run_id = server, home, run_id
+    def __init__(self, server: subprocess.Popen, home: Path, run_id: str, browser=()):
+        self.server, self.home, self.run_id, self.browser = server, home, run_id, list(browser)
         self.seen = {g for g, _ in bsq_epochs(home, run_id)}
         self.cpu0, self.t0 = cpu(server.pid), time.monotonic()
+        self.browser0 = tree_cpu(self.browser)
 
     def read(self) -> dict:
         (own, kids), wall = cpu(self.server.pid), time.monotonic() - self.t0
@@ -75,6 +87,7 @@ class Meter:
         return {"wall_s": wall, "own_cpu_s": own - self.cpu0[0],
                 "main_cores": (own - self.cpu0[0]) / wall,
                 "child_cores": (kids - self.cpu0[1]) / wall,
+                "browser_cores": (tree_cpu(self.browser) - self.browser0) / wall,
                 "rss_mib": rss_mib(self.server.pid)[0],
                 "epoch_s": statistics.mean(new) if new else None, "epochs": len(new)}  # fmt: skip
 
@@ -235,9 +248,9 @@ def _pct(values: list[float], q: float) -> float | None:
 
 async def one_n(browsers, server, home, base, run_id, n, args, idle, stop) -> dict:
     """N students: arrive, load, watch (measured), Stop (``stop``), switch (measured).
-    ``browsers``: (the owner's, the students'); with ``stop`` viewer 0 is the owner, in a
-    browser of its own (the teacher's laptop)."""
-    owner_browser, browser = browsers
+    ``browsers``: (the owner's, the students', the students' browser's pids); with ``stop``
+    viewer 0 is the owner, in a browser of its own (the teacher's laptop)."""
+    owner_browser, browser, roots = browsers
     # "window": the watch phase's (start, end) in time.time(); "watched" once it is over
     phase = {"watched": asyncio.Event(), "switch": asyncio.Event(), "window": None}
     shared = None  # default: tabs of one context share its HTTP and V8 code caches
@@ -255,7 +268,7 @@ async def one_n(browsers, server, home, base, run_id, n, args, idle, stop) -> di
             break
         await asyncio.sleep(1)
     await asyncio.sleep(5)  # the last arrival's first ticks
-    meter, opened = Meter(server, home, run_id), time.time()
+    meter, opened = Meter(server, home, run_id, roots), time.time()
     await asyncio.sleep(args.watch)
     watch = meter.read()
     phase["window"] = (opened, time.time())
@@ -271,6 +284,7 @@ async def one_n(browsers, server, home, base, run_id, n, args, idle, stop) -> di
     switches = [s for r in results for s in r["switch_s"]]
     watched = sum(p is not None for p in panels)
     extra = watch["main_cores"] - idle["main_cores"]
+    tabs = n - 1 if stop else n  # the students' browser's tabs (the owner has its own)
     done = [s for s in switches if s != float("inf")]
     row.update({
         "saw_panel": watched, "saw_update": sum(r["updated"] for r in results),
@@ -280,6 +294,8 @@ async def one_n(browsers, server, home, base, run_id, n, args, idle, stop) -> di
         "cpu_s_per_switch": ((switch["own_cpu_s"] - idle["main_cores"] * switch["wall_s"])
                              / len(done) if done else None),
         "child_cores": watch["child_cores"], "rss_mib": watch["rss_mib"],
+        "browser_cores": watch["browser_cores"],
+        "browser_per_tab": watch["browser_cores"] / tabs if tabs else None,
         "epoch_vs_idle": (watch["epoch_s"] / idle["epoch_s"]
                           if watch["epoch_s"] and idle["epoch_s"] else None),
     })  # fmt: skip
@@ -303,9 +319,11 @@ async def measure(args) -> dict:
     try:
         async with async_playwright() as p:
             browser = await p.chromium.launch(executable_path=CHROMIUM, args=_FLAGS)
+            before = pids_now()
             students = await p.chromium.launch(
                 executable_path=_sched_idle(CHROMIUM, args.students_idle, home), args=_FLAGS
             )
+            roots = chromium_roots(before)  # the students' browser, read from /proc
             run_id = await start_run(
                 browser, f"{base}/?user=teacher", args.bsq_epochs, args.batch_size
             )
@@ -321,8 +339,8 @@ async def measure(args) -> dict:
             print(f"no viewer: {json.dumps(idle)}", flush=True)
             for n in args.viewers:
                 last = n == args.viewers[-1]
-                row = await one_n((browser, students), server, home, base, run_id, n, args,
-                                  idle, last)  # fmt: skip
+                row = await one_n((browser, students, roots), server, home, base, run_id, n,
+                                  args, idle, last)  # fmt: skip
                 print(json.dumps(row), flush=True)
                 rows.append(row)
             await students.close()
@@ -358,7 +376,7 @@ def _fmt(value) -> str:
 
 _COLS = ("viewers", "saw_panel", "saw_update", "panel_p50_s", "panel_p95_s", "switch_p50_s",
          "switch_p95_s", "watch_cores", "core_per_viewer", "cpu_s_per_switch", "child_cores",
-         "rss_mib", "epoch_vs_idle")  # fmt: skip
+         "browser_cores", "browser_per_tab", "rss_mib", "epoch_vs_idle")  # fmt: skip
 
 
 def print_table(result: dict) -> None:

@@ -20,7 +20,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 _TICK = os.sysconf("SC_CLK_TCK")
 
-__all__ = ["bsq_epochs", "cpu", "rss_mib", "run_state", "serve"]
+__all__ = [
+    "bsq_epochs",
+    "chromium_roots",
+    "cpu",
+    "pids_now",
+    "rss_mib",
+    "run_state",
+    "serve",
+    "tree_cpu",
+]
 
 
 def serve(home: Path, port: int) -> subprocess.Popen:
@@ -82,6 +91,36 @@ def cpu(pid: int) -> tuple[float, float]:
         else:
             children += mine
     return own, children
+
+
+def tree_cpu(pids: list[int]) -> float:
+    """CPU seconds of the live processes in the trees of ``pids`` (a browser: its zygote,
+    renderers, GPU and utility processes)."""
+    total = 0.0
+    for member in {m for pid in pids for m in _tree(pid)}:
+        if fields := _stat(member):
+            total += (int(fields[11]) + int(fields[12])) / _TICK
+    return total
+
+
+def chromium_roots(before: set[int]) -> list[int]:
+    """Chromium browser processes started since ``before`` (a set of pids): the new ones
+    whose parent is not itself Chromium."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) not in before:
+            try:
+                comm = (entry / "comm").read_text().strip()
+            except OSError:
+                continue
+            if "chrom" in comm and (fields := _stat(int(entry.name))):
+                found[int(entry.name)] = int(fields[1])
+    return [pid for pid, parent in found.items() if parent not in found]
+
+
+def pids_now() -> set[int]:
+    """Every running process now (to tell a browser launched next from those before)."""
+    return {int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()}
 
 
 def rss_mib(pid: int) -> tuple[float, float]:

@@ -319,6 +319,39 @@ def test_a_new_run_reads_views_at_the_fast_tick_until_its_first_curve():
     assert live._too_soon(two, ("live", 2))  # the curve is drawable: back to the hold
 
 
+def test_a_crowd_lengthens_the_ticks_and_a_boundary_does_not_flip_them(monkeypatch):
+    from dashboard.ui import live
+
+    clock = [1000.0]
+    monkeypatch.setattr(live.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(live, "_WATCHERS", {})
+    monkeypatch.setattr(live, "_SCALES", {})
+
+    def crowd(n: int, tag: str = "s") -> int:
+        for i in range(n):
+            live.watching("r", f"{tag}{i}")
+        return live.crowd_scale("r")
+
+    assert live.crowd_scale("r") == 1  # nobody yet
+    assert [crowd(n) for n in (1, 8, 9, 16, 17, 40)] == [1, 1, 2, 2, 3, 3]
+    assert live.watchers("r") == 40 and live.watchers("other") == 0
+    live.watching("r", "s0")  # the same session again is one viewer
+    assert live.watchers("r") == 40
+
+    def after_everyone_left(n: int) -> int:  # the others stopped ticking long ago
+        clock[0] += live.WATCHING_S + 1
+        return crowd(n, tag=f"t{clock[0]}-")
+
+    # falls only CROWD_SLACK below a step: 15 and 7 viewers keep the step they are under
+    assert [after_everyone_left(n) for n in (15, 14, 7, 6, 9, 1)] == [3, 2, 2, 1, 2, 1]
+
+    running, queued, new = _frame(epochs=3, epoch_s=0.2), _frame("queued"), _frame(age_s=1.0)
+    assert [live.poll_interval(running, s) for s in (1, 2, 3)] == [1.5, 3.0, 4.5]
+    assert [live.chart_tick_s(s) for s in (1, 2, 3)] == [8.0, 16.0, 24.0]
+    assert [live.poll_interval(queued, s) for s in (1, 3)] == [3.0, 4.5]
+    assert live.poll_interval(new, 3) == live.FAST_TICK_S  # only its owner watches it yet
+
+
 def test_who_is_ahead_in_the_queue_is_grouped_by_name_as_plain_text():
     from dashboard.ui.run_panel import ahead_text
 

@@ -28,8 +28,8 @@ from bsq_engine.runs.status import RunStatus
 from dashboard.ui.accessors import RunView, load_run_view
 from dashboard.ui.state import manager, store
 
-__all__ = ["BUILDS", "CHART_TICK_S", "LiveFrame", "live_frame", "poll_interval", "queue_place",
-           "run_age_s"]  # fmt: skip
+__all__ = ["BUILDS", "CHART_TICK_S", "LiveFrame", "chart_tick_s", "crowd_scale", "live_frame",
+           "poll_interval", "queue_place", "run_age_s", "watchers", "watching"]  # fmt: skip
 
 # Figures are rebuilt at most every MIN_BUILD_S, and the charts (with the tiles) tick as
 # often: 8 s rather than 5, because at 5 s one viewer of a fast run cost the server
@@ -54,6 +54,16 @@ CHART_TICK_S = MIN_BUILD_S
 # Right after a Start the first steps arrive within about a second (the job manager keeps a
 # training process ready): tick fast for the first seconds, then back off to the pace.
 FAST_TICK_S, FAST_FOR_S, FAST_UNTIL_S = 0.4, 8.0, 20.0
+# A crowd on one run ticks slower. A viewer's tick costs the server little (0.006 core per
+# viewer, benchmarks/classroom_load.py) and that viewer's browser much more: one tab of the
+# live panel kept a renderer's main thread 0.06-0.13 core busy (React re-renders each tick's
+# elements, the charts redraw). Each CROWD_SIZE more sessions watching a run lengthen its
+# progress and chart ticks by one step (1.5 s -> 3 s -> 4.5 s; 8 s -> 16 s -> 24 s), so a
+# class costs the server at most ~CROWD_SIZE viewers' ticks per step, and the students'
+# laptops a third of a lone viewer's work. A viewer counts while it ticked within
+# WATCHING_S; the scale falls back only CROWD_SLACK sessions below a step, so a crowd at a
+# boundary does not flip every viewer's cadence (a change is a page rerun per viewer).
+CROWD_SIZE, CROWD_SLACK, MAX_CROWD_SCALE, WATCHING_S = 8, 2, 3, 30.0
 _MARKER_TTL_S, _QUEUE_TTL_S, _MAX_FRAMES = 0.5, 2.0, 64
 BUILDS: Counter = Counter()  # builds per run id (tests: no rebuild while nothing changed)
 
@@ -106,6 +116,8 @@ class LiveFrame:
 
 _LOCK = threading.Lock()
 _FRAMES: dict[str, LiveFrame] = {}
+_WATCHERS: dict[str, dict[str, float]] = {}  # run id -> {viewer id: last tick (monotonic)}
+_SCALES: dict[str, int] = {}  # run id -> its crowd scale now (hysteresis)
 _BUILDERS: dict[str, threading.Lock] = {}
 _MEMO: dict[tuple, tuple[float, object]] = {}
 
@@ -205,18 +217,59 @@ def _drawn(view: RunView) -> tuple[int, int, int]:
     return view.n_epochs, view.n_layers, len(view.events or ())
 
 
-def poll_interval(frame: LiveFrame) -> float:
+def watching(run_id: str, viewer: str) -> None:
+    """Viewer ``viewer`` (a session) is watching ``run_id``'s live panel now."""
+    now = time.monotonic()
+    with _LOCK:
+        _WATCHERS.setdefault(run_id, {})[viewer] = now
+        if len(_WATCHERS) > _MAX_FRAMES:  # runs nobody has watched for a while
+            last = {r: max(seen.values(), default=0.0) for r, seen in _WATCHERS.items()}
+            for old in [r for r, at in last.items() if now - at > WATCHING_S]:
+                _WATCHERS.pop(old)
+                _SCALES.pop(old, None)
+
+
+def watchers(run_id: str) -> int:
+    """Sessions that ticked on ``run_id``'s live panel within the last ``WATCHING_S``."""
+    now = time.monotonic()
+    with _LOCK:
+        seen = _WATCHERS.get(run_id, {})
+        for viewer in [v for v, at in seen.items() if now - at > WATCHING_S]:
+            del seen[viewer]
+        return len(seen)
+
+
+def crowd_scale(run_id: str) -> int:
+    """1 while up to ``CROWD_SIZE`` sessions watch ``run_id``, one more per ``CROWD_SIZE``
+    more, at most ``MAX_CROWD_SCALE``. It rises as soon as the crowd does and falls only
+    when ``CROWD_SLACK`` sessions fewer would still be below the lower step."""
+    n = watchers(run_id)
+    rising = min(MAX_CROWD_SCALE, 1 + max(n - 1, 0) // CROWD_SIZE)
+    falling = min(MAX_CROWD_SCALE, 1 + max(n + CROWD_SLACK - 1, 0) // CROWD_SIZE)
+    with _LOCK:
+        now = _SCALES.get(run_id, 1)
+        scale = _SCALES[run_id] = rising if rising > now else min(now, falling)
+    return scale
+
+
+def chart_tick_s(scale: int = 1) -> float:
+    """Seconds between a viewer's chart ticks, for crowd scale ``scale``."""
+    return CHART_TICK_S * scale
+
+
+def poll_interval(frame: LiveFrame, scale: int = 1) -> float:
     """Seconds between a viewer's progress ticks: about half an epoch, between
     ``MIN_TICK_S`` and ``MAX_TICK_S`` (each tick re-sends the progress, so a fast run does
-    not tick faster); ``STALLED_TICK_S`` when its live state has not moved for
-    ``STALLED_S`` (a long evaluation, a stalled worker); a queued run only moves when
-    another ends, so 3 s; a run created less than ``FAST_FOR_S`` ago ticks every
-    ``FAST_TICK_S`` (its first chart is on its way)."""
+    not tick faster), times the crowd scale (:func:`crowd_scale`); ``STALLED_TICK_S`` when
+    its live state has not moved for ``STALLED_S`` (a long evaluation, a stalled worker); a
+    queued run only moves when another ends, so 3 s (or the crowd's tick, if longer); a run
+    created less than ``FAST_FOR_S`` ago ticks every ``FAST_TICK_S`` (its first chart is on
+    its way: only its owner watches it yet)."""
     view = frame.view
     if run_age_s(view) < FAST_FOR_S and not view.n_epochs:
         return FAST_TICK_S
     if view.status == RunStatus.QUEUED:
-        return 3.0
+        return max(3.0, MIN_TICK_S * scale)
     updated = (view.snapshot or {}).get("updated_at")
     if updated is not None and time.time() - updated > STALLED_S:
         return STALLED_TICK_S
@@ -225,7 +278,7 @@ def poll_interval(frame: LiveFrame) -> float:
         pace = view.epochs["seconds"].tail(5).median()
     if pace is None or pace != pace:  # NaN: no timed epoch yet
         pace = 4.0
-    return min(max(float(pace) / 2, MIN_TICK_S), MAX_TICK_S)
+    return min(max(float(pace) / 2, MIN_TICK_S), MAX_TICK_S) * scale
 
 
 def run_age_s(view: RunView) -> float:

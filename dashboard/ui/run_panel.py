@@ -1,9 +1,11 @@
 """The view of one run, live or finished; used by the Train and Runs pages (and others).
 
-While a run is queued or running, the panel is two ``st.fragment``s: the progress (header,
-bar, Stop) re-renders itself every ``live.poll_interval`` (1.5 s), the tiles and the charts
-every ``live.CHART_TICK_S`` (re-sending them is most of a tick's cost; the tiles then show
-the epoch the charts end at); element keys are stable so charts update in place. A tick
+While a run is queued or running, the page draws its header once and then two
+``st.fragment``s: the progress (bar, Stop) re-renders itself every ``live.poll_interval``
+(1.5 s), the tiles and the charts every ``live.chart_tick_s`` (8 s; re-sending them is most
+of a tick's cost; the tiles then show the epoch the charts end at); both ticks lengthen
+when a crowd watches the run (``live.crowd_scale``: 3 s and 16 s from 9 viewers, 4.5 s and
+24 s from 17); element keys are stable so charts update in place. A tick
 reads nothing and builds nothing unless the run's version moved: the view and figures come
 from ``live.live_frame``, built once per (run, version) for all sessions.
 (Streamlit 1.5x+ removes a fragment's elements that a rerun does not re-emit, so a tick
@@ -15,6 +17,7 @@ the page then shows the static, finished view, which no longer polls.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import Counter
 
 import streamlit as st
@@ -74,11 +77,14 @@ def render_run_panel(run_id: str, *, key: str = "panel") -> None:
     except StoreError as exc:  # a damaged row: its message says how to repair the store
         st.error(plain.md(exc), icon=":material/error:")
         return
-    if frame.view.active:  # the pace sets the tick; a new fragment per pace is fine
-        every = live.poll_interval(frame)
-        st.fragment(_live_top, run_every=every)(run_id, key, every)
+    if frame.view.active:  # the pace and the crowd set the ticks; a new fragment per change
+        live.watching(run_id, _viewer())
+        scale = live.crowd_scale(run_id)
+        every = live.poll_interval(frame, scale)
+        _header(frame.view)  # once: it does not change while the run is live
+        st.fragment(_live_top, run_every=every)(run_id, key, every, scale, frame.view.status)
         # Right after a Start the charts tick fast too: the first chart is what is awaited.
-        charts_every = every if every == live.FAST_TICK_S else live.CHART_TICK_S
+        charts_every = every if every == live.FAST_TICK_S else live.chart_tick_s(scale)
         st.fragment(_live_charts, run_every=charts_every)(run_id, key)
     else:
         _render(frame.view, key, frame.figures)
@@ -92,26 +98,36 @@ def _live_frame(run_id: str, *, figures: bool = True) -> live.LiveFrame:
         st.rerun()
 
 
-def _live_top(run_id: str, key: str, every: float) -> None:
-    """Header, progress and Stop: the cheap part, every tick (1.5 s). It draws no figure,
-    so it never waits for one to be built."""
+def _viewer() -> str:
+    """This browser session's id, for counting a run's watchers (``live.watching``)."""
+    return st.session_state.setdefault("run_panel.viewer", uuid.uuid4().hex)
+
+
+def _live_top(run_id: str, key: str, every: float, scale: int, status: str) -> None:
+    """Progress and Stop: the cheap part, every tick (1.5 s alone, longer in a crowd). It
+    draws no figure, so it never waits for one to be built, nor the header, which does not
+    change while the run is live (drawn once by the page: re-sent with each tick it was a
+    fifth of the tick's work in the browser); ``status``: the one the header shows."""
+    live.watching(run_id, _viewer())
     frame = _live_frame(run_id, figures=False)
     if not frame.view.active:
         _ended_in_place(frame.view)
         return
     fast = every == live.FAST_TICK_S and live.run_age_s(frame.view) < live.FAST_UNTIL_S
-    if not fast and not every / 2 <= live.poll_interval(frame) <= every * 2:
-        # The run's pace changed (pretraining -> BSQ; the first seconds after a Start, which
-        # tick fast, are over): a new tick length. Not sooner: a full rerun on a busy
-        # machine would hold back the first charts (the charts fragment draws them).
+    crowd = live.crowd_scale(run_id)
+    paced = every / 2 <= live.poll_interval(frame, crowd) <= every * 2
+    if frame.view.status != status or (not fast and (crowd != scale or not paced)):
+        # The run left the queue (the header's badge), its pace changed (pretraining -> BSQ;
+        # the first seconds after a Start, which tick fast, are over), or its crowd did: a
+        # new tick length. Not sooner: a full rerun on a busy machine would hold back the
+        # first charts (the charts fragment draws them).
         st.rerun()
-    _header(frame.view)
     _progress(frame.view, key)
 
 
 def _ended_in_place(view: RunView) -> None:
-    """The run has ended (stopped, finished, failed): first its header and outcome in the
-    fragment's own place, which reaches the browser at once (a whole page took 11-26 s to
+    """The run has ended (stopped, finished, failed): first its outcome in the fragment's
+    own place, which reaches the browser at once (a whole page took 11-26 s to
     show a Stop with 30 viewers on the 2-core machine; a whole-page rerun straight away
     may also drop the fragment's output), then, at the next tick, the whole page as the
     finished view, which no longer polls (its tiles the run's final figures: the charts
@@ -120,8 +136,7 @@ def _ended_in_place(view: RunView) -> None:
     if st.session_state.pop(drawn, False):
         st.rerun()
     st.session_state[drawn] = True
-    _header(view)
-    _outcome(view)
+    _outcome(view)  # under the page's header, whose badge the page's rerun brings up to date
     _stop_toast(view.run_id)
 
 
