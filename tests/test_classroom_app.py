@@ -319,31 +319,30 @@ def test_a_new_run_reads_views_at_the_fast_tick_until_its_first_curve():
     assert live._too_soon(two, ("live", 2))  # the curve is drawable: back to the hold
 
 
-def test_a_crowd_lengthens_the_ticks_and_a_boundary_does_not_flip_them(monkeypatch):
+def test_a_viewer_who_joins_a_crowd_ticks_slower(monkeypatch):
     from dashboard.ui import live
 
     clock = [1000.0]
     monkeypatch.setattr(live.time, "monotonic", lambda: clock[0])
     monkeypatch.setattr(live, "_WATCHERS", {})
-    monkeypatch.setattr(live, "_SCALES", {})
 
-    def crowd(n: int, tag: str = "s") -> int:
-        for i in range(n):
-            live.watching("r", f"{tag}{i}")
-        return live.crowd_scale("r")
+    def joins(viewer: str) -> int:  # as the page does: the scale first, then it watches
+        scale = live.crowd_scale("r", viewer)
+        live.watching("r", viewer)
+        return scale
 
-    assert live.crowd_scale("r") == 1  # nobody yet
-    assert [crowd(n) for n in (1, 8, 9, 16, 17, 40)] == [1, 1, 2, 2, 3, 3]
-    assert live.watchers("r") == 40 and live.watchers("other") == 0
-    live.watching("r", "s0")  # the same session again is one viewer
-    assert live.watchers("r") == 40
-
-    def after_everyone_left(n: int) -> int:  # the others stopped ticking long ago
-        clock[0] += live.WATCHING_S + 1
-        return crowd(n, tag=f"t{clock[0]}-")
-
-    # falls only CROWD_SLACK below a step: 15 and 7 viewers keep the step they are under
-    assert [after_everyone_left(n) for n in (15, 14, 7, 6, 9, 1)] == [3, 2, 2, 1, 2, 1]
+    scales = [joins(f"s{i}") for i in range(30)]
+    assert scales == [1] * 8 + [2] * 8 + [3] * 14  # 8 and 16 others watching: x2, x3
+    assert live.watchers("r") == 30 and live.watchers("other") == 0
+    assert joins("s0") == 3  # a page rerun: itself is not one of the others
+    assert live.crowd_scale("r", "s29") == live.crowd_scale("r", "new") == 3
+    clock[0] += live.WATCHING_S / 2
+    for i in range(10):  # twenty stopped ticking
+        live.watching("r", f"s{i}")
+    clock[0] += live.WATCHING_S / 2 + 1
+    assert live.watchers("r") == 10 and joins("late") == 2
+    clock[0] += live.WATCHING_S + 1
+    assert live.watchers("r") == 0 and joins("alone") == 1
 
     running, queued, new = _frame(epochs=3, epoch_s=0.2), _frame("queued"), _frame(age_s=1.0)
     assert [live.poll_interval(running, s) for s in (1, 2, 3)] == [1.5, 3.0, 4.5]

@@ -57,13 +57,15 @@ FAST_TICK_S, FAST_FOR_S, FAST_UNTIL_S = 0.4, 8.0, 20.0
 # A crowd on one run ticks slower. A viewer's tick costs the server little (0.006 core per
 # viewer, benchmarks/classroom_load.py) and that viewer's browser much more: one tab of the
 # live panel kept a renderer's main thread 0.06-0.13 core busy (React re-renders each tick's
-# elements, the charts redraw). Each CROWD_SIZE more sessions watching a run lengthen its
-# progress and chart ticks by one step (1.5 s -> 3 s -> 4.5 s; 8 s -> 16 s -> 24 s), so a
-# class costs the server at most ~CROWD_SIZE viewers' ticks per step, and the students'
-# laptops a third of a lone viewer's work. A viewer counts while it ticked within
-# WATCHING_S; the scale falls back only CROWD_SLACK sessions below a step, so a crowd at a
-# boundary does not flip every viewer's cadence (a change is a page rerun per viewer).
-CROWD_SIZE, CROWD_SLACK, MAX_CROWD_SCALE, WATCHING_S = 8, 2, 3, 30.0
+# elements, the charts redraw). A viewer who opens a run that CROWD_SIZE or more sessions
+# already watch ticks one step slower per CROWD_SIZE of them (1.5 s -> 3 s -> 4.5 s;
+# 8 s -> 16 s -> 24 s), so a class costs the server and the students' laptops about half the
+# ticks. The scale is set when the page runs, never by a tick: changing it under viewers
+# that are already watching made every one of them rerun its page, and on the 2-core
+# machine with 30 tabs the starved tabs then dropped out of the count and back in, and the
+# pages kept rerunning (the owner's Stop button did not show within 60 s). A viewer counts
+# while it ticked within WATCHING_S.
+CROWD_SIZE, MAX_CROWD_SCALE, WATCHING_S = 8, 3, 30.0
 _MARKER_TTL_S, _QUEUE_TTL_S, _MAX_FRAMES = 0.5, 2.0, 64
 BUILDS: Counter = Counter()  # builds per run id (tests: no rebuild while nothing changed)
 
@@ -117,7 +119,6 @@ class LiveFrame:
 _LOCK = threading.Lock()
 _FRAMES: dict[str, LiveFrame] = {}
 _WATCHERS: dict[str, dict[str, float]] = {}  # run id -> {viewer id: last tick (monotonic)}
-_SCALES: dict[str, int] = {}  # run id -> its crowd scale now (hysteresis)
 _BUILDERS: dict[str, threading.Lock] = {}
 _MEMO: dict[tuple, tuple[float, object]] = {}
 
@@ -226,7 +227,6 @@ def watching(run_id: str, viewer: str) -> None:
             last = {r: max(seen.values(), default=0.0) for r, seen in _WATCHERS.items()}
             for old in [r for r, at in last.items() if now - at > WATCHING_S]:
                 _WATCHERS.pop(old)
-                _SCALES.pop(old, None)
 
 
 def watchers(run_id: str) -> int:
@@ -239,17 +239,14 @@ def watchers(run_id: str) -> int:
         return len(seen)
 
 
-def crowd_scale(run_id: str) -> int:
-    """1 while up to ``CROWD_SIZE`` sessions watch ``run_id``, one more per ``CROWD_SIZE``
-    more, at most ``MAX_CROWD_SCALE``. It rises as soon as the crowd does and falls only
-    when ``CROWD_SLACK`` sessions fewer would still be below the lower step."""
-    n = watchers(run_id)
-    rising = min(MAX_CROWD_SCALE, 1 + max(n - 1, 0) // CROWD_SIZE)
-    falling = min(MAX_CROWD_SCALE, 1 + max(n + CROWD_SLACK - 1, 0) // CROWD_SIZE)
+def crowd_scale(run_id: str, viewer: str) -> int:
+    """The tick scale for ``viewer`` opening ``run_id`` now: 1 while fewer than
+    ``CROWD_SIZE`` other sessions watch it, one more per ``CROWD_SIZE`` others, at most
+    ``MAX_CROWD_SCALE``. Asked when a page runs, and kept by its fragments."""
+    others = watchers(run_id)
     with _LOCK:
-        now = _SCALES.get(run_id, 1)
-        scale = _SCALES[run_id] = rising if rising > now else min(now, falling)
-    return scale
+        others -= viewer in _WATCHERS.get(run_id, {})
+    return min(MAX_CROWD_SCALE, 1 + others // CROWD_SIZE)
 
 
 def chart_tick_s(scale: int = 1) -> float:

@@ -3,11 +3,11 @@
 While a run is queued or running, the page draws its header once and then two
 ``st.fragment``s: the progress (bar, Stop) re-renders itself every ``live.poll_interval``
 (1.5 s), the tiles and the charts every ``live.chart_tick_s`` (8 s; re-sending them is most
-of a tick's cost; the tiles then show the epoch the charts end at); both ticks lengthen
-when a crowd watches the run (``live.crowd_scale``: 3 s and 16 s from 9 viewers, 4.5 s and
-24 s from 17); element keys are stable so charts update in place. A tick
-reads nothing and builds nothing unless the run's version moved: the view and figures come
-from ``live.live_frame``, built once per (run, version) for all sessions.
+of a tick's cost; the tiles then show the epoch the charts end at); both ticks are longer
+for a viewer who opens a run a crowd already watches (``live.crowd_scale``: 3 s and 16 s
+with 8 others watching, 4.5 s and 24 s with 16); element keys are stable so charts update
+in place. A tick reads nothing and builds nothing unless the run's version moved: the view
+and figures come from ``live.live_frame``, built once per (run, version) for all sessions.
 (Streamlit 1.5x+ removes a fragment's elements that a rerun does not re-emit, so a tick
 re-sends the shared elements rather than returning empty.) When the run ends, the top
 fragment draws its outcome in place at once, and at its next tick calls ``st.rerun()`` once:
@@ -78,8 +78,8 @@ def render_run_panel(run_id: str, *, key: str = "panel") -> None:
         st.error(plain.md(exc), icon=":material/error:")
         return
     if frame.view.active:  # the pace and the crowd set the ticks; a new fragment per change
+        scale = live.crowd_scale(run_id, _viewer())  # kept by the fragments: see live.py
         live.watching(run_id, _viewer())
-        scale = live.crowd_scale(run_id)
         every = live.poll_interval(frame, scale)
         _header(frame.view)  # once: it does not change while the run is live
         st.fragment(_live_top, run_every=every)(run_id, key, every, scale, frame.view.status)
@@ -114,13 +114,13 @@ def _live_top(run_id: str, key: str, every: float, scale: int, status: str) -> N
         _ended_in_place(frame.view)
         return
     fast = every == live.FAST_TICK_S and live.run_age_s(frame.view) < live.FAST_UNTIL_S
-    crowd = live.crowd_scale(run_id)
-    paced = every / 2 <= live.poll_interval(frame, crowd) <= every * 2
-    if frame.view.status != status or (not fast and (crowd != scale or not paced)):
-        # The run left the queue (the header's badge), its pace changed (pretraining -> BSQ;
-        # the first seconds after a Start, which tick fast, are over), or its crowd did: a
-        # new tick length. Not sooner: a full rerun on a busy machine would hold back the
-        # first charts (the charts fragment draws them).
+    paced = every / 2 <= live.poll_interval(frame, scale) <= every * 2
+    if frame.view.status != status or (not fast and not paced):
+        # The run left the queue (the header's badge), or its pace changed (pretraining ->
+        # BSQ; the first seconds after a Start, which tick fast, are over): a new tick
+        # length. Not sooner: a full rerun on a busy machine would hold back the first
+        # charts (the charts fragment draws them). A change of the crowd waits for the
+        # page's next run (live.crowd_scale).
         st.rerun()
     _progress(frame.view, key)
 
