@@ -12,9 +12,12 @@ from test_browser import app, browser, page, shot, url_of  # noqa: F401 - shared
 
 pytestmark = BROWSER_MARKS
 
+# In view: its top below Streamlit's top bar (which overlays the page) and in the upper part.
 _IN_VIEW_JS = """(cls) => { const el = document.querySelector('.' + cls);
   if (!el) return null; const r = el.getBoundingClientRect();
-  return r.top >= -5 && r.top < window.innerHeight * 0.6; }"""
+  const bar = document.querySelector('[data-testid="stHeader"]');
+  const below = bar ? bar.getBoundingClientRect().bottom : 0;
+  return r.top >= below - 1 && r.top < window.innerHeight * 0.6; }"""
 
 
 # What the first select box shows: its text, or its input's value (a combobox).

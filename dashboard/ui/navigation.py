@@ -96,10 +96,14 @@ def anchor(name: str):
     return st.container(key=f"jump-{name}")
 
 
-# Retries until the target is drawn (its elements may arrive after this one), then scrolls.
+# Retries until the target is drawn (its elements may arrive after this one), then scrolls
+# it to just under Streamlit's top bar, which overlays the page (aligned with the page's top,
+# a run panel's title row sat under the bar).
 _JUMP_JS = """<script>(() => {{ let tries = 0; const go = () => {{
   const el = document.querySelector('.st-key-jump-{name}');
   if (el && el.getBoundingClientRect().height > 0) {{
+    const bar = document.querySelector('[data-testid="stHeader"]');
+    el.style.scrollMarginTop = ((bar ? bar.getBoundingClientRect().height : 0) + 8) + 'px';
     el.scrollIntoView({{behavior: 'smooth', block: 'start'}}); return; }}
   if (++tries < 60) setTimeout(go, 50); }}; go(); }})();</script>"""
 
