@@ -56,8 +56,8 @@ CHART_TICK_S = MIN_BUILD_S
 FAST_TICK_S, FAST_FOR_S, FAST_UNTIL_S = 0.4, 8.0, 20.0
 # A crowd on one run ticks slower. A viewer's tick costs the server little (0.006 core per
 # viewer, benchmarks/classroom_load.py) and that viewer's browser much more: one tab of the
-# live panel kept a renderer's main thread 0.06-0.13 core busy (React re-renders each tick's
-# elements, the charts redraw). A viewer who opens a run that CROWD_SIZE or more sessions
+# live panel kept its renderer's main thread 0.115-0.159 core busy, 0.061 without the charts
+# (benchmarks/tab_cost.py: React re-renders each tick's elements, the charts redraw). A viewer who opens a run that CROWD_SIZE or more sessions
 # already watch ticks one step slower per CROWD_SIZE of them (1.5 s -> 3 s -> 4.5 s;
 # 8 s -> 16 s -> 24 s), so a class costs the server and the students' laptops about half the
 # ticks. The scale is set when the page runs, never by a tick: changing it under viewers
