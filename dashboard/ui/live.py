@@ -54,16 +54,16 @@ CHART_TICK_S = MIN_BUILD_S
 # Right after a Start the first steps arrive within about a second (the job manager keeps a
 # training process ready): tick fast for the first seconds, then back off to the pace.
 FAST_TICK_S, FAST_FOR_S, FAST_UNTIL_S = 0.4, 8.0, 20.0
-# A crowd on one run ticks slower. A viewer's tick costs the server little (0.006 core per
-# viewer, benchmarks/classroom_load.py) and that viewer's browser much more: one tab of the
-# live panel kept its renderer's main thread 0.115-0.159 core busy, 0.061 without the charts
-# (benchmarks/tab_cost.py: React re-renders each tick's elements, the charts redraw). A viewer who opens a run that CROWD_SIZE or more sessions
-# already watch ticks one step slower per CROWD_SIZE of them (1.5 s -> 3 s -> 4.5 s;
-# 8 s -> 16 s -> 24 s), so a class costs the server and the students' laptops about half the
-# ticks. The scale is set when the page runs, never by a tick: changing it under viewers
-# that are already watching made every one of them rerun its page, and on the 2-core
-# machine with 30 tabs the starved tabs then dropped out of the count and back in, and the
-# pages kept rerunning (the owner's Stop button did not show within 60 s). A viewer counts
+# A crowd on one run ticks slower. A viewer's tick costs the server little (0.006 core per viewer,
+# benchmarks/classroom_load.py) and that viewer's browser much more: one tab of the live panel
+# kept its renderer's main thread 0.115-0.159 core busy, 0.061 without the charts
+# (benchmarks/tab_cost.py: React re-renders each tick's elements, the charts redraw). A viewer who
+# opens a run that CROWD_SIZE or more sessions already watch ticks one step slower per CROWD_SIZE
+# of them (1.5 s -> 3 s -> 4.5 s; 8 s -> 16 s -> 24 s), so a class costs the server and the
+# students' laptops about half the ticks. The scale is set when the page runs, never by a tick:
+# changing it under viewers that are already watching made every one of them rerun its page, and
+# on the 2-core machine with 30 tabs the starved tabs then dropped out of the count and back in,
+# and the pages kept rerunning (the owner's Stop button did not show within 60 s). A viewer counts
 # while it ticked within WATCHING_S.
 CROWD_SIZE, MAX_CROWD_SCALE, WATCHING_S = 8, 3, 30.0
 _MARKER_TTL_S, _QUEUE_TTL_S, _MAX_FRAMES = 0.5, 2.0, 64
@@ -229,24 +229,22 @@ def watching(run_id: str, viewer: str) -> None:
                 _WATCHERS.pop(old)
 
 
-def watchers(run_id: str) -> int:
-    """Sessions that ticked on ``run_id``'s live panel within the last ``WATCHING_S``."""
+def watchers(run_id: str, *, besides: str | None = None) -> int:
+    """Sessions that ticked on ``run_id``'s live panel within the last ``WATCHING_S``,
+    session ``besides`` not counted."""
     now = time.monotonic()
     with _LOCK:
         seen = _WATCHERS.get(run_id, {})
         for viewer in [v for v, at in seen.items() if now - at > WATCHING_S]:
             del seen[viewer]
-        return len(seen)
+        return len(seen) - (besides in seen)
 
 
 def crowd_scale(run_id: str, viewer: str) -> int:
     """The tick scale for ``viewer`` opening ``run_id`` now: 1 while fewer than
     ``CROWD_SIZE`` other sessions watch it, one more per ``CROWD_SIZE`` others, at most
     ``MAX_CROWD_SCALE``. Asked when a page runs, and kept by its fragments."""
-    others = watchers(run_id)
-    with _LOCK:
-        others -= viewer in _WATCHERS.get(run_id, {})
-    return min(MAX_CROWD_SCALE, 1 + others // CROWD_SIZE)
+    return min(MAX_CROWD_SCALE, 1 + watchers(run_id, besides=viewer) // CROWD_SIZE)
 
 
 def chart_tick_s(scale: int = 1) -> float:

@@ -78,8 +78,9 @@ def render_run_panel(run_id: str, *, key: str = "panel") -> None:
         st.error(plain.md(exc), icon=":material/error:")
         return
     if frame.view.active:  # the pace and the crowd set the ticks; a new fragment per change
-        scale = live.crowd_scale(run_id, _viewer())  # kept by the fragments: see live.py
-        live.watching(run_id, _viewer())
+        viewer = _viewer()
+        scale = live.crowd_scale(run_id, viewer)  # kept by the fragments: see live.py
+        live.watching(run_id, viewer)
         every = live.poll_interval(frame, scale)
         _header(frame.view)  # once: it does not change while the run is live
         st.fragment(_live_top, run_every=every)(run_id, key, every, scale, frame.view.status)
@@ -141,7 +142,7 @@ def _ended_in_place(view: RunView) -> None:
 
 
 def _live_charts(run_id: str, key: str) -> None:
-    """The tiles and the charts, every ``live.CHART_TICK_S``: the figures change no faster.
+    """The tiles and the charts, every ``live.chart_tick_s``: the figures change no faster.
     The tiles show the view the figures were built from, so they agree with the bars and
     the curves' last points (drawn with the progress, from the newest view, they ran up to
     a rebuild ahead of the charts, and their elements were a third of that tick's cost to
