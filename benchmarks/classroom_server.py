@@ -24,6 +24,7 @@ __all__ = [
     "bsq_epochs",
     "chromium_roots",
     "cpu",
+    "healthy",
     "pids_now",
     "rss_mib",
     "run_state",
@@ -41,16 +42,22 @@ def serve(home: Path, port: int) -> subprocess.Popen:
            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]  # fmt: skip
     log = (home / "streamlit.log").open("w")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(240):
+    return healthy(proc, port, home / "streamlit.log")
+
+
+def healthy(proc: subprocess.Popen, port: int, log: Path, tries: int = 240) -> subprocess.Popen:
+    """``proc``, a Streamlit server on 127.0.0.1:``port``, once it answers its health check
+    (killed, and an error naming ``log``, if it exits or does not answer in time)."""
+    for _ in range(tries):
         if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited ({proc.returncode}); see {home}/streamlit.log")
+            raise RuntimeError(f"streamlit exited ({proc.returncode}); see {log}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2):
                 return proc
         except OSError:
             time.sleep(0.5)
     proc.kill()
-    raise RuntimeError(f"streamlit did not become healthy; see {home}/streamlit.log")
+    raise RuntimeError(f"streamlit did not become healthy; see {log}")
 
 
 def _stat(pid: int) -> list[str] | None:

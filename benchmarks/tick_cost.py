@@ -32,11 +32,11 @@ import sys
 import tempfile
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from classroom_load import _FLAGS, CHROMIUM
+from classroom_server import healthy
 
 PAGES = ("bare", "charts", "widgets")
 
@@ -85,16 +85,7 @@ def serve(folder: Path, port: int) -> subprocess.Popen:
            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]  # fmt: skip
     log = (folder / "streamlit.log").open("w")
     proc = subprocess.Popen(cmd, cwd=folder, stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(120):
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited ({proc.returncode}); see {folder}/streamlit.log")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2):
-                return proc
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError(f"streamlit did not become healthy; see {folder}/streamlit.log")
+    return healthy(proc, port, folder / "streamlit.log")
 
 
 def query(page: str, every: float, args) -> str:
