@@ -24,7 +24,6 @@ __all__ = [
     "bsq_epochs",
     "chromium_roots",
     "cpu",
-    "healthy",
     "pids_now",
     "rss_mib",
     "run_state",
@@ -33,22 +32,19 @@ __all__ = [
 ]
 
 
-def serve(home: Path, port: int) -> subprocess.Popen:
-    """``streamlit run app.py`` on 127.0.0.1:``port`` with its store in ``home``."""
+def serve(home: Path, port: int, app: Path = ROOT / "app.py") -> subprocess.Popen:
+    """``streamlit run`` of ``app`` (default: the BSQ Explorer) on 127.0.0.1:``port`` with
+    its store in ``home`` and its log in ``home/streamlit.log``, once it answers its health
+    check (killed, and an error naming the log, if it exits or does not answer in time)."""
     env = {**os.environ, "BSQ_HOME": str(home), "BSQ_TORCH_THREADS": "1"}
     # no file watcher: an edit to the code must not reload modules in the middle of a measure
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+    cmd = [sys.executable, "-m", "streamlit", "run", app.name, "--server.headless", "true",
            "--server.address", "127.0.0.1", "--server.port", str(port),
            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]  # fmt: skip
-    log = (home / "streamlit.log").open("w")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    return healthy(proc, port, home / "streamlit.log")
-
-
-def healthy(proc: subprocess.Popen, port: int, log: Path, tries: int = 240) -> subprocess.Popen:
-    """``proc``, a Streamlit server on 127.0.0.1:``port``, once it answers its health check
-    (killed, and an error naming ``log``, if it exits or does not answer in time)."""
-    for _ in range(tries):
+    log = home / "streamlit.log"
+    proc = subprocess.Popen(cmd, cwd=app.parent, env=env, stdout=log.open("w"),
+                            stderr=subprocess.STDOUT)  # fmt: skip
+    for _ in range(240):
         if proc.poll() is not None:
             raise RuntimeError(f"streamlit exited ({proc.returncode}); see {log}")
         try:

@@ -38,6 +38,12 @@ from classroom_server import bsq_epochs, chromium_roots, cpu, pids_now, serve, t
 _MAIN = ("TaskDuration", "ScriptDuration", "LayoutDuration", "RecalcStyleDuration")
 
 
+async def devtools_metrics(cdp) -> dict[str, float]:
+    """Chrome DevTools' ``Performance.getMetrics`` of a tab (``Performance.enable`` first),
+    by name: ``TaskDuration`` and the others are the renderer main thread's seconds."""
+    return {m["name"]: m["value"] for m in (await cdp.send("Performance.getMetrics"))["metrics"]}
+
+
 def _by_script(profile: dict) -> collections.Counter:
     """Self time (us) of a CPU profile's samples, by the script they ran in."""
     nodes = {n["id"]: n["callFrame"] for n in profile["nodes"]}
@@ -75,10 +81,10 @@ async def measure(args) -> dict:
                 await cdp.send("Profiler.enable")
                 await cdp.send("Profiler.setSamplingInterval", {"interval": 500})
                 await cdp.send("Profiler.start")
-            metrics0 = await cdp.send("Performance.getMetrics")
+            m0 = await devtools_metrics(cdp)
             browser0, server0, t0 = tree_cpu(roots), cpu(server.pid)[0], time.monotonic()
             await asyncio.sleep(args.secs)
-            metrics1 = await cdp.send("Performance.getMetrics")
+            m1 = await devtools_metrics(cdp)
             browser1, server1 = tree_cpu(roots), cpu(server.pid)[0]
             wall = time.monotonic() - t0
             profile = (await cdp.send("Profiler.stop"))["profile"] if args.profile else None
@@ -86,8 +92,6 @@ async def measure(args) -> dict:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    m0 = {m["name"]: m["value"] for m in metrics0["metrics"]}
-    m1 = {m["name"]: m["value"] for m in metrics1["metrics"]}
     result = {f"main_{k}": (m1[k] - m0[k]) / wall for k in _MAIN}
     result |= {"browser_cores": (browser1 - browser0) / wall,
                "server_cores": (server1 - server0) / wall, "wall_s": wall}  # fmt: skip

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -36,7 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from classroom_load import _FLAGS, CHROMIUM
-from classroom_server import healthy
+from classroom_server import serve
+from tab_cost import devtools_metrics
 
 PAGES = ("bare", "charts", "widgets")
 
@@ -77,17 +77,6 @@ APP = textwrap.dedent("""
 """)
 
 
-def serve(folder: Path, port: int) -> subprocess.Popen:
-    """``streamlit run`` of the page in ``folder`` on 127.0.0.1:``port``, once healthy."""
-    (folder / "tick_app.py").write_text(APP)
-    cmd = [sys.executable, "-m", "streamlit", "run", "tick_app.py", "--server.headless", "true",
-           "--server.address", "127.0.0.1", "--server.port", str(port),
-           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]  # fmt: skip
-    log = (folder / "streamlit.log").open("w")
-    proc = subprocess.Popen(cmd, cwd=folder, stdout=log, stderr=subprocess.STDOUT)
-    return healthy(proc, port, folder / "streamlit.log")
-
-
 def query(page: str, every: float, args) -> str:
     """The URL query of ``page`` ticking every ``every`` s (0: idle)."""
     content = {
@@ -108,22 +97,22 @@ async def main_thread_cores(browser, url: str, settle: float, secs: float) -> fl
         await asyncio.sleep(settle)
         cdp = await context.new_cdp_session(tab)
         await cdp.send("Performance.enable")
-        before = await cdp.send("Performance.getMetrics")
+        before = await devtools_metrics(cdp)
         start = time.monotonic()
         await asyncio.sleep(secs)
-        after = await cdp.send("Performance.getMetrics")
+        after = await devtools_metrics(cdp)
         wall = time.monotonic() - start
     finally:
         await context.close()
-    task = [{m["name"]: m["value"] for m in r["metrics"]}["TaskDuration"] for r in (before, after)]
-    return (task[1] - task[0]) / wall
+    return (after["TaskDuration"] - before["TaskDuration"]) / wall
 
 
 async def measure(args) -> dict[str, list[float]]:
     from playwright.async_api import async_playwright
 
     folder = Path(tempfile.mkdtemp(prefix="bsq_tick_"))
-    server = serve(folder, args.port)
+    (folder / "tick_app.py").write_text(APP)
+    server = serve(folder, args.port, folder / "tick_app.py")
     cores: dict[str, list[float]] = {}
     try:
         async with async_playwright() as p:
