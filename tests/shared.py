@@ -5,7 +5,9 @@
 - ``wait_for``: the one poll-until of the suite (jobs, AppTest pages, the browser).
 - ``BROWSER_MARKS`` / ``CHROMIUM``: how a browser test module marks and skips itself.
 - ``free_port``: a free local port from a given range (torchrun's rendezvous, Ray's GCS).
-- ``serve_app`` / ``stop_app``: ``streamlit run app.py`` on a port, healthy, and its end.
+- ``serve_app`` / ``stop_app``: ``streamlit run serve.py`` on a port, healthy, and its end.
+- ``PROGRESS``: the live panel's progress bar in the browser (the pushed one, which
+  ``serve.py`` serves: ``dashboard/ui/live_progress.py``).
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from typing import Any
 import pytest
 
 __all__ = [
-    "BROWSER_MARKS", "CHROMIUM", "ROOT", "TINY", "free_port", "serve_app", "stop_app",
-    "wait_for",
+    "BROWSER_MARKS", "CHROMIUM", "PROGRESS", "ROOT", "TINY", "free_port", "serve_app",
+    "stop_app", "wait_for",
 ]  # fmt: skip
 
 CHROMIUM = Path("/usr/bin/chromium")
+PROGRESS = '[data-testid="bsqProgress"]'
 ROOT = Path(__file__).resolve().parents[1]
 
 #: ``pytestmark`` of every browser test module: slow, browser, skipped without Chromium.
@@ -55,10 +58,11 @@ def free_port(ports: range, what: str) -> int:
 
 
 def serve_app(home: Path, port: int, log, env: dict | None = None, timeout: float = 90.0):
-    """``streamlit run app.py`` on 127.0.0.1:``port`` with the store in ``home`` (one torch
-    thread, plus ``env``); returns the process once ``/_stcore/health`` answers."""
+    """``streamlit run serve.py`` (the app and its live route, as the README starts it) on
+    127.0.0.1:``port`` with the store in ``home`` (one torch thread, plus ``env``); returns
+    the process once ``/_stcore/health`` answers."""
     env = {**os.environ, "BSQ_HOME": str(home), "BSQ_TORCH_THREADS": "1", **(env or {})}
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+    cmd = [sys.executable, "-m", "streamlit", "run", "serve.py", "--server.headless", "true",
            "--server.port", str(port), "--browser.gatherUsageStats", "false"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout

@@ -1,4 +1,5 @@
-"""Real-browser tests: `streamlit run app.py` driven by Playwright in Debian's Chromium.
+"""Real-browser tests: `streamlit run serve.py` (the app and its live route) driven by
+Playwright in Debian's Chromium.
 
 They use the app as a newcomer does: press Start training, watch the Bits per layer chart
 change, reload mid-run, see the finished summary; run a sweep and read the Pareto frontier;

@@ -1,7 +1,7 @@
 """A class in real browsers: students own their runs, an admin owns all, a planted link in
 the URL stays text, and a queue of runs shows each one's place.
 
-One ``streamlit run app.py`` (child-process worker, the default) with an admin password and
+One ``streamlit run serve.py`` (child-process worker, the default) with an admin password and
 one worker; Playwright drives Debian's Chromium with one browser context per person.
 """
 
@@ -15,7 +15,7 @@ import urllib.request
 from types import SimpleNamespace
 
 import pytest
-from shared import BROWSER_MARKS, CHROMIUM, serve_app, stop_app, wait_for
+from shared import BROWSER_MARKS, CHROMIUM, PROGRESS, serve_app, stop_app, wait_for
 
 from bsq_engine.runs.store import RunStore
 
@@ -91,13 +91,18 @@ def test_a_class_in_browsers(app, browser):
     ana = _person(browser, f"{app.url}/?user=ana")
     ana.get_by_text("Advanced settings").click()
     first = _start(ana, 2000)
-    ana.locator('[data-testid="stProgress"]').first.wait_for()
+    ana.locator(PROGRESS).first.wait_for()
 
     # Another student sees the run but cannot stop it.
     ben = _person(browser, f"{app.url}/?run={first}&user=ben")
-    ben.locator('[data-testid="stProgress"]').first.wait_for()
+    ben.locator(PROGRESS).first.wait_for()
     # The panel's own Stop, by its key: Streamlit's toolbar has a "Stop" button of its own.
     assert ben.locator(".st-key-train-stop button").first.first.is_disabled()
+    # Ben's bar moves with the run: pushed by the live route (its fragment has no timer).
+    bar = ben.locator(PROGRESS).first
+    seen = bar.inner_text()
+    wait_for(lambda: bar.inner_text() != seen, 60, every=0.3,
+             what=lambda: f"the pushed bar to move from {seen!r}")  # fmt: skip
 
     # A planted link in the URL is shown as text: no image, no link to the host.
     ben.goto(f"{app.url}/?user=ben&run=" + urllib.parse.quote(INJECTED))
@@ -108,7 +113,7 @@ def test_a_class_in_browsers(app, browser):
     # Twenty queued runs, each with its place.
     ids = [_start(ana, 2) for _ in range(QUEUED)]
     ana.goto(f"{app.url}/?user=ana&run={ids[-1]}")
-    text = ana.locator('[data-testid="stProgress"]').first
+    text = ana.locator(PROGRESS).first
     wait_for(lambda: f"place {QUEUED} of {QUEUED}" in text.inner_text(), 60, every=0.5,
              what=lambda: f"the last run's place, saw {text.inner_text()!r}")  # fmt: skip
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from shared import BROWSER_MARKS, wait_for
+from shared import BROWSER_MARKS, PROGRESS, wait_for
 from test_browser import app, browser, page, shot, url_of  # noqa: F401 - shared fixtures
 
 pytestmark = BROWSER_MARKS
@@ -46,17 +46,17 @@ def test_live_view_is_kept_across_pages_and_reloads(app, page):  # noqa: F811
                        what="the run panel scrolled into view")  # fmt: skip
     shot(page, "daily_start_in_view")
     assert in_view
-    page.locator('[data-testid="stProgress"]').first.wait_for()
+    page.locator(PROGRESS).first.wait_for()
 
     _go(page, "Runs", "Runs")
     wait_for(lambda: _param(page, "run") == run_id, 30, what="?run= kept on the Runs page")
     _go(page, "Train", "Train")
     wait_for(lambda: _param(page, "run") == run_id, 30, what="?run= kept back on Train")
-    page.locator('[data-testid="stProgress"]').first.wait_for()  # the live panel is back
+    page.locator(PROGRESS).first.wait_for()  # the live panel is back
     page.reload()
     page.get_by_role("heading", name="Train", exact=True).first.wait_for()
     assert _param(page, "run") == run_id
-    page.locator('[data-testid="stProgress"]').first.wait_for()
+    page.locator(PROGRESS).first.wait_for()
 
     # The run ends first. Its panel redraws the whole page when it ends, and a Start sweep
     # click near that moment was lost in two clean-clone suite runs on the busy 2-core
@@ -107,5 +107,5 @@ def test_learn_defaults_to_a_bsq_run_that_dropped_planes(app, page):  # noqa: F8
     page.get_by_text("5. Try it", exact=True).first.click()
     page.get_by_role("heading", name="5. Try it").wait_for()
     page.get_by_text("Your run appears here once you press the button.").wait_for()
-    assert page.locator('[data-testid="stProgress"]').count() == 0  # nobody else's run
+    assert page.locator(PROGRESS).count() == 0  # nobody else's run
     shot(page, "daily_learn_try_it")

@@ -45,20 +45,19 @@ PAGES = (
 )
 
 
-def _v1_discovery_on() -> bool:
-    return bool(PagesManager.uses_pages_directory)
-
-
 def ensure_router() -> None:
     """Turn Streamlit's ``pages/`` discovery off; rerun if this run came through it.
 
-    Returns at once (no-op) once ``app.py`` has run in this process. Outside a script run
-    (plain imports, tests of pure modules) it only switches the flag.
+    Returns at once (no-op) once it is off in this process. Outside a script run (the
+    server's start through ``serve.py``, which imports the dashboard before any session;
+    plain imports, tests of pure modules) it only switches the flag, so that the first
+    session of a fresh server already goes through ``app.py``'s router.
     """
-    if not _v1_discovery_on():
+    if PagesManager.uses_pages_directory is False:
         return
+    came_through_v1 = bool(PagesManager.uses_pages_directory)
     PagesManager.uses_pages_directory = False
-    if st.runtime.exists() and _in_script_run():
+    if came_through_v1 and st.runtime.exists() and _in_script_run():
         st.rerun()  # this run is the v1 one: let app.py's router serve the same page
 
 

@@ -12,6 +12,10 @@ and figures come from ``live.live_frame``, built once per (run, version) for all
 re-sends the shared elements rather than returning empty.) When the run ends, the top
 fragment draws its outcome in place at once, and at its next tick calls ``st.rerun()`` once:
 the page then shows the static, finished view, which no longer polls.
+
+Served through ``serve.py``, the progress fragment has no timer: its bar is pushed
+(``live_progress``: it polls ``live_route`` for :func:`progress_line` every tick) and reruns
+the fragment only when :func:`page_rerun_due` or the run's end asks for more than the bar.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from bsq_engine.units import (
     format_pct,
     is_number,
 )
-from dashboard.ui import identity, live
+from dashboard.ui import identity, live, live_progress
 from dashboard.ui.accessors import RunView, export_files
 from dashboard.ui.run_charts import build_figures, render_charts, vega_spec
 from dashboard.ui.sensitivity import sensitivity_section
@@ -83,7 +87,9 @@ def render_run_panel(run_id: str, *, key: str = "panel") -> None:
         live.watching(run_id, viewer)
         every = live.poll_interval(frame, scale)
         _header(frame.view)  # once: it does not change while the run is live
-        st.fragment(_live_top, run_every=every)(run_id, key, every, scale, frame.view.status)
+        push = live_progress.served()  # pushed bars poll the server; else the fragment ticks
+        top = st.fragment(_live_top, run_every=None if push else every)
+        top(run_id, key, every, scale, frame.view.status, push)
         # Right after a Start the charts tick fast too: the first chart is what is awaited.
         charts_every = every if every == live.FAST_TICK_S else live.chart_tick_s(scale)
         st.fragment(_live_charts, run_every=charts_every)(run_id, key)
@@ -104,26 +110,42 @@ def _viewer() -> str:
     return st.session_state.setdefault("run_panel.viewer", uuid.uuid4().hex)
 
 
-def _live_top(run_id: str, key: str, every: float, scale: int, status: str) -> None:
+def _live_top(run_id: str, key: str, every: float, scale: int, status: str, push: bool) -> None:
     """Progress and Stop: the cheap part, every tick (1.5 s alone, longer in a crowd). It
     draws no figure, so it never waits for one to be built, nor the header, which does not
     change while the run is live (drawn once by the page: re-sent with each tick it was a
-    fifth of the tick's work in the browser); ``status``: the one the header shows."""
-    live.watching(run_id, _viewer())
+    fifth of the tick's work in the browser); ``status``: the one the header shows.
+    ``push``: the fragment has no timer; its bar polls ``live_route`` and reruns it only
+    when something else than the bar must change (see ``live_progress``)."""
+    viewer = _viewer()
+    live.watching(run_id, viewer)
     frame = _live_frame(run_id, figures=False)
     if not frame.view.active:
         _ended_in_place(frame.view)
+        if push:  # no timer brings the page's rerun: ask for it
+            live_progress.rerun_once(every, key=f"{key}-ended")
         return
-    fast = every == live.FAST_TICK_S and live.run_age_s(frame.view) < live.FAST_UNTIL_S
-    paced = every / 2 <= live.poll_interval(frame, scale) <= every * 2
-    if frame.view.status != status or (not fast and not paced):
+    if page_rerun_due(frame, every, scale, status):
         # The run left the queue (the header's badge), or its pace changed (pretraining ->
         # BSQ; the first seconds after a Start, which tick fast, are over): a new tick
         # length. Not sooner: a full rerun on a busy machine would hold back the first
         # charts (the charts fragment draws them). A change of the crowd waits for the
         # page's next run (live.crowd_scale).
         st.rerun()
-    _progress(frame.view, key)
+    pushed = None
+    if push:
+        url = live_progress.url(run_id, viewer=viewer, every=every, scale=scale, status=status)
+        pushed = live_progress.Push(url=url, every=every, key=f"{key}-pushed")
+    _progress(frame.view, key, pushed)
+
+
+def page_rerun_due(frame: live.LiveFrame, every: float, scale: int, status: str) -> bool:
+    """Whether a live panel drawn for ``status`` and ticking every ``every`` s must redraw
+    its page: the run left the queue, or its pace now asks for another tick length (the
+    fast ticks of a new run's first seconds excepted)."""
+    fast = every == live.FAST_TICK_S and live.run_age_s(frame.view) < live.FAST_UNTIL_S
+    paced = every / 2 <= live.poll_interval(frame, scale) <= every * 2
+    return frame.view.status != status or (not fast and not paced)
 
 
 def _ended_in_place(view: RunView) -> None:
@@ -180,7 +202,10 @@ def _header(view: RunView) -> None:
                         f"run {view.run_id} · started by {owner}"))  # fmt: skip
 
 
-def _progress(view: RunView, key: str) -> None:
+def progress_line(view: RunView) -> tuple[float, str]:
+    """The progress bar's fraction (0..1) and its line, as plain text: the stage, the
+    epoch and step, the share done and the time left; for a queued run its place. Drawn
+    by the page (:func:`_progress`) and sent by ``live_route`` to pushed bars."""
     snap, cfg = view.snapshot or {}, view.config
     last = view.last_epoch()
     stage = snap.get("stage") or (last["stage"] if last is not None else Stage.PRETRAIN)
@@ -203,8 +228,19 @@ def _progress(view: RunView, key: str) -> None:
         eta = snap.get("eta_seconds")
         if is_number(eta):
             text += f" · about {format_duration(eta, missing=MISSING)} left"
+    return min(max(float(progress), 0.0), 1.0), text
+
+
+def _progress(view: RunView, key: str, push: live_progress.Push | None = None) -> None:
+    """The bar and Stop. ``push``: the bar is a pushed one (``live_progress``), which
+    polls the run's progress itself between this fragment's runs."""
+    fraction, text = progress_line(view)
     bar, button = st.columns([6, 1], vertical_alignment="bottom")
-    bar.progress(min(max(float(progress), 0.0), 1.0), text=text)
+    with bar:
+        if push is None:
+            st.progress(fraction, text=plain.md(text))
+        else:
+            live_progress.bar(fraction, text, push)
     refusal = identity.refusal(view.run, "stop")
     # on_click: the callback runs before the fragment's next rerun even when a timed tick
     # interrupts the click's own rerun (a plain `if st.button(...)` lost clicks that way).
@@ -253,9 +289,9 @@ def _queue_text(run_id: str) -> str:
 def ahead_text(owners: list[str], shown: int = 4) -> str:
     """Who is ahead in the queue, by name in queue order with each one's number of runs:
     ``zed (6 runs), ana, cid (5 runs) and 2 more people`` (a class queues runs by the
-    handful; a name per run repeated itself). Names as plain text."""
+    handful; a name per run repeated itself). Plain text: escape it where Markdown shows it."""
     counts = Counter(owners)  # first appearance order: the queue's
-    parts = [plain.md(plain.short(name, 20)) + (f" ({n} runs)" if n > 1 else "")
+    parts = [plain.short(name, 20) + (f" ({n} runs)" if n > 1 else "")
              for name, n in list(counts.items())[:shown]]  # fmt: skip
     rest = len(counts) - len(parts)
     more = f" and {rest} more {'person' if rest == 1 else 'people'}" if rest > 0 else ""

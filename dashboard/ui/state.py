@@ -57,6 +57,7 @@ def manager():
     except StoreError as exc:  # not cached: the next rerun tries again, e.g. after a repair
         st.error(plain.md(exc), icon=":material/error:")
         st.stop()
+        raise  # outside a script run (live_route) st.stop() returns: the caller handles it
     if getattr(found, "_closed", False):  # shut down (tests, atexit): get a fresh one
         _manager_for.clear()
         found = _manager_for(home)
