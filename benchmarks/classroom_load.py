@@ -1,6 +1,7 @@
 """A classroom on one server: N browser viewers watching one run that the server trains.
 
-Starts ``streamlit run app.py`` bound to 127.0.0.1 with a fresh store, starts one long run
+Starts ``streamlit run serve.py`` (``--app app.py``: without the live route, the progress
+ticking as fragment runs, as before) bound to 127.0.0.1 with a fresh store, starts one long run
 from the Train page (``--bsq-epochs`` BSQ epochs of the default model and dataset) and waits
 for its BSQ stage. Then, untimed, one visit of every page (Streamlit's first script run
 of a page pays for imports, Plotly's templates and the caches), and a no-viewer window.
@@ -52,6 +53,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from classroom_server import (
+    ENTRIES,
+    PROGRESS,
+    ROOT,
     bsq_epochs,
     chromium_roots,
     cpu,
@@ -66,7 +70,7 @@ CHROMIUM = "/usr/bin/chromium"
 _FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
           "--disable-background-networking", "--disable-component-update", "--no-first-run",
           "--disable-renderer-backgrounding", "--disable-background-timer-throttling"]  # fmt: skip
-_PROGRESS = '[data-testid="stProgress"]'
+_PROGRESS = PROGRESS
 _STOP = ".st-key-train-stop button"  # the panel's own Stop (the toolbar has one too)
 _PAGES = ("runs", "pareto", "compare", "learn")
 
@@ -313,7 +317,7 @@ async def measure(args) -> dict:
     from playwright.async_api import async_playwright
 
     home = Path(tempfile.mkdtemp(prefix="bsq_class_"))
-    server = serve(home, args.port)
+    server = serve(home, args.port, ROOT / args.app)
     base = f"http://127.0.0.1:{args.port}"
     rows, idle = [], None
     try:
@@ -351,7 +355,7 @@ async def measure(args) -> dict:
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
-    return {"rows": rows, "idle": idle, "home": str(home)}
+    return {"rows": rows, "idle": idle, "home": str(home), "app": args.app}
 
 
 def _sched_idle(executable: str, idle: bool, folder: Path) -> str:
@@ -384,7 +388,8 @@ def print_table(result: dict) -> None:
     if idle is None:
         print("no measurement: the run never reached its BSQ stage")
         return
-    print(f"\nno viewer: server process {idle['main_cores']:.3f} cores, training child "
+    print(f"\nserved by streamlit run {result.get('app', ENTRIES[0])}")
+    print(f"no viewer: server process {idle['main_cores']:.3f} cores, training child "
           f"{idle['child_cores']:.3f} cores, server RSS {idle['rss_mib']:.0f} MiB, "
           f"BSQ epoch {_fmt(idle['epoch_s'])} s ({idle['epochs']} epochs)")  # fmt: skip
     print("| " + " | ".join(_COLS) + " |")
@@ -425,6 +430,12 @@ def main() -> None:
     parser.add_argument("--students-idle", action="store_true",
                         help="run the students' browser under SCHED_IDLE (chrt --idle): "
                              "a model of students on their own laptops")  # fmt: skip
+    parser.add_argument(
+        "--app",
+        choices=ENTRIES,
+        default=ENTRIES[0],
+        help="serve.py: pushed progress bars (default); app.py: ticking ones",
+    )
     parser.add_argument("--port", type=int, default=8720)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

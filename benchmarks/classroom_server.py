@@ -21,6 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 _TICK = os.sysconf("SC_CLK_TCK")
 
 __all__ = [
+    "ENTRIES",
+    "PROGRESS",
+    "ROOT",
     "bsq_epochs",
     "chromium_roots",
     "cpu",
@@ -32,7 +35,14 @@ __all__ = [
 ]
 
 
-def serve(home: Path, port: int, app: Path = ROOT / "app.py") -> subprocess.Popen:
+# ``serve.py``: the app with its live route, as the README starts it (pushed progress bars);
+# ``app.py``: the router alone, whose progress fragments tick as script runs (the way before).
+ENTRIES = ("serve.py", "app.py")
+# The live panel's progress bar: the pushed one (serve.py), or Streamlit's (app.py).
+PROGRESS = '[data-testid="bsqProgress"], [data-testid="stProgress"]'
+
+
+def serve(home: Path, port: int, app: Path = ROOT / "serve.py") -> subprocess.Popen:
     """``streamlit run`` of ``app`` (default: the BSQ Explorer) on 127.0.0.1:``port`` with
     its store in ``home`` and its log in ``home/streamlit.log``, once it answers its health
     check (killed, and an error naming the log, if it exits or does not answer in time)."""

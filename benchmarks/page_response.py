@@ -1,6 +1,6 @@
 """How the app feels: Start -> first chart, first visit of each page, live progress cadence.
 
-Starts `streamlit run app.py` on a free port with a fresh store, opens it in Debian's
+Starts `streamlit run serve.py` on a free port with a fresh store, opens it in Debian's
 Chromium (Playwright) and measures, in this order:
 
 - **first visit of each page**: on the fresh server, the time from a sidebar click until the
@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from classroom_server import serve  # the one server start of the benchmarks
+from classroom_server import PROGRESS, serve  # the one server start of the benchmarks
 
 CHROMIUM = "/usr/bin/chromium"
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -43,8 +43,8 @@ _BARS_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].some(p =>
   (((p.layout || {}).title || {}).text || '').includes('Bits per layer') &&
   (p.data || []).some(t => (t.y || []).length))"""
 _CURVE_JS = """() => document.querySelectorAll('[data-testid="stVegaLiteChart"]').length > 0"""
-_PROGRESS_JS = """() => { const p = document.querySelector('[data-testid="stProgress"]');
-  return p ? p.innerText : null; }"""
+_BAR = f"document.querySelector({json.dumps(PROGRESS)})"  # the live panel's progress bar
+_PROGRESS_JS = "() => { const p = " + _BAR + "; return p ? p.innerText : null; }"
 # (sidebar link, page title) of every page but Train, in the order a newcomer might go.
 PAGES = (("Runs", "Runs"), ("Pareto frontier", "Pareto frontier"),
          ("Compare runs", "Compare runs"), ("Learn", "1. A weight in bits"))  # fmt: skip
@@ -83,7 +83,7 @@ def _switch_times(page, rounds: int) -> list[float]:
 def _start_default(page) -> dict:
     clicked_at, start = time.time(), time.perf_counter()
     page.get_by_role("button", name="Start training").click()
-    page.locator('[data-testid="stProgress"]').first.wait_for()
+    page.locator(PROGRESS).first.wait_for()
     panel = time.perf_counter() - start
     curve = panel + _until(page, _CURVE_JS)
     bars = time.perf_counter() - start if page.evaluate(_BARS_JS) else None
@@ -148,9 +148,9 @@ def _progress_cadence(page, watch: float) -> dict:
     _pick(page, "Model", "lenet5")
     _pick(page, "Dataset", "fashion_mnist")
     page.get_by_role("button", name="Start training").click()
-    page.locator('[data-testid="stProgress"]').first.wait_for(timeout=60_000)
-    _until(page, """() => { const p = document.querySelector('[data-testid="stProgress"]');
-        return p && !p.innerText.startsWith('Queued'); }""", 120)  # fmt: skip
+    page.locator(PROGRESS).first.wait_for(timeout=60_000)
+    _until(page, "() => { const p = " + _BAR + "; return p && !p.innerText.startsWith('Queued'); }",
+           120)  # fmt: skip
     changes, last, start = [], page.evaluate(_PROGRESS_JS), time.perf_counter()
     while (now := time.perf_counter()) - start < watch:
         text = page.evaluate(_PROGRESS_JS)

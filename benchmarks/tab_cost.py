@@ -3,7 +3,8 @@
     python benchmarks/tab_cost.py                  # one 60 s window
     python benchmarks/tab_cost.py --secs 60 --profile
 
-Starts ``streamlit run app.py`` with a fresh store (``classroom_server.serve``), starts one
+Starts ``streamlit run serve.py`` (``--app app.py``: without the live route, the progress
+ticking as fragment runs, as before) with a fresh store (``classroom_server.serve``), starts one
 long run from the Train page (``classroom_load.start_run``), opens ONE tab of a second
 browser context on ``/?run=<id>``, lets it settle, and over ``--secs`` seconds reads:
 
@@ -33,7 +34,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from classroom_load import _FLAGS, _PROGRESS, CHROMIUM, start_run
-from classroom_server import bsq_epochs, chromium_roots, cpu, pids_now, serve, tree_cpu
+from classroom_server import (
+    ENTRIES,
+    ROOT,
+    bsq_epochs,
+    chromium_roots,
+    cpu,
+    pids_now,
+    serve,
+    tree_cpu,
+)
 
 _MAIN = ("TaskDuration", "ScriptDuration", "LayoutDuration", "RecalcStyleDuration")
 
@@ -58,7 +68,7 @@ async def measure(args) -> dict:
     from playwright.async_api import async_playwright
 
     home = Path(tempfile.mkdtemp(prefix="bsq_tab_"))
-    server = serve(home, args.port)
+    server = serve(home, args.port, ROOT / args.app)
     base = f"http://127.0.0.1:{args.port}"
     try:
         async with async_playwright() as p:
@@ -105,10 +115,18 @@ def main() -> None:
     parser.add_argument("--secs", type=float, default=60.0, help="measured window (s)")
     parser.add_argument("--settle", type=float, default=20.0, help="seconds before it (s)")
     parser.add_argument("--profile", action="store_true", help="JS self time by script")
+    parser.add_argument(
+        "--app",
+        choices=ENTRIES,
+        default=ENTRIES[0],
+        help="serve.py: pushed progress bar (default); app.py: ticking one",
+    )
     parser.add_argument("--port", type=int, default=8771)
     args = parser.parse_args()
     result = asyncio.run(measure(args))
-    print(f"one tab on the live panel, {result['wall_s']:.0f} s (cores):")
+    print(
+        f"one tab on the live panel (streamlit run {args.app}), {result['wall_s']:.0f} s (cores):"
+    )
     for key in _MAIN:
         print(f"  renderer main thread, {key}: {result[f'main_{key}']:.4f}")
     print(f"  every Chromium process: {result['browser_cores']:.4f}")
