@@ -4,8 +4,8 @@ Each tick of a Streamlit fragment is a script run, and a script run costs the vi
 browser far more than what it sends: one progress tick of the live panel kept a tab's
 renderer busy about 0.24 s on the 2-core machine, against 53 ms for the same bar and button
 alone on a bare page (``benchmarks/tick_cost.py``), because the frontend re-renders the
-page around the fragment. Thirty tabs of a class ticking every 1.5-4.5 s were more than a
-laptop-class CPU can draw (``benchmarks/classroom_load.py``).
+page around the fragment. Thirty tabs ticking every 1.5-4.5 s on the 2-core machine wanted
+more than the cores had left (``benchmarks/classroom_load.py``).
 
 So when the server was started through ``serve.py`` (which adds ``live_route``'s JSON
 route to Streamlit's server), the bar is a small ``st.components.v2`` component: its
@@ -28,7 +28,8 @@ import streamlit as st
 
 __all__ = ["ROUTE", "Push", "bar", "mark_served", "rerun_once", "served", "url"]
 
-ROUTE = "/_bsq/live/{run_id:path}"
+_PREFIX = "_bsq/live/"
+ROUTE = f"/{_PREFIX}{{run_id:path}}"  # a run id with any character travels percent-encoded
 _SERVED = {"route": False}
 
 # The page's own progress bar, drawn by the component's HTML: the look of st.progress
@@ -130,7 +131,7 @@ def url(run_id: str, *, viewer: str, every: float, scale: int, status: str) -> s
     (counted as watching, as a tick counts it), the tick length and crowd scale the page
     drew with, and the status its header shows (the route compares them)."""
     query = urlencode({"viewer": viewer, "every": f"{every:g}", "scale": scale, "status": status})
-    return f"{ROUTE.split('{')[0].lstrip('/')}{quote(run_id, safe='')}?{query}"
+    return f"{_PREFIX}{quote(run_id, safe='')}?{query}"
 
 
 def _noop() -> None:
