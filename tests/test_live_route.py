@@ -97,6 +97,23 @@ def test_route_asks_for_a_rerun_when_more_than_the_bar_changes(client):
     assert ended["rerun"] and ended["status"] == "stopped"  # the outcome is drawn in place
 
 
+def test_route_is_also_under_the_base_url_path(monkeypatch):
+    """Pages live under ``server.baseUrlPath`` and a bar asks a URL relative to its page."""
+    from streamlit import config
+
+    monkeypatch.setitem(live_progress._SERVED, "route", False)
+    before = config.get_option("server.baseUrlPath")
+    config.set_option("server.baseUrlPath", "/class/")
+    try:
+        client = _Client(live_route.routes())
+    finally:
+        config.set_option("server.baseUrlPath", before)
+    _, run_id = _running()
+    path = live_progress.url(run_id, viewer="ab12", every=0.4, scale=1, status="running")
+    for page in ("/", "/class/"):  # served at the root, and under the base path
+        assert client.get(page + path).json()["status"] == "running"
+
+
 def test_route_refuses_bad_values_and_names_missing_runs(client, monkeypatch):
     _, run_id = _running()
     for bad in ({"every": "x"}, {"every": "0"}, {"scale": "0"}, {"scale": "99"}):

@@ -50,9 +50,11 @@ _CSS = """
 # Polls the route every `every` s (a hidden tab's timers are slowed by the browser, which
 # is what a hidden tab should cost). A new `data` (the fragment ran again) restarts the loop
 # from the values the server just drew; the component is not remounted, so a counter on the
-# element ends the loop of the previous data. A failed request (the server restarting) backs
-# off up to 30 s; a `rerun` answer triggers the fragment (again after 3 s if still due: the
-# rerun may be in the queue behind another of this session's script runs).
+# element ends the loop of the previous data. A `rerun` answer (or an error status) triggers
+# the fragment, again after 3 s if still due (the rerun may wait behind another of this
+# session's script runs). An answer that is not the route's JSON (the server restarting, a
+# proxy that does not pass the route) also triggers it, every tick: the fragment's run then
+# redraws the bar, as the ticking fragment did (while the websocket is down too, nothing runs).
 _JS = """
 export default function ({ data, parentElement, setTriggerValue }) {
   const root = parentElement.querySelector(".bsq-progress");
@@ -67,24 +69,21 @@ export default function ({ data, parentElement, setTriggerValue }) {
   show(data.fraction, data.text);
   const round = (root.bsqRound = (root.bsqRound || 0) + 1);
   clearTimeout(root.bsqTimer);
-  let failures = 0;
   const poll = async () => {
     if (round !== root.bsqRound) return;
     let next = data.every * 1000;
     try {
       const response = await fetch(data.url, { cache: "no-store" });
-      const state = response.ok ? await response.json() : { rerun: true };
+      const state = await response.json();
       if (round !== root.bsqRound) return;
-      failures = 0;
-      if (state.rerun) {
+      if (!response.ok || state.rerun) {
         setTriggerValue("due", Date.now());
         next = Math.max(next, 3000);
       } else {
         show(state.fraction, state.text);
       }
     } catch (error) {
-      failures += 1;
-      next = Math.min(30000, next * 2 ** failures);
+      setTriggerValue("due", Date.now());
     }
     if (round === root.bsqRound) root.bsqTimer = setTimeout(poll, next);
   };

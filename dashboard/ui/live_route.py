@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 
+import streamlit as st
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -39,9 +40,15 @@ _HEADERS = {"Cache-Control": "no-store"}
 
 
 def routes() -> list[Route]:
-    """The routes ``serve.py`` adds to Streamlit's server; pushed bars are on from now."""
+    """The routes ``serve.py`` adds to Streamlit's server; pushed bars are on from now.
+
+    Streamlit serves its pages under ``server.baseUrlPath`` and an ``st.App``'s own routes
+    at the root, so the route is also added under that path, where a page's relative URL
+    (``live_progress.url``) finds it, directly or behind a proxy that keeps the path."""
     live_progress.mark_served()
-    return [Route(live_progress.ROUTE, live_state, methods=["GET"])]
+    base = (st.get_option("server.baseUrlPath") or "").strip("/")
+    paths = [live_progress.ROUTE] + ([f"/{base}{live_progress.ROUTE}"] if base else [])
+    return [Route(path, live_state, methods=["GET"]) for path in paths]
 
 
 def _answer(body: dict, status: int = 200) -> JSONResponse:
