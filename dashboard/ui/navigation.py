@@ -16,10 +16,12 @@ pages, never file names.
 
 The flag is a class attribute that is only set while it is None, so switching it off once
 makes every later run, in every session, execute ``app.py`` and its ``st.navigation``.
-``app.py`` switches it off as it starts; a page script run by the v1 path switches it off
-as soon as it imports ``dashboard.ui`` (before any heavy import) and reruns itself, which
-now goes through ``app.py`` and lands on the same page (v1 and ``st.navigation`` derive a
-page's id from the same URL path). The ``pages/`` folder stays where it is.
+``serve.py`` switches it off before any session (it imports ``dashboard.ui``); under a bare
+``streamlit run app.py``, ``app.py`` switches it off as it starts, and a page script run by
+the v1 path switches it off as soon as it imports ``dashboard.ui`` (before any heavy import)
+and reruns itself, which now goes through ``app.py`` and lands on the same page (v1 and
+``st.navigation`` derive a page's id from the same URL path). The ``pages/`` folder stays
+where it is.
 """
 
 from __future__ import annotations
