@@ -56,6 +56,7 @@ from classroom_server import (
     ENTRIES,
     PROGRESS,
     ROOT,
+    add_app_option,
     bsq_epochs,
     chromium_roots,
     cpu,
@@ -70,7 +71,6 @@ CHROMIUM = "/usr/bin/chromium"
 _FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
           "--disable-background-networking", "--disable-component-update", "--no-first-run",
           "--disable-renderer-backgrounding", "--disable-background-timer-throttling"]  # fmt: skip
-_PROGRESS = PROGRESS
 _STOP = ".st-key-train-stop button"  # the panel's own Stop (the toolbar has one too)
 _PAGES = ("runs", "pareto", "compare", "learn")
 
@@ -128,7 +128,7 @@ async def warm_up(browser, base: str, run_id: str) -> None:
     page = await context.new_page()
     page.set_default_timeout(180_000)
     await page.goto(f"{base}/?run={run_id}&user=warm")
-    await page.locator(_PROGRESS).first.wait_for()
+    await page.locator(PROGRESS).first.wait_for()
     await page.wait_for_timeout(6000)  # a chart tick too
     for name in _PAGES:
         await page.goto(f"{base}/{name}?user=warm")
@@ -184,13 +184,13 @@ async def viewer(where, url: str, delay_s: float, timeout_s: float, phase: dict,
     start = time.monotonic()
     try:
         await page.goto(url)
-        await page.locator(_PROGRESS).first.wait_for()
+        await page.locator(PROGRESS).first.wait_for()
         out["panel_s"] = time.monotonic() - start
     except Exception:
         out["failed"] = True
         return
     try:
-        await page.evaluate(_OBSERVE % (_PROGRESS, _ENDED))
+        await page.evaluate(_OBSERVE % (PROGRESS, _ENDED))
     except Exception:
         out["failed"] = True
         return
@@ -430,12 +430,7 @@ def main() -> None:
     parser.add_argument("--students-idle", action="store_true",
                         help="run the students' browser under SCHED_IDLE (chrt --idle): "
                              "a model of students on their own laptops")  # fmt: skip
-    parser.add_argument(
-        "--app",
-        choices=ENTRIES,
-        default=ENTRIES[0],
-        help="serve.py: pushed progress bars (default); app.py: ticking ones",
-    )
+    add_app_option(parser)
     parser.add_argument("--port", type=int, default=8720)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

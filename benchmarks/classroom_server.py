@@ -24,6 +24,7 @@ __all__ = [
     "ENTRIES",
     "PROGRESS",
     "ROOT",
+    "add_app_option",
     "bsq_epochs",
     "chromium_roots",
     "cpu",
@@ -40,6 +41,16 @@ __all__ = [
 ENTRIES = ("serve.py", "app.py")
 # The live panel's progress bar: the pushed one (serve.py), or Streamlit's (app.py).
 PROGRESS = '[data-testid="bsqProgress"], [data-testid="stProgress"]'
+
+
+def add_app_option(parser) -> None:
+    """``--app``: which of ``ENTRIES`` the benchmark serves (``ROOT / args.app``)."""
+    parser.add_argument(
+        "--app",
+        choices=ENTRIES,
+        default=ENTRIES[0],
+        help="serve.py: pushed progress bars (default); app.py: ticking ones",
+    )
 
 
 def serve(home: Path, port: int, app: Path = ROOT / "serve.py") -> subprocess.Popen:

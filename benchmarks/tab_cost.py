@@ -33,10 +33,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from classroom_load import _FLAGS, _PROGRESS, CHROMIUM, start_run
+from classroom_load import _FLAGS, CHROMIUM, start_run
 from classroom_server import (
-    ENTRIES,
+    PROGRESS,
     ROOT,
+    add_app_option,
     bsq_epochs,
     chromium_roots,
     cpu,
@@ -83,7 +84,7 @@ async def measure(args) -> dict:
             context = await browser.new_context(viewport={"width": 1280, "height": 720})
             page = await context.new_page()
             await page.goto(f"{base}/?run={run_id}&user=viewer")
-            await page.locator(_PROGRESS).first.wait_for(timeout=120_000)
+            await page.locator(PROGRESS).first.wait_for(timeout=120_000)
             await asyncio.sleep(args.settle)
             cdp = await context.new_cdp_session(page)
             await cdp.send("Performance.enable")
@@ -115,12 +116,7 @@ def main() -> None:
     parser.add_argument("--secs", type=float, default=60.0, help="measured window (s)")
     parser.add_argument("--settle", type=float, default=20.0, help="seconds before it (s)")
     parser.add_argument("--profile", action="store_true", help="JS self time by script")
-    parser.add_argument(
-        "--app",
-        choices=ENTRIES,
-        default=ENTRIES[0],
-        help="serve.py: pushed progress bar (default); app.py: ticking one",
-    )
+    add_app_option(parser)
     parser.add_argument("--port", type=int, default=8771)
     args = parser.parse_args()
     result = asyncio.run(measure(args))
