@@ -118,12 +118,14 @@ def cpu(pid: int) -> tuple[float, float]:
 
 
 def tree_cpu(pids: list[int]) -> float:
-    """CPU seconds of the live processes in the trees of ``pids`` (a browser: its zygote,
-    renderers, GPU and utility processes)."""
+    """CPU seconds of the processes in the trees of ``pids`` (a browser: its zygote,
+    renderers, GPU and utility processes): the live ones' own and those of the ones that
+    ended and were reaped by a member (cutime, cstime), so that a closed tab's renderer
+    does not take its seconds out of the sum when it exits."""
     total = 0.0
     for member in {m for pid in pids for m in _tree(pid)}:
         if fields := _stat(member):
-            total += (int(fields[11]) + int(fields[12])) / _TICK
+            total += sum(int(field) for field in fields[11:15]) / _TICK
     return total
 
 

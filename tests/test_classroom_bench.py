@@ -54,3 +54,25 @@ def test_a_browser_is_found_by_its_root_and_its_tree_cpu_counted(fake_browser):
     spent = classroom_server.tree_cpu([parent])
     assert spent >= classroom_server.tree_cpu([child]) >= 0.35  # the tree holds the child
     assert classroom_server.tree_cpu([]) == 0.0
+
+
+# a parent whose busy child ends and is reaped (``wait``), as a closed tab's renderer is
+_REAPING_PARENT = """
+import subprocess, sys, time
+subprocess.run([sys.executable, "-c", "import time\\nend = time.process_time() + 0.4\\n"
+                "while time.process_time() < end: pass"], check=True)
+print("reaped", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_tree_keeps_the_seconds_of_a_child_that_ended():
+    parent = subprocess.Popen([sys.executable, "-c", _REAPING_PARENT], stdout=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    try:
+        assert parent.stdout.readline().strip() == "reaped"
+        assert classroom_server._tree(parent.pid) == [parent.pid]  # the child is gone
+        assert classroom_server.tree_cpu([parent.pid]) >= 0.35
+    finally:
+        parent.kill()
+        parent.wait(timeout=10)
