@@ -122,6 +122,27 @@ async def start_run(browser, url: str, epochs: int, batch: int) -> str:
     raise RuntimeError("the run id never appeared in the URL after Start training")
 
 
+async def past_pretraining(home: Path, run_id: str, timeout: float) -> None:
+    """Wait until the run has two BSQ epochs in the store (pretraining first), at most
+    ``timeout`` seconds."""
+    for _ in range(int(timeout)):
+        if len(bsq_epochs(home, run_id)) >= 2:
+            return
+        await asyncio.sleep(1)
+
+
+async def browser_on_a_run(playwright, base: str, home: Path):
+    """A Chromium whose processes are read from ``/proc`` (its roots, ``chromium_roots``)
+    and a long run of the default config (batch 16) past its pretraining, started from it:
+    ``(browser, roots, run id)``, what the one-tab benchmarks start from."""
+    before = pids_now()
+    browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=_FLAGS)
+    roots = chromium_roots(before)
+    run_id = await start_run(browser, f"{base}/?user=teacher", 10_000, 16)
+    await past_pretraining(home, run_id, 300)
+    return browser, roots, run_id
+
+
 async def warm_up(browser, base: str, run_id: str) -> None:
     """One untimed visit of the live panel and of every other page."""
     context = await browser.new_context(viewport={"width": 1280, "height": 720})
@@ -331,10 +352,7 @@ async def measure(args) -> dict:
             run_id = await start_run(
                 browser, f"{base}/?user=teacher", args.bsq_epochs, args.batch_size
             )
-            for _ in range(int(args.timeout * 2)):  # pretraining first: wait for BSQ epochs
-                if len(bsq_epochs(home, run_id)) >= 2:
-                    break
-                await asyncio.sleep(1)
+            await past_pretraining(home, run_id, args.timeout * 2)
             await warm_up(browser, base, run_id)
             await asyncio.sleep(5)  # the warm-up session's last ticks
             meter = Meter(server, home, run_id)

@@ -33,15 +33,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from classroom_load import _FLAGS, CHROMIUM, start_run
+from classroom_load import browser_on_a_run
 from classroom_server import (
     PROGRESS,
     ROOT,
     add_app_option,
-    bsq_epochs,
-    chromium_roots,
     cpu,
-    pids_now,
     serve,
     tree_cpu,
 )
@@ -73,14 +70,7 @@ async def measure(args) -> dict:
     base = f"http://127.0.0.1:{args.port}"
     try:
         async with async_playwright() as p:
-            before = pids_now()
-            browser = await p.chromium.launch(executable_path=CHROMIUM, args=_FLAGS)
-            roots = chromium_roots(before)
-            run_id = await start_run(browser, f"{base}/?user=teacher", 10_000, 16)
-            for _ in range(300):  # pretraining first: wait for BSQ epochs
-                if len(bsq_epochs(home, run_id)) >= 2:
-                    break
-                await asyncio.sleep(1)
+            browser, roots, run_id = await browser_on_a_run(p, base, home)
             context = await browser.new_context(viewport={"width": 1280, "height": 720})
             page = await context.new_page()
             await page.goto(f"{base}/?run={run_id}&user=viewer")
