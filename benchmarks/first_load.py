@@ -111,7 +111,7 @@ _PARTS = {
     "vega": "st.vega_lite_chart = _off",
     "downloads": "run_charts.chart_downloads = _off",
 }
-_ENTRY = """# written by benchmarks/first_load.py for one measurement, removed after it
+_ENTRY = """# written by benchmarks/first_load.py for one measurement, removed once it is served
 import streamlit as st
 
 import dashboard.ui.run_charts as run_charts
