@@ -24,7 +24,8 @@
   the quantized weight ``s * q / (2^n - 1)``, which the method defines exactly.
 
 Results stay exactly resumable: a resumed run rebuilds the same optimizer and memory format
-(``tests/test_optimizer.py``).
+(``tests/test_optimizer.py``). Outside this module, ``Trainer.run`` holds
+``allocator.keep_freed_memory`` so that a step reuses the host memory the last one freed.
 """
 
 from __future__ import annotations

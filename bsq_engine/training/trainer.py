@@ -27,6 +27,7 @@ from bsq_engine.core.quantize import (
 from bsq_engine.core.regularizer import clip_planes_
 from bsq_engine.data import load_dataset
 from bsq_engine.training import distributed, fast_path
+from bsq_engine.training.allocator import keep_freed_memory
 from bsq_engine.training.callbacks import Callback, CallbackList
 from bsq_engine.training.checkpoint import optimizer_tensors
 from bsq_engine.training.config import RunConfig, Stage
@@ -108,23 +109,30 @@ class Trainer:
 
     # -------------------------------------------------------------- the loop
     def run(self, resume: tuple[dict, dict] | None = None) -> dict:
-        """Run (or, given a loaded checkpoint ``(tensors, meta)``, continue) the pipeline."""
+        """Run (or, given a loaded checkpoint ``(tensors, meta)``, continue) the pipeline.
+
+        Freed host memory stays in the process while it runs (``allocator``: no page
+        faults per step for memory the previous step returned)."""
         try:
-            self._load_data()
-            position = self._restore(resume) if resume else None
-            self.callbacks.trigger("on_run_start", self)
-            for stage in self.config.stages:
-                if position and self._stage_index(stage) < self._stage_index(position[0]):
-                    continue
-                resumed_mid_stage = position is not None and position[0] == stage
-                start_epoch = position[1] + 1 if resumed_mid_stage else 1
-                if not resumed_mid_stage:
-                    self._enter_stage(stage)
-                self._run_stage(stage, start_epoch)
-                position = None
-            return self._finish()
+            with keep_freed_memory():
+                return self._run(resume)
         finally:  # finished, stopped or failed: callbacks release what they hold
             self.callbacks.trigger("on_teardown", self)
+
+    def _run(self, resume: tuple[dict, dict] | None) -> dict:
+        self._load_data()
+        position = self._restore(resume) if resume else None
+        self.callbacks.trigger("on_run_start", self)
+        for stage in self.config.stages:
+            if position and self._stage_index(stage) < self._stage_index(position[0]):
+                continue
+            resumed_mid_stage = position is not None and position[0] == stage
+            start_epoch = position[1] + 1 if resumed_mid_stage else 1
+            if not resumed_mid_stage:
+                self._enter_stage(stage)
+            self._run_stage(stage, start_epoch)
+            position = None
+        return self._finish()
 
     def _stage_index(self, stage: Stage) -> int:
         return self.config.stages.index(Stage(stage))
