@@ -52,10 +52,12 @@ import copy
 import json
 import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -70,6 +72,7 @@ from bsq_engine.core.layers import BitLayer, QuantLayer
 from bsq_engine.core.quantize import BSQConfig, _swap_activations_, prepare_bsq
 from bsq_engine.core.regularizer import bit_group_lasso, clip_planes_
 from bsq_engine.models import create_model
+from bsq_engine.training.allocator import keep_freed_memory
 from bsq_engine.training.fast_path import make_sgd, planes_sgd_in_backward
 
 RATIO_TARGET = 1.05  # BSQ fast step / fastest float step (paired median)
@@ -168,8 +171,15 @@ def make_step(variant: str, args, base: nn.Module | None = None):
 CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
 
 
-def time_interleaved(fns: dict, rounds: int, warmup: int, clock: str = "cpu") -> dict:
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def time_interleaved(
+    fns: dict, rounds: int, warmup: int, clock: str = "cpu", faults: dict | None = None
+) -> dict:
     """ms of each callable per round; the order rotates so none always runs first.
+    ``faults``, when given, receives each callable's minor page faults per round.
 
     ``cpu``: CPU seconds of this process (all its threads). On a shared machine a step
     that waits for a core costs wall time but no CPU time, so CPU time compares steps
@@ -180,11 +190,15 @@ def time_interleaved(fns: dict, rounds: int, warmup: int, clock: str = "cpu") ->
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {name: [] for name in names}
+    faulted: dict[str, list[int]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            started = now()
+            first_fault, started = _minor_faults(), now()
             fns[name]()
             times[name].append((now() - started) * 1000)
+            faulted[name].append(_minor_faults() - first_fault)
+    if faults is not None:
+        faults.update(faulted)
     return times
 
 
@@ -212,13 +226,13 @@ def peak_memory_mb(args) -> dict[str, float]:
     flags = [f"--batch={args.batch}", f"--act-bits={args.act_bits or 'float'}"]
     flags += [f"--threads={args.threads}"] if args.threads else []
     rss = {}
-    for variant in ("baseline", *VARIANTS):
+    for variant in ("baseline", *args.only):
         out = subprocess.run(
             [sys.executable, __file__, f"--_child={variant}", *flags],
             capture_output=True, text=True, check=True, env=os.environ | _MALLOC_ENV,
         )  # fmt: skip
         rss[variant] = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_kb"] / 1024
-    return {v: rss[v] - rss["baseline"] for v in VARIANTS}
+    return {v: rss[v] - rss["baseline"] for v in args.only}
 
 
 def _ratios(times: dict, a: str, b: str) -> list[float]:
@@ -244,7 +258,13 @@ def median_interval(values: list[float], level: float = 0.95, resamples: int = 4
 
 def summarize(times: dict, memory: dict, args) -> dict:
     ms = {v: statistics.median(t) for v, t in times.items()}
-    fastest = min(("float", "float-cl"), key=ms.get)
+    fastest = min((v for v in ("float", "float-cl") if v in ms), key=ms.get)
+    paired = lambda a, b: _paired(times, a, b) if a in times and b in times else None  # noqa: E731
+    interval = (  # noqa: E731
+        lambda a, b: (
+            list(median_interval(_ratios(times, a, b))) if a in times and b in times else None
+        )
+    )
     ratios = [x / y for x, y in zip(times["bsq-fast"], times[fastest])]
     quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
     result = {
@@ -253,11 +273,11 @@ def summarize(times: dict, memory: dict, args) -> dict:
         "ratio_ci95": list(median_interval(ratios)),
         "ratio_iqr": [quartiles[0], quartiles[2]],
         "ratios_paired": {v: _paired(times, v, fastest) for v in times},
-        "speedup_fast_vs_today": _paired(times, "bsq-today", "bsq-fast"),
-        "speedup_in_backward": _paired(times, "bsq-optim", "bsq-fast"),
-        "in_backward_ci95": list(median_interval(_ratios(times, "bsq-optim", "bsq-fast"))),
-        "speedup_native": _paired(times, "bsq-eager", "bsq-optim"),
-        "native_ci95": list(median_interval(_ratios(times, "bsq-optim", "bsq-eager"))),
+        "speedup_fast_vs_today": paired("bsq-today", "bsq-fast"),
+        "speedup_in_backward": paired("bsq-optim", "bsq-fast"),
+        "in_backward_ci95": interval("bsq-optim", "bsq-fast"),
+        "speedup_native": paired("bsq-eager", "bsq-optim"),
+        "native_ci95": interval("bsq-optim", "bsq-eager"),
         "native": native.status(),
         "float_spread": max(times[fastest]) / min(times[fastest]),
         "peak_mb": memory or None,
@@ -298,14 +318,17 @@ def _report(result: dict, times: dict, load: str) -> None:
     print(f"  bsq-fast / fastest float ({fastest}): {result['ratio_vs_fastest_float']:.3f} "
           f"(paired median, 95% CI {low:.3f}-{high:.3f}, IQR "
           f"{result['ratio_iqr'][0]:.3f}-{result['ratio_iqr'][1]:.3f}; target <= "
-          f"{RATIO_TARGET}); bsq-today / bsq-fast: "
-          f"{result['speedup_fast_vs_today']:.3f}")  # fmt: skip
-    low, high = result["in_backward_ci95"]
-    print(f"  bsq-optim / bsq-fast: {result['speedup_in_backward']:.3f} (95% CI {low:.3f}-"
-          f"{high:.3f}): the planes' update in the backward pass")  # fmt: skip
-    low, high = result["native_ci95"]
-    print(f"  bsq-eager / bsq-optim: {result['speedup_native']:.3f} (bsq-optim / bsq-eager 95% "
-          f"CI {low:.3f}-{high:.3f}); {result['native']}")  # fmt: skip
+          f"{RATIO_TARGET})")  # fmt: skip
+    if result["speedup_fast_vs_today"] is not None:
+        print(f"  bsq-today / bsq-fast: {result['speedup_fast_vs_today']:.3f}")
+    if result["in_backward_ci95"] is not None:
+        low, high = result["in_backward_ci95"]
+        print(f"  bsq-optim / bsq-fast: {result['speedup_in_backward']:.3f} (95% CI {low:.3f}-"
+              f"{high:.3f}): the planes' update in the backward pass")  # fmt: skip
+    if result["native_ci95"] is not None:
+        low, high = result["native_ci95"]
+        print(f"  bsq-eager / bsq-optim: {result['speedup_native']:.3f} (bsq-optim / bsq-eager "
+              f"95% CI {low:.3f}-{high:.3f}); {result['native']}")  # fmt: skip
     for part, cost in result.get("ablation", {}).items():
         low, high = cost["ci95"]
         print(f"  cost of {part}: {cost['points']:+.1f} points of {fastest} (95% CI "
@@ -318,6 +341,10 @@ def _report(result: dict, times: dict, load: str) -> None:
               "busy; trust the paired ratios over the medians, or rerun")  # fmt: skip
     print(f"  targets met: {result['targets_met']} (median); robustly (CI upper end): "
           f"{result['targets_met_robustly']}")  # fmt: skip
+    print(
+        f"  allocator: {result['allocator']}; minor page faults per step (median): "
+        + ", ".join(f"{v} {n:.0f}" for v, n in result["minor_faults"].items())
+    )
 
 
 def _plane_work_of(variant: str, args, gen: torch.Generator):
@@ -401,6 +428,18 @@ def _act_bits(text: str) -> int | None:
     return None if text.lower() in ("float", "none") else int(text)
 
 
+def _variant_list(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown step(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}"
+        )
+    if "bsq-fast" not in names or not {"float", "float-cl"} & set(names):
+        raise argparse.ArgumentTypeError("--only needs bsq-fast and float or float-cl")
+    return names
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add = parser.add_argument
@@ -415,6 +454,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--profile", action="store_true", help="top operators of float-cl and bsq-fast")
     add("--ablate", action="store_true", help="also bsq-fast without each of its parts")
     add("--planes", action="store_true", help="the planes' own work alone: bsq-optim vs bsq-fast")
+    add("--allocator", choices=("kept", "default"), default="kept",
+        help="kept (default): freed memory stays in the process while the steps run, as the "
+        "trainer does (training.allocator); default: glibc's own policy")  # fmt: skip
+    add("--only", type=_variant_list, default=VARIANTS,
+        help="time these steps only, comma-separated (bsq-fast and a float step among them), "
+        "e.g. float-cl,bsq-fast: more rounds in the same time for the headline ratio")  # fmt: skip
     add("--_child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rounds < 1:
@@ -432,22 +477,25 @@ def main(argv=None) -> dict:
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     memory = {} if args.no_memory else peak_memory_mb(args)  # first: a small parent
     base = _float_model(args)
-    variants = VARIANTS + (tuple(ABLATIONS) if args.ablate else ())
-    times = time_interleaved(
-        {v: make_step(v, args, base) for v in variants}, args.rounds, args.warmup
-    )
-    result = summarize(times, memory, args)
-    result["load_avg"] = f"{load} -> " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    _report(result, times, result["load_avg"])
-    if args.planes:
-        planes = result["planes"] = plane_work(args)
-        low, high = planes["ci95"]
-        print(f"  planes' work alone (node forward + backward + update, ms per step): "
-              f"bsq-optim {planes['ms']['bsq-optim']:.2f}, bsq-fast {planes['ms']['bsq-fast']:.2f}"
-              f"; bsq-optim / bsq-fast {planes['optim_over_fast']:.3f} (95% CI {low:.3f}-"
-              f"{high:.3f})")  # fmt: skip
-    if args.profile:
-        print(profile_fast(args))
+    variants = args.only + (tuple(ABLATIONS) if args.ablate else ())
+    steps, faults = {v: make_step(v, args, base) for v in variants}, {}
+    keep = keep_freed_memory() if args.allocator == "kept" else nullcontext(False)
+    with keep as kept:  # for every timing below (its exit would change glibc's policy)
+        times = time_interleaved(steps, args.rounds, args.warmup, args.clock, faults)
+        result = summarize(times, memory, args)
+        result["allocator"] = "kept" if kept else "default"
+        result["minor_faults"] = {v: statistics.median(f) for v, f in faults.items()}
+        result["load_avg"] = f"{load} -> " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
+        _report(result, times, result["load_avg"])
+        if args.planes:
+            planes = result["planes"] = plane_work(args)
+            low, high = planes["ci95"]
+            print(f"  planes' work alone (node forward + backward + update, ms per step): "
+                  f"bsq-optim {planes['ms']['bsq-optim']:.2f}, bsq-fast "
+                  f"{planes['ms']['bsq-fast']:.2f}; bsq-optim / bsq-fast "
+                  f"{planes['optim_over_fast']:.3f} (95% CI {low:.3f}-{high:.3f})")  # fmt: skip
+        if args.profile:
+            print(profile_fast(args))
     if args.json:
         print(json.dumps(result))
     return result

@@ -124,3 +124,29 @@ def test_plane_work_times_both_updates_and_each_one_trains_the_planes():
     result = bench.plane_work(args, rounds=2)
     assert set(result["ms"]) == {"bsq-optim", "bsq-fast"}
     assert result["ci95"][0] <= result["optim_over_fast"] <= result["ci95"][1]
+
+
+def test_interleaved_timing_reports_each_steps_page_faults_per_round():
+    calls = []
+    fns = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    faults = {}
+    times = bench.time_interleaved(fns, rounds=3, warmup=1, clock="wall", faults=faults)
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-up, then rotating order
+    assert {name: len(t) for name, t in times.items()} == {"a": 3, "b": 3}
+    assert {name: len(f) for name, f in faults.items()} == {"a": 3, "b": 3}
+    assert all(isinstance(n, int) and n >= 0 for f in faults.values() for n in f)
+
+
+def test_only_names_a_subset_with_the_fast_step_and_a_float_step():
+    assert bench.parse_args(["--only", "float-cl,bsq-fast"]).only == ("float-cl", "bsq-fast")
+    assert bench.parse_args([]).only == bench.VARIANTS
+    for bad in ("float-cl", "bsq-fast,bsq-optim", "float-cl,bsq-fast,bsq-turbo"):
+        with pytest.raises(SystemExit):
+            bench.parse_args(["--only", bad])
+
+
+def test_a_summary_of_a_subset_leaves_the_missing_comparisons_out():
+    times = {k: v for k, v in _times([1.03] * 30).items() if k in ("float-cl", "bsq-fast")}
+    result = bench.summarize(times, {}, bench.parse_args(["--only", "float-cl,bsq-fast"]))
+    assert result["ratio_vs_fastest_float"] == pytest.approx(1.03)
+    assert result["speedup_in_backward"] is None and result["native_ci95"] is None

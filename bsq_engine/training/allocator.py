@@ -5,8 +5,9 @@ again in the next. With glibc's defaults, blocks above a *dynamic* threshold are
 fresh from the kernel and the top of the heap is handed back once enough of it is free, so
 every step pays page faults (the kernel zeroes each new 4 KiB page) for memory it just
 returned. ``benchmarks/allocator.py`` counts them with one model per process, as the
-trainer has it (ResNet-20, batch 128, CPU): 12,000 faults and 36 ms of system time per
-float step, 8,000 and 24 ms per BSQ step, 4-5% of the step's CPU time; 0 with the setting.
+trainer has it (ResNet-20, batch 128, CPU, three runs): 5,100-12,300 faults and 16-36 ms of
+system time per float step, 3,300-10,700 and 12-30 ms per BSQ step, 2-6% of the step's CPU
+time; none with the setting.
 
 :func:`keep_freed_memory` sets two of glibc's ``mallopt`` parameters for the duration of a
 run: blocks below 32 MiB (glibc's largest allowed mmap threshold on 64-bit) come from the
