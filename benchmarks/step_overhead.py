@@ -5,6 +5,8 @@
     python benchmarks/step_overhead.py --profile       # top operators of the fast steps
     python benchmarks/step_overhead.py --ablate        # what each part of bsq-fast costs
     python benchmarks/step_overhead.py --planes        # the planes' own work, alone
+    python benchmarks/step_overhead.py --only float,float-cl,bsq-fast --rounds 150
+                                                       # the headline ratio, more rounds
 
 Five steps are built in ONE process and run interleaved after a warm-up (the order rotates
 each round), so load from other processes hits them alike:
@@ -39,6 +41,10 @@ parts: ``bsq-no-reg`` (alpha 0: no group norms, no Lasso gradient), ``bsq-no-pla
 ``bsq-fast`` minus that step, per round, in points of the fastest float step (median and
 bootstrap 95% interval). Removal measures what the profiler cannot: a pass over the planes
 also slows the float operators around it (the caches it evicts).
+
+The timed steps run inside ``training.allocator.keep_freed_memory``, as the trainer's do
+(``--allocator default``: glibc's own policy); the report gives each step's minor page
+faults per step. ``benchmarks/allocator.py`` measures what the policy changes.
 
 Memory: each variant runs a few steps in a fresh child process that reports its own peak
 RSS (``VmHWM``) minus a baseline child's (imports, float model, batch). See

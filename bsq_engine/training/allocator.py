@@ -17,14 +17,15 @@ faults after the first step. At the run's end the free memory goes back to the k
 sets (twice the mmap threshold) once it has raised the mmap threshold to its 32 MiB maximum.
 The mmap threshold stays at 32 MiB: setting it turns glibc's adjustment off for the rest of
 the process, and putting back the start-up 128 KiB would map and fault every larger block
-from then on (measured: 730 ms of system time per ResNet-20 step).
+from then on (one check with only ``MALLOC_TRIM_THRESHOLD_`` set, which has that effect:
+730 ms of system time per ResNet-20 step).
 
 Our choice, not the method's: it changes no computed value, only where the memory comes
-from. Peak memory is the same (the step reaches it anyway); between steps the process
-keeps its peak instead of dropping below it. A no-op where the C library is not glibc
-(macOS, musl): those allocators have their own policies. Nested and concurrent runs in one
-process (the thread worker) share one setting: the first to enter sets it, the last to leave
-restores it.
+from. Between steps the process keeps its peak instead of dropping below it; the peak
+itself moved by -30 MB (float) and +55 MB (BSQ) of 1.2-1.4 GB in ``benchmarks/allocator.py``.
+A no-op where the C library is not glibc (macOS, musl): those allocators have their own
+policies. Nested and concurrent runs in one process (the thread worker) share one setting:
+the first to enter sets it, the last to leave gives the memory back.
 """
 
 from __future__ import annotations
