@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from step_overhead import _peak_rss_kb, median_interval
+import step_overhead  # the benchmark's steps (model, batch, optimizer, fast path)
 
 from bsq_engine.training.allocator import keep_freed_memory
 
@@ -43,8 +43,6 @@ POLICIES = ("default", "kept")
 
 
 def _child(step_kind: str, policy: str, steps: int, batch: int) -> dict:
-    import step_overhead  # the benchmark's steps (model, batch, optimizer, fast path)
-
     torch.set_num_threads(1)
     args = step_overhead.parse_args(["--batch", str(batch), "--no-memory"])
     step = step_overhead.make_step(step_kind, args)
@@ -64,7 +62,7 @@ def _child(step_kind: str, policy: str, steps: int, batch: int) -> dict:
     med = lambda i: statistics.median(r[i] for r in rows)  # noqa: E731
     return {"faults": med(0), "sys_ms": med(1), "user_ms": med(2),
             "cpu_ms": statistics.median(r[1] + r[2] for r in rows),
-            "peak_rss_mb": _peak_rss_kb() / 1024}  # fmt: skip
+            "peak_rss_mb": step_overhead._peak_rss_kb() / 1024}  # fmt: skip
 
 
 def run_child(step_kind: str, policy: str, steps: int, batch: int) -> dict:
@@ -86,7 +84,7 @@ def summarize(children: dict) -> dict:
         twins = zip(by_policy["kept"], by_policy["default"])
         ratios = [k["cpu_ms"] / d["cpu_ms"] for k, d in twins]
         entry["kept_over_default_cpu"] = statistics.median(ratios)
-        entry["ci95"] = list(median_interval(ratios))
+        entry["ci95"] = list(step_overhead.median_interval(ratios))
         result[step_kind] = entry
     return result
 

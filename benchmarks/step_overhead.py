@@ -265,12 +265,13 @@ def median_interval(values: list[float], level: float = 0.95, resamples: int = 4
 def summarize(times: dict, memory: dict, args) -> dict:
     ms = {v: statistics.median(t) for v, t in times.items()}
     fastest = min((v for v in ("float", "float-cl") if v in ms), key=ms.get)
-    paired = lambda a, b: _paired(times, a, b) if a in times and b in times else None  # noqa: E731
-    interval = (  # noqa: E731
-        lambda a, b: (
-            list(median_interval(_ratios(times, a, b))) if a in times and b in times else None
-        )
-    )
+
+    def paired(a: str, b: str) -> float | None:  # None where --only left a step out
+        return _paired(times, a, b) if a in times and b in times else None
+
+    def interval(a: str, b: str) -> list[float] | None:
+        return list(median_interval(_ratios(times, a, b))) if a in times and b in times else None
+
     ratios = [x / y for x, y in zip(times["bsq-fast"], times[fastest])]
     quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
     result = {
